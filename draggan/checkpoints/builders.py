@@ -1,0 +1,86 @@
+"""Build our generator modules from an architecture family name and NVIDIA-style constructor kwargs.
+
+Both the pickle path and the safetensors cache go through `build_generator`, so a cached model is rebuilt
+exactly the way it was first built from its pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ..networks import stylegan2
+from .nvidia_pickle import PersistentObject
+
+FAMILIES = ("stylegan2", "stylegan3")
+
+_STYLEGAN2_SYNTHESIS_KEYS = ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
+                             "resample_filter", "use_noise", "fp16_channels_last", "fused_modconv_default",
+                             "square", "kernel_size", "activation", "channels_last")
+
+
+def build_generator(family: str, init_kwargs: dict[str, Any]) -> torch.nn.Module:
+    """Instantiate an (untrained) generator of `family` ('stylegan2' | 'stylegan3') from its kwargs."""
+    kwargs = copy.deepcopy(init_kwargs)
+    if family == "stylegan2":
+        return stylegan2.Generator(**kwargs)
+    if family == "stylegan3":
+        from ..networks import stylegan3
+        return stylegan3.Generator(**kwargs)
+    raise ValueError(f"unknown generator family {family!r}; expected one of {FAMILIES}")
+
+
+def _plain(value: Any) -> Any:
+    """Convert EasyDicts, tuples and numpy scalars from a pickle into JSON-friendly Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def detect_family(G: PersistentObject) -> str:
+    """Tell StyleGAN2 from StyleGAN3 by the synthesis network's children, never by file name."""
+    synthesis = G.child("synthesis")
+    children = synthesis.children
+    if "input" in children and getattr(children["input"], "class_name", "") == "SynthesisInput":
+        return "stylegan3"
+    if "b4" in children and getattr(children["b4"], "class_name", "") == "SynthesisBlock":
+        return "stylegan2"
+    raise ValueError(f"unrecognised generator architecture (synthesis children: {sorted(children)})")
+
+
+def stylegan2_kwargs(G: PersistentObject) -> dict[str, Any]:
+    """Normalise a StyleGAN2 Generator's pickled constructor arguments to our `stylegan2.Generator`'s."""
+    kw = _plain(G.init_kwargs)
+    names = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+    for name, value in zip(names, _plain(list(G.init_args))):
+        kw.setdefault(name, value)
+    synthesis_kwargs = dict(kw.pop("synthesis_kwargs", {}) or {})
+    mapping_kwargs = dict(kw.pop("mapping_kwargs", {}) or {})
+    kw.pop("resize", None)
+    kw.pop("padding", None)
+    for key in list(kw):
+        if key not in names:
+            synthesis_kwargs.setdefault(key, kw.pop(key))
+    const = G.child("synthesis").child("b4").state["_parameters"]["const"]
+    if const.shape[1] != const.shape[2]:
+        synthesis_kwargs["square"] = False
+    return dict(**{k: kw[k] for k in names}, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
+
+
+def generator_from_persistent(G: PersistentObject) -> torch.nn.Module:
+    """Build our generator from a pickled NVIDIA `Generator` object and load its weights by name."""
+    family = detect_family(G)
+    if family == "stylegan2":
+        kwargs = stylegan2_kwargs(G)
+    else:
+        from ..networks import stylegan3
+        kwargs = stylegan3.kwargs_from_pickle(G)
+    net = build_generator(family, kwargs)
+    net.load_state_dict(G.tensors(), strict=True)
+    return net.eval().requires_grad_(False)

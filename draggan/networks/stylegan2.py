@@ -1,0 +1,285 @@
+"""StyleGAN2 generator (NVIDIA `stylegan2-ada-pytorch` / `networks_stylegan2` flavour) in pure PyTorch.
+
+Module and parameter names match NVIDIA's, so a network pickle's tensors load by name with
+`load_state_dict(strict=True)`. Non-square StyleGAN-Human models (height = 2 × width) are supported
+through `square=False`, as in the StyleGAN-Human code the official DragGAN uses for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .ops import (ACTIVATION_GAINS, FullyConnectedLayer, bias_act, modulated_conv2d, normalize_2nd_moment,
+                  setup_filter, upsample2d)
+
+NOISE_MODES = ("random", "const", "none")
+
+
+class MappingNetwork(torch.nn.Module):
+    """z (+ label c) → w, broadcast to `num_ws` layers, with truncation towards `w_avg`."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
+                 embed_features: int | None = None, layer_features: int | None = None,
+                 activation: str = "lrelu", lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.num_ws = num_ws
+        self.num_layers = num_layers
+        if embed_features is None:
+            embed_features = w_dim
+        if c_dim == 0:
+            embed_features = 0
+        if layer_features is None:
+            layer_features = w_dim
+        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for idx in range(num_layers):
+            layer = FullyConnectedLayer(features[idx], features[idx + 1], activation=activation,
+                                        lr_multiplier=lr_multiplier)
+            setattr(self, f"fc{idx}", layer)
+        if num_ws is not None and w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None) -> torch.Tensor:
+        x = None
+        if self.z_dim > 0:
+            assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
+            x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            assert c is not None and c.shape[-1] == self.c_dim, f"this model needs a label c of size {self.c_dim}"
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if self.num_ws is not None:
+            x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            if self.num_ws is None or truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x = x.clone()
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+
+class SynthesisLayer(torch.nn.Module):
+    """Modulated 3×3 convolution (optionally 2× up), noise, bias, leaky ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
+                 up: int = 1, use_noise: bool = True, activation: str = "lrelu",
+                 resample_filter: tuple = (1, 3, 3, 1), conv_clamp: float | None = None,
+                 channels_last: bool = False, square: bool = True) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.width = resolution if square else resolution // 2
+        self.up = up
+        self.use_noise = use_noise
+        self.activation = activation
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.padding = kernel_size // 2
+        self.act_gain = ACTIVATION_GAINS[activation]
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, self.width]))
+            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True,
+                gain: float = 1.0) -> torch.Tensor:
+        assert noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}"
+        styles = self.affine(w)
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.width], device=x.device) * self.noise_strength
+        if self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                             fused_modconv=fused_modconv)
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+
+
+class ToRGBLayer(torch.nn.Module):
+    """Modulated 1×1 convolution to RGB, without demodulation."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
+                 conv_clamp: float | None = None, channels_last: bool = False) -> None:
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / (in_channels * kernel_size ** 2) ** 0.5
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+
+class SynthesisBlock(torch.nn.Module):
+    """One resolution of the synthesis network: (const |  2× up conv) + conv + ToRGB ('skip' architecture)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 is_last: bool, architecture: str = "skip", resample_filter: tuple = (1, 3, 3, 1),
+                 conv_clamp: float | None = None, use_fp16: bool = False, fp16_channels_last: bool = False,
+                 fused_modconv_default: bool = True, square: bool = True, **layer_kwargs: Any) -> None:
+        super().__init__()
+        if architecture not in ("skip", "orig"):
+            raise ValueError(f"synthesis architecture {architecture!r} is not supported (only 'skip' and 'orig')")
+        self.in_channels = in_channels
+        self.resolution = resolution
+        self.width = resolution if square else resolution // 2
+        self.img_channels = img_channels
+        self.is_last = is_last
+        self.architecture = architecture
+        self.use_fp16 = use_fp16
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.num_conv = 0
+        self.num_torgb = 0
+        if in_channels == 0:
+            self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, self.width]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution, up=2,
+                                        resample_filter=resample_filter, conv_clamp=conv_clamp, square=square,
+                                        **layer_kwargs)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
+                                    conv_clamp=conv_clamp, square=square, **layer_kwargs)
+        self.num_conv += 1
+        if is_last or architecture == "skip":
+            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
+            self.num_torgb += 1
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "random",
+                fused_modconv: bool | None = None, force_fp32: bool = False,
+                skip_rgb: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w_iter = iter(ws.unbind(dim=1))
+        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        dtype = torch.float16 if use_fp16 else torch.float32
+        if fused_modconv is None:
+            fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
+        if self.in_channels == 0:
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+        else:
+            assert x is not None and x.shape[1] == self.in_channels
+            x = x.to(dtype=dtype)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+        if skip_rgb:
+            return x, img
+        if img is not None and self.architecture == "skip":
+            img = upsample2d(img, self.resample_filter)
+        if self.is_last or self.architecture == "skip":
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+            img = img + y if (img is not None and self.architecture == "skip") else y
+        return x, img
+
+
+class SynthesisNetwork(torch.nn.Module):
+    """ws [N, num_ws, w_dim] → image [N, C, H, W]; optionally the per-block feature maps DragGAN reads."""
+
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, num_fp16_res: int = 0, square: bool = True, **block_kwargs: Any) -> None:
+        super().__init__()
+        assert img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        self.img_height = img_resolution
+        self.img_width = img_resolution if square else img_resolution // 2
+        log2 = img_resolution.bit_length() - 1
+        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim=w_dim,
+                                   resolution=res, img_channels=img_channels, is_last=(res == img_resolution),
+                                   use_fp16=(res >= fp16_resolution), square=square, **block_kwargs)
+            self.num_ws += block.num_conv
+            if res == img_resolution:
+                self.num_ws += block.num_torgb
+            setattr(self, f"b{res}", block)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_resolutions)
+
+    def feature_shapes(self) -> list[tuple[int, int, int]]:
+        """(channels, height, width) of each block's output, in `return_features` order."""
+        out = []
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            out.append((block.conv1.out_channels, res, block.width))
+        return out
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,
+                until_block: int | None = None, fused_modconv: bool | None = None, force_fp32: bool = False):
+        """Run the synthesis network.
+
+        `until_block=i` stops after block i and returns only the features up to it (no image): the drag
+        optimisation needs nothing past its feature block.
+        """
+        assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), \
+            f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}"
+        ws = ws.to(torch.float32)
+        x = img = None
+        features = []
+        w_idx = 0
+        last = self.num_blocks - 1 if until_block is None else until_block
+        for i, res in enumerate(self.block_resolutions[: last + 1]):
+            block = getattr(self, f"b{res}")
+            cur_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            x, img = block(x, img, cur_ws, noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           force_fp32=force_fp32, skip_rgb=until_block is not None)
+            features.append(x)
+        if until_block is not None:
+            return features
+        if return_features:
+            return img, features
+        return img
+
+
+class Generator(torch.nn.Module):
+    """StyleGAN2 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image)."""
+
+    family = "stylegan2"
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
+                 mapping_kwargs: dict | None = None, synthesis_kwargs: dict | None = None) -> None:
+        super().__init__()
+        mapping_kwargs = dict(mapping_kwargs or {})
+        synthesis_kwargs = dict(synthesis_kwargs or {})
+        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                img_channels=img_channels, mapping_kwargs=mapping_kwargs,
+                                synthesis_kwargs=synthesis_kwargs)
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                          **synthesis_kwargs)
+        self.img_height = self.synthesis.img_height
+        self.img_width = self.synthesis.img_width
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, **synthesis_kwargs: Any):
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, **synthesis_kwargs)
