@@ -22,13 +22,16 @@ _STYLEGAN2_SYNTHESIS_KEYS = ("channel_base", "channel_max", "num_fp16_res", "con
 
 
 def build_generator(family: str, init_kwargs: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate an (untrained) generator of `family` ('stylegan2' | 'stylegan3') from its kwargs."""
+    """Instantiate a generator of `family` ('stylegan2' | 'stylegan3') from its kwargs, in eval mode.
+
+    Weights are random until a state dict is loaded into it.
+    """
     kwargs = copy.deepcopy(init_kwargs)
     if family == "stylegan2":
-        return stylegan2.Generator(**kwargs)
+        return stylegan2.Generator(**kwargs).eval()
     if family == "stylegan3":
         from ..networks import stylegan3
-        return stylegan3.Generator(**kwargs)
+        return stylegan3.Generator(**kwargs).eval()
     raise ValueError(f"unknown generator family {family!r}; expected one of {FAMILIES}")
 
 

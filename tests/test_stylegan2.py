@@ -1,0 +1,101 @@
+"""Our StyleGAN2 reproduces NVIDIA's reference outputs from the fixture network pickles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from draggan.checkpoints.builders import build_generator, generator_from_persistent
+from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.networks import stylegan2
+
+from conftest import fixture_path, load_reference
+
+TOL = 1e-4
+MODELS = ["stylegan2-tiny-64", "stylegan2-tiny-cond-32"]
+
+
+def _load(name: str) -> torch.nn.Module:
+    return generator_from_persistent(read_network_pickle(fixture_path(f"{name}.pkl"))["G_ema"])
+
+
+def _err(a: torch.Tensor, b: np.ndarray) -> float:
+    return (a.detach() - torch.from_numpy(b)).abs().max().item()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reproduces_reference(name: str) -> None:
+    G = _load(name)
+    ref = load_reference(name)
+    assert G.family == "stylegan2"
+    for seed in range(3):
+        z = torch.from_numpy(ref[f"z{seed}"])
+        c = torch.from_numpy(ref[f"c{seed}"])
+        for psi in ("1.0", "0.7"):
+            ws = G.mapping(z, c, truncation_psi=float(psi))
+            assert ws.shape == (1, G.num_ws, G.w_dim)
+            assert _err(ws, ref[f"ws{seed}_psi{psi}"]) <= TOL
+        img, feats = G.synthesis(torch.from_numpy(ref[f"ws{seed}_psi0.7"]), noise_mode="const", return_features=True)
+        assert img.shape == (1, 3, G.img_height, G.img_width)
+        assert _err(img, ref[f"img{seed}"]) <= TOL
+        if seed == 0:
+            n_feats = len([k for k in ref if k.startswith("feat0_")])
+            assert n_feats == len(feats) == G.synthesis.num_blocks
+            for i, f in enumerate(feats):
+                assert _err(f, ref[f"feat0_{i}"]) <= TOL, f"feature {i}"
+
+
+def test_conditional_model_uses_labels() -> None:
+    G = _load("stylegan2-tiny-cond-32")
+    ref = load_reference("stylegan2-tiny-cond-32")
+    assert G.c_dim == 4
+    z = torch.from_numpy(ref["z0"])
+    ws_a = G.mapping(z, torch.eye(4)[:1])
+    ws_b = G.mapping(z, torch.eye(4)[1:2])
+    assert (ws_a - ws_b).abs().max() > 1e-3
+    with pytest.raises(AssertionError, match="label"):
+        G.mapping(z, None)
+
+
+def test_unfused_modconv_and_partial_synthesis_match_full_pass() -> None:
+    G = _load("stylegan2-tiny-64")
+    ws = torch.from_numpy(load_reference("stylegan2-tiny-64")["ws1_psi0.7"])
+    img, feats = G.synthesis(ws, noise_mode="const", return_features=True)
+    img_unfused = G.synthesis(ws, noise_mode="const", fused_modconv=False)
+    assert (img - img_unfused).abs().max() <= TOL
+    partial = G.synthesis(ws, noise_mode="const", until_block=2)
+    assert len(partial) == 3
+    for a, b in zip(partial, feats[:3]):
+        assert (a - b).abs().max() <= TOL
+    assert [tuple(f.shape[1:]) for f in feats] == G.synthesis.feature_shapes()
+
+
+def test_noise_modes() -> None:
+    G = _load("stylegan2-tiny-64")
+    ws = G.mapping(torch.randn(1, G.z_dim), None)
+    const_a = G.synthesis(ws, noise_mode="const")
+    const_b = G.synthesis(ws, noise_mode="const")
+    assert torch.equal(const_a, const_b)
+    none = G.synthesis(ws, noise_mode="none")
+    assert not torch.equal(const_a, none)
+    with pytest.raises(AssertionError):
+        G.synthesis(ws, noise_mode="bogus")
+
+
+def test_rebuild_from_init_kwargs() -> None:
+    G = _load("stylegan2-tiny-64")
+    G2 = build_generator(G.family, G.init_kwargs)
+    G2.load_state_dict(G.state_dict(), strict=True)
+    ws = G.mapping(torch.randn(2, G.z_dim), None, truncation_psi=0.7)
+    assert torch.equal(G.synthesis(ws, noise_mode="const"), G2.synthesis(ws, noise_mode="const"))
+
+
+def test_non_square_human_layout() -> None:
+    G = stylegan2.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
+                            mapping_kwargs=dict(num_layers=2),
+                            synthesis_kwargs=dict(channel_base=256, channel_max=16, square=False)).eval()
+    assert (G.img_height, G.img_width) == (32, 16)
+    img, feats = G.synthesis(G.mapping(torch.randn(1, 16), None), noise_mode="const", return_features=True)
+    assert img.shape == (1, 3, 32, 16)
+    assert [tuple(f.shape[2:]) for f in feats] == [(r, r // 2) for r in (4, 8, 16, 32)]
