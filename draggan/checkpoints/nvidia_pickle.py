@@ -73,6 +73,9 @@ class TFNetwork:
 
     state: dict = field(default_factory=dict)
 
+    def __getstate__(self) -> dict:
+        return self.state
+
     def __setstate__(self, state: dict) -> None:
         if not isinstance(state, dict):
             raise pickle.UnpicklingError("TF network state is not a dict")
