@@ -95,14 +95,18 @@ class SynthesisLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True,
-                gain: float = 1.0) -> torch.Tensor:
+                gain: float = 1.0, noise_const: torch.Tensor | None = None) -> torch.Tensor:
+        """`noise_const` replaces the `noise_const` buffer in 'const' mode without touching the module."""
         assert noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}"
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.width], device=x.device) * self.noise_strength
         if self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength
+            const = self.noise_const if noise_const is None else noise_const
+            assert const.shape == self.noise_const.shape, \
+                f"noise_const must be {tuple(self.noise_const.shape)}, got {tuple(const.shape)}"
+            noise = const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                              fused_modconv=fused_modconv)
@@ -163,21 +167,25 @@ class SynthesisBlock(torch.nn.Module):
             self.num_torgb += 1
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "random",
-                fused_modconv: bool | None = None, force_fp32: bool = False,
-                skip_rgb: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                fused_modconv: bool | None = None, force_fp32: bool = False, skip_rgb: bool = False,
+                noise_bufs: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter = iter(ws.unbind(dim=1))
+        noise_bufs = noise_bufs or {}
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
         dtype = torch.float16 if use_fp16 else torch.float32
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           noise_const=noise_bufs.get("conv1"))
         else:
             assert x is not None and x.shape[1] == self.in_channels
             x = x.to(dtype=dtype)
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           noise_const=noise_bufs.get("conv0"))
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv,
+                           noise_const=noise_bufs.get("conv1"))
         if skip_rgb:
             return x, img
         if img is not None and self.architecture == "skip":
@@ -227,15 +235,23 @@ class SynthesisNetwork(torch.nn.Module):
         return out
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,
-                until_block: int | None = None, fused_modconv: bool | None = None, force_fp32: bool = False):
+                until_block: int | None = None, fused_modconv: bool | None = None, force_fp32: bool = False,
+                noise_bufs: dict[str, torch.Tensor] | None = None):
         """Run the synthesis network.
 
         `until_block=i` stops after block i and returns only the features up to it (no image): the drag
-        optimisation needs nothing past its feature block.
+        optimisation needs nothing past its feature block. `noise_bufs` maps buffer names as listed by
+        `named_buffers()` (e.g. 'b8.conv0.noise_const') to tensors used instead of those buffers in 'const'
+        mode, so a caller (GAN inversion) can optimise its own noise without mutating a shared network.
         """
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), \
             f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}"
         ws = ws.to(torch.float32)
+        per_block: dict[str, dict[str, torch.Tensor]] = {}
+        for name, tensor in (noise_bufs or {}).items():
+            block_name, layer_name, buf_name = name.split(".")
+            assert buf_name == "noise_const" and hasattr(self, block_name), f"unknown noise buffer {name!r}"
+            per_block.setdefault(block_name, {})[layer_name] = tensor
         x = img = None
         features = []
         w_idx = 0
@@ -245,7 +261,8 @@ class SynthesisNetwork(torch.nn.Module):
             cur_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
             x, img = block(x, img, cur_ws, noise_mode=noise_mode, fused_modconv=fused_modconv,
-                           force_fp32=force_fp32, skip_rgb=until_block is not None)
+                           force_fp32=force_fp32, skip_rgb=until_block is not None,
+                           noise_bufs=per_block.get(f"b{res}"))
             features.append(x)
         if until_block is not None:
             return features
