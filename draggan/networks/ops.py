@@ -235,3 +235,29 @@ class FullyConnectedLayer(torch.nn.Module):
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+
+def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Tensor | None = None,
+                   b: torch.Tensor | None = None, up: int = 1, down: int = 1, padding: int | Sequence[int] = 0,
+                   gain: float = math.sqrt(2.0), slope: float = 0.2, clamp: float | None = None,
+                   flip_filter: bool = False) -> torch.Tensor:
+    """StyleGAN3's alias-free nonlinearity: bias, FIR upsample by `up`, leaky ReLU (× gain, clamped), FIR
+    downsample by `down`.
+
+    The same sequence as NVIDIA's reference (non-CUDA) `filtered_lrelu`, built from `bias_act` and
+    `upfirdn2d`; `padding` ([x0, x1, y0, y1]) applies to the upsampled image.
+    """
+    assert x.ndim == 4, f"x must be NCHW, got {tuple(x.shape)}"
+    assert isinstance(up, int) and up >= 1 and isinstance(down, int) and down >= 1
+    n, c, in_h, in_w = x.shape
+    fu_w, fu_h = filter_size(fu)
+    fd_w, fd_h = filter_size(fd)
+    px0, px1, py0, py1 = _padding4(padding)
+    out_w = (in_w * up + px0 + px1 - (fu_w - 1) - (fd_w - 1) + (down - 1)) // down
+    out_h = (in_h * up + py0 + py1 - (fu_h - 1) - (fd_h - 1) + (down - 1)) // down
+    x = bias_act(x, b, act="linear", gain=1.0)
+    x = upfirdn2d(x, fu, up=up, padding=[px0, px1, py0, py1], gain=up * up, flip_filter=flip_filter)
+    x = bias_act(x, act="lrelu", alpha=slope, gain=gain, clamp=clamp)
+    x = upfirdn2d(x, fd, down=down, flip_filter=flip_filter)
+    assert x.shape == (n, c, out_h, out_w), (tuple(x.shape), (n, c, out_h, out_w))
+    return x
