@@ -1,0 +1,96 @@
+"""Load a generator from any model source: local pickle, converted cache, zoo key or Hugging Face Hub file.
+
+`load_generator` decides what a file is from its content (never its name): an NVIDIA network pickle (dict with
+`G_ema`), a TF-era pickle (a (G, D, Gs) tuple of TF networks) or a converted safetensors entry. After the first
+load of a pickle, its converted weights are cached so later loads read no pickle at all.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..devices import pick_device
+from . import cache
+from .builders import generator_from_persistent
+from .errors import ModelFormatError, ModelUnavailableError
+from .hub import ProgressCallback, resolve_source
+from .nvidia_pickle import PersistentObject, TFNetwork, UnsafePickleError, read_network_pickle
+from .zoo import UnknownModelError, ZooEntry
+
+__all__ = ["ModelFormatError", "ModelUnavailableError", "UnknownModelError", "UnsafePickleError",
+           "generator_from_pickle", "load_generator"]
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, dict):
+        return f"a dict with keys {sorted(map(str, obj))[:8]}"
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} of {len(obj)} items ({', '.join(type(o).__name__ for o in obj[:4])})"
+    return f"a {type(obj).__name__}"
+
+
+def generator_from_pickle(path: str | Path) -> torch.nn.Module:
+    """Build our generator from a network pickle, choosing NVIDIA or TF conversion by the pickle's content."""
+    path = Path(path)
+    try:
+        obj = read_network_pickle(path)
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{path.name}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise ModelFormatError(f"{path.name} is not a readable network pickle ({type(e).__name__}: {e})") from e
+    if isinstance(obj, dict) and "G_ema" in obj:
+        if not isinstance(obj["G_ema"], PersistentObject):
+            raise ModelFormatError(f"{path.name}: 'G_ema' is {_describe(obj['G_ema'])}, not a network object")
+        try:
+            return generator_from_persistent(obj["G_ema"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise ModelFormatError(f"{path.name}: unsupported generator ({e})") from e
+    if isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(net, TFNetwork) for net in obj):
+        from .tf_pickle import generator_from_tf
+        try:
+            return generator_from_tf(obj[2])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise ModelFormatError(f"{path.name}: unsupported TF generator ({e})") from e
+    raise ModelFormatError(f"{path.name} holds no generator: expected a dict with 'G_ema' or a TF (G, D, Gs) "
+                           f"tuple, found {_describe(obj)}")
+
+
+def _load_pickle_cached(path: Path) -> torch.nn.Module:
+    """Pickle load through the converted cache; cache problems only ever cost speed, never the load."""
+    G, sha = cache.lookup(path)
+    if G is not None:
+        return G
+    G = generator_from_pickle(path)
+    try:
+        cache.save(G, path, sha)
+    except (OSError, TypeError, ValueError, RuntimeError) as e:
+        warnings.warn(f"could not write the converted-model cache for {path.name} ({e}); it will be "
+                      "converted again next time", stacklevel=3)
+    return G
+
+
+def load_generator(source: str | Path | ZooEntry, device: str | torch.device | None = None, use_cache: bool = True,
+                   progress: ProgressCallback | None = None) -> torch.nn.Module:
+    """Load a generator (eval mode, no grads) onto `device` (default: CUDA, then MPS, then CPU).
+
+    `source`: a .pkl path, a converted-cache folder or safetensors file, a zoo key (`ffhq-512`), or a Hub file
+    (`DragGan/DragGan-Models/stylegan2-ffhq-512x512.pkl`, `hf://...`). `progress(done_bytes, total_bytes)` is
+    called during a download. Raises `FileNotFoundError`, `ModelUnavailableError`, `ModelFormatError` or
+    `UnsafePickleError` with a message naming the file.
+    """
+    path = resolve_source(source, progress)
+    if path.is_dir() and not cache.is_converted(path):
+        raise ModelFormatError(f"{path} is a folder but not a converted model (no {cache.CONFIG_FILE} + "
+                               f"{cache.WEIGHTS_FILE})")
+    if cache.is_converted(path):
+        G = cache.load_converted(path)
+    elif use_cache:
+        G = _load_pickle_cached(path)
+    else:
+        G = generator_from_pickle(path)
+    return G.to(pick_device(device)).eval().requires_grad_(False)

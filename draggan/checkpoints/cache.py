@@ -1,0 +1,202 @@
+"""Converted-model cache: a generator's weights as safetensors plus a JSON config, keyed by the pickle's hash.
+
+Unpickling a 360 MB network pickle takes seconds; rebuilding the module from its config and memory-mapping a
+safetensors file takes a fraction of one. Each entry is a folder `<root>/<sha256 of source pickle>/` holding
+`model.safetensors` and `config.json` (`format_version`, `family`, `init_kwargs`, `source`, `sha256`,
+`source_size`). A small stat index (`by-stat/<hash of path, size, mtime>` → sha256) spares re-hashing the
+pickle on every load; the entry's recorded hash and size are checked against it. Entries are written to a
+temporary folder and renamed into place, so a reader never sees a half-written one; an entry that fails to
+load is removed and rebuilt from the pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from .builders import FAMILIES, build_generator
+from .errors import ModelFormatError
+from .hub import hf_home
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+_INDEX_DIR = "by-stat"
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_S = 3600.0
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def converted_cache_dir() -> Path:
+    """`$DRAGGAN_CACHE`, else `draggan-converted/` next to the Hub cache (`$HF_HOME/draggan-converted`)."""
+    if os.environ.get("DRAGGAN_CACHE"):
+        return Path(os.environ["DRAGGAN_CACHE"]).expanduser()
+    return hf_home() / "draggan-converted"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's content, read in 16 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stat_key(source: Path) -> str:
+    st = source.stat()
+    text = f"{source.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Content check: 8-byte little-endian header length followed by a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= _MAX_HEADER_BYTES and head[8:9] == b"{"
+
+
+def is_converted(path: str | Path) -> bool:
+    """True for a converted entry: a folder with config + weights, or a safetensors file (judged by content)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+    return path.is_file() and _looks_like_safetensors(path)
+
+
+def read_config(entry: Path) -> dict[str, Any]:
+    """The validated `config.json` of an entry folder; `ModelFormatError` if missing or malformed."""
+    try:
+        config = json.loads((entry / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"{entry / CONFIG_FILE}: unreadable converted-model config ({e})") from e
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{entry / CONFIG_FILE}: not a format_version {FORMAT_VERSION} converted-model config")
+    if config.get("family") not in FAMILIES or not isinstance(config.get("init_kwargs"), dict):
+        raise ModelFormatError(f"{entry / CONFIG_FILE}: missing or invalid 'family' / 'init_kwargs'")
+    return config
+
+
+def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
+    try:
+        G = build_generator(config["family"], config["init_kwargs"])
+        G.load_state_dict(safetensors.torch.load_file(str(weights), device="cpu"), strict=True)
+    except Exception as e:
+        raise ModelFormatError(f"{weights}: cannot rebuild the generator from the converted cache ({e})") from e
+    return G.eval().requires_grad_(False)
+
+
+def load_converted(path: str | Path) -> torch.nn.Module:
+    """Rebuild a generator from a converted entry (its folder, or its `model.safetensors` with the config beside it)."""
+    path = Path(path)
+    entry, weights = (path, path / WEIGHTS_FILE) if path.is_dir() else (path.parent, path)
+    return _build(read_config(entry), weights)
+
+
+def lookup(source: Path) -> tuple[torch.nn.Module | None, str]:
+    """Return (generator from the cache or None, sha256 of `source`).
+
+    A corrupt or mismatching entry is removed with a warning and reported as absent, so the caller rebuilds it.
+    """
+    root = converted_cache_dir()
+    index = root / _INDEX_DIR / _stat_key(source)
+    sha = index.read_text(encoding="utf-8").strip() if index.is_file() else ""
+    if not _SHA_RE.match(sha) or not (root / sha).is_dir():
+        sha = file_sha256(source)
+    entry = root / sha
+    if not entry.is_dir():
+        return None, sha
+    try:
+        config = read_config(entry)
+        if config.get("sha256") != sha or config.get("source_size") != source.stat().st_size:
+            raise ModelFormatError(f"{entry}: recorded hash or size does not match {source}")
+        G = _build(config, entry / WEIGHTS_FILE)
+    except ModelFormatError as e:
+        warnings.warn(f"ignoring broken converted-model cache entry ({e}); rebuilding it from {source.name}",
+                      stacklevel=2)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None, sha
+    if not index.is_file():
+        _atomic_write_text(index, sha)
+    return G, sha
+
+
+def has_converted(source: str | Path) -> bool:
+    """Cheap check (no hashing) whether `source` was converted before at its current size and mtime."""
+    source = Path(source)
+    root = converted_cache_dir()
+    index = root / _INDEX_DIR / _stat_key(source)
+    if not index.is_file():
+        return False
+    sha = index.read_text(encoding="utf-8").strip()
+    return bool(_SHA_RE.match(sha)) and is_converted(root / sha)
+
+
+def _remove_stale_tmp(root: Path) -> None:
+    now = time.time()
+    for tmp in root.glob(f"{_TMP_PREFIX}*"):
+        try:
+            if now - tmp.stat().st_mtime <= _STALE_TMP_S:
+                continue
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
+    """Write `G` as the converted entry of pickle `source` (content hash `sha`); returns the entry folder."""
+    config = dict(format_version=FORMAT_VERSION, family=G.family, init_kwargs=G.init_kwargs,
+                  source=str(source.resolve()), sha256=sha, source_size=source.stat().st_size)
+    text = json.dumps(config, indent=1)
+    root = converted_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(root)
+    entry = root / sha
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
+    try:
+        state = {name: t.detach().to("cpu").contiguous() for name, t in G.state_dict().items()}
+        safetensors.torch.save_file(state, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            if not is_converted(entry):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _atomic_write_text(root / _INDEX_DIR / _stat_key(source), sha)
+    return entry

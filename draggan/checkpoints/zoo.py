@@ -1,0 +1,151 @@
+"""The model zoo: `checkpoints/zoo.json`, a registry of generators loadable by a short key.
+
+Each entry names either a file in a Hugging Face Hub repo (`repo_id` + `filename`) or a file shipped next to
+the registry (`path`, relative to the `checkpoints/` folder). Local entries come first in `list_models()` so
+a bundled model is the default wherever the first entry is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .builders import FAMILIES
+
+CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+ZOO_PATH = CHECKPOINTS_DIR / "zoo.json"
+FORMATS = ("nvidia-pickle", "tf-pickle", "safetensors")
+ZOO_FORMAT_VERSION = 1
+
+_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_REQUIRED = ("key", "name", "format", "family", "resolution")
+_OPTIONAL = ("repo_id", "filename", "revision", "path", "content", "approx_size_mb", "notes")
+
+
+class UnknownModelError(KeyError):
+    """A zoo key that is not in the registry; the message lists the valid keys."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One registry entry. `resolution` and `content` are (height, width) in generator pixels."""
+
+    key: str
+    name: str
+    format: str
+    family: str
+    resolution: tuple[int, int]
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    content: tuple[int, int] | None = None
+    approx_size_mb: float | None = None
+    notes: str | None = None
+    base_dir: Path = CHECKPOINTS_DIR
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+    @property
+    def local_path(self) -> Path | None:
+        """Absolute path of a local entry's file (None for Hub entries)."""
+        return None if self.path is None else (self.base_dir / self.path).resolve()
+
+    @property
+    def hub_ref(self) -> str | None:
+        """`repo_id/filename`, the form `resolve_source` accepts (None for local entries)."""
+        return None if self.repo_id is None else f"{self.repo_id}/{self.filename}"
+
+    @property
+    def height(self) -> int:
+        return self.resolution[0]
+
+    @property
+    def width(self) -> int:
+        return self.resolution[1]
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ValueError(f"{what} must be [height, width] with positive integers, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
+    """Validate one JSON entry and turn it into a `ZooEntry`."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"zoo entry must be an object, got {type(raw).__name__}")
+    key = raw.get("key")
+    where = f"zoo entry {key!r}"
+    missing = [name for name in _REQUIRED if name not in raw]
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if missing or unknown:
+        raise ValueError(f"{where}: missing fields {missing}, unknown fields {unknown}")
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise ValueError(f"{where}: key must be lower-case letters, digits, '.', '_' or '-'")
+    for name in ("name", "repo_id", "filename", "revision", "path", "notes"):
+        if raw.get(name) is not None and (not isinstance(raw[name], str) or not raw[name]):
+            raise ValueError(f"{where}: {name} must be a non-empty string")
+    if raw["format"] not in FORMATS:
+        raise ValueError(f"{where}: format must be one of {FORMATS}, got {raw['format']!r}")
+    if raw["family"] not in FAMILIES:
+        raise ValueError(f"{where}: family must be one of {FAMILIES}, got {raw['family']!r}")
+    hub = raw.get("repo_id") is not None or raw.get("filename") is not None
+    if hub == (raw.get("path") is not None):
+        raise ValueError(f"{where}: give either 'path' (local file) or 'repo_id' + 'filename' (Hub file)")
+    if hub and (raw.get("repo_id") is None or raw.get("filename") is None or raw["repo_id"].count("/") != 1):
+        raise ValueError(f"{where}: a Hub entry needs repo_id 'owner/name' and a filename")
+    if raw.get("path") is not None and Path(raw["path"]).is_absolute():
+        raise ValueError(f"{where}: path must be relative to {base_dir}")
+    resolution = _pair(raw["resolution"], f"{where}: resolution")
+    content = None if raw.get("content") is None else _pair(raw["content"], f"{where}: content")
+    if content is not None and (content[0] > resolution[0] or content[1] > resolution[1]):
+        raise ValueError(f"{where}: content {content} is larger than resolution {resolution}")
+    size = raw.get("approx_size_mb")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0):
+        raise ValueError(f"{where}: approx_size_mb must be a positive number")
+    return ZooEntry(key=key, name=raw["name"], format=raw["format"], family=raw["family"], resolution=resolution,
+                    repo_id=raw.get("repo_id"), filename=raw.get("filename"), revision=raw.get("revision"),
+                    path=raw.get("path"), content=content, approx_size_mb=size, notes=raw.get("notes"),
+                    base_dir=base_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_zoo(path: Path, mtime_ns: int) -> tuple[ZooEntry, ...]:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or data.get("format_version") != ZOO_FORMAT_VERSION:
+        raise ValueError(f"{path}: expected an object with format_version {ZOO_FORMAT_VERSION}")
+    if not isinstance(data.get("models"), list):
+        raise ValueError(f"{path}: 'models' must be a list")
+    entries = [_entry_from_dict(raw, path.parent) for raw in data["models"]]
+    keys = [e.key for e in entries]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: duplicate keys {duplicates}")
+    return tuple(sorted(entries, key=lambda e: not e.is_local))
+
+
+def list_models(zoo_path: str | Path | None = None) -> list[ZooEntry]:
+    """All registry entries, validated; local entries first, then Hub entries in file order."""
+    path = Path(zoo_path or ZOO_PATH).resolve()
+    return list(_load_zoo(path, path.stat().st_mtime_ns))
+
+
+def get_model(key: str, zoo_path: str | Path | None = None) -> ZooEntry:
+    """The entry for `key`; `UnknownModelError` naming the valid keys otherwise."""
+    entries = list_models(zoo_path)
+    for entry in entries:
+        if entry.key == key:
+            return entry
+    raise UnknownModelError(f"unknown model key {key!r}; valid keys: {', '.join(e.key for e in entries)}")

@@ -1,0 +1,122 @@
+"""Command line: `python -m draggan <command>`.
+
+Commands: `generate` (one image from a seed) and `models` (the zoo with what is usable offline). Each command
+is a `_cmd_*` function registered in `build_parser`, so later features add a subparser and a function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError, cache,
+                          hub, load_generator)
+from .checkpoints.zoo import list_models
+from .networks.stylegan2 import NOISE_MODES
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as `error: ...` without a traceback."""
+
+
+def image_to_uint8(img: torch.Tensor) -> np.ndarray:
+    """Generator output [1, C, H, W] in about [-1, 1] → HWC uint8 (HW for one channel)."""
+    assert img.ndim == 4 and img.shape[0] == 1, f"expected one NCHW image, got {tuple(img.shape)}"
+    out = (img[0].detach().float().permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return out[:, :, 0] if out.shape[2] == 1 else out
+
+
+def _label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
+    """One-hot class label for conditional models; an empty [1, 0] label otherwise."""
+    c = torch.zeros([1, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            print(f"warning: this model is unconditional; ignoring --class-idx {class_idx}", file=sys.stderr)
+        return c
+    if class_idx is None or not 0 <= class_idx < G.c_dim:
+        raise CommandError(f"this model is conditional on {G.c_dim} classes: pass --class-idx between 0 and "
+                           f"{G.c_dim - 1}")
+    c[0, class_idx] = 1
+    return c
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    G = load_generator(args.model, device=args.device)
+    device = next(G.parameters()).device
+    z = torch.from_numpy(np.random.RandomState(args.seed).randn(1, G.z_dim)).to(device=device, dtype=torch.float32)
+    c = _label(G, args.class_idx, device)
+    with torch.no_grad():
+        ws = G.mapping(z, c, truncation_psi=args.psi)
+        img = G.synthesis(ws, noise_mode=args.noise_mode)
+    from PIL import Image
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_to_uint8(img)).save(out)
+    print(f"wrote {out} ({G.img_width}x{G.img_height}, seed {args.seed}, psi {args.psi})")
+    return 0
+
+
+def _status(entry) -> str:
+    if entry.is_local:
+        path = entry.local_path
+        return ("local, converted" if cache.has_converted(path) else "local") if path.exists() else "missing"
+    cached = hub.cached_hub_file(hub.HubRef(entry.repo_id, entry.filename, entry.revision))
+    if cached is None:
+        return "download needed"
+    return "cached, converted" if cache.has_converted(cached) else "cached"
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    entries = list_models()
+    rows = [(e.key, f"{e.height}x{e.width}", f"~{e.approx_size_mb:.0f} MB" if e.approx_size_mb else "?",
+             _status(e), e.name) for e in entries]
+    header = ("key", "HxW", "size", "status", "name")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+    print(f"\nHub cache: {hub.hub_cache_dir()}   converted cache: {cache.converted_cache_dir()}   "
+          f"offline mode: {'on' if hub.is_offline() else 'off'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m draggan", description="DragGAN studio command line.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("generate", help="generate one image from a seed",
+                              description="Generate one image: z = RandomState(seed).randn(1, z_dim).")
+    gen.add_argument("--model", required=True, metavar="SOURCE",
+                     help="zoo key (see `models`), .pkl path, converted cache folder, or Hub file "
+                          "owner/repo/file.pkl (also hf://...)")
+    gen.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    gen.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
+    gen.add_argument("--class-idx", type=int, default=None, help="class index, required by conditional models")
+    gen.add_argument("--noise-mode", choices=NOISE_MODES, default="const", help="noise mode (default const)")
+    gen.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
+    gen.add_argument("--out", required=True, help="output image file (.png)")
+    gen.set_defaults(func=_cmd_generate)
+
+    models = commands.add_parser("models", help="list the model zoo and what is available offline")
+    models.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FileNotFoundError, ModelUnavailableError, ModelFormatError, UnsafePickleError, UnknownModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
