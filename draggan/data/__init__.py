@@ -1,0 +1,1 @@
+"""Procedural datasets: worlds whose every image comes with exactly known keypoints."""
