@@ -86,9 +86,13 @@ def _put_in_hub_cache(root: Path, repo_id: str, filename: str, source: Path) -> 
 
 
 def _outputs(G: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ws, image) for `seed` as in the fixtures' references: psi 0.7, const noise, label one-hot at seed % c_dim."""
     z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
+    c = torch.zeros([1, G.c_dim])
+    if G.c_dim > 0:
+        c[0, seed % G.c_dim] = 1
     with torch.no_grad():
-        ws = G.mapping(z, None, truncation_psi=0.7)
+        ws = G.mapping(z, c, truncation_psi=0.7)
         return ws, G.synthesis(ws, noise_mode="const")
 
 
@@ -243,13 +247,16 @@ def test_missing_local_path_is_a_clear_file_not_found(env) -> None:
 # ----------------------------------------------------------------------------------------------- loading & cache
 
 
-def test_pickle_to_cache_round_trip_gives_identical_outputs(env, monkeypatch) -> None:
-    source = fixture_path(f"{TINY}.pkl")
+@pytest.mark.parametrize("name,family", [(TINY, "stylegan2"), ("stylegan2-tiny-cond-32", "stylegan2"),
+                                         ("stylegan2-tf-tiny-64", "stylegan2"), ("stylegan3-t-tiny-64", "stylegan3"),
+                                         ("stylegan3-r-tiny-64", "stylegan3")])
+def test_pickle_to_cache_round_trip_gives_identical_outputs(env, monkeypatch, name, family) -> None:
+    source = fixture_path(f"{name}.pkl")
     G1 = load_generator(source, device="cpu")
     assert not G1.training and not any(p.requires_grad for p in G1.parameters())
     entry = cache.converted_cache_dir() / cache.file_sha256(source)
     config = json.loads((entry / cache.CONFIG_FILE).read_text())
-    assert config["format_version"] == 1 and config["family"] == "stylegan2"
+    assert config["format_version"] == 1 and config["family"] == family == G1.family
     assert config["init_kwargs"] == json.loads(json.dumps(G1.init_kwargs))
     assert config["sha256"] == cache.file_sha256(source) and config["source"] == str(source.resolve())
     assert set(safetensors.torch.load_file(str(entry / cache.WEIGHTS_FILE))) == set(G1.state_dict())
@@ -259,7 +266,7 @@ def test_pickle_to_cache_round_trip_gives_identical_outputs(env, monkeypatch) ->
     assert cache.has_converted(source)
     for a, b in zip(_outputs(G1), _outputs(G2)):
         assert torch.equal(a, b)
-    np.testing.assert_allclose(_outputs(G2)[1].numpy(), load_reference(TINY)["img0"], atol=1e-4)
+    np.testing.assert_allclose(_outputs(G2)[1].numpy(), load_reference(name)["img0"], atol=1e-4)
 
 
 def test_converted_entry_loads_directly_as_folder_or_file(env, monkeypatch) -> None:
