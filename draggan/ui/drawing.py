@@ -1,0 +1,111 @@
+"""Draw the editor's overlay: numbered handle/target pairs with arrows, and the mask tint.
+
+Generator images are small (a tiny test model is 64 px, real ones 256–1024 px) while the browser never
+scales an image above its natural size, so the display image is an integer upscale of the generator image
+(`display_scale`). Points live in generator pixels everywhere else; `to_display` / `from_display` are the
+only conversions, and they are exact inverses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+Point = tuple[float, float]
+
+DISPLAY_MIN_SIZE = 512
+HANDLE_COLOR = (230, 40, 40)
+TARGET_COLOR = (40, 90, 235)
+ARROW_COLOR = (255, 255, 255)
+FIXED_TINT = (255, 70, 70)       # area that must not change
+FLEXIBLE_TINT = (60, 200, 90)    # area allowed to change
+
+
+def display_scale(height: int, width: int, min_size: int = DISPLAY_MIN_SIZE) -> int:
+    """Integer upscale factor so that the longer side is shown at `min_size` px or more."""
+    assert height > 0 and width > 0
+    return max(1, min_size // max(height, width))
+
+
+def to_display(point: Point, scale: int) -> Point:
+    """Generator pixel (x, y) → display pixel; pixel centres map onto pixel centres."""
+    return ((point[0] + 0.5) * scale - 0.5, (point[1] + 0.5) * scale - 0.5)
+
+
+def from_display(point: Point, scale: int) -> Point:
+    """Display pixel (x, y) (as reported by a click) → generator pixel, rounded to 1/100 px."""
+    return (round((point[0] + 0.5) / scale - 0.5, 2), round((point[1] + 0.5) / scale - 0.5, 2))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.truetype("DejaVuSans-Bold.ttf", size)
+    except OSError:
+        return ImageFont.load_default(size=size)
+
+
+def _arrow(draw: ImageDraw.ImageDraw, start: Point, end: Point, width: int, color: tuple[int, int, int]) -> None:
+    dx, dy = end[0] - start[0], end[1] - start[1]
+    length = math.hypot(dx, dy)
+    if length < 1e-6:
+        return
+    draw.line([start, end], fill=color, width=width)
+    head = min(4.0 * width + 4.0, length * 0.5)
+    ux, uy = dx / length, dy / length
+    left = (end[0] - head * ux + 0.5 * head * uy, end[1] - head * uy - 0.5 * head * ux)
+    right = (end[0] - head * ux - 0.5 * head * uy, end[1] - head * uy + 0.5 * head * ux)
+    draw.polygon([end, left, right], fill=color)
+
+
+def tint_mask(image: Image.Image, mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.35) -> Image.Image:
+    """Blend `color` over the pixels of `image` where the [h, w] `mask` is set (resized to the image)."""
+    assert mask.ndim == 2, f"mask must be [H, W], got {mask.shape}"
+    m = Image.fromarray((mask > 0.5).astype(np.uint8) * 255).resize(image.size, Image.NEAREST)
+    base = image.convert("RGB")
+    layer = Image.new("RGB", base.size, color)
+    blended = Image.blend(base, layer, alpha)
+    base.paste(blended, (0, 0), m)
+    return base
+
+
+def render_overlay(image: np.ndarray, handles: Sequence[Point], targets: Sequence[Point],
+                   fixed_mask: np.ndarray | None = None, flexible_mask: np.ndarray | None = None,
+                   show_mask: bool = True, scale: int | None = None) -> Image.Image:
+    """Upscale a generator image [H, W, 3] uint8 and draw masks, arrows and numbered points on it.
+
+    `handles` may hold one more point than `targets` (a handle waiting for its target).
+    """
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, \
+        f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}"
+    assert len(targets) <= len(handles) <= len(targets) + 1, "points must alternate handle, target"
+    h, w = image.shape[:2]
+    s = display_scale(h, w) if scale is None else scale
+    out = Image.fromarray(image).resize((w * s, h * s), Image.LANCZOS if s > 1 else Image.NEAREST)
+    if show_mask:
+        if flexible_mask is not None and flexible_mask.any():
+            out = tint_mask(out, flexible_mask, FLEXIBLE_TINT)
+        if fixed_mask is not None and fixed_mask.any():
+            out = tint_mask(out, fixed_mask, FIXED_TINT)
+    draw = ImageDraw.Draw(out)
+    size = max(w * s, h * s)
+    radius = max(4.0, size / 90.0)
+    line = max(2, int(round(size / 300.0)))
+    font = _font(int(radius * 2.2))
+    for i, handle in enumerate(handles):
+        p = to_display(handle, s)
+        if i < len(targets):
+            _arrow(draw, p, to_display(targets[i], s), line, ARROW_COLOR)
+    for i, handle in enumerate(handles):
+        pairs = [(to_display(handle, s), HANDLE_COLOR)]
+        if i < len(targets):
+            pairs.append((to_display(targets[i], s), TARGET_COLOR))
+        for (x, y), color in pairs:
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color, outline=(255, 255, 255),
+                         width=max(1, line // 2))
+        x, y = pairs[0][0]
+        draw.text((x + radius + 2, y - radius - 2), str(i + 1), fill=(255, 255, 255), font=font,
+                  stroke_width=2, stroke_fill=(0, 0, 0))
+    return out

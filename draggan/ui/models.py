@@ -1,0 +1,153 @@
+"""Which models the app offers, and a per-process cache of loaded generators.
+
+Choices come from the zoo (`checkpoints/zoo.json`) and from `DRAGGAN_EXTRA_MODELS`, a list of local model
+files separated by the OS path separator (`:` on Linux/macOS, `;` on Windows), each optionally prefixed by a
+display name: `DRAGGAN_EXTRA_MODELS="Tiny=/data/tiny.pkl:/data/cats.pkl"`. A zoo model whose file is neither
+bundled nor in the Hub cache is offered only when the Hub can be reached; otherwise it is listed as
+unavailable, so an offline app still starts with whatever it has.
+
+Generators are shared read-only by every session in the process; `GeneratorCache` keeps the most recently
+used few (env `DRAGGAN_MODEL_CACHE`, default 2) and loads each source at most once at a time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+EXTRA_MODELS_ENV = "DRAGGAN_EXTRA_MODELS"
+CACHE_SIZE_ENV = "DRAGGAN_MODEL_CACHE"
+MODEL_SUFFIXES = (".pkl", ".safetensors")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model picker: what the user sees (`label`) and what `load_generator` gets (`source`)."""
+
+    source: str
+    label: str
+    available: bool
+    reason: str = ""
+
+
+def extra_model_choices(value: str | None = None) -> list[ModelChoice]:
+    """Parse `DRAGGAN_EXTRA_MODELS` (or `value`) into choices; missing files are listed as unavailable."""
+    text = os.environ.get(EXTRA_MODELS_ENV, "") if value is None else value
+    choices = []
+    for item in (part.strip() for part in text.split(os.pathsep)):
+        if not item:
+            continue
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = "", item
+        file = Path(path.strip()).expanduser()
+        label = name.strip() or file.stem
+        exists = file.exists()
+        choices.append(ModelChoice(source=str(file.resolve()) if exists else str(file), label=f"{label} (local)",
+                                   available=exists, reason="" if exists else f"no file at {file}"))
+    return choices
+
+
+def zoo_choices(hub_online: bool | None = None) -> list[ModelChoice]:
+    """Zoo models, labelled with name and resolution; Hub files count as available when cached or online."""
+    from ..checkpoints import hub, zoo
+
+    try:
+        entries = zoo.list_models()
+    except (OSError, ValueError):
+        return []
+    online = None
+    choices = []
+    for entry in entries:
+        size = f"{entry.height}×{entry.width}" if entry.height != entry.width else f"{entry.height}px"
+        label = entry.name if str(entry.height) in entry.name else f"{entry.name} ({size})"
+        if hub.is_available_offline(entry):
+            choices.append(ModelChoice(source=entry.key, label=label, available=True))
+            continue
+        if entry.is_local:
+            choices.append(ModelChoice(source=entry.key, label=label, available=False,
+                                       reason=f"missing file {entry.local_path}"))
+            continue
+        if online is None:
+            online = hub_online if hub_online is not None else (not hub.is_offline() and hub.hub_reachable())
+        mb = f", ~{entry.approx_size_mb:.0f} MB download" if entry.approx_size_mb else ", download"
+        choices.append(ModelChoice(source=entry.key, label=label + mb if online else label, available=online,
+                                   reason="" if online else f"not cached and the Hub is unreachable ({entry.hub_ref})"))
+    return choices
+
+
+def model_choices(hub_online: bool | None = None) -> list[ModelChoice]:
+    """Extra (local) models first, then the zoo."""
+    return extra_model_choices() + zoo_choices(hub_online)
+
+
+def check_upload(path: str | os.PathLike, max_mb: float) -> Path:
+    """Validate an uploaded model file's type and size; `ValueError` with a user-facing message otherwise."""
+    file = Path(path)
+    if file.suffix.lower() not in MODEL_SUFFIXES:
+        raise ValueError(f"'{file.name}' is not a model file: upload a StyleGAN network pickle (.pkl) or a "
+                         f"converted .safetensors model")
+    size_mb = file.stat().st_size / 2**20
+    if size_mb > max_mb:
+        raise ValueError(f"'{file.name}' is {size_mb:.0f} MB, more than this app accepts ({max_mb:.0f} MB; "
+                         f"set DRAGGAN_MAX_UPLOAD_MB to change it)")
+    return file
+
+
+class GeneratorCache:
+    """A small thread-safe LRU of loaded generators keyed by (source, device)."""
+
+    def __init__(self, max_items: int | None = None,
+                 loader: Callable[..., torch.nn.Module] | None = None) -> None:
+        if max_items is None:
+            max_items = int(os.environ.get(CACHE_SIZE_ENV, "2"))
+        assert max_items >= 1
+        self.max_items = max_items
+        self._loader = loader
+        self._items: collections.OrderedDict[tuple[str, str], torch.nn.Module] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+
+    def _load(self, source: str, device: torch.device, progress: Callable[[int, int | None], None] | None):
+        if self._loader is not None:
+            return self._loader(source, device=device)
+        from ..checkpoints import load_generator
+        return load_generator(source, device=device, progress=progress)
+
+    def get(self, source: str, device: torch.device,
+            progress: Callable[[int, int | None], None] | None = None) -> torch.nn.Module:
+        """The generator for `source` on `device`, loaded on first use (once, however many callers wait)."""
+        key = (str(source), str(device))
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+            G = self._load(str(source), device, progress)
+            G.requires_grad_(False)
+            with self._lock:
+                self._items[key] = G
+                self._items.move_to_end(key)
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
+                self._loading.pop(key, None)
+            return G
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
