@@ -1,0 +1,5 @@
+"""DragGAN drag engine: per-user sessions that move handle points to targets by optimising the latent."""
+
+from .session import DragConfig, DragSession, StepResult, default_feature_block
+
+__all__ = ["DragConfig", "DragSession", "StepResult", "default_feature_block"]
