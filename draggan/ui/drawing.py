@@ -2,8 +2,8 @@
 
 Generator images are small (a tiny test model is 64 px, real ones 256–1024 px) while the browser never
 scales an image above its natural size, so the display image is an integer upscale of the generator image
-(`display_scale`). Points live in generator pixels everywhere else; `to_display` / `from_display` are the
-only conversions, and they are exact inverses.
+(`display_scale`). Points live in whole generator pixels everywhere else (a click picks the pixel under the
+cursor); `to_display` (to the centre of that pixel's block) and `from_display` are the only conversions.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def to_display(point: Point, scale: int) -> Point:
 
 
 def from_display(point: Point, scale: int) -> Point:
-    """Display pixel (x, y) (as reported by a click) → generator pixel, rounded to 1/100 px."""
-    return (round((point[0] + 0.5) / scale - 0.5, 2), round((point[1] + 0.5) / scale - 0.5, 2))
+    """Display pixel (x, y) (as reported by a click) → the generator pixel whose block contains it."""
+    return (float(math.floor(point[0] / scale)), float(math.floor(point[1] / scale)))
 
 
 def _font(size: int) -> ImageFont.ImageFont:

@@ -1,0 +1,326 @@
+"""Editor handlers on the tiny StyleGAN2 fixture: points, masks, bad input, stop/resume, undo, isolation."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from draggan.checkpoints.builders import generator_from_persistent
+from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.ui import handlers
+from draggan.ui.drawing import display_scale, from_display, render_overlay, to_display
+from draggan.ui.handlers import UserError
+from draggan.ui.models import GeneratorCache, check_upload, extra_model_choices
+
+DATA = Path(__file__).parent / "data"
+SG2 = DATA / "stylegan2-tiny-64.pkl"
+
+
+@pytest.fixture(scope="module")
+def G() -> torch.nn.Module:
+    return generator_from_persistent(read_network_pickle(SG2)["G_ema"])
+
+
+def new_state(G, seed=0, max_steps=4, **kw):
+    params = handlers.make_params(lr=kw.get("lr", 2e-3), max_steps=max_steps, render_every=kw.get("render_every", 2),
+                                  mask_lambda=kw.get("mask_lambda", 20.0))
+    return handlers.make_state(G, str(SG2), "tiny", seed, 0.7, kw.get("space", "w+"), params)
+
+
+def click(ui, x, y):
+    """Click at generator pixel (x, y), the way the browser reports it: display pixels."""
+    s = display_scale(ui.height, ui.width)
+    dx, dy = to_display((x, y), s)
+    return handlers.add_point(ui, (round(dx), round(dy)))
+
+
+def test_display_mapping_round_trips():
+    assert display_scale(64, 64) == 8 and display_scale(512, 512) == 1 and display_scale(1024, 512) == 1
+    assert display_scale(256, 128) == 2
+    for s in (1, 2, 8):
+        for p in [(0.0, 0.0), (10.0, 33.0), (63.0, 5.0)]:
+            assert from_display(to_display(p, s), s) == pytest.approx(p)
+    assert from_display((0, 7), 8) == (0.0, 0.0) and from_display((8, 511), 8) == (1.0, 63.0)
+
+
+def test_points_alternate_and_edit(G):
+    ui = new_state(G)
+    assert "Handle 1" in click(ui, 10, 12)
+    assert "Target 1" in click(ui, 20, 22)
+    click(ui, 40, 41)
+    assert ui.handles == [(10.0, 12.0), (40.0, 41.0)] and ui.targets == [(20.0, 22.0)]
+    assert "handle" in handlers.remove_last_point(ui)
+    assert ui.handles == [(10.0, 12.0)]
+    assert "target" in handlers.remove_last_point(ui)
+    assert ui.targets == []
+    handlers.clear_points(ui)
+    assert ui.handles == [] and ui.targets == []
+    assert "no points" in handlers.remove_last_point(ui)
+
+
+def test_overlay_marks_points_in_colour(G):
+    ui = new_state(G)
+    click(ui, 16, 16)
+    click(ui, 48, 48)
+    img = np.asarray(handlers.view(ui))
+    assert img.shape == (512, 512, 3)
+    hx, hy = (int(round(v)) for v in to_display((16, 16), 8))
+    tx, ty = (int(round(v)) for v in to_display((48, 48), 8))
+    assert tuple(img[hy, hx]) == (230, 40, 40)    # handle: red
+    assert tuple(img[ty, tx]) == (40, 90, 235)    # target: blue
+    with pytest.raises(AssertionError):
+        render_overlay(ui.image, [], [(1.0, 1.0)])
+
+
+def test_bad_points_are_refused(G):
+    ui = new_state(G)
+    with pytest.raises(UserError, match="Click inside"):
+        handlers.add_point(ui, None)
+    with pytest.raises(UserError, match="outside"):
+        handlers.add_point(ui, (600, 10))
+    with pytest.raises(UserError, match="outside"):
+        handlers.add_point(ui, (-20, 10))
+    with pytest.raises(UserError, match="add a handle"):
+        handlers.start_drag(ui)
+    click(ui, 10, 10)
+    with pytest.raises(UserError, match="no target"):
+        handlers.start_drag(ui)
+    assert ui.job is None and ui.history == []
+    with pytest.raises(UserError, match="outside"):
+        handlers.check_points([(1.0, 1.0)], [(64.0, 3.0)], 64, 64)
+    with pytest.raises(UserError):
+        handlers.parse_points("[[1, 2, 3]]")
+    with pytest.raises(UserError):
+        handlers.parse_points("not json")
+    with pytest.raises(UserError):
+        handlers.parse_points([])
+    assert handlers.parse_points([[[1, 2], [3, 4]]]) == ([(1.0, 2.0)], [(3.0, 4.0)])
+    with pytest.raises(UserError, match="lr"):
+        handlers.make_params(lr="abc", max_steps=3, render_every=1, mask_lambda=1)
+    with pytest.raises(UserError, match="max_steps"):
+        handlers.make_params(lr=1e-3, max_steps=2.5, render_every=1, mask_lambda=1)
+    with pytest.raises(UserError, match="space"):
+        handlers.make_state(G, "x", "x", 0, 0.7, "z")
+
+
+def test_drag_changes_image_and_history(G):
+    ui = new_state(G, max_steps=4)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    click(ui, 20, 20)
+    click(ui, 30, 26)
+    job = handlers.run_blocking(ui)
+    assert job.steps == 4 and job.error is None
+    assert not np.array_equal(ui.image, ui.start_image)
+    assert np.array_equal(ui.image, ui.session.render())
+    assert len(ui.history) == 1 and ui.history[0].record.steps == 4
+    assert len(ui.history[0].frames) >= 2
+    assert ui.handles == ui.session.handles and ui.targets == [(30.0, 26.0)]
+    assert "1 drag(s) done" in handlers.stats_text(ui)
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()), "the shared generator changed"
+
+    ws_after = ui.session.ws
+    assert "Undid" in handlers.undo(ui)
+    assert torch.equal(ui.session.ws, handlers.make_state(G, "x", "x", 0, 0.7, "w+").session.ws)
+    assert np.array_equal(ui.image, ui.start_image) and ui.history == [] and len(ui.redo_stack) == 1
+    assert ui.handles == [(20.0, 20.0)]
+    assert "Redid" in handlers.redo(ui)
+    assert torch.equal(ui.session.ws, ws_after) and len(ui.history) == 1
+    assert "Nothing" in handlers.redo(ui)
+    handlers.reset_image(ui)
+    assert np.array_equal(ui.image, ui.start_image) and ui.handles == [] and ui.history == []
+    assert "Nothing" in handlers.undo(ui)
+
+
+def test_clicks_while_running_are_refused_and_stop_resumes(G):
+    ui = new_state(G, max_steps=400)
+    click(ui, 20, 20)
+    click(ui, 44, 40)
+    job = handlers.start_drag(ui)
+    try:
+        with pytest.raises(UserError, match="Stop"):
+            click(ui, 5, 5)
+        with pytest.raises(UserError, match="Stop"):
+            handlers.start_drag(ui)
+        with pytest.raises(UserError, match="Stop"):
+            handlers.undo(ui)
+        with pytest.raises(UserError, match="Stop"):
+            handlers.clear_points(ui)
+        deadline = threading.Event()
+        while job.count < 2 and not job.done.is_set():
+            deadline.wait(0.02)
+    finally:
+        message = handlers.stop_drag(ui)
+    assert "Stopped" in message and not ui.running and job.steps < 400
+    assert ui.handles == [tuple(p) for p in ui.session.handles]
+    assert np.array_equal(ui.image, ui.session.render()), "Stop must keep the last image"
+    first = job.steps
+    ui.params = handlers.make_params(2e-3, 3, 1, 20.0)
+    job2 = handlers.run_blocking(ui)
+    assert job2.record.resume, "Start after Stop with the same points continues the drag"
+    assert len(ui.history) == 2 and ui.history[0].record.steps == first and job2.steps == 3
+    click(ui, 1, 1)
+    click(ui, 2, 2)
+    job3 = handlers.run_blocking(ui)
+    assert not job3.record.resume, "new points start a new drag"
+
+
+def test_masks_from_editor_layers(G):
+    ui = new_state(G)
+    s = display_scale(64, 64)
+    layer = np.zeros((64 * s, 64 * s, 4), np.uint8)
+    layer[0:16 * s, 0:32 * s] = (60, 200, 90, 255)     # flexible: top-left block
+    layer[48 * s:, 48 * s:] = (255, 70, 70, 255)        # fixed: bottom-right block
+    fixed, flexible = handlers.masks_from_editor({"background": None, "layers": [layer], "composite": None}, 64, 64)
+    assert flexible.sum() == 16 * 32 and flexible[:16, :32].all()
+    assert fixed.sum() == 16 * 16 and fixed[48:, 48:].all()
+    assert "flexible" in handlers.set_masks(ui, fixed, flexible)
+    engine_mask = handlers.effective_fixed_mask(ui)
+    assert not engine_mask[:16, :32].any() and engine_mask[20:40].all() and engine_mask[48:, 48:].all()
+    round_trip = handlers.masks_from_editor({"layers": [handlers.mask_layer(ui)]}, 64, 64)
+    assert np.array_equal(round_trip[0], fixed) and np.array_equal(round_trip[1], flexible)
+    overlay = np.asarray(handlers.view(ui)).astype(int)
+    plain = np.asarray(handlers.plain_view(ui)).astype(int)
+    assert np.abs(overlay[: 16 * s, : 32 * s] - plain[: 16 * s, : 32 * s]).mean() > 5, "mask tint is drawn"
+    ui.show_mask = False
+    assert np.array_equal(np.asarray(handlers.view(ui)), handlers.plain_view(ui))
+    handlers.reset_mask(ui)
+    assert ui.fixed_mask is None and ui.flexible_mask is None and handlers.effective_fixed_mask(ui) is None
+    assert handlers.masks_from_editor(None, 64, 64) == (None, None)
+    assert handlers.masks_from_editor({"layers": []}, 64, 64) == (None, None)
+    with pytest.raises(UserError):
+        handlers.masks_from_editor({"layers": [np.zeros((8, 8))]}, 64, 64)
+    with pytest.raises(UserError):
+        handlers.set_masks(ui, np.zeros((8, 8), bool), None)
+
+
+def test_fixed_mask_reaches_the_engine(G):
+    ui = new_state(G, max_steps=2)
+    fixed = np.zeros((64, 64), bool)
+    fixed[:, 40:] = True
+    handlers.set_masks(ui, fixed, None)
+    click(ui, 20, 20)
+    click(ui, 25, 25)
+    handlers.run_blocking(ui)
+    assert np.array_equal(ui.session.mask.astype(bool), fixed)
+    assert np.array_equal(ui.history[0].record.mask, fixed)
+
+
+def test_two_sessions_never_share_points_or_latents(G):
+    """Two users on one generator, dragging at the same time, get exactly what each gets alone."""
+    def prepare(seed, pts):
+        ui = new_state(G, seed=seed, max_steps=3)
+        for p in pts:
+            click(ui, *p)
+        return ui
+
+    pts_a = [(20, 20), (30, 30)]
+    pts_b = [(50, 10), (40, 20), (10, 50), (12, 40)]
+    alone_a = prepare(0, pts_a)
+    handlers.run_blocking(alone_a)
+    alone_b = prepare(5, pts_b)
+    handlers.run_blocking(alone_b)
+
+    a, b = prepare(0, pts_a), prepare(5, pts_b)
+    jobs = [handlers.start_drag(a), handlers.start_drag(b)]
+    for job in jobs:
+        job.done.wait(120)
+    assert a.targets == [(30.0, 30.0)] and b.targets == [(40.0, 20.0), (12.0, 40.0)]
+    assert a.handles == alone_a.handles and b.handles == alone_b.handles
+    assert torch.allclose(a.session.ws, alone_a.session.ws, atol=1e-6)
+    assert torch.allclose(b.session.ws, alone_b.session.ws, atol=1e-6)
+    assert not torch.allclose(a.session.ws, b.session.ws)
+    assert a.session is not b.session and a.session.G is b.session.G
+
+
+def test_export_handlers_need_a_drag(G, tmp_path):
+    ui = new_state(G)
+    assert handlers.export_png(ui, tmp_path).stat().st_size > 0
+    assert np.load(handlers.export_latent(ui, tmp_path)).shape == (1, G.num_ws, G.w_dim)
+    with pytest.raises(UserError, match="drag first"):
+        handlers.export_animation(ui, "gif", tmp_path)
+    with pytest.raises(UserError, match="drag first"):
+        handlers.export_recipe(ui, tmp_path)
+    click(ui, 20, 20)
+    click(ui, 24, 24)
+    handlers.run_blocking(ui)
+    with pytest.raises(UserError, match="not available"):
+        handlers.export_animation(ui, "avi", tmp_path)
+    gif = handlers.export_animation(ui, "gif", tmp_path)
+    assert gif.suffix == ".gif" and gif.stat().st_size > 0
+
+
+def test_uploads_are_checked(tmp_path):
+    bad = tmp_path / "model.txt"
+    bad.write_text("hello")
+    with pytest.raises(ValueError, match="not a model file"):
+        check_upload(bad, max_mb=10)
+    big = tmp_path / "big.pkl"
+    big.write_bytes(b"\0" * (2 * 2**20))
+    with pytest.raises(ValueError, match="more than this app accepts"):
+        check_upload(big, max_mb=1)
+    assert check_upload(SG2, max_mb=10) == SG2
+
+
+def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
+    """The Gradio callbacks turn every refusal into a warning and leave the outputs unchanged."""
+    import gradio as gr
+    from draggan.ui.callbacks import StudioApp
+
+    warnings_shown = []
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+    studio = StudioApp(device="cpu", max_upload_mb=1, hub_online=False)
+    state, image, editor, stats = studio.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
+    assert state is not None and image.size == (512, 512) and "Tiny" in stats
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("x")
+    out = studio.load_own_model(state, str(bad), "", 0, 0.7, "w+", progress=None)
+    assert all(o == gr.skip() for o in out) and "not a model file" in warnings_shown[-1]
+    big = tmp_path / "huge.pkl"
+    big.write_bytes(b"\0" * (2 * 2**20))
+    studio.load_own_model(state, str(big), "", 0, 0.7, "w+", progress=None)
+    assert "more than this app accepts" in warnings_shown[-1]
+    corrupt = tmp_path / "corrupt.pkl"
+    corrupt.write_bytes(b"this is not a pickle")
+    studio.load_own_model(state, str(corrupt), "", 0, 0.7, "w+", progress=None)
+    assert "Could not load the model" in warnings_shown[-1]
+    studio.load_own_model(state, None, "not a hub ref", 0, 0.7, "w+", progress=None)
+    assert "not a Hub file" in warnings_shown[-1]
+
+    gen = studio.start(state)
+    assert next(gen) == (gr.skip(), gr.skip(), gr.skip()) and "add a handle" in warnings_shown[-1]
+
+    class Click:
+        index = (900, 900)
+
+    assert studio.click(state, Click()) == (gr.skip(), gr.skip()) and "outside" in warnings_shown[-1]
+    assert studio.click(None, Click()) == (gr.skip(), gr.skip()) and "Load a model" in warnings_shown[-1]
+    studio.update_params(state, "fast", 3, 1, 20)
+    assert "lr" in warnings_shown[-1]
+    assert studio.export(state, "gif") == gr.skip()
+    assert state.session is not None, "the session survives every refusal"
+
+
+def test_extra_models_env_and_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}{os.pathsep}{tmp_path / 'missing.pkl'}")
+    choices = extra_model_choices()
+    assert [c.available for c in choices] == [True, False]
+    assert choices[0].label == "Tiny (local)" and choices[0].source == str(SG2.resolve())
+    calls = []
+
+    def loader(source, device):
+        calls.append(source)
+        return torch.nn.Linear(1, 1)
+
+    cache = GeneratorCache(max_items=1, loader=loader)
+    a = cache.get("a", torch.device("cpu"))
+    assert cache.get("a", torch.device("cpu")) is a and calls == ["a"]
+    cache.get("b", torch.device("cpu"))
+    assert len(cache) == 1 and ("a", "cpu") not in cache
