@@ -372,3 +372,20 @@ def test_zoo_entry_is_accepted_as_a_source(env) -> None:
     entry = ZooEntry(key="x", name="X", format="nvidia-pickle", family="stylegan2", resolution=(64, 64),
                      path=f"{TINY}.pkl", base_dir=fixture_path(".").resolve())
     assert load_generator(entry, device="cpu").img_resolution == 64
+
+
+def test_tensors_missing_from_the_file_get_a_normal_initialisation(env, monkeypatch) -> None:
+    load_generator(fixture_path(f"{TINY}.pkl"), device="cpu")
+    entry = cache.converted_cache_dir() / cache.file_sha256(fixture_path(f"{TINY}.pkl"))
+    builds = []
+
+    def build_with_unsaved_buffer(family, init_kwargs):
+        G = checkpoints.builders.build_generator(family, init_kwargs)
+        G.register_buffer("unsaved", torch.rand(1000), persistent=False)
+        builds.append(G)
+        return G
+
+    monkeypatch.setattr(cache, "build_generator", build_with_unsaved_buffer)
+    G = cache.load_converted(entry)
+    assert len(builds) == 2 and G is builds[1]
+    assert 0 <= G.unsaved.min() and G.unsaved.max() < 1 and G.unsaved.std() > 0.2

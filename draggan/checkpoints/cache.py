@@ -24,6 +24,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .builders import FAMILIES, build_generator
 from .errors import ModelFormatError
@@ -106,10 +107,32 @@ def read_config(entry: Path) -> dict[str, Any]:
     return config
 
 
+class _SkipRandomInit(TorchFunctionMode):
+    """Inside the block, `torch.randn` / `torch.rand` return uninitialised tensors of the requested shape.
+
+    Drawing random initial weights is most of the time spent building a 512 model, and wasted when every
+    tensor is replaced right after by `load_state_dict(strict=True, assign=True)`. Assigning the safetensors
+    tensors (copy-on-write memory maps of the file) instead of copying them spares another pass over the
+    weights; pages are read on first use, and writes to them never reach the file.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.randn or func is torch.rand:
+            kwargs.pop("generator", None)
+            return torch.empty(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
 def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
     try:
-        G = build_generator(config["family"], config["init_kwargs"])
-        G.load_state_dict(safetensors.torch.load_file(str(weights), device="cpu"), strict=True)
+        state = safetensors.torch.load_file(str(weights), device="cpu")
+        with _SkipRandomInit():
+            G = build_generator(config["family"], config["init_kwargs"])
+        unloaded = {name for name, _ in [*G.named_parameters(), *G.named_buffers()]} - set(state)
+        if unloaded:
+            G = build_generator(config["family"], config["init_kwargs"])
+        G.load_state_dict(state, strict=True, assign=True)
     except Exception as e:
         raise ModelFormatError(f"{weights}: cannot rebuild the generator from the converted cache ({e})") from e
     return G.eval().requires_grad_(False)
