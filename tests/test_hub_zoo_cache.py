@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -389,3 +391,34 @@ def test_tensors_missing_from_the_file_get_a_normal_initialisation(env, monkeypa
     G = cache.load_converted(entry)
     assert len(builds) == 2 and G is builds[1]
     assert 0 <= G.unsaved.min() and G.unsaved.max() < 1 and G.unsaved.std() > 0.2
+
+
+def test_download_progress_reaches_the_callback(env, monkeypatch) -> None:
+    def download_with_bar(**kwargs):
+        bar = kwargs["tqdm_class"](total=300, file=io.StringIO())
+        for _ in range(3):
+            bar.update(100)
+        bar.close()
+        return str(fixture_path(f"{TINY}.pkl"))
+
+    _online(monkeypatch, DownloadRecorder())
+    monkeypatch.setattr(hub, "hf_hub_download", download_with_bar)
+    seen = []
+    hub.resolve_source("horses-256", progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(100, 300), (200, 300), (300, 300)]
+
+
+def test_hub_probe_uses_the_configured_endpoint_locally(monkeypatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub.hub_reachable(timeout=2)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    assert not hub.hub_reachable(timeout=2)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub.hub_reachable(timeout=2)
