@@ -1,0 +1,41 @@
+"""Launch the real app in-process on a free localhost port with the fixture models registered (test helper)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+FIXTURE_MODELS = {"Tiny StyleGAN2": DATA / "stylegan2-tiny-64.pkl", "Tiny StyleGAN3": DATA / "stylegan3-t-tiny-64.pkl"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
+    """Yield (url, StudioApp) of a launched app; offline, CPU, fixture models only; closed afterwards."""
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", os.pathsep.join(f"{k}={v}" for k, v in FIXTURE_MODELS.items()))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import app
+    from draggan.ui.callbacks import StudioApp
+
+    studio = StudioApp(device="cpu", hub_online=False)
+    demo = app.build_demo(studio)
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", studio
+    finally:
+        demo.close()
