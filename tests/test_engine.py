@@ -21,6 +21,7 @@ from draggan.engine import DragConfig, DragSession, default_feature_block
 from draggan.engine.features import UpsampledView, masked_l1
 from draggan.engine.motion import motion_loss, official_grid, plan_motion
 from draggan.engine.tracking import reference_features, track_points
+from draggan.engine.window import Box, WindowedSynthesis
 from draggan.networks.stylegan2 import Generator
 
 
@@ -414,3 +415,35 @@ def test_points_and_config_validation():
     s.set_points([(8, 20)], [(8, 28)])
     r = s.step()
     assert r.step == 1 and len(r.handles) == 1 and r.loss > 0
+
+
+# ---------------------------------------------------------------------------------------------- windowed synthesis
+
+@pytest.mark.parametrize("square", [True, False])
+def test_windowed_feature_block_equals_full_map(square):
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=128, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=1024, channel_max=16, square=square)).eval()
+    ws = G.mapping(torch.randn(1, 16), None)
+    block = 4
+    full = G.synthesis(ws, until_block=block, fused_modconv=False, noise_mode="const")[-1][0]
+    windowed = WindowedSynthesis(G.synthesis, block)
+    width = full.shape[2]
+    for box in [Box(20, 31, 5, 17), Box(0, 9, 0, 9), Box(55, 64, width - 12, width), Box(0, 64, 0, width)]:
+        got, origin = windowed(ws, box)
+        assert origin == (box.r0, box.c0)
+        torch.testing.assert_close(got, full[:, box.r0:box.r1, box.c0:box.c1], rtol=1e-5, atol=1e-6)
+    assert len(windowed.plan(Box(20, 31, 5, 17))) >= 2, "the small window must skip whole-map work"
+
+
+def test_windowed_drag_equals_whole_map_drag():
+    G = small_generator(resolution=64)
+    points = dict(handles=[(20, 22), (28, 26)], targets=[(26, 30), (22, 34)])
+    results = {}
+    for windowed in (True, False):
+        s = DragSession(G, seed=3, config=DragConfig(lr=5e-3, windowed=windowed))
+        s.set_points(**points)
+        results[windowed] = ([(r.handles, r.loss) for r in s.run(max_steps=6, render_every=0)], s.ws)
+    assert [h for h, _ in results[True][0]] == [h for h, _ in results[False][0]]
+    np.testing.assert_allclose([l for _, l in results[True][0]], [l for _, l in results[False][0]], rtol=1e-4)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-5)

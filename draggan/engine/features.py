@@ -66,20 +66,34 @@ class UpsampledView:
     def image_hw(self) -> tuple[int, int]:
         return self.rows.size, self.cols.size
 
-    def pixels(self, feat: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        """Upsampled values at integer pixels: feat [C, h, w], ys/xs int64 [...] in-image → [C, ...]."""
+    def pixels(self, feat: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+               origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Upsampled values at integer pixels ys/xs int64 [...] (in-image) → [C, ...].
+
+        feat: [C, h, w] block map, or a window of it whose first row/column is `origin`; the window must
+        hold every block pixel the reads touch.
+        """
         assert feat.ndim == 3 and ys.shape == xs.shape
         w = feat.shape[2]
         flat = feat.reshape(feat.shape[0], -1)
-        r0, r1 = self.rows.idx0[ys] * w, self.rows.idx1[ys] * w
-        c0, c1 = self.cols.idx0[xs], self.cols.idx1[xs]
+        r0, r1 = (self.rows.idx0[ys] - origin[0]) * w, (self.rows.idx1[ys] - origin[0]) * w
+        c0, c1 = self.cols.idx0[xs] - origin[1], self.cols.idx1[xs] - origin[1]
         top = flat[:, r0 + c0] * self.cols.w0[xs] + flat[:, r0 + c1] * self.cols.w1[xs]
         bottom = flat[:, r1 + c0] * self.cols.w0[xs] + flat[:, r1 + c1] * self.cols.w1[xs]
         return top * self.rows.w0[ys] + bottom * self.rows.w1[ys]
 
-    def grid_sample(self, feat: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    def block_rows(self, y0: int, y1: int) -> tuple[int, int]:
+        """Block rows [lo, hi) that reads of image rows y0..y1 (inclusive, in-image) touch."""
+        return int(self.rows.idx0[y0]), int(self.rows.idx1[y1]) + 1
+
+    def block_cols(self, x0: int, x1: int) -> tuple[int, int]:
+        """Block columns [lo, hi) that reads of image columns x0..x1 (inclusive, in-image) touch."""
+        return int(self.cols.idx0[x0]), int(self.cols.idx1[x1]) + 1
+
+    def grid_sample(self, feat: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+                    origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """`grid_sample(align_corners=True, padding_mode='zeros')` of the upsampled map at fractional
-        pixels ys/xs float [...] (within one pixel of the image) → [C, ...]."""
+        pixels ys/xs float [...] (within one pixel of the image) → [C, ...]; feat/origin as in `pixels`."""
         assert ys.shape == xs.shape and ys.is_floating_point() and xs.is_floating_point()
         height, width = self.image_hw
         y0 = torch.floor(ys)
@@ -94,7 +108,7 @@ class UpsampledView:
                 yi = y0 + dy
                 xi = x0 + dx
                 inside = (yi >= 0) & (yi < height) & (xi >= 0) & (xi < width)
-                value = self.pixels(feat, yi.clamp(0, height - 1), xi.clamp(0, width - 1))
+                value = self.pixels(feat, yi.clamp(0, height - 1), xi.clamp(0, width - 1), origin)
                 term = value * (wy * wx * inside)
                 out = term if out is None else out + term
         return out

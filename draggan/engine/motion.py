@@ -77,9 +77,11 @@ def plan_motion(handles_rc: torch.Tensor, targets_rc: torch.Tensor, radius: int,
                       weights=1.0 / counts[handle].to(torch.float32))
 
 
-def motion_loss(view: UpsampledView, feat: torch.Tensor, plan: MotionPlan) -> torch.Tensor:
-    """Σ over handles of L1-mean(F(q).detach(), F(q + d/|d|)) for the block map feat [C, h, w]."""
+def motion_loss(view: UpsampledView, feat: torch.Tensor, plan: MotionPlan,
+                origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Σ over handles of L1-mean(F(q).detach(), F(q + d/|d|)) for the block map feat [C, h, w] (or a
+    window of it at `origin`)."""
     assert feat.ndim == 3
-    fixed = view.pixels(feat.detach(), plan.rows, plan.cols)                  # [C, P]
-    moved = view.grid_sample(feat, plan.ys, plan.xs)                          # [C, P]
+    fixed = view.pixels(feat.detach(), plan.rows, plan.cols, origin)          # [C, P]
+    moved = view.grid_sample(feat, plan.ys, plan.xs, origin)                  # [C, P]
     return ((fixed - moved).abs().sum(dim=0) * plan.weights).sum() / feat.shape[0]

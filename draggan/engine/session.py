@@ -31,6 +31,7 @@ import torch
 from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
 from .tracking import reference_features, track_points
+from .window import Box, WindowedSynthesis
 
 Point = tuple[float, float]
 SPACES = ("w", "w+")
@@ -49,6 +50,7 @@ class DragConfig:
     max_steps: int = 300              # guard for one `run()`
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
+    windowed: bool = True             # StyleGAN2 without mask: compute the feature block only near the handles
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -89,11 +91,12 @@ class _Snapshot:
 class _Drag:
     """State that lives for one drag and survives stop/resume: references, tracked handles, optimiser."""
 
-    def __init__(self, w: torch.Tensor, lr: float) -> None:
+    def __init__(self, w: torch.Tensor, lr: float, handles: list[Point]) -> None:
         self.optimizer = torch.optim.Adam([w], lr=lr)
-        self.feat0: torch.Tensor | None = None   # [C, h, w] block map of the first step
-        self.ref: torch.Tensor | None = None     # [N, C] handle features in feat0
-        self.points_rc: torch.Tensor | None = None  # [N, 2] int64 tracked handles on the device
+        self.w_begin = w.detach().clone()        # latent of the first step, whose map is F0
+        self.feat0: torch.Tensor | None = None   # [C, h, w] F0, computed when a mask term needs it
+        self.ref: torch.Tensor | None = None     # [N, C] handle features in F0
+        self.points_rc = torch.tensor([[round(y), round(x)] for x, y in handles], dtype=torch.int64)  # CPU
         self.steps = 0
 
 
@@ -153,6 +156,9 @@ class DragSession:
         self.feature_shape = (int(channels), int(feat_h), int(feat_w))
         self._view = UpsampledView.create((feat_h, feat_w), (self.height, self.width), self.device)
         self._grid = official_grid(self.height, self.width)
+        self._windowed = None
+        if cfg.windowed and self.family == "stylegan2" and cfg.noise_mode in ("const", "none"):
+            self._windowed = WindowedSynthesis(G.synthesis, self.feature_block, cfg.noise_mode)
         scale = self.height / 512
         self.r1_px = max(round(cfg.r1 * scale), 1)
         self.r2_px = max(round(cfg.r2 * scale), 1)
@@ -202,15 +208,38 @@ class DragSession:
         head = w.expand(1, self._n_opt, self.w_dim)
         return torch.cat([head, self._w0[:, self._n_opt:]], dim=1)
 
-    def _features(self, ws: torch.Tensor) -> torch.Tensor:
-        """The feature block [C, h, w] float32 of ws, running only the blocks up to it."""
+    def _features(self, ws: torch.Tensor, box: Box | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The feature block of ws (float32), running only the blocks up to it: the window `box` of it when
+        windowed synthesis applies, else the whole [C, h, w] map; and the origin of what is returned."""
+        if box is not None and self._windowed is not None:
+            return self._windowed(ws, box)
         kwargs = dict(until_block=self.feature_block, noise_mode=self.config.noise_mode)
         if self.family == "stylegan2":
             kwargs["fused_modconv"] = False
         feats = self.G.synthesis(ws, **kwargs)
         feat = feats[-1][0].to(torch.float32)
         assert tuple(feat.shape) == self.feature_shape, (tuple(feat.shape), self.feature_shape)
-        return feat
+        return feat, (0, 0)
+
+    def _image_reach(self, points_rc: torch.Tensor) -> tuple[int, int, int, int]:
+        """Image rows y0..y1 and columns x0..x1 (inclusive) that one step may read around handles points_rc.
+
+        Tracking searches r2 around a handle; motion supervision then reads the disk of radius r1 (+1 on
+        the official stretched grid) around wherever tracking landed, shifted by up to 1 px and blended
+        with the next pixel: r2 + r1 + 2 in all.
+        """
+        reach = self.r2_px + self.r1_px + 2
+        lo = points_rc.min(dim=0).values.tolist()
+        hi = points_rc.max(dim=0).values.tolist()
+        return (max(lo[0] - reach, 0), min(hi[0] + reach, self.height - 1),
+                max(lo[1] - reach, 0), min(hi[1] + reach, self.width - 1))
+
+    def _feat0(self, drag: _Drag) -> torch.Tensor:
+        """F0, the whole feature map of the drag's first step (computed once, when first needed)."""
+        if drag.feat0 is None:
+            with torch.no_grad():
+                drag.feat0 = self._features(self._compose(drag.w_begin))[0].detach()
+        return drag.feat0
 
     # ------------------------------------------------------------------ points and mask
 
@@ -257,14 +286,19 @@ class DragSession:
             if self._drag is None:
                 self._begin_drag()
             drag = self._drag
-            feat = self._features(self._compose(self._w))
-            if drag.feat0 is None:
-                drag.feat0 = feat.detach().clone()
-                drag.points_rc = torch.tensor([[round(y), round(x)] for x, y in self._handles],
-                                              dtype=torch.int64, device=self.device)
-                drag.ref = reference_features(self._view, drag.feat0, drag.points_rc)
-            drag.points_rc = track_points(self._view, feat, drag.ref, drag.points_rc, self.r2_px)
-            points = drag.points_rc.cpu()
+            mask_on = self._mask_active()
+            reach = self._image_reach(drag.points_rc)
+            box = None
+            if not mask_on:
+                box = Box(*self._view.block_rows(reach[0], reach[1]), *self._view.block_cols(reach[2], reach[3]))
+            feat, origin = self._features(self._compose(self._w), box)
+            if drag.ref is None:
+                if origin == (0, 0) and tuple(feat.shape) == self.feature_shape:
+                    drag.feat0 = feat.detach().clone()
+                drag.ref = reference_features(self._view, feat, drag.points_rc.to(self.device), origin)
+            points = track_points(self._view, feat, drag.ref, drag.points_rc.to(self.device), self.r2_px,
+                                  origin).cpu()
+            drag.points_rc = points
             self._handles = [(float(c), float(r)) for r, c in points.tolist()]
             distances = [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(self._handles, self._targets)]
             done = all(d <= self.arrive_px for d in distances)
@@ -272,9 +306,14 @@ class DragSession:
             if not done:
                 targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
                 plan = plan_motion(points, targets_rc, self.r1_px, self._grid)
+                if plan is not None:
+                    assert int(plan.rows.min()) - 1 >= reach[0] or reach[0] == 0
+                    assert int(plan.rows.max()) + 2 <= reach[1] or reach[1] == self.height - 1
+                    assert int(plan.cols.min()) - 1 >= reach[2] or reach[2] == 0
+                    assert int(plan.cols.max()) + 2 <= reach[3] or reach[3] == self.width - 1
                 zero = feat.new_zeros([])
-                motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device))
-                fixed = masked_l1(self._view, feat, drag.feat0, self._mask) if self._mask_active() else zero
+                motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
+                fixed = masked_l1(self._view, feat, self._feat0(drag), self._mask) if mask_on else zero
                 loss = motion + self.config.mask_lambda * fixed
                 (grad,) = torch.autograd.grad(loss, [self._w], allow_unused=True)
                 self._w.grad = torch.zeros_like(self._w) if grad is None else grad
@@ -294,7 +333,7 @@ class DragSession:
             entry = self._history[self._hist_idx]
             self._history[self._hist_idx] = dataclasses.replace(entry, handles=tuple(self._handles),
                                                                 targets=tuple(self._targets))
-        self._drag = _Drag(self._w, self.config.lr)
+        self._drag = _Drag(self._w, self.config.lr, self._handles)
 
     def run(self, max_steps: int | None = None, render_every: int = 5,
             stop_event: threading.Event | None = None) -> Iterator[StepResult]:

@@ -96,7 +96,8 @@ class SynthesisLayer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True,
                 gain: float = 1.0, noise_const: torch.Tensor | None = None) -> torch.Tensor:
-        """`noise_const` replaces the `noise_const` buffer in 'const' mode without touching the module."""
+        """`noise_const` replaces the `noise_const` buffer in 'const' mode without touching the module; it may
+        also be a window of it matching a spatially windowed `x` (the drag engine runs blocks on windows)."""
         assert noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}"
         styles = self.affine(w)
         noise = None
@@ -104,8 +105,8 @@ class SynthesisLayer(torch.nn.Module):
             noise = torch.randn([x.shape[0], 1, self.resolution, self.width], device=x.device) * self.noise_strength
         if self.use_noise and noise_mode == "const":
             const = self.noise_const if noise_const is None else noise_const
-            assert const.shape == self.noise_const.shape, \
-                f"noise_const must be {tuple(self.noise_const.shape)}, got {tuple(const.shape)}"
+            assert const.ndim == 2 and all(c <= f for c, f in zip(const.shape, self.noise_const.shape)), \
+                f"noise_const must be {tuple(self.noise_const.shape)} or a window of it, got {tuple(const.shape)}"
             noise = const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),

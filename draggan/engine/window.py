@@ -1,0 +1,99 @@
+"""Compute a StyleGAN2 feature block only on the window a drag step reads.
+
+Without a mask, a drag step reads the feature block only near the handles (tracking window, motion
+supervision disk). Every operation of a StyleGAN2 synthesis block is local — modulated 3×3 convolutions
+(the modulation and demodulation depend on the styles, not on the position), the FIR upsampling filter,
+constant noise, bias and activation — so the block's output on a window equals the full computation when
+the block runs on a large-enough window of its input, with the matching window of its constant noise.
+Going down the network, windows halve until one covers its whole map; the blocks below run in full.
+At the map border a window's zero padding is the network's own padding, so clipped windows stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Box:
+    """Rows [r0, r1) × columns [c0, c1) of a feature map."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        return self.r0, self.c0
+
+    def covers(self, height: int, width: int) -> bool:
+        return self.r0 <= 0 and self.c0 <= 0 and self.r1 >= height and self.c1 >= width
+
+
+def block_margin(block: torch.nn.Module) -> int:
+    """Output pixels at each side of a windowed block's output that its window edge may corrupt.
+
+    An upper bound: the transposed 3×3 convolution reaches k − 1 output pixels, the FIR filter half its
+    taps, the second convolution (k − 1) / 2 more.
+    """
+    k = block.conv0.weight.shape[-1]
+    taps = block.resample_filter.shape[-1]
+    return (k - 1) + taps // 2 + (k - 1) // 2
+
+
+class WindowedSynthesis:
+    """`synthesis(ws, until_block=block)`'s last feature map, on a window: full blocks below, windows above."""
+
+    def __init__(self, synthesis: torch.nn.Module, block: int, noise_mode: str = "const") -> None:
+        assert noise_mode in ("const", "none"), "windows need deterministic noise"
+        self.synthesis = synthesis
+        self.block = block
+        self.noise_mode = noise_mode
+        self.blocks = [getattr(synthesis, f"b{res}") for res in synthesis.block_resolutions[:block + 1]]
+        self.shapes = synthesis.feature_shapes()[:block + 1]
+        self.ws_start = []
+        start = 0
+        for blk in self.blocks:
+            self.ws_start.append(start)
+            start += blk.num_conv
+
+    def plan(self, box: Box) -> list[tuple[int, Box, Box]]:
+        """(block, input window, output window) for each windowed block, lowest first."""
+        windows = []
+        need = box
+        for k in range(self.block, 0, -1):
+            margin = block_margin(self.blocks[k])
+            _, in_h, in_w = self.shapes[k - 1]
+            window = Box(r0=max((need.r0 - margin) // 2, 0), r1=min(-((-need.r1 - margin) // 2), in_h),
+                         c0=max((need.c0 - margin) // 2, 0), c1=min(-((-need.c1 - margin) // 2), in_w))
+            if window.covers(in_h, in_w):
+                break
+            windows.append((k, window, need))
+            need = window
+        return windows[::-1]
+
+    def __call__(self, ws: torch.Tensor, box: Box) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Feature map [C, box rows, box cols] (float32) of `ws` [1, num_ws, w_dim] and its origin."""
+        _, height, width = self.shapes[self.block]
+        box = Box(max(box.r0, 0), min(box.r1, height), max(box.c0, 0), min(box.c1, width))
+        windows = self.plan(box)
+        split = windows[0][0] if windows else self.block + 1
+        x = self.synthesis(ws, until_block=split - 1, noise_mode=self.noise_mode, fused_modconv=False)[-1]
+        current = Box(0, x.shape[2], 0, x.shape[3])
+        for k, window, out in windows:
+            blk = self.blocks[k]
+            x = x[:, :, window.r0 - current.r0:window.r1 - current.r0, window.c0 - current.c0:window.c1 - current.c0]
+            rows = slice(2 * window.r0, 2 * window.r1)
+            cols = slice(2 * window.c0, 2 * window.c1)
+            noise = {name: getattr(blk, name).noise_const[rows, cols] for name in ("conv0", "conv1")
+                     if getattr(blk, name).use_noise}
+            cur_ws = ws.narrow(1, self.ws_start[k], blk.num_conv + blk.num_torgb)
+            x, _ = blk(x, None, cur_ws, noise_mode=self.noise_mode, fused_modconv=False, skip_rgb=True,
+                       noise_bufs=noise)
+            x = x[:, :, out.r0 - rows.start:out.r1 - rows.start, out.c0 - cols.start:out.c1 - cols.start]
+            current = out
+        x = x[:, :, box.r0 - current.r0:box.r1 - current.r0, box.c0 - current.c0:box.c1 - current.c0]
+        return x[0].to(torch.float32), box.origin
