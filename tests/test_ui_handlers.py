@@ -324,3 +324,41 @@ def test_extra_models_env_and_cache(monkeypatch, tmp_path):
     assert cache.get("a", torch.device("cpu")) is a and calls == ["a"]
     cache.get("b", torch.device("cpu"))
     assert len(cache) == 1 and ("a", "cpu") not in cache
+
+
+def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
+    """An uploaded model loads; a recipe naming an unknown server path replays on the session's own model."""
+    import json
+
+    import gradio as gr
+    from draggan.ui.callbacks import StudioApp
+
+    infos, warnings_shown = [], []
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
+    monkeypatch.delenv("DRAGGAN_EXTRA_MODELS", raising=False)
+    studio = StudioApp(device="cpu", hub_online=False)
+    studio.choices = [c for c in studio.choices if not c.available]    # as on a fresh offline machine
+    state, image, editor, stats = studio.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
+    assert state is None and image is None and "No model is available offline" in stats
+
+    state, image, editor, stats = studio.load_own_model(None, str(SG2), "", 2, 0.7, "w+", progress=None)
+    assert state.model_label == "stylegan2-tiny-64.pkl (uploaded)" and "uploaded" in stats
+    assert editor["background"].shape == (512, 512, 3) and editor["layers"][0].shape == (512, 512, 4)
+    state.params = handlers.make_params(2e-3, 2, 1, 20.0)
+    click(state, 20, 20)
+    click(state, 26, 24)
+    handlers.run_blocking(state)
+    recipe_path = handlers.export_recipe(state, tmp_path)
+    data = json.loads(recipe_path.read_text())
+    data["model"] = "/somewhere/else/model.pkl"
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(data))
+
+    ws = state.session.ws
+    new_state, *_ = studio.load_recipe(state, str(moved), progress=None)
+    assert "replaying it on" in infos[-2] and "Replayed 1 drag" in infos[-1]
+    assert new_state is not state and torch.equal(new_state.session.ws, ws)
+    assert state.session is None, "the replaced session was released"
+    assert studio.load_recipe(None, str(moved), progress=None)[0] == gr.skip()
+    assert "not available here" in warnings_shown[-1]

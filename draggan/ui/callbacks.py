@@ -184,7 +184,9 @@ class StudioApp:
                 ref = parse_hub_ref(hub_ref.strip())
                 if ref is None:
                     raise ValueError(f"'{hub_ref}' is not a Hub file: write owner/repo/file.pkl")
-                source, label = hub_ref.strip(), f"{ref.filename} (Hub)"
+                text = hub_ref.strip()
+                source = text if text.startswith(("http://", "https://", "hf://")) else f"hf://{text}"
+                label = f"{Path(ref.filename).name} (Hub)"
             else:
                 raise ValueError("Upload a .pkl / .safetensors file or type a Hub file (owner/repo/file.pkl).")
         except (ValueError, OSError) as exc:
@@ -327,6 +329,29 @@ class StudioApp:
             return SKIP()
         return str(path)
 
+    def _recipe_source(self, ui: UIState | None, model: str) -> str:
+        """The model to replay a recipe on: an offered model or Hub file it names, else this session's model.
+
+        A recipe never makes the server open an arbitrary path: unknown local paths fall back to the model
+        the user has loaded (a recipe made elsewhere on an uploaded model replays on the same upload here).
+        """
+        from ..checkpoints.hub import parse_hub_ref
+
+        if ui is not None and model == ui.model_source:
+            return model
+        try:
+            choice = self._find_choice(model)
+            if choice.available:
+                return choice.source
+        except UserError:
+            if not Path(model).is_absolute() and not model.startswith(".") and parse_hub_ref(model) is not None:
+                return model if model.startswith("hf://") else f"hf://{model}"
+        if ui is None:
+            raise UserError(f"The recipe's model {model!r} is not available here: load it under "
+                            f"'Your own model', then load the recipe again.")
+        gr.Info(f"The recipe's model {model!r} is not available here; replaying it on {ui.model_label}.")
+        return ui.model_source
+
     def load_recipe(self, ui: UIState | None, file: str | None, progress: gr.Progress = gr.Progress()):
         if not file:
             return SKIP(), SKIP(), SKIP(), SKIP()
@@ -334,7 +359,7 @@ class StudioApp:
             if ui is not None:
                 handlers.ensure_idle(ui, "load a recipe")
             recipe = export.load_recipe(file)
-            G = self.generator(recipe.model, progress)
+            G = self.generator(self._recipe_source(ui, recipe.model), progress)
             params = ui.params if ui is not None else DragParams()
             new = handlers.state_from_recipe(recipe, G, params)
         except (UserError, export.RecipeError) as exc:

@@ -12,7 +12,7 @@ import math
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 Point = tuple[float, float]
 
@@ -61,13 +61,16 @@ def _arrow(draw: ImageDraw.ImageDraw, start: Point, end: Point, width: int, colo
 
 
 def tint_mask(image: Image.Image, mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.35) -> Image.Image:
-    """Blend `color` over the pixels of `image` where the [h, w] `mask` is set (resized to the image)."""
+    """Blend `color` over the pixels of `image` where the [h, w] `mask` is set (resized to the image), and
+    outline the region in `color` so it stays visible on images of a similar hue."""
     assert mask.ndim == 2, f"mask must be [H, W], got {mask.shape}"
     m = Image.fromarray((mask > 0.5).astype(np.uint8) * 255).resize(image.size, Image.NEAREST)
     base = image.convert("RGB")
     layer = Image.new("RGB", base.size, color)
-    blended = Image.blend(base, layer, alpha)
-    base.paste(blended, (0, 0), m)
+    base.paste(Image.blend(base, layer, alpha), (0, 0), m)
+    edge = m.filter(ImageFilter.MaxFilter(3)).point(lambda v: 255 if v else 0)
+    edge = Image.fromarray(np.asarray(edge) & ~np.asarray(m.filter(ImageFilter.MinFilter(3))))
+    base.paste(layer, (0, 0), edge)
     return base
 
 
