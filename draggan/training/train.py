@@ -18,6 +18,8 @@ import copy
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from ..data import procedural
 from ..networks.stylegan2 import Generator
 
 CHECKPOINT_FILE = "checkpoint.pt"
+_ARCHITECTURE_KEYS = ("resolution", "w_dim", "mapping_layers", "mapping_lr_mul", "channel_base", "channel_max")
 _FEATURE_KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_top", "mouth_bottom", "mouth_left", "mouth_right")
 
 
@@ -56,6 +59,7 @@ class TrainConfig:
     grad_weight: float = 1.0
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"
     checkpoint_minutes: float = 5.0
     sample_minutes: float = 5.0
     log_seconds: float = 60.0
@@ -136,12 +140,13 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         torch.manual_seed(cfg.seed)
-        self.G = make_generator(cfg).train().requires_grad_(True)
+        self.device = torch.device(cfg.device)
+        self.G = make_generator(cfg).train().requires_grad_(True).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
         self.step = 0
         self.images_seen = 0
-        self.grid_z = procedural.sample_z(32, seed=123456)
+        self.grid_z = procedural.sample_z(32, seed=123456).to(self.device)
         path = self.run_dir / CHECKPOINT_FILE
         if path.is_file():
             self._load(path)
@@ -149,12 +154,14 @@ class Trainer:
     def _load(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
         saved = state["config"]
-        for key in ("resolution", "w_dim", "mapping_layers", "mapping_lr_mul", "channel_base", "channel_max"):
+        for key in _ARCHITECTURE_KEYS:
             if saved[key] != getattr(self.cfg, key):
                 raise ValueError(f"{path}: run was started with {key}={saved[key]!r}, not {getattr(self.cfg, key)!r}")
         self.G.load_state_dict(state["G"])
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt.load_state_dict(state["opt"])
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr
         self.step = state["step"]
         self.images_seen = state["images_seen"]
 
@@ -181,7 +188,7 @@ class Trainer:
     def train_step(self) -> float:
         """One optimiser step on a fresh batch of rendered faces; returns the loss."""
         cfg = self.cfg
-        z = procedural.sample_z(cfg.batch, seed=cfg.seed * 1_000_003 + self.step)
+        z = procedural.sample_z(cfg.batch, seed=cfg.seed * 1_000_003 + self.step).to(self.device)
         with torch.no_grad():
             target, keypoints = procedural.render_z(z, cfg.resolution)
             weight = feature_weight_map(keypoints, cfg.resolution, cfg.feature_weight)
@@ -204,14 +211,19 @@ class Trainer:
         return float(loss.detach())
 
     def run(self, max_seconds: float | None = None) -> None:
-        """Train until `total_kimg` (or `max_seconds`), checkpointing and writing grids on the way."""
+        """Train until `total_kimg` (or `max_seconds`), checkpointing and writing grids on the way.
+
+        SIGTERM ends the run after the current step with a checkpoint, so `kill <pid>` loses nothing.
+        """
         cfg = self.cfg
         start = last_ckpt = last_sample = last_log = time.time()
         log_images, log_loss, log_steps = self.images_seen, 0.0, 0
         total = int(cfg.total_kimg * 1000)
         if self.images_seen == 0:
             self.save_samples()
-        while self.images_seen < total:
+        stop = []
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True)) if _main_thread() else None
+        while self.images_seen < total and not stop:
             log_loss += self.train_step()
             log_steps += 1
             now = time.time()
@@ -228,6 +240,8 @@ class Trainer:
                 last_ckpt = now
             if max_seconds is not None and now - start >= max_seconds:
                 break
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         self.save_checkpoint()
         self.save_samples()
 
@@ -237,6 +251,10 @@ class Trainer:
                     world="procedural-cartoon-faces", kimg=round(self.images_seen / 1000, 1),
                     keypoints=list(procedural.KEYPOINT_NAMES))
         return export_generator(self.G_ema, out_dir, meta)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def count_params(G: torch.nn.Module) -> int:

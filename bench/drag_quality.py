@@ -1,0 +1,138 @@
+"""Drag accuracy in the DragGAN paper's landmark protocol, on the procedural cartoon-face world.
+
+For N seeded pairs of generated faces (A, B), the keypoint judge detects keypoints on both; a subset of A's
+keypoints (1, 5 or all) are dragged to B's positions of the same keypoints with the drag engine; the judge
+detects again on the result. Mean Distance (MD, pixels of the generator image) between the dragged
+keypoints and their targets is reported before and after, with the mean number of steps and seconds per
+step, separately for optimisation in W and in W+.
+
+Usage: python -m bench.drag_quality [--pairs 10] [--max-steps 200] [--spaces w,w+] [--points 1,5,all]
+Defaults use the shipped generator and judge in checkpoints/; numbers depend on both models, the timing on
+the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from draggan.checkpoints import load_generator
+from draggan.data.procedural import KEYPOINT_NAMES
+from draggan.engine import DragConfig, DragSession
+from draggan.training.keypoints import KeypointNet, load_regressor
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_GENERATOR = ROOT / "checkpoints" / "cartoon-faces-64"
+DEFAULT_JUDGE = ROOT / "checkpoints" / "cartoon-faces-keypoints-64"
+POINT_SETS = {
+    "1": ("nose",),
+    "5": ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right"),
+    "all": KEYPOINT_NAMES,
+}
+
+
+@dataclasses.dataclass
+class DragOutcome:
+    """One dragged pair: mean judge distance to the targets before/after, steps taken, seconds per step."""
+
+    md_before: float
+    md_after: float
+    steps: int
+    seconds_per_step: float
+
+
+def detect(judge: KeypointNet, image: np.ndarray) -> np.ndarray:
+    """Judge keypoints [K, 2] (x, y) on a uint8 [H, W, 3] image."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float32) / 127.5 - 1
+    with torch.no_grad():
+        return judge(x)[0].numpy()
+
+
+def drag_pair(G: torch.nn.Module, judge: KeypointNet, seed_a: int, seed_b: int, names: tuple[str, ...],
+              space: str, max_steps: int, psi: float, lr: float) -> DragOutcome:
+    """Drag A's `names` keypoints to where the judge finds them on B; measure with the judge."""
+    idx = [KEYPOINT_NAMES.index(n) for n in names]
+    cfg = DragConfig(space=space, lr=lr, max_steps=max_steps)
+    image_b = DragSession(G, seed=seed_b, psi=psi, config=cfg).render()
+    session = DragSession(G, seed=seed_a, psi=psi, config=cfg)
+    kp_a = detect(judge, session.render())[idx]
+    kp_b = detect(judge, image_b)[idx]
+    height, width = session.height, session.width
+    handles = [(float(np.clip(x, 0, width - 1)), float(np.clip(y, 0, height - 1))) for x, y in kp_a]
+    targets = [(float(np.clip(x, 0, width - 1)), float(np.clip(y, 0, height - 1))) for x, y in kp_b]
+    session.set_points(handles, targets)
+    start = time.perf_counter()
+    steps = 0
+    last = None
+    for result in session.run(max_steps=max_steps, render_every=0):
+        steps = result.step
+        last = result
+    seconds = time.perf_counter() - start
+    image = last.image if last is not None and last.image is not None else session.render()
+    kp_after = detect(judge, image)[idx]
+    before = float(np.linalg.norm(kp_a - kp_b, axis=1).mean())
+    after = float(np.linalg.norm(kp_after - kp_b, axis=1).mean())
+    return DragOutcome(before, after, steps, seconds / max(steps, 1))
+
+
+def run_benchmark(G: torch.nn.Module, judge: KeypointNet, pairs: int, max_steps: int, spaces: list[str],
+                  point_sets: list[str], psi: float = 0.7, lr: float = 2e-3, seed: int = 0) -> list[dict]:
+    """Rows of the results table: one per (space, point set), averaged over `pairs` seeded pairs."""
+    rows = []
+    for space in spaces:
+        for key in point_sets:
+            outcomes = [drag_pair(G, judge, seed + 2 * i, seed + 2 * i + 1, POINT_SETS[key], space, max_steps, psi, lr)
+                        for i in range(pairs)]
+            before = statistics.mean(o.md_before for o in outcomes)
+            after = statistics.mean(o.md_after for o in outcomes)
+            rows.append(dict(space=space, points=key, pairs=pairs, md_before=before, md_after=after,
+                             ratio=after / before if before > 0 else float("nan"),
+                             steps=statistics.mean(o.steps for o in outcomes),
+                             seconds_per_step=statistics.mean(o.seconds_per_step for o in outcomes)))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table of `run_benchmark` rows."""
+    lines = ["| space | points | pairs | MD before (px) | MD after (px) | after / before | steps | s / step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['space']} | {r['points']} | {r['pairs']} | {r['md_before']:.2f} | {r['md_after']:.2f} "
+                     f"| {r['ratio']:.0%} | {r['steps']:.0f} | {r['seconds_per_step']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generator", default=str(DEFAULT_GENERATOR))
+    parser.add_argument("--judge", default=str(DEFAULT_JUDGE))
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--spaces", default="w,w+")
+    parser.add_argument("--points", default="1,5,all")
+    parser.add_argument("--psi", type=float, default=0.7)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    G = load_generator(args.generator, device="cpu")
+    judge = load_regressor(args.judge)
+    points = args.points.split(",")
+    unknown = [p for p in points if p not in POINT_SETS]
+    if unknown:
+        parser.error(f"--points: unknown sets {unknown}; choose from {sorted(POINT_SETS)}")
+    rows = run_benchmark(G, judge, args.pairs, args.max_steps, args.spaces.split(","), points, psi=args.psi,
+                         lr=args.lr, seed=args.seed)
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()
