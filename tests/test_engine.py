@@ -447,3 +447,18 @@ def test_windowed_drag_equals_whole_map_drag():
     assert [h for h, _ in results[True][0]] == [h for h, _ in results[False][0]]
     np.testing.assert_allclose([l for _, l in results[True][0]], [l for _, l in results[False][0]], rtol=1e-4)
     torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-5)
+
+
+def test_stylegan3_drag_reads_the_margin_free_layer():
+    G = generator_from_persistent(read_network_pickle(fixture_path("stylegan3-t-tiny-64.pkl"))["G_ema"])
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    s = DragSession(G, seed=0, config=DragConfig(lr=2e-3))
+    channels, size, _ = G.synthesis.feature_shapes()[s.feature_block]
+    margin = G.synthesis.feature_margins()[s.feature_block]
+    assert s.feature_shape == (channels, size - 2 * margin, size - 2 * margin)
+    start = s.ws
+    s.set_points([(20, 30)], [(30, 30)])
+    results = [s.step() for _ in range(3)]
+    assert results[0].loss > 0 and results[-1].distances[0] <= 10
+    assert not torch.equal(s.ws[:, :6], start[:, :6]) and torch.equal(s.ws[:, 6:], start[:, 6:])
+    assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())

@@ -11,9 +11,18 @@ otherwise take one Adam step on the motion-supervision loss (+ λ × the masked 
 features). Only the first `num_layers` (6) style layers are optimised — per layer in W+, one shared vector
 in W — and the others stay at the start latent.
 
-Where we do less work than the original: the step runs the synthesis only up to the feature block with
-unfused modulated convolutions (style gradients without per-sample weight gradients), reads the
-upsampled feature map sparsely (`features.py`), and renders the image only when asked.
+Where we do less work than the original: a step runs the synthesis only up to the feature block, with
+unfused modulated convolutions (style gradients without per-sample weight gradients); without a mask it
+computes the StyleGAN2 blocks above the lowest whole-map block only on the window the step reads
+(`window.py`); it reads the upsampled feature map sparsely (`features.py`); and it renders the image only
+when asked.
+
+Radii are at least 1 px: below 86-pixel-high images the official rounding gives r1 = 0 (no supervised
+pixel at all).
+
+StyleGAN3 feature layers carry a margin outside the image; we drop it before upsampling so that feature
+pixels line up with image pixels (the official code upsamples the margin too, which shifts features near
+the image border by up to margin × H / size pixels).
 """
 
 from __future__ import annotations
@@ -153,6 +162,10 @@ class DragSession:
         if not 0 <= self.feature_block < num_blocks:
             raise ValueError(f"feature_block must be in [0, {num_blocks}), got {self.feature_block}")
         channels, feat_h, feat_w = G.synthesis.feature_shapes()[self.feature_block]
+        self._margin = 0
+        if hasattr(G.synthesis, "feature_margins"):
+            self._margin = int(G.synthesis.feature_margins()[self.feature_block])
+            feat_h, feat_w = feat_h - 2 * self._margin, feat_w - 2 * self._margin
         self.feature_shape = (int(channels), int(feat_h), int(feat_w))
         self._view = UpsampledView.create((feat_h, feat_w), (self.height, self.width), self.device)
         self._grid = official_grid(self.height, self.width)
@@ -178,6 +191,7 @@ class DragSession:
         self._handles: list[Point] = []
         self._targets: list[Point] = []
         self._mask: torch.Tensor | None = None
+        self._mask_on = False
         self._drag: _Drag | None = None
         self._history = [_Snapshot(self._w_start.clone(), (), ())]
         self._hist_idx = 0
@@ -217,7 +231,8 @@ class DragSession:
         if self.family == "stylegan2":
             kwargs["fused_modconv"] = False
         feats = self.G.synthesis(ws, **kwargs)
-        feat = feats[-1][0].to(torch.float32)
+        m = self._margin
+        feat = feats[-1][0, :, m:feats[-1].shape[2] - m, m:feats[-1].shape[3] - m].to(torch.float32)
         assert tuple(feat.shape) == self.feature_shape, (tuple(feat.shape), self.feature_shape)
         return feat, (0, 0)
 
@@ -233,6 +248,12 @@ class DragSession:
         hi = points_rc.max(dim=0).values.tolist()
         return (max(lo[0] - reach, 0), min(hi[0] + reach, self.height - 1),
                 max(lo[1] - reach, 0), min(hi[1] + reach, self.width - 1))
+
+    def _reads_within(self, rows: torch.Tensor, cols: torch.Tensor, reach: tuple[int, int, int, int]) -> bool:
+        """Whether motion supervision at pixels rows/cols (reading 1 px before, 2 px after) stays in reach."""
+        y0, y1, x0, x1 = reach
+        return (max(int(rows.min()) - 1, 0) >= y0 and min(int(rows.max()) + 2, self.height - 1) <= y1
+                and max(int(cols.min()) - 1, 0) >= x0 and min(int(cols.max()) + 2, self.width - 1) <= x1)
 
     def _feat0(self, drag: _Drag) -> torch.Tensor:
         """F0, the whole feature map of the drag's first step (computed once, when first needed)."""
@@ -266,14 +287,13 @@ class DragSession:
         with self._lock:
             if mask is None:
                 self._mask = None
+                self._mask_on = False
                 return
             m = torch.as_tensor(np.asarray(mask, dtype=np.float32)).clamp(0, 1)
             if tuple(m.shape) != (self.height, self.width):
                 raise ValueError(f"mask must be [{self.height}, {self.width}], got {tuple(m.shape)}")
             self._mask = m.to(self.device)
-
-    def _mask_active(self) -> bool:
-        return self._mask is not None and float(self._mask.min()) == 0 and float(self._mask.max()) == 1
+            self._mask_on = float(m.min()) == 0 and float(m.max()) == 1
 
     # ------------------------------------------------------------------ optimisation
 
@@ -286,18 +306,18 @@ class DragSession:
             if self._drag is None:
                 self._begin_drag()
             drag = self._drag
-            mask_on = self._mask_active()
+            mask_on = self._mask_on
             reach = self._image_reach(drag.points_rc)
             box = None
             if not mask_on:
                 box = Box(*self._view.block_rows(reach[0], reach[1]), *self._view.block_cols(reach[2], reach[3]))
             feat, origin = self._features(self._compose(self._w), box)
+            handles_rc = drag.points_rc.to(self.device)
             if drag.ref is None:
                 if origin == (0, 0) and tuple(feat.shape) == self.feature_shape:
                     drag.feat0 = feat.detach().clone()
-                drag.ref = reference_features(self._view, feat, drag.points_rc.to(self.device), origin)
-            points = track_points(self._view, feat, drag.ref, drag.points_rc.to(self.device), self.r2_px,
-                                  origin).cpu()
+                drag.ref = reference_features(self._view, feat, handles_rc, origin)
+            points = track_points(self._view, feat, drag.ref, handles_rc, self.r2_px, origin).cpu()
             drag.points_rc = points
             self._handles = [(float(c), float(r)) for r, c in points.tolist()]
             distances = [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(self._handles, self._targets)]
@@ -306,11 +326,7 @@ class DragSession:
             if not done:
                 targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
                 plan = plan_motion(points, targets_rc, self.r1_px, self._grid)
-                if plan is not None:
-                    assert int(plan.rows.min()) - 1 >= reach[0] or reach[0] == 0
-                    assert int(plan.rows.max()) + 2 <= reach[1] or reach[1] == self.height - 1
-                    assert int(plan.cols.min()) - 1 >= reach[2] or reach[2] == 0
-                    assert int(plan.cols.max()) + 2 <= reach[3] or reach[3] == self.width - 1
+                assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
                 zero = feat.new_zeros([])
                 motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
                 fixed = masked_l1(self._view, feat, self._feat0(drag), self._mask) if mask_on else zero
@@ -340,6 +356,7 @@ class DragSession:
         """Step until every handle arrives, `max_steps` steps were taken or a stop was requested.
 
         Yields every StepResult; `image` is rendered every `render_every` steps and on the last result.
+        A stop that arrives between steps yields one extra result repeating the last step, with the image.
         The run's end is one history entry. Call run() again to resume (the drag state is kept).
         """
         limit = self.config.max_steps if max_steps is None else int(max_steps)
