@@ -1,0 +1,255 @@
+"""Real-photo inversion: recovery of a generated image, progress/cancel, upload validation, LPIPS loading.
+
+Everything runs on CPU with the tiny StyleGAN2 fixture; the Hugging Face Hub is never contacted (the
+download boundary `draggan.inversion.losses.hf_hub_download` is replaced in every test).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import types
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+from draggan.checkpoints import load_generator
+from draggan.checkpoints.builders import generator_from_persistent
+from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.inversion import (LPIPS_NAME, PIXEL_NAME, InversionCancelled, InversionConfig, invert, losses,
+                               prepare_image)
+from draggan.inversion.export import save_tuned_generator
+
+from conftest import fixture_path
+
+# The fixture makes images from a known latent: seed 1 at ψ = 0.4, rendered with the generator's own noise.
+SEED, PSI = 1, 0.4
+
+
+@pytest.fixture(scope="module")
+def G() -> torch.nn.Module:
+    return generator_from_persistent(read_network_pickle(fixture_path("stylegan2-tiny-64.pkl"))["G_ema"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Hundreds of tiny steps run several times faster on one thread than on oversubscribed shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every download fails as it does without network; tests that want weights patch in local files."""
+    calls: list = []
+
+    def unreachable(**kwargs):
+        calls.append(kwargs)
+        raise OSError("Hub unreachable (test)")
+
+    monkeypatch.setattr(losses, "hf_hub_download", unreachable)
+    return calls
+
+
+def _target(G: torch.nn.Module) -> np.ndarray:
+    z = torch.from_numpy(np.random.RandomState(SEED).randn(1, G.z_dim)).float()
+    with torch.no_grad():
+        img = G.synthesis(G.mapping(z, None, truncation_psi=PSI), noise_mode="const")
+    return (img[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_recovers_generated_image(G: torch.nn.Module, tmp_path) -> None:
+    """Projection (W, W+) + pivotal tuning reproduce a generated image at ≥ 30 dB, with a falling loss.
+
+    Noise fitting is off: the target uses the generator's own constant noise, which the inversion then
+    keeps, so the image is exactly reachable; noise fitting is exercised in `test_shared_generator_untouched`.
+    """
+    target = _target(G)
+    before = _state(G)
+    events = []
+    cfg = InversionConfig(w_steps=60, wplus_steps=40, pti_steps=100, pti_lr=1e-3, optimize_noise=False,
+                          w_avg_samples=1000, loss="auto", log_every=10, preview_every=25)
+    result = invert(G, target, cfg, progress=events.append)
+
+    assert result.loss_name == PIXEL_NAME and "unavailable" in result.loss_note and result.lpips is None
+    assert result.psnr >= 30.0, f"PSNR {result.psnr:.2f} dB"
+    assert result.w.shape == (1, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        recon = result.G_tuned.synthesis(result.w, noise_mode="const")
+        projected_only = G.synthesis(result.w, noise_mode="const")
+    assert np.array_equal(result.image, (recon[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).byte().numpy())
+    err_tuned = (recon.clamp(-1, 1) - torch.from_numpy(target).permute(2, 0, 1)[None] / 127.5 + 1).abs().mean()
+    err_proj = (projected_only.clamp(-1, 1) - torch.from_numpy(target).permute(2, 0, 1)[None] / 127.5 + 1).abs().mean()
+    assert err_tuned < 0.7 * err_proj, "pivotal tuning should clearly improve on the projection alone"
+
+    # History: the reconstruction loss averaged over each window of 10 steps, never rising from one window to
+    # the next over all three stages, and ending well below where it started.
+    steps = [s for s, _ in result.history]
+    values = [v for _, v in result.history]
+    assert steps == list(range(10, 201, 10))
+    assert all(b <= a for a, b in zip(values, values[1:])), values
+    assert values[-1] < 0.2 * values[0]
+
+    # Progress: one event per step, stages in order, previews every 25 steps and at each stage's end.
+    assert [e.step for e in events] == list(range(1, 201)) and {e.total_steps for e in events} == {200}
+    assert [e.stage for e in events] == ["w"] * 60 + ["w+"] * 40 + ["pti"] * 100
+    with_preview = [e.step for e in events if e.preview is not None]
+    assert with_preview == [25, 50, 60, 75, 100, 125, 150, 175, 200]
+    assert events[-1].preview.shape == (64, 64, 3) and events[-1].preview.dtype == np.uint8
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+
+    # Export: the tuned generator round-trips through the converted-model format and the model loader.
+    weights = save_tuned_generator(result.G_tuned, tmp_path / "tuned.safetensors")
+    reloaded = load_generator(weights, device="cpu", use_cache=False)
+    with torch.no_grad():
+        assert torch.equal(reloaded.synthesis(result.w, noise_mode="const"), recon)
+
+
+def test_shared_generator_untouched(G: torch.nn.Module) -> None:
+    """Projection with noise fitting and tuning with the locality regulariser never modify the shared G."""
+    before = _state(G)
+    grads_before = [p.grad for p in G.parameters()]
+    cfg = InversionConfig(w_steps=6, wplus_steps=4, pti_steps=6, pti_lr=1e-3, locality_weight=0.1,
+                          w_avg_samples=200, loss="pixel", log_every=2)
+    result = invert(G, _target(G), cfg)
+
+    after = G.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the shared generator changed"
+    assert [p.grad for p in G.parameters()] == grads_before and not any(p.requires_grad for p in G.parameters())
+    tuned = result.G_tuned.state_dict()
+    assert result.G_tuned is not G and all(tuned[k].data_ptr() != after[k].data_ptr() for k in after)
+    changed = [k for k in after if not torch.equal(tuned[k], after[k])]
+    assert any(k.endswith("noise_const") for k in changed), "fitted noise maps belong in the private copy"
+    assert any(k.endswith(".weight") for k in changed), "tuning changed no weight"
+    assert result.loss_name == PIXEL_NAME and result.loss_note == "pixel loss requested"
+
+
+def test_cancel_stops_early(G: torch.nn.Module) -> None:
+    cancel = threading.Event()
+    seen = []
+
+    def progress(event) -> None:
+        seen.append(event.step)
+        if event.step == 5:
+            cancel.set()
+
+    cfg = InversionConfig(w_steps=50, wplus_steps=50, pti_steps=50, w_avg_samples=100, loss="pixel")
+    with pytest.raises(InversionCancelled) as info:
+        invert(G, _target(G), cfg, progress=progress, cancel=cancel)
+    assert info.value.step == 5 and seen == [1, 2, 3, 4, 5]
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_prepare_image_rejects_bad_uploads(G: torch.nn.Module, tmp_path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image")
+    for bad in (b"this is not an image", text):
+        with pytest.raises(ValueError, match="not an image"):
+            prepare_image(bad, G)
+    with pytest.raises(ValueError, match="expected an image"):
+        prepare_image(42, G)
+    with pytest.raises(ValueError, match="no such image file"):
+        prepare_image(tmp_path / "missing.png", G)
+    with pytest.raises(ValueError, match=r"too small \(20×100 px\).*at least 32 px"):
+        prepare_image(Image.new("RGB", (20, 100)), G)
+    with pytest.raises(ValueError, match=r"too large \(400×300 px = 0.1 MP\); the limit is 0.05 MP"):
+        prepare_image(_png(Image.new("RGB", (400, 300))), G, max_megapixels=0.05)
+    with pytest.raises(ValueError, match="must be uint8 or float"):
+        prepare_image(np.zeros((64, 64, 3), dtype=np.int32), G)
+    with pytest.raises(ValueError, match="must be"):
+        prepare_image(np.zeros((64, 64, 2), dtype=np.uint8), G)
+
+
+def test_prepare_image_converts_and_crops(G: torch.nn.Module) -> None:
+    grey = prepare_image(Image.new("L", (64, 64), 77), G)
+    assert grey.shape == (64, 64, 3) and grey.dtype == np.uint8 and (grey == 77).all()
+
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:32, :, 3] = 255                 # top half opaque red, bottom half fully transparent
+    out = prepare_image(_png(Image.fromarray(rgba, "RGBA")), G)
+    assert (out[:32] == [255, 0, 0]).all() and (out[32:] == 255).all()
+
+    wide = np.zeros((100, 300, 3), dtype=np.uint8)
+    wide[:, :100] = [255, 0, 0]
+    wide[:, 100:200] = [0, 255, 0]
+    wide[:, 200:] = [0, 0, 255]
+    out = prepare_image(wide, G)          # the centre square is the green band
+    assert out.shape == (64, 64, 3) and (out[:, 2:-2] == [0, 255, 0]).all()
+
+    tall_model = types.SimpleNamespace(img_width=32, img_height=64)
+    out = prepare_image(np.linspace(0, 1, 200 * 200 * 3).reshape(200, 200, 3), tall_model)
+    assert out.shape == (64, 32, 3)
+
+
+def _fake_lpips_files(tmp_path) -> dict[str, str]:
+    gen = torch.Generator().manual_seed(3)
+    backbone = {}
+    for idx, module in enumerate(losses.VGG16Features().features):
+        if isinstance(module, torch.nn.Conv2d):
+            backbone[f"features.{idx}.weight"] = torch.randn(module.weight.shape, generator=gen) * 0.05
+            backbone[f"features.{idx}.bias"] = torch.zeros(module.bias.shape)
+    backbone["pre_logits.fc1.weight"] = torch.zeros(4, 4)        # classifier keys are ignored
+    vgg_path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file(backbone, str(vgg_path))
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen) for i, c in enumerate(losses.LPIPS_CHANNELS)}
+    lin_path = tmp_path / "lin.pth"
+    torch.save(heads, lin_path)
+    return {"model.safetensors": str(vgg_path), "lin.pth": str(lin_path), "_backbone": backbone, "_heads": heads}
+
+
+def test_lpips_weights_from_mocked_hub(G: torch.nn.Module, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _fake_lpips_files(tmp_path)
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None, cache_dir=None):
+        calls.append((repo_id, filename, revision, cache_dir))
+        return files[filename]
+
+    monkeypatch.setattr(losses, "hf_hub_download", fake_download)
+    cfg = InversionConfig(w_steps=2, wplus_steps=1, pti_steps=1, w_avg_samples=100, loss="auto",
+                          vgg16_repo="test/vgg", vgg16_file="model.safetensors", lpips_repo="test/lpips",
+                          lpips_file="lin.pth", cache_dir=str(tmp_path / "hub"))
+
+    lpips = losses.make_loss(cfg).lpips
+    assert calls[:2] == [("test/vgg", "model.safetensors", cfg.vgg16_revision, cfg.cache_dir),
+                         ("test/lpips", "lin.pth", cfg.lpips_revision, cfg.cache_dir)]
+    assert torch.equal(lpips.vgg.features[28].weight, files["_backbone"]["features.28.weight"])
+    assert torch.equal(lpips.lin3, files["_heads"]["lin3.model.1.weight"])
+    a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    assert lpips(a, a).abs().max() < 1e-6 and (lpips(a, b) > 0).all()
+
+    result = invert(G, _target(G), cfg)
+    assert result.loss_name == LPIPS_NAME and result.loss_note is None
+    assert result.lpips is not None and result.lpips > 0
+
+
+def test_lpips_bad_files_and_failed_download(G: torch.nn.Module, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                             _offline_hub: list) -> None:
+    cfg = InversionConfig(loss="auto")
+    loss = losses.make_loss(cfg)          # the autouse fixture makes every download fail
+    assert loss.name == PIXEL_NAME and loss.lpips is None and "Hub unreachable" in loss.note
+    assert _offline_hub[0]["repo_id"] == cfg.vgg16_repo
+    with pytest.raises(RuntimeError, match="LPIPS weights unavailable"):
+        losses.make_loss(InversionConfig(loss="lpips"))
+
+    files = _fake_lpips_files(tmp_path)
+    torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "lin.pth")  # 4 heads missing
+    monkeypatch.setattr(losses, "hf_hub_download", lambda repo_id, filename, **kw: files[filename])
+    loss = losses.make_loss(InversionConfig(loss="auto", vgg16_file="model.safetensors", lpips_file="lin.pth"))
+    assert loss.name == PIXEL_NAME and "5 linear heads" in loss.note
