@@ -7,15 +7,17 @@ Both variants run on the same random-weight FFHQ-512-config StyleGAN2 (`bench.ge
 seed-0 latent at ψ = 0.7, W+ space, one handle with a far target (so no step stops early).
 - ours: `draggan.engine.DragSession.step()`.
 - official: an in-file re-implementation of `viz/renderer.py::_render_drag_impl` as the official app runs
-  it: full synthesis with fused modulated convolutions and generator parameters that require grad, the
-  feature block upsampled to image size, per-point Python loops for tracking and motion supervision, the
-  image converted to uint8 every step.
+  it: full synthesis with fused modulated convolutions (its networks' `fused_modconv_default`) and
+  generator parameters that require grad (the renderer never freezes them), the feature block upsampled
+  to image size, per-point Python loops for tracking and motion supervision, the image converted to uint8
+  every step.
 With --variant both each variant runs in its own subprocess so that peak memory is measured separately.
 Process CPU seconds per step are printed next to wall-clock seconds: on a shared machine they show the
-work done when the wall clock is inflated by other processes. Peak memory: on CUDA `torch.cuda.max_memory_allocated`; on CPU the growth of the process's peak resident
-set size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) over the steps, relative to the peak after the
-generator was built and the latent set up (tracemalloc does not see torch allocations). Not a test:
-numbers depend on the machine and on whatever else runs on it.
+work done while the wall clock is inflated by other processes (with several threads they include spinning
+in the thread pool). Peak memory: on CUDA `torch.cuda.max_memory_allocated`; on CPU the growth of the
+process's peak resident set size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) over the steps, relative
+to the peak after the generator was built and the latent set up (tracemalloc does not see torch
+allocations). Not a test: numbers depend on the machine and on whatever else runs on it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class OfficialDrag:
         """One step on (row, col) points, updated in place; returns the uint8 image."""
         G = self.G
         ws = torch.cat([self.w[:, :6], self.w0[:, 6:]], dim=1)
-        img, feat = G.synthesis(ws, noise_mode="const", return_features=True)
+        img, feat = G.synthesis(ws, noise_mode="const", return_features=True, fused_modconv=True)
         h, w = G.img_resolution, G.img_resolution
         X = torch.linspace(0, h, h)
         Y = torch.linspace(0, w, w)
