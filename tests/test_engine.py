@@ -462,3 +462,12 @@ def test_stylegan3_drag_reads_the_margin_free_layer():
     assert results[0].loss > 0 and results[-1].distances[0] <= 10
     assert not torch.equal(s.ws[:, :6], start[:, :6]) and torch.equal(s.ws[:, 6:], start[:, 6:])
     assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
+
+
+def test_stop_before_iterating_a_run_is_honoured():
+    s = DragSession(small_generator(), seed=0)
+    s.set_points([(8, 8)], [(30, 30)])
+    steps = s.run(max_steps=50)
+    s.stop()
+    assert list(steps) == [] and s.steps == 0
+    assert len(list(s.run(max_steps=2, render_every=0))) == 2

@@ -360,8 +360,10 @@ class DragSession:
         The run's end is one history entry. Call run() again to resume (the drag state is kept).
         """
         limit = self.config.max_steps if max_steps is None else int(max_steps)
-        self._stop.clear()
+        self._stop.clear()  # here, not in the generator body: a stop() right after run() must count
+        return self._run(limit, render_every, stop_event)
 
+    def _run(self, limit: int, render_every: int, stop_event: threading.Event | None) -> Iterator[StepResult]:
         def stopping() -> bool:
             return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
 
