@@ -31,6 +31,9 @@ KEYPOINT_NAMES = (
 )
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 
+# Faces rendered per pass: bigger batches are split so the [N, H, W] temporaries stay cache-sized.
+_CHUNK = 64
+
 # Fixed colours (RGB in [0, 1]).
 _PUPIL = (0.05, 0.05, 0.08)
 _SCLERA = (0.97, 0.97, 0.95)
@@ -102,6 +105,9 @@ def render(params: torch.Tensor, resolution: int = 64) -> tuple[torch.Tensor, to
     assert params.ndim == 2 and params.shape[1] == NUM_PARAMS, \
         f"params must be [N, {NUM_PARAMS}], got {tuple(params.shape)}"
     assert resolution >= 16
+    if params.shape[0] > _CHUNK:
+        parts = [render(chunk, resolution) for chunk in params.split(_CHUNK)]
+        return torch.cat([img for img, _ in parts]), torch.cat([kp for _, kp in parts])
     p = params.to(torch.float32).clamp(0, 1)
     dev = p.device
     n = p.shape[0]
