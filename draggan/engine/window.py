@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..networks.ops import conv2d_resample
+
 
 @dataclass(frozen=True)
 class Box:
@@ -34,14 +36,21 @@ class Box:
 
 
 def block_margin(block: torch.nn.Module) -> int:
-    """Output pixels at each side of a windowed block's output that its window edge may corrupt.
+    """Output pixels at each side of a windowed block's output that the window's edge corrupts.
 
-    An upper bound: the transposed 3×3 convolution reaches k − 1 output pixels, the FIR filter half its
-    taps, the second convolution (k − 1) / 2 more.
+    Measured on the block's own up-sampling convolution: with all-ones weights (no cancellation) the
+    response to one input pixel at row c spans output rows [2c + lo, 2c + hi], so an input window [a, b)
+    gives exact outputs [2a + hi − 1, 2b + lo); the block's second convolution widens that by (k − 1) / 2.
     """
     k = block.conv0.weight.shape[-1]
-    taps = block.resample_filter.shape[-1]
-    return (k - 1) + taps // 2 + (k - 1) // 2
+    size = 4 * k + 8
+    impulse = torch.zeros([1, 1, size, size])
+    impulse[0, 0, size // 2, size // 2] = 1
+    response = conv2d_resample(impulse, torch.ones([1, 1, k, k]), f=block.resample_filter.cpu(), up=2,
+                               padding=k // 2, flip_weight=False)
+    rows = torch.nonzero(response[0, 0].abs().sum(dim=1) > 0).flatten()
+    lo, hi = int(rows[0]) - size, int(rows[-1]) - size
+    return max(hi - 1, -lo, 0) + (k - 1) // 2
 
 
 class WindowedSynthesis:
@@ -54,6 +63,7 @@ class WindowedSynthesis:
         self.noise_mode = noise_mode
         self.blocks = [getattr(synthesis, f"b{res}") for res in synthesis.block_resolutions[:block + 1]]
         self.shapes = synthesis.feature_shapes()[:block + 1]
+        self.margins = [0] + [block_margin(blk) for blk in self.blocks[1:]]
         self.ws_start = []
         start = 0
         for blk in self.blocks:
@@ -65,7 +75,7 @@ class WindowedSynthesis:
         windows = []
         need = box
         for k in range(self.block, 0, -1):
-            margin = block_margin(self.blocks[k])
+            margin = self.margins[k]
             _, in_h, in_w = self.shapes[k - 1]
             window = Box(r0=max((need.r0 - margin) // 2, 0), r1=min(-((-need.r1 - margin) // 2), in_h),
                          c0=max((need.c0 - margin) // 2, 0), c1=min(-((-need.c1 - margin) // 2), in_w))
