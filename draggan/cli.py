@@ -1,7 +1,8 @@
 """Command line: `python -m draggan <command>`.
 
-Commands: `generate` (one image from a seed) and `models` (the zoo with what is usable offline). Each command
-is a `_cmd_*` function registered in `build_parser`, so later features add a subparser and a function.
+Commands: `generate` (one image from a seed), `models` (the zoo with what is usable offline) and `invert`
+(a photo into a model). Each command is a `_cmd_*` function registered in `build_parser`, so later features
+add a subparser and a function.
 """
 
 from __future__ import annotations
@@ -86,6 +87,67 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_invert(args: argparse.Namespace) -> int:
+    from .export import save_latent
+    from .inversion import InversionConfig, InversionProgress, invert
+    from .inversion.export import save_tuned_generator
+
+    if args.steps < 0 or args.pti_steps < 0:
+        raise CommandError("--steps and --pti-steps must be >= 0")
+    G = load_generator(args.model, device=args.device)
+    w_steps = round(args.steps * 2 / 3)
+    config = InversionConfig(w_steps=w_steps, wplus_steps=args.steps - w_steps, pti_steps=args.pti_steps,
+                             loss=args.loss, seed=args.seed)
+    every = max(1, config.total_steps // 20)
+
+    def progress(event: InversionProgress) -> None:
+        if event.step % every == 0 or event.step == event.total_steps:
+            print(f"  step {event.step}/{event.total_steps} ({event.stage}): loss {event.loss:.4f}", file=sys.stderr)
+
+    try:
+        result = invert(G, args.photo, config, progress=progress)
+    except ValueError as e:
+        raise CommandError(str(e)) from e
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_latent(result.w, out)
+    print(f"wrote {out} (W+ latent {tuple(result.w.shape)}); PSNR {result.psnr:.2f} dB"
+          + (f", LPIPS {result.lpips:.4f}" if result.lpips is not None else "")
+          + f", loss {result.loss_name}, {result.seconds:.1f} s")
+    if result.loss_note:
+        print(f"note: {result.loss_note}", file=sys.stderr)
+    if args.save_image:
+        from PIL import Image
+        Image.fromarray(result.image).save(args.save_image)
+        print(f"wrote {args.save_image} (reconstruction)")
+    if args.save_generator:
+        weights = save_tuned_generator(result.G_tuned, args.save_generator, note=dict(base_model=str(args.model)))
+        print(f"wrote {weights} (tuned generator; load it with --model {weights})")
+    elif args.pti_steps > 0:
+        print("note: the latent reproduces the photo only with the tuned generator; pass --save-generator to keep it",
+              file=sys.stderr)
+    return 0
+
+
+def _add_invert_parser(commands: argparse._SubParsersAction) -> None:
+    inv = commands.add_parser("invert", help="invert a photo into a model (projection + pivotal tuning)",
+                              description="Fit a W+ latent to a photo (centre-cropped and resized to the model), "
+                                          "then fine-tune a copy of the generator around it (PTI).")
+    inv.add_argument("photo", help="image file (PNG, JPEG, WebP, ...)")
+    inv.add_argument("--model", required=True, metavar="SOURCE", help="model source, as for `generate`")
+    inv.add_argument("--out", required=True, help="output latent file (.npy, [1, num_ws, w_dim] float32)")
+    inv.add_argument("--steps", type=int, default=600, help="projection steps: 2/3 in W, then 1/3 in W+ (default 600)")
+    inv.add_argument("--pti-steps", type=int, default=300, help="pivotal-tuning steps; 0 disables tuning (default 300)")
+    inv.add_argument("--loss", choices=("auto", "lpips", "pixel"), default="auto",
+                     help="auto: LPIPS-VGG16 if its weights can be had, else pixel + multi-scale (default auto)")
+    inv.add_argument("--seed", type=int, default=0, help="random seed of the optimisation (default 0)")
+    inv.add_argument("--save-generator", default=None, metavar="PATH",
+                     help="write the tuned generator: a .safetensors file (config.json beside it) or a folder")
+    inv.add_argument("--save-image", default=None, metavar="PNG", help="write the reconstruction")
+    inv.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
+    inv.set_defaults(func=_cmd_invert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m draggan", description="DragGAN studio command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the model zoo and what is available offline")
     models.set_defaults(func=_cmd_models)
+    _add_invert_parser(commands)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Real-photo inversion: recovery of a generated image, progress/cancel, upload validation, LPIPS loading.
 
 Everything runs on CPU with the tiny StyleGAN2 fixture; the Hugging Face Hub is never contacted (the
-download boundary `draggan.inversion.losses.hf_hub_download` is replaced in every test).
+download boundary `draggan.inversion.losses.fetch_from_hub` is replaced in every test).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from draggan.checkpoints import load_generator
+from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.engine import DragSession
 from draggan.inversion import (LPIPS_NAME, PIXEL_NAME, InversionCancelled, InversionConfig, invert, losses,
                                prepare_image)
 from draggan.inversion.export import save_tuned_generator
@@ -48,11 +49,11 @@ def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> list:
     """Every download fails as it does without network; tests that want weights patch in local files."""
     calls: list = []
 
-    def unreachable(**kwargs):
-        calls.append(kwargs)
-        raise OSError("Hub unreachable (test)")
+    def unreachable(ref):
+        calls.append(ref)
+        raise ModelUnavailableError(f"Model file '{ref.filename}' is not available: Hub unreachable (test). Connect")
 
-    monkeypatch.setattr(losses, "hf_hub_download", unreachable)
+    monkeypatch.setattr(losses, "fetch_from_hub", unreachable)
     return calls
 
 
@@ -106,6 +107,9 @@ def test_recovers_generated_image(G: torch.nn.Module, tmp_path) -> None:
     assert with_preview == [25, 50, 60, 75, 100, 125, 150, 175, 200]
     assert events[-1].preview.shape == (64, 64, 3) and events[-1].preview.dtype == np.uint8
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+
+    # The drag engine, given the tuned generator and latent, starts from exactly the reconstruction.
+    assert np.array_equal(DragSession(result.G_tuned, w=result.w).render(), result.image)
 
     # Export: the tuned generator round-trips through the converted-model format and the model loader.
     weights = save_tuned_generator(result.G_tuned, tmp_path / "tuned.safetensors")
@@ -217,18 +221,18 @@ def test_lpips_weights_from_mocked_hub(G: torch.nn.Module, tmp_path, monkeypatch
     files = _fake_lpips_files(tmp_path)
     calls = []
 
-    def fake_download(repo_id, filename, revision=None, cache_dir=None):
-        calls.append((repo_id, filename, revision, cache_dir))
-        return files[filename]
+    def fake_download(ref):
+        calls.append((ref.repo_id, ref.filename, ref.revision))
+        return files[ref.filename]
 
-    monkeypatch.setattr(losses, "hf_hub_download", fake_download)
+    monkeypatch.setattr(losses, "fetch_from_hub", fake_download)
     cfg = InversionConfig(w_steps=2, wplus_steps=1, pti_steps=1, w_avg_samples=100, loss="auto",
                           vgg16_repo="test/vgg", vgg16_file="model.safetensors", lpips_repo="test/lpips",
-                          lpips_file="lin.pth", cache_dir=str(tmp_path / "hub"))
+                          lpips_file="lin.pth")
 
     lpips = losses.make_loss(cfg).lpips
-    assert calls[:2] == [("test/vgg", "model.safetensors", cfg.vgg16_revision, cfg.cache_dir),
-                         ("test/lpips", "lin.pth", cfg.lpips_revision, cfg.cache_dir)]
+    assert calls[:2] == [("test/vgg", "model.safetensors", cfg.vgg16_revision),
+                         ("test/lpips", "lin.pth", cfg.lpips_revision)]
     assert torch.equal(lpips.vgg.features[28].weight, files["_backbone"]["features.28.weight"])
     assert torch.equal(lpips.lin3, files["_heads"]["lin3.model.1.weight"])
     a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
@@ -243,13 +247,36 @@ def test_lpips_bad_files_and_failed_download(G: torch.nn.Module, tmp_path, monke
                                              _offline_hub: list) -> None:
     cfg = InversionConfig(loss="auto")
     loss = losses.make_loss(cfg)          # the autouse fixture makes every download fail
-    assert loss.name == PIXEL_NAME and loss.lpips is None and "Hub unreachable" in loss.note
-    assert _offline_hub[0]["repo_id"] == cfg.vgg16_repo
+    assert loss.name == PIXEL_NAME and loss.lpips is None
+    assert loss.note == ("LPIPS weights unavailable (Model file 'model.safetensors' is not available: Hub unreachable "
+                         "(test)); using the pixel + multi-scale loss")
+    assert _offline_hub[0].repo_id == cfg.vgg16_repo
     with pytest.raises(RuntimeError, match="LPIPS weights unavailable"):
         losses.make_loss(InversionConfig(loss="lpips"))
 
     files = _fake_lpips_files(tmp_path)
     torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "lin.pth")  # 4 heads missing
-    monkeypatch.setattr(losses, "hf_hub_download", lambda repo_id, filename, **kw: files[filename])
+    monkeypatch.setattr(losses, "fetch_from_hub", lambda ref: files[ref.filename])
     loss = losses.make_loss(InversionConfig(loss="auto", vgg16_file="model.safetensors", lpips_file="lin.pth"))
     assert loss.name == PIXEL_NAME and "5 linear heads" in loss.note
+
+
+def test_cli_invert(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from draggan import cli
+
+    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((np.random.RandomState(0).rand(90, 120, 3) * 255).astype(np.uint8)).save(photo)
+    model = str(fixture_path("stylegan2-tiny-64.pkl"))
+    code = cli.main(["invert", "--model", model, str(photo), "--out", str(tmp_path / "out" / "latent.npy"),
+                     "--steps", "6", "--pti-steps", "2", "--loss", "pixel", "--device", "cpu",
+                     "--save-generator", str(tmp_path / "tuned"), "--save-image", str(tmp_path / "rec.png")])
+    assert code == 0
+    assert np.load(tmp_path / "out" / "latent.npy").shape == (1, 10, 64)
+    assert Image.open(tmp_path / "rec.png").size == (64, 64)
+    assert load_generator(tmp_path / "tuned", device="cpu").num_ws == 10
+    assert "PSNR" in capsys.readouterr().out
+
+    code = cli.main(["invert", "--model", model, str(tmp_path / "rec.png.missing"), "--out", str(tmp_path / "x.npy"),
+                     "--device", "cpu"])
+    assert code == 2 and "no such image file" in capsys.readouterr().err

@@ -54,7 +54,6 @@ class InversionConfig:
     lpips_repo: str = LPIPS_REPO
     lpips_file: str = LPIPS_FILE
     lpips_revision: str | None = LPIPS_REVISION
-    cache_dir: str | None = None          # Hub cache folder; None = huggingface_hub's default
     loss_max_size: int = 256              # LPIPS sees images area-downsampled to at most this side
     # Reporting.
     log_every: int = 10                   # history: mean reconstruction loss of each window of this many steps

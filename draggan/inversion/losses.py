@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import hf_hub_download
 
+from ..checkpoints.hub import HubRef, fetch_from_hub
 from .config import InversionConfig
 
 # torchvision's VGG16 'D' configuration up to relu5_3; 'M' = 2×2 max pooling.
@@ -128,14 +128,12 @@ def _cached_lpips(vgg16_path: str, lpips_path: str, device: str) -> LPIPS:
 
 
 def download_lpips(config: InversionConfig, device: torch.device | str = "cpu") -> LPIPS:
-    """LPIPS with weights from the Hub (cached by huggingface_hub like the models); raises when unavailable.
+    """LPIPS with weights from the Hub, through the models' download path (same cache, quick offline failure).
 
-    The loaded network is read-only and shared by every caller in the process.
+    Raises when the files cannot be had. The loaded network is read-only and shared by every caller.
     """
-    vgg16_path = hf_hub_download(repo_id=config.vgg16_repo, filename=config.vgg16_file,
-                                 revision=config.vgg16_revision, cache_dir=config.cache_dir)
-    lpips_path = hf_hub_download(repo_id=config.lpips_repo, filename=config.lpips_file,
-                                 revision=config.lpips_revision, cache_dir=config.cache_dir)
+    vgg16_path = fetch_from_hub(HubRef(config.vgg16_repo, config.vgg16_file, config.vgg16_revision))
+    lpips_path = fetch_from_hub(HubRef(config.lpips_repo, config.lpips_file, config.lpips_revision))
     return _cached_lpips(str(vgg16_path), str(lpips_path), str(torch.device(device)))
 
 
@@ -194,7 +192,8 @@ def make_loss(config: InversionConfig, device: torch.device | str = "cpu") -> Re
     except Exception as exc:  # any download/parse failure means "no LPIPS"; the reason is reported
         if config.loss == "lpips":
             raise RuntimeError(f"LPIPS weights unavailable: {exc}") from exc
-        note = f"LPIPS weights unavailable ({type(exc).__name__}: {exc}); using the pixel + multi-scale loss"
+        reason = str(exc).split(". ")[0].rstrip(".") or type(exc).__name__
+        note = f"LPIPS weights unavailable ({reason}); using the pixel + multi-scale loss"
         return ReconstructionLoss(PIXEL_NAME, multiscale_pixel_loss, None, note)
 
     def lpips_fn(synth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
