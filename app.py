@@ -71,13 +71,13 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
                 with gr.Accordion("Export", open=False):
                     with gr.Row(elem_classes="compact-row"):
                         png_btn = gr.Button("PNG", size="sm")
-                        latent_btn = gr.Button("Latent .npy", size="sm")
+                        latent_btn = gr.Button("Latent", size="sm")
                         anim_btns = {fmt: gr.Button(fmt.upper(), size="sm") for fmt in animation_formats()}
-                        recipe_btn = gr.Button("Recipe .json", size="sm")
+                        recipe_btn = gr.Button("Recipe", size="sm")
                     if "mp4" not in animation_formats():
                         gr.Markdown("MP4 needs `pip install imageio-ffmpeg`; GIF works as is.")
-                    exported = gr.File(label="Download", interactive=False, height=80)
-                    recipe_in = gr.File(label="Replay an edit recipe (.json)", file_types=[".json"], height=80)
+                    exported = gr.File(label="Download", interactive=False, visible=False)
+                    recipe_in = gr.File(label="Replay an edit recipe (.json)", file_types=[".json"])
             with gr.Column(scale=3, min_width=420):
                 with gr.Row(elem_classes="compact-row"):
                     start = gr.Button("▶ Start", variant="primary")

@@ -58,3 +58,7 @@ def test_click_points_start_and_stop(page):
     page.get_by_role("button", name="Stop").click()
     sync_api.expect(stats).to_contain_text("1 drag(s) done", timeout=60_000)
     assert image.get_attribute("src") != points_src
+
+    page.get_by_text("Export", exact=True).click()
+    page.get_by_role("button", name="Recipe").click()
+    sync_api.expect(page.locator('a[href$="-recipe.json"]')).to_have_count(1, timeout=30_000)

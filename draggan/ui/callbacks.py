@@ -327,7 +327,7 @@ class StudioApp:
         except (UserError, ValueError, RuntimeError) as exc:
             gr.Warning(str(exc))
             return SKIP()
-        return str(path)
+        return gr.update(value=str(path), visible=True)
 
     def _recipe_source(self, ui: UIState | None, model: str) -> str:
         """The model to replay a recipe on: an offered model or Hub file it names, else this session's model.
