@@ -211,7 +211,8 @@ def _fake_lpips_files(tmp_path) -> dict[str, str]:
     backbone["pre_logits.fc1.weight"] = torch.zeros(4, 4)        # classifier keys are ignored
     vgg_path = tmp_path / "model.safetensors"
     safetensors.torch.save_file(backbone, str(vgg_path))
-    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen) for i, c in enumerate(losses.LPIPS_CHANNELS)}
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen)
+             for i, c in enumerate(losses.LPIPS_CHANNELS)}
     lin_path = tmp_path / "lin.pth"
     torch.save(heads, lin_path)
     return {"model.safetensors": str(vgg_path), "lin.pth": str(lin_path), "_backbone": backbone, "_heads": heads}

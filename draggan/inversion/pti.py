@@ -38,8 +38,10 @@ def tune_generator(G: torch.nn.Module, ws: torch.Tensor, noise_bufs: dict[str, t
                    loss: ReconstructionLoss, config: InversionConfig, tracker: StepTracker) -> torch.nn.Module:
     """Fine-tune a deep copy of `G` so that `ws` (with `noise_bufs`) renders `target`; returns the copy.
 
-    `G` itself is never modified. The learning rate ramps up like the projection's (no ramp down). The loss is the reconstruction loss plus `pti_l2_weight` × pixel MSE, and
-    with `locality_weight > 0` the same loss between the tuned and original outputs at sampled latents.
+    `G` itself is never modified. The loss is the reconstruction loss plus `pti_l2_weight` × pixel MSE, and
+    with `locality_weight > 0` the same loss between the tuned and original outputs at sampled latents. The
+    learning rate follows the projection's cosine ramp up and down: the ramp up keeps Adam's first, sign-sized
+    steps from jolting every weight at once, the ramp down lets the fit settle.
     """
     assert ws.ndim == 3 and ws.shape[1:] == (G.num_ws, G.w_dim), f"ws must be [1, num_ws, w_dim], got {tuple(ws.shape)}"
     G_tuned = private_copy(G, noise_bufs)
