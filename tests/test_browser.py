@@ -62,3 +62,38 @@ def test_click_points_start_and_stop(page):
     page.get_by_text("Export", exact=True).click()
     page.get_by_role("button", name="Recipe").click()
     sync_api.expect(page.locator('a[href$="-recipe.json"]')).to_have_count(1, timeout=30_000)
+
+
+def _red_dot_centre(page, src: str) -> tuple[float, float]:
+    """Centre (as a fraction of width/height) of the red handle marker in the displayed image."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    data = page.request.get(src).body()
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 170) & (rgb[..., 1] < 100) & (rgb[..., 2] < 100)
+    ys, xs = np.nonzero(red)
+    assert xs.size > 10, "no handle marker found in the displayed image"
+    return (xs.mean() + 0.5) / rgb.shape[1], (ys.mean() + 0.5) / rgb.shape[0]
+
+
+@pytest.mark.parametrize("width", [560])
+def test_clicks_land_where_the_user_clicked_on_a_shrunk_image(url, width):
+    executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=ARGS)
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(url)
+        image = page.locator("#canvas img")
+        image.wait_for(timeout=120_000)
+        page.wait_for_function("() => document.querySelector('#canvas img').naturalWidth > 0")
+        box = image.bounding_box()
+        assert box["width"] < 512, "the image is shown smaller than its natural size"
+        start_src = image.get_attribute("src")
+        image.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.70})
+        sync_api.expect(image).not_to_have_attribute("src", start_src, timeout=30_000)
+        fx, fy = _red_dot_centre(page, image.get_attribute("src"))
+        browser.close()
+    assert abs(fx - 0.25) < 1.5 / 64 and abs(fy - 0.70) < 1.5 / 64, (fx, fy)
