@@ -89,7 +89,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_invert(args: argparse.Namespace) -> int:
     from .export import save_latent
-    from .inversion import InversionConfig, InversionProgress, invert
+    from .inversion import FaceAlignmentUnavailable, InversionConfig, InversionProgress, invert
     from .inversion.export import save_tuned_generator
 
     if args.steps < 0 or args.pti_steps < 0:
@@ -97,7 +97,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     G = load_generator(args.model, device=args.device)
     w_steps = round(args.steps * 2 / 3)
     config = InversionConfig(w_steps=w_steps, wplus_steps=args.steps - w_steps, pti_steps=args.pti_steps,
-                             loss=args.loss, seed=args.seed)
+                             loss=args.loss, seed=args.seed, face_align=args.face_align)
     every = max(1, config.total_steps // 20)
 
     def progress(event: InversionProgress) -> None:
@@ -106,7 +106,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 
     try:
         result = invert(G, args.photo, config, progress=progress)
-    except ValueError as e:
+    except (ValueError, FaceAlignmentUnavailable) as e:
         raise CommandError(str(e)) from e
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +141,8 @@ def _add_invert_parser(commands: argparse._SubParsersAction) -> None:
     inv.add_argument("--loss", choices=("auto", "lpips", "pixel"), default="auto",
                      help="auto: LPIPS-VGG16 if its weights can be had, else pixel + multi-scale (default auto)")
     inv.add_argument("--seed", type=int, default=0, help="random seed of the optimisation (default 0)")
+    inv.add_argument("--face-align", action="store_true",
+                     help="crop the face FFHQ-style first (face models; needs dlib and the align.dat landmark model)")
     inv.add_argument("--save-generator", default=None, metavar="PATH",
                      help="write the tuned generator: a .safetensors file (config.json beside it) or a folder")
     inv.add_argument("--save-image", default=None, metavar="PNG", help="write the reconstruction")

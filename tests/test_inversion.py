@@ -20,6 +20,7 @@ from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragSession
+from draggan.inversion import align
 from draggan.inversion import (LPIPS_NAME, PIXEL_NAME, InversionCancelled, InversionConfig, invert, losses,
                                prepare_image)
 from draggan.inversion.export import save_tuned_generator
@@ -54,6 +55,7 @@ def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> list:
         raise ModelUnavailableError(f"Model file '{ref.filename}' is not available: Hub unreachable (test). Connect")
 
     monkeypatch.setattr(losses, "fetch_from_hub", unreachable)
+    monkeypatch.setattr(align, "fetch_from_hub", unreachable)
     return calls
 
 
@@ -281,3 +283,74 @@ def test_cli_invert(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     code = cli.main(["invert", "--model", model, str(tmp_path / "rec.png.missing"), "--out", str(tmp_path / "x.npy"),
                      "--device", "cpu"])
     assert code == 2 and "no such image file" in capsys.readouterr().err
+
+
+def _face_landmarks(eye_l: tuple, eye_r: tuple, mouth_l: tuple, mouth_r: tuple) -> np.ndarray:
+    lm = np.zeros((68, 2))
+    lm[36:42], lm[42:48], lm[48], lm[54] = eye_l, eye_r, mouth_l, mouth_r
+    return lm
+
+
+def test_face_alignment_from_landmarks() -> None:
+    align_face, ffhq_quad = align.align_face, align.ffhq_quad
+    # An upright face: eyes 40 px apart at y = 70, mouth 40 px below. The FFHQ square is 160 px wide, centred
+    # 4 px below the eyes' midpoint, so at 64 px each output pixel covers 2.5 source pixels.
+    lm = _face_landmarks((80, 70), (120, 70), (90, 110), (110, 110))
+    assert np.allclose(ffhq_quad(lm), [[20, -6], [20, 154], [180, 154], [180, -6]])
+    yy, xx = np.mgrid[0:200, 0:200]
+    photo = np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8)
+    photo[65:76, 75:86] = [255, 0, 0]                        # left eye patch
+    out = np.asarray(align_face(Image.fromarray(photo), 64, landmarks=lm)).astype(int)
+    assert out.shape == (64, 64, 3)
+    assert (out[30, 24] == [255, 0, 0]).all()                # (80, 70) → ((80-20)/2.5, (70+6)/2.5)
+
+    # The same photo turned 90° counter-clockwise, with its landmarks turned alike, aligns to the same crop.
+    rotated = np.rot90(photo).copy()
+
+    def turn(p: tuple) -> tuple:                             # where np.rot90 moves pixel (x, y)
+        return p[1], 199 - p[0]
+
+    lm_rot = _face_landmarks(turn((80, 70)), turn((120, 70)), turn((90, 110)), turn((110, 110)))
+    out_rot = np.asarray(align_face(Image.fromarray(rotated), 64, landmarks=lm_rot)).astype(int)
+    assert np.abs(out_rot[4:-4, 4:-4] - out[4:-4, 4:-4]).mean() < 3
+
+
+def test_face_alignment_with_dlib(monkeypatch: pytest.MonkeyPatch, tmp_path, _offline_hub: list) -> None:
+    """The dlib glue (detector → largest face → 68 parts), with a stand-in dlib; without it, a clear error."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dlib", None)          # import dlib → ImportError
+    assert not align.face_alignment_available()
+    with pytest.raises(align.FaceAlignmentUnavailable, match="needs dlib"):
+        prepare_image(Image.new("RGB", (100, 100)), types.SimpleNamespace(img_width=64, img_height=64),
+                      face_align=True)
+
+    lm = _face_landmarks((80, 70), (120, 70), (90, 110), (110, 110))
+
+    class Rect:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def width(self) -> int:
+            return self.size
+
+        def height(self) -> int:
+            return self.size
+
+    def predictor(arr, face):
+        assert arr.shape == (200, 200, 3) and face.size == 50       # the larger of the two detections
+        return types.SimpleNamespace(parts=lambda: [types.SimpleNamespace(x=x, y=y) for x, y in lm])
+
+    fake = types.SimpleNamespace(get_frontal_face_detector=lambda: (lambda arr, upsample: [Rect(20), Rect(50)]),
+                                 shape_predictor=lambda path: predictor)
+    monkeypatch.setitem(sys.modules, "dlib", fake)
+    found = align.detect_landmarks(Image.new("RGB", (200, 200)), predictor_path=tmp_path / "align.dat")
+    assert np.array_equal(found, lm)
+    unreachable = align.fetch_from_hub                      # the fixture's stand-in for an offline Hub
+    monkeypatch.setattr(align, "fetch_from_hub", lambda ref: tmp_path / "align.dat")
+    assert prepare_image(Image.new("RGB", (200, 200)), types.SimpleNamespace(img_width=64, img_height=64),
+                         face_align=True).shape == (64, 64, 3)
+    monkeypatch.setattr(align, "fetch_from_hub", unreachable)
+    with pytest.raises(align.FaceAlignmentUnavailable, match="landmark model is unavailable"):
+        align.detect_landmarks(Image.new("RGB", (200, 200)))        # the Hub is "offline" in these tests
+    assert _offline_hub[-1] == align.PREDICTOR_REF

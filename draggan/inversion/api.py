@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .align import align_face
 from .config import InversionConfig, InversionProgress, StepTracker, to_uint8
 from .losses import downsample_to, make_loss
 from .projection import project
@@ -94,13 +95,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def prepare_image(image: ImageInput, G: torch.nn.Module,
-                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+def prepare_image(image: ImageInput, G: torch.nn.Module, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                  face_align: bool = False) -> np.ndarray:
     """Validate an upload and turn it into the generator's input: uint8 [img_height, img_width, 3].
 
     Rejects (ValueError with a message for the user) non-images, images under 32 px on a side and images over
     `max_megapixels`. Applies EXIF rotation, converts grey to RGB, composites transparency on white,
-    centre-crops to the model's aspect ratio and resizes with Lanczos.
+    optionally crops the face FFHQ-style (`align.align_face`; raises `FaceAlignmentUnavailable` without dlib,
+    ValueError when no face is found), centre-crops to the model's aspect ratio and resizes with Lanczos.
     """
     img = _open(image)
     width, height = img.size
@@ -115,6 +117,8 @@ def prepare_image(image: ImageInput, G: torch.nn.Module,
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"the image file is damaged or truncated ({exc})") from exc
     out_w, out_h = G.img_width, G.img_height
+    if face_align:
+        img = align_face(img, max(out_w, out_h))
     width, height = img.size
     if width * out_h > height * out_w:
         crop_w, crop_h = round(height * out_w / out_h), height
@@ -148,7 +152,7 @@ def invert(G: torch.nn.Module, image: ImageInput, config: InversionConfig | None
     if G.img_channels != 3:
         raise ValueError(f"photo inversion needs an RGB generator, this one has {G.img_channels} channels")
     device = next(G.parameters()).device
-    target_u8 = prepare_image(image, G)
+    target_u8 = prepare_image(image, G, face_align=config.face_align)
     target = torch.tensor(target_u8).to(device=device, dtype=torch.float32).permute(2, 0, 1)[None] / 127.5 - 1
     loss = make_loss(config, device)
     tracker = StepTracker(config.total_steps, config.log_every, config.preview_every, progress, cancel)

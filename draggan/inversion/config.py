@@ -55,6 +55,8 @@ class InversionConfig:
     lpips_file: str = LPIPS_FILE
     lpips_revision: str | None = LPIPS_REVISION
     loss_max_size: int = 256              # LPIPS sees images area-downsampled to at most this side
+    # Input.
+    face_align: bool = False              # FFHQ-style face crop first (needs dlib; see `align`)
     # Reporting.
     log_every: int = 10                   # history: mean reconstruction loss of each window of this many steps
     preview_every: int = 25               # progress events carry a preview image every this many steps
