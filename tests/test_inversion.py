@@ -354,3 +354,10 @@ def test_face_alignment_with_dlib(monkeypatch: pytest.MonkeyPatch, tmp_path, _of
     with pytest.raises(align.FaceAlignmentUnavailable, match="landmark model is unavailable"):
         align.detect_landmarks(Image.new("RGB", (200, 200)))        # the Hub is "offline" in these tests
     assert _offline_hub[-1] == align.PREDICTOR_REF
+
+
+@pytest.mark.parametrize("bad", [dict(w_steps=-1), dict(log_every=0), dict(loss="ssim"), dict(lr_rampdown=1.5),
+                                 dict(noise_ramp_length=0), dict(w_avg_samples=1)])
+def test_config_rejects_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        InversionConfig(**bad)

@@ -69,6 +69,11 @@ class InversionConfig:
         for name in ("log_every", "preview_every", "locality_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_rampup", "lr_rampdown"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a fraction of a stage, in [0, 1]; got {getattr(self, name)}")
+        if self.noise_ramp_length <= 0:
+            raise ValueError(f"noise_ramp_length must be > 0, got {self.noise_ramp_length}")
         if self.w_avg_samples < 2:
             raise ValueError("w_avg_samples must be at least 2")
         if self.loss not in LOSS_CHOICES:
