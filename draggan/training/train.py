@@ -246,11 +246,14 @@ class Trainer:
         self.save_samples()
 
     def export(self, out_dir: str | Path) -> Path:
-        """Export the EMA generator as a converted-model folder with the run's provenance."""
+        """Export the EMA generator as a converted-model folder with the run's provenance, plus `samples.png`
+        (rows alternate the renderer's faces and the generator's faces for the same 32 latents)."""
         meta = dict(source="draggan.training.train (renderer-supervised on draggan.data.procedural cartoon faces)",
                     world="procedural-cartoon-faces", kimg=round(self.images_seen / 1000, 1),
                     keypoints=list(procedural.KEYPOINT_NAMES))
-        return export_generator(self.G_ema, out_dir, meta)
+        out = export_generator(self.G_ema, out_dir, meta)
+        Image.fromarray(sample_grid(self.G_ema, self.grid_z, self.cfg.resolution)).save(out / "samples.png")
+        return out
 
 
 def _main_thread() -> bool:
