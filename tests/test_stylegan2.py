@@ -99,3 +99,31 @@ def test_non_square_human_layout() -> None:
     img, feats = G.synthesis(G.mapping(torch.randn(1, 16), None), noise_mode="const", return_features=True)
     assert img.shape == (1, 3, 32, 16)
     assert [tuple(f.shape[2:]) for f in feats] == [(r, r // 2) for r in (4, 8, 16, 32)]
+
+
+def _as_persistent(module: torch.nn.Module, class_name: str, init_kwargs: dict | None = None):
+    """Mimic how NVIDIA's pickles store a network object: class name + __dict__ with nested modules."""
+    from draggan.checkpoints.nvidia_pickle import PersistentObject
+    state = {
+        "_parameters": dict(module._parameters),
+        "_buffers": dict(module._buffers),
+        "_non_persistent_buffers_set": set(),
+        "_modules": {name: _as_persistent(child, type(child).__name__) for name, child in module._modules.items()},
+        "_init_args": (),
+        "_init_kwargs": init_kwargs or {},
+    }
+    return PersistentObject(class_name=class_name, state=state, module_src="raise RuntimeError()")
+
+
+def test_stylegan_human_pickle_detected_as_non_square_from_tensor_shapes() -> None:
+    """StyleGAN-Human pickles don't record `square`; the 4×2 constant tells us the model is 512×256-shaped."""
+    synthesis_kwargs = dict(channel_base=256, channel_max=16, num_fp16_res=0, conv_clamp=256)
+    G = stylegan2.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
+                            mapping_kwargs=dict(num_layers=2),
+                            synthesis_kwargs=dict(synthesis_kwargs, square=False)).eval()
+    pickled_kwargs = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
+                          mapping_kwargs=dict(num_layers=2), synthesis_kwargs=synthesis_kwargs)
+    loaded = generator_from_persistent(_as_persistent(G, "Generator", pickled_kwargs))
+    assert (loaded.img_height, loaded.img_width) == (32, 16)
+    ws = G.mapping(torch.randn(1, 16), None, truncation_psi=0.7)
+    assert torch.equal(loaded.synthesis(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const"))
