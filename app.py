@@ -12,19 +12,23 @@ import os
 import gradio as gr
 
 from draggan.export import animation_formats
+from draggan.inversion import face_alignment_available
 from draggan.ui.callbacks import StudioApp
 from draggan.ui.drawing import FIXED_TINT, FLEXIBLE_TINT
+from draggan.ui.photo import PRESETS
 
 TITLE = "DragGAN studio"
 INTRO = """# DragGAN studio
 Click the image to place a **handle** (red), then its **target** (blue); add as many pairs as you like and
 press **Start**. Paint a *flexible area* (green) in the **Mask** tab to say what may change, or a *fixed area*
-(red) for what must not."""
+(red) for what must not. To edit your own picture, open **Edit your own photo**."""
 CSS = """
 #canvas img { cursor: crosshair; }
 #stats { min-height: 3.2em; }
 #models-note, #models-note * { font-size: 0.85rem !important; opacity: 0.85; }
 .compact-row button { min-width: 0 !important; }
+.inv-status progress { width: 100%; height: 0.9em; }
+.inv-status { font-size: 0.9rem; }
 """
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
@@ -62,6 +66,25 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
                     psi = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Truncation ψ")
                     space = gr.Radio(["w", "w+"], value="w+", label="Latent space",
                                      info="w+ edits each layer's code (more precise); w keeps one shared code.")
+                with gr.Accordion("Edit your own photo", open=False, elem_id="photo-panel"):
+                    photo_file = gr.File(label="Upload a photo (PNG, JPEG, WebP)", file_types=["image"], height=110,
+                                         elem_id="photo-upload")
+                    face_align = gr.Checkbox(False, label="Align face (FFHQ-style crop, for face models)",
+                                             visible=face_alignment_available())
+                    photo_view = gr.Image(label="Your photo · the model's reconstruction", type="numpy",
+                                          interactive=False, elem_id="photo-view", buttons=[])
+                    with gr.Accordion("Inversion steps", open=False):
+                        preset = gr.Radio(list(PRESETS), value=studio.default_preset(), label="Preset")
+                        first = PRESETS[studio.default_preset()]
+                        with gr.Row():
+                            w_steps = gr.Number(first[0], label="W steps", precision=0, minimum=0)
+                            wplus_steps = gr.Number(first[1], label="W+ steps", precision=0, minimum=0)
+                            pti_steps = gr.Number(first[2], label="PTI steps", precision=0, minimum=0)
+                    estimate = gr.Markdown(studio.estimate(*first))
+                    with gr.Row(elem_classes="compact-row"):
+                        invert = gr.Button("Invert photo", variant="primary")
+                        cancel = gr.Button("Cancel", variant="stop")
+                    photo_status = gr.HTML(elem_id="photo-status")
                 with gr.Accordion("Drag settings", open=False):
                     with gr.Row():
                         lr = gr.Number(0.001, label="Step size (lr)", minimum=1e-5, maximum=1.0, step=0.0005)
@@ -74,6 +97,7 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
                         latent_btn = gr.Button("Latent", size="sm")
                         anim_btns = {fmt: gr.Button(fmt.upper(), size="sm") for fmt in animation_formats()}
                         recipe_btn = gr.Button("Recipe", size="sm")
+                        tuned_btn = gr.Button("Tuned generator", size="sm")
                     if "mp4" not in animation_formats():
                         gr.Markdown("MP4 needs `pip install imageio-ffmpeg`; GIF works as is.")
                     exported = gr.File(label="Download", interactive=False, visible=False)
@@ -127,9 +151,9 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
         load_own.click(studio.load_own_model, [state, upload, hub_ref, seed, psi, space], full, **heavy,
                        api_visibility="private")
         gr.on([seed.submit, seed.blur, psi.release, space.change], studio.change_latent, [state, seed, psi, space],
-              full, **light)
+              [*full, space], **light)
         dice.click(studio.random_seed, None, seed, **light).then(studio.change_latent, [state, seed, psi, space],
-                                                                   full, **light)
+                                                                   [*full, space], **light)
         gr.on([c.change for c in settings], studio.update_params, [state, *settings], None, **light)
 
         image.select(studio.click, state, [image, stats], **light)
@@ -146,11 +170,21 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
         redo.click(studio.redo, state, [image, editor, stats], **light)
         reset.click(studio.reset_image, state, [image, editor, stats], **light)
 
+        steps = [w_steps, wplus_steps, pti_steps]
+        photo_file.upload(studio.prepare_photo, [state, photo_file, face_align], [photo_view, photo_status], **light)
+        preset.input(studio.preset, preset, steps, **light)
+        gr.on([c.change for c in steps], studio.estimate, [*steps, state], estimate, **light)
+        invert.click(studio.invert_photo, [state, photo_file, face_align, *steps],
+                     [*full, photo_view, photo_status, space], show_progress="hidden", **heavy,
+                     api_visibility="private").then(studio.estimate, [*steps, state], estimate, **light)
+        cancel.click(studio.cancel_photo, state, [stats, photo_status], **light)
+
         png_btn.click(lambda ui: studio.export(ui, "png"), state, exported, **light)
         latent_btn.click(lambda ui: studio.export(ui, "latent"), state, exported, **light)
         for fmt, button in anim_btns.items():
             button.click(lambda ui, fmt=fmt: studio.export(ui, fmt), state, exported, **light)
         recipe_btn.click(lambda ui: studio.export(ui, "recipe"), state, exported, **light)
+        tuned_btn.click(lambda ui: studio.export(ui, "tuned"), state, exported, **light)
         recipe_in.upload(studio.load_recipe, [state, recipe_in], full, **heavy, api_visibility="private")
 
         api_button.click(studio.api_drag, [api_model, api_seed, api_points, api_steps, api_psi, api_space, api_lr],

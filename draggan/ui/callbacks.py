@@ -7,6 +7,7 @@ limits); everything per-user lives in the `UIState` passed in through `gr.State`
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import export
 from ..devices import pick_device
-from . import handlers
+from . import handlers, photo
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, check_upload, model_choices
 from .state import DragParams, UIState
@@ -26,16 +27,17 @@ CONCURRENCY_ENV = "DRAGGAN_CONCURRENCY"
 SKIP = gr.skip
 
 
-def _gpu_decorator() -> Callable[[Callable], Callable]:
+def _gpu_decorator(env: str, default_seconds: int) -> Callable[[Callable], Callable]:
     """`spaces.GPU` on Hugging Face ZeroGPU hardware (the `spaces` package is importable), else identity."""
     try:
         import spaces
     except ImportError:
         return lambda fn: fn
-    return spaces.GPU(duration=int(os.environ.get("DRAGGAN_GPU_DURATION", "120")))
+    return spaces.GPU(duration=int(os.environ.get(env, str(default_seconds))))
 
 
-gpu = _gpu_decorator()
+gpu = _gpu_decorator("DRAGGAN_GPU_DURATION", 120)
+gpu_long = _gpu_decorator("DRAGGAN_GPU_INVERT_DURATION", 600)
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
@@ -56,6 +58,7 @@ class StudioApp:
         self.choices: list[ModelChoice] = model_choices(hub_online)
         default_limit = 4 if self.device.type == "cuda" else 2
         self.concurrency = max(1, int(os.environ.get(CONCURRENCY_ENV, str(default_limit))))
+        self.step_seconds: dict[tuple[str, str], float] = {}   # measured inversion time per step, per model
 
     # ------------------------------------------------------------------ model list
 
@@ -167,8 +170,10 @@ class StudioApp:
             return SKIP(), SKIP(), SKIP(), SKIP()
         if ui is not None:
             new.show_mask = ui.show_mask
+            had_photo = ui.photo is not None
             handlers.release(ui)
-            gr.Info("New image: points, mask and history were reset.")
+            gr.Info("New image: points, mask and history were reset"
+                    + ("; the photo's tuned generator was dropped." if had_photo else "."))
         return self._all(new)
 
     def load_own_model(self, ui: UIState | None, upload: str | None, hub_ref: str, seed: Any, psi: Any,
@@ -195,15 +200,23 @@ class StudioApp:
         return self._new_image(ui, source, label, seed, psi, space, progress)
 
     def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str):
+        """Seed, ψ or space changed: a new image (outputs: state, image, editor, stats, space radio).
+
+        A photo session stays in W+ (its latent is per-layer; one shared W code would change the image): choosing
+        W there flips the radio back. A new seed or ψ replaces the photo with a generated image."""
         if ui is None:
-            return SKIP(), SKIP(), SKIP(), SKIP()
+            return SKIP(), SKIP(), SKIP(), SKIP(), SKIP()
         try:
-            same = (int(seed) == ui.seed and float(psi) == ui.psi and space == ui.space)
+            same_start = int(seed) == ui.seed and float(psi) == ui.psi
         except (TypeError, ValueError):
-            same = False
-        if same:
-            return SKIP(), SKIP(), SKIP(), SKIP()
-        return self._new_image(ui, ui.model_source, ui.model_label, seed, psi, space, None)
+            same_start = False
+        if same_start and ui.photo is not None and space != ui.space:
+            gr.Warning("An image made from a photo is edited in W+ (a single W code would change it); change "
+                       "the seed or ψ to start a generated image instead.")
+            return SKIP(), SKIP(), SKIP(), SKIP(), ui.space
+        if same_start and space == ui.space:
+            return SKIP(), SKIP(), SKIP(), SKIP(), SKIP()
+        return (*self._new_image(ui, ui.model_source, ui.model_label, seed, psi, space, None), SKIP())
 
     @staticmethod
     def random_seed() -> int:
@@ -322,6 +335,8 @@ class StudioApp:
                 path = handlers.export_animation(ui, what)
             elif what == "recipe":
                 path = handlers.export_recipe(ui)
+            elif what == "tuned":
+                path = photo.export_tuned_generator(ui)
             else:
                 raise UserError(f"unknown export {what!r}")
         except (UserError, ValueError, RuntimeError) as exc:
@@ -369,6 +384,85 @@ class StudioApp:
             handlers.release(ui)
         gr.Info(f"Replayed {len(recipe.drags)} drag(s) from the recipe.")
         return self._all(new)
+
+    # ------------------------------------------------------------------ your own photo
+
+    @staticmethod
+    def preset(name: str) -> tuple[int, int, int]:
+        """Inversion preset → (W steps, W+ steps, PTI steps)."""
+        try:
+            return photo.preset_steps(name)
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return SKIP(), SKIP(), SKIP()
+
+    def default_preset(self) -> str:
+        return photo.default_preset(self.device.type)
+
+    def estimate(self, w_steps: Any, wplus_steps: Any, pti_steps: Any, ui: UIState | None = None) -> str:
+        """The device and, once an inversion ran on this model here, the expected duration."""
+        try:
+            total = sum(int(v) for v in (w_steps, wplus_steps, pti_steps))
+        except (TypeError, ValueError):
+            return SKIP()
+        rate = self.step_seconds.get((ui.model_source, str(self.device))) if ui is not None else None
+        return photo.estimate_text(str(self.device), total, rate)
+
+    def prepare_photo(self, ui: UIState | None, file: str | None, face_align: bool):
+        """Upload: check the photo and show the crop the model will be fitted to (photo view, status)."""
+        try:
+            ui = self._need(ui)
+            target, message = photo.prepare_photo(self.generator(ui.model_source), file, bool(face_align))
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return SKIP(), SKIP()
+        return photo.comparison(target, None), f"<div class='inv-status'>{html.escape(message)} Press " \
+                                               f"<b>Invert photo</b> to fit the model to it.</div>"
+
+    @gpu_long
+    def invert_photo(self, ui: UIState | None, file: str | None, face_align: bool, w_steps: Any,
+                     wplus_steps: Any, pti_steps: Any) -> Iterator[tuple[Any, ...]]:
+        """Invert the uploaded photo in the background and stream progress; when it succeeds the session drags
+        the inverted latent on its own tuned generator. Outputs: state, image, editor, stats, photo view,
+        photo status, space radio."""
+        keep = (SKIP(), SKIP(), SKIP())
+        try:
+            ui = self._need(ui)
+            G = self.generator(ui.model_source)
+            job = photo.start_inversion(ui, G, file, w_steps, wplus_steps, pti_steps, face_align=bool(face_align),
+                                        name=photo.photo_name(file) if file else None)
+        except UserError as exc:
+            gr.Warning(str(exc))
+            yield *keep, SKIP(), SKIP(), SKIP(), SKIP()
+            return
+        yield *keep, handlers.stats_text(ui), photo.comparison(job.target, None), photo.progress_html(job), SKIP()
+        try:
+            for preview, status in photo.follow_inversion(job):
+                view = SKIP() if preview is None else photo.comparison(job.target, preview)
+                yield *keep, handlers.stats_text(ui), view, status, SKIP()
+        except UserError as exc:
+            gr.Warning(str(exc))
+            yield *keep, handlers.stats_text(ui), SKIP(), f"<div class='inv-status'>{html.escape(str(exc))}</div>", \
+                SKIP()
+            return
+        rate = job.seconds_per_step()
+        if rate is not None:
+            self.step_seconds[(ui.model_source, str(self.device))] = rate
+        if job.cancelled or job.result is None:
+            message = photo.outcome(job)
+            yield *keep, handlers.stats_text(ui), photo.comparison(job.target, None), \
+                f"<div class='inv-status'>{html.escape(message)}</div>", SKIP()
+            return
+        yield (*self._all(ui), photo.comparison(ui.photo.target, ui.start_image), photo.quality_html(ui.photo),
+               ui.space)
+
+    def cancel_photo(self, ui: UIState | None):
+        """Cancel a running inversion; the session keeps its image (outputs: stats, photo status)."""
+        if ui is None:
+            return SKIP(), SKIP()
+        message = photo.cancel_inversion(ui)
+        gr.Info(message)
+        return handlers.stats_text(ui), f"<div class='inv-status'>{html.escape(message)}</div>"
 
     # ------------------------------------------------------------------ headless API
 

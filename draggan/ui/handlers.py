@@ -76,6 +76,8 @@ def make_state(G: Any, source: str, label: str, seed: Any, psi: Any, space: str,
 def ensure_idle(ui: UIState, action: str) -> None:
     if ui.running:
         raise UserError(f"A drag is running: press Stop before you {action}.")
+    if ui.inverting:
+        raise UserError(f"A photo is being inverted: wait for it to finish or press Cancel before you {action}.")
 
 
 def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_lambda: Any) -> None:
@@ -84,9 +86,14 @@ def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_
 
 
 def release(ui: UIState | None) -> None:
-    """Free a closed session: stop its drag and drop the session, frames and history."""
+    """Free a closed or replaced session: stop its drag or photo inversion and drop the session, frames,
+    history and, for a photo session, its private tuned generator."""
     if ui is None:
         return
+    inversion = ui.inversion
+    if inversion is not None:
+        inversion.cancel()
+        inversion.done.wait(timeout=30)
     job = ui.job
     if job is not None:
         job.stop()
@@ -94,6 +101,8 @@ def release(ui: UIState | None) -> None:
     ui.history.clear()
     ui.redo_stack.clear()
     ui.session = None
+    ui.G = None
+    ui.photo = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,10 +281,18 @@ def stats_text(ui: UIState) -> str:
     """One Markdown line: model, points, and the state of the last or running drag."""
     job = ui.job
     pairs = min(len(ui.handles), len(ui.targets))
-    head = f"**{ui.model_label}** · seed {ui.seed} · ψ {ui.psi:g} · {ui.space.upper()}"
+    if ui.photo is not None:
+        head = f"**{ui.model_label}** · photo *{ui.photo.name}* (inverted, tuned generator) · {ui.space.upper()}"
+    else:
+        head = f"**{ui.model_label}** · seed {ui.seed} · ψ {ui.psi:g} · {ui.space.upper()}"
     lines = [head]
     last = job.last if job is not None else None
-    if job is not None and last is not None:
+    inversion = ui.inversion
+    if inversion is not None and inversion.running:
+        event = inversion.last
+        lines.append("inverting the photo · " + (f"step {event.step}/{event.total_steps}" if event is not None
+                                                  else "preparing") + " · press Cancel to keep this image")
+    elif job is not None and last is not None:
         ms = 1000.0 * (time.perf_counter() - job.started) / max(job.count, 1)
         dist = ", ".join(f"{i + 1}: {d:.1f}px" for i, d in enumerate(last.distances))
         lines.append(f"running · step {last.step} · {ms:.0f} ms/step · distance {dist}")
@@ -413,17 +430,20 @@ def _out_dir(out_dir: str | os.PathLike | None) -> Path:
     return Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="draggan-"))
 
 
-def _stem(ui: UIState) -> str:
+def file_stem(ui: UIState) -> str:
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(ui.model_source).stem)[:40]
+    if ui.photo is not None:
+        photo = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(ui.photo.name).stem)[:40]
+        return f"draggan-{name}-photo-{photo}"
     return f"draggan-{name}-seed{ui.seed}"
 
 
 def export_png(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
-    return export.save_png(ui.image, _out_dir(out_dir) / f"{_stem(ui)}.png")
+    return export.save_png(ui.image, _out_dir(out_dir) / f"{file_stem(ui)}.png")
 
 
 def export_latent(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
-    return export.save_latent(ui.session.ws, _out_dir(out_dir) / f"{_stem(ui)}-ws.npy")
+    return export.save_latent(ui.session.ws, _out_dir(out_dir) / f"{file_stem(ui)}-ws.npy")
 
 
 def export_animation(ui: UIState, fmt: str = "gif", out_dir: str | os.PathLike | None = None,
@@ -436,7 +456,7 @@ def export_animation(ui: UIState, fmt: str = "gif", out_dir: str | os.PathLike |
         raise UserError(f"{fmt.upper()} export is not available here; this installation writes "
                         f"{', '.join(export.animation_formats()).upper()} (MP4 needs: pip install imageio-ffmpeg).")
     frames = [ui.start_image] + [f for d in ui.history for f in d.frames]
-    return export.save_animation(frames, _out_dir(out_dir) / f"{_stem(ui)}.{fmt}", fps=fps)
+    return export.save_animation(frames, _out_dir(out_dir) / f"{file_stem(ui)}.{fmt}", fps=fps)
 
 
 def recipe_of(ui: UIState) -> Recipe:
@@ -445,9 +465,12 @@ def recipe_of(ui: UIState) -> Recipe:
 
 
 def export_recipe(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
+    if ui.photo is not None:
+        raise UserError("Recipes replay an edit from a seed, and this image started from your photo. Export the "
+                        "latent (.npy) and the tuned generator instead: together they reproduce the edited image.")
     if not ui.history:
         raise UserError("Run a drag first: the recipe records your drags.")
-    return export.save_recipe(recipe_of(ui), _out_dir(out_dir) / f"{_stem(ui)}-recipe.json")
+    return export.save_recipe(recipe_of(ui), _out_dir(out_dir) / f"{file_stem(ui)}-recipe.json")
 
 
 def state_from_recipe(recipe: Recipe, G: Any, params: DragParams | None = None) -> UIState:

@@ -1,0 +1,312 @@
+"""Edit your own photo: what the "Upload photo" panel does, as plain functions of a `UIState` (no Gradio).
+
+Flow: `prepare_photo` checks the upload and shows the crop the model will be fitted to; `start_inversion` runs
+`draggan.inversion.invert` in a background `InversionJob` (projection into W, then W+, then pivotal tuning of a
+private copy of the generator); `follow_inversion` streams progress and previews; when the job succeeds it
+installs the result itself (`adopt_inversion`): the session then drags the inverted latent on its own tuned
+generator. That generator is never put in the shared `GeneratorCache`; it lives and dies with the `UIState`
+(dropped by `handlers.release` when the browser session ends or a new model, seed or recipe replaces it).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import queue
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image
+
+from .. import export
+from .handlers import UserError, ensure_idle, file_stem
+from .state import InversionJob, PhotoStart, UIState
+
+# (W steps, W+ steps, PTI steps). "Fast" is the CPU default: a 256 px model takes a few minutes on a laptop CPU.
+PRESETS = {"Fast": (100, 50, 100), "Balanced": (250, 100, 200), "Best": (400, 200, 300)}
+MAX_STEPS = 5000
+MAX_PHOTO_MP_ENV = "DRAGGAN_MAX_PHOTO_MP"
+STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "pivotal tuning"}
+
+
+def default_preset(device_type: str) -> str:
+    """CPU inversion is slow: start CPU users on the short schedule, accelerators on the full one."""
+    return "Fast" if device_type == "cpu" else "Best"
+
+
+def preset_steps(name: str) -> tuple[int, int, int]:
+    if name not in PRESETS:
+        raise UserError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name]
+
+
+def max_photo_megapixels() -> float:
+    return float(os.environ.get(MAX_PHOTO_MP_ENV, "50"))
+
+
+def _steps(name: str, value: Any) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a whole number, got {value!r}") from None
+    if not np.isfinite(number) or number != int(number) or not 0 <= number <= MAX_STEPS:
+        raise UserError(f"{name} must be a whole number between 0 and {MAX_STEPS}, got {value}")
+    return int(number)
+
+
+def make_inversion_config(w_steps: Any, wplus_steps: Any, pti_steps: Any, **overrides: Any) -> Any:
+    """Validated `InversionConfig` for the app: the user's step counts, previews about 40 times per run."""
+    from ..inversion import InversionConfig
+
+    w, wp, pti = _steps("W steps", w_steps), _steps("W+ steps", wplus_steps), _steps("PTI steps", pti_steps)
+    if w + wp == 0:
+        raise UserError("Give the projection at least one W or W+ step.")
+    total = w + wp + pti
+    kwargs = dict(w_steps=w, wplus_steps=wp, pti_steps=pti, preview_every=max(1, min(10, total // 40)))
+    kwargs.update(overrides)
+    return InversionConfig(**kwargs)
+
+
+def photo_name(photo: Any) -> str:
+    if isinstance(photo, (str, os.PathLike)):
+        return Path(photo).name
+    return "photo"
+
+
+def _describe_upload(photo: Any) -> str:
+    """What was done to the upload besides cropping: its original size, grey or transparency handling."""
+    if isinstance(photo, np.ndarray):
+        h, w = photo.shape[:2]
+        channels = 1 if photo.ndim == 2 else photo.shape[2]
+        return _notes((w, h), {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "RGB"), {})
+    if isinstance(photo, Image.Image):
+        return _notes(photo.size, photo.mode, dict(photo.info))
+    source = io.BytesIO(photo) if isinstance(photo, (bytes, bytearray)) else photo
+    try:
+        with Image.open(source) as img:
+            return _notes(img.size, img.mode, dict(img.info))
+    except (OSError, ValueError, TypeError):
+        return ""
+
+
+def _notes(size: tuple[int, int], mode: str, info: dict) -> str:
+    parts = [f"from {size[0]}×{size[1]} px"]
+    if mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"):
+        parts.append("grey photo: converted to colour")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in info):
+        parts.append("transparent areas filled with white")
+    return "; ".join(parts)
+
+
+def prepare_photo(G: Any, photo: Any, face_align: bool = False,
+                  max_megapixels: float | None = None) -> tuple[np.ndarray, str]:
+    """Check an upload and crop/resize it for `G`: (uint8 [H, W, 3] target, a sentence saying what was done).
+
+    Not an image, too small, too large, damaged, or (with `face_align`) no face/no dlib → `UserError`.
+    """
+    from ..inversion import FaceAlignmentUnavailable, prepare_image
+
+    if photo is None or (isinstance(photo, str) and not photo.strip()):
+        raise UserError("Upload a photo first (PNG, JPEG or WebP).")
+    if G.img_channels != 3:
+        raise UserError(f"This model makes {G.img_channels}-channel images; photo editing needs an RGB model.")
+    limit = max_photo_megapixels() if max_megapixels is None else float(max_megapixels)
+    try:
+        target = prepare_image(photo, G, max_megapixels=limit, face_align=face_align)
+    except FaceAlignmentUnavailable as exc:
+        raise UserError(f"Face alignment is not available here ({exc}); untick 'Align face' to use a centre "
+                        f"crop.") from None
+    except ValueError as exc:
+        raise UserError(f"This photo cannot be used: {exc}.") from None
+    note = _describe_upload(photo)
+    crop = "aligned on the face and resized" if face_align else "centre-cropped and resized"
+    message = f"{crop.capitalize()} to {G.img_width}×{G.img_height} px" + (f" ({note})" if note else "") + "."
+    return target, message
+
+
+def start_inversion(ui: UIState, G: Any, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
+                    face_align: bool = False, max_megapixels: float | None = None, name: str | None = None,
+                    **config_overrides: Any) -> InversionJob:
+    """Check the upload and settings, then invert the photo into `G` (the shared generator, only read) in the
+    background. On success the job installs the result in `ui` (`adopt_inversion`); `ui` is untouched otherwise."""
+    if ui.session is None:
+        raise UserError("Load a model first (pick one, or upload your own).")
+    config = make_inversion_config(w_steps, wplus_steps, pti_steps, **config_overrides)
+    target, _ = prepare_photo(G, photo, face_align, max_megapixels)
+    name = name or photo_name(photo)
+    steps = config.total_steps
+    with ui.lock:
+        ensure_idle(ui, "invert a photo")
+        job = InversionJob(ui, G, target, config, name, on_result=lambda r: adopt_inversion(ui, r, name, steps))
+        ui.inversion = job
+    return job.start()
+
+
+def adopt_inversion(ui: UIState, result: Any, name: str, steps: int) -> None:
+    """Make the inverted photo the session's start image: a new drag session on the tuned generator (W+ only:
+    a photo's latent is per-layer, so a single shared W code could not reproduce it). Points, masks and
+    history are cleared; the drag settings are kept."""
+    from ..engine import DragConfig, DragSession
+
+    params = ui.params
+    session = DragSession(result.G_tuned, w=result.w,
+                          config=DragConfig(space="w+", lr=params.lr, mask_lambda=params.mask_lambda))
+    image = session.render()
+    photo = PhotoStart(name=name, target=result.target, w=result.w.detach().cpu().clone(), psnr=result.psnr,
+                       lpips=result.lpips, loss_name=result.loss_name, loss_note=result.loss_note, steps=steps,
+                       seconds=result.seconds)
+    with ui.lock:
+        ui.G = result.G_tuned
+        ui.session = session
+        ui.space = "w+"
+        ui.image = image
+        ui.start_image = image
+        ui.handles.clear()
+        ui.targets.clear()
+        ui.fixed_mask = None
+        ui.flexible_mask = None
+        ui.history.clear()
+        ui.redo_stack.clear()
+        ui.photo = photo
+
+
+def follow_inversion(job: InversionJob, min_interval: float = 0.25) -> Iterator[tuple[np.ndarray | None, str]]:
+    """Yield (latest preview or None, progress HTML) at most every `min_interval` s while the job runs.
+    Returns when it ends; raises `UserError` if it failed (a cancelled job just ends)."""
+    last_emit = 0.0
+    shown_preview = None
+    while True:
+        try:
+            event = job.events.get(timeout=0.5)
+        except queue.Empty:
+            event = False
+        if event is None:
+            break
+        if time.perf_counter() - last_emit >= min_interval:
+            last_emit = time.perf_counter()
+            preview = job.preview if job.preview is not shown_preview else None
+            shown_preview = job.preview if preview is not None else shown_preview
+            yield preview, progress_html(job)
+    job.done.wait()
+    if job.error is not None:
+        raise UserError(f"The inversion failed: {type(job.error).__name__}: {job.error}")
+
+
+def cancel_inversion(ui: UIState, timeout: float = 60.0) -> str:
+    """Cancel a running inversion (it ends before its next step) and wait for it; the image is kept."""
+    job = ui.inversion
+    if job is None:
+        return "No inversion is running."
+    job.cancel()
+    job.done.wait(timeout)
+    return outcome(job)
+
+
+def outcome(job: InversionJob) -> str:
+    """One sentence on how a finished job ended."""
+    if job.cancelled:
+        step = job.last.step if job.last is not None else 0
+        return f"Inversion cancelled after {step} of {job.total_steps} steps; the previous image is kept."
+    if job.error is not None:
+        return f"The inversion failed: {job.error}"
+    return "The inversion finished."
+
+
+def invert_blocking(ui: UIState, G: Any, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
+                    **kwargs: Any) -> InversionJob:
+    """`start_inversion` and wait for the result (headless use and tests)."""
+    job = start_inversion(ui, G, photo, w_steps, wplus_steps, pti_steps, **kwargs)
+    for _ in follow_inversion(job, min_interval=3600.0):
+        pass
+    return job
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Showing progress and quality.
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def progress_html(job: InversionJob) -> str:
+    """A progress bar and one line: step, stage, loss, time per step and the time left."""
+    event = job.last
+    if event is None:
+        return ("<div class='inv-status'><progress></progress><br>Preparing: sampling the mapping network and "
+                "loading the reconstruction loss…</div>")
+    rate = job.seconds_per_step()
+    timing = "" if rate is None else (f" · {rate:.2f} s/step · about "
+                                      f"{_duration(rate * (event.total_steps - event.step))} left")
+    return (f"<div class='inv-status'><progress value='{event.step}' max='{event.total_steps}'></progress><br>"
+            f"Step {event.step}/{event.total_steps} · {STAGE_NAMES.get(event.stage, event.stage)} · "
+            f"loss {event.loss:.4f}{timing}</div>")
+
+
+def quality_html(photo: PhotoStart) -> str:
+    """The quality readout of a finished inversion: PSNR, LPIPS (when available) and which loss was used."""
+    lpips = "n/a (no LPIPS weights)" if photo.lpips is None else f"{photo.lpips:.3f}"
+    loss = "LPIPS (VGG16)" if photo.lpips is not None else "pixel + multi-scale"
+    text = (f"<div class='inv-status'><b>Inverted</b> in {_duration(photo.seconds)} ({photo.steps} steps) · "
+            f"PSNR {photo.psnr:.1f} dB · LPIPS {lpips} · loss: {html.escape(loss)} "
+            f"(<code>{html.escape(photo.loss_name)}</code>)")
+    if photo.loss_note and photo.loss_name != "lpips-vgg16":
+        text += f"<br><small>{html.escape(photo.loss_note)}</small>"
+    return text + "<br>Drag as usual: the image now comes from your own tuned copy of the model.</div>"
+
+
+def comparison(target: np.ndarray, other: np.ndarray | None, min_size: int = 256) -> np.ndarray:
+    """The prepared photo and (when given) the reconstruction side by side, upscaled to about `min_size`."""
+    h, w = target.shape[:2]
+    s = max(1, min_size // max(h, w))
+    tiles = [target] if other is None else [target, np.full((h, max(2, w // 32), 3), 255, np.uint8), other]
+    row = np.concatenate(tiles, axis=1)
+    return np.asarray(Image.fromarray(row).resize((row.shape[1] * s, h * s), Image.NEAREST)) if s > 1 else row
+
+
+def estimate_text(device: str, total_steps: int, seconds_per_step: float | None) -> str:
+    """What the user can expect before starting: the device and, once measured here, the duration."""
+    where = f"Runs on **{device}**"
+    if seconds_per_step is None:
+        slow = " (CPU inversion is slow: start with the Fast preset)" if device == "cpu" else ""
+        return f"{where}{slow}; {total_steps} steps. The time per step shows once it starts."
+    return (f"{where}; {total_steps} steps ≈ {_duration(seconds_per_step * total_steps)} "
+            f"(measured on this server).")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Export.
+
+def export_tuned_generator(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
+    """Zip of the session's tuned generator (`model.safetensors` + `config.json`, loadable with
+    `load_generator(folder)`), the inverted latent and the current (edited) latent."""
+    from ..inversion.export import save_tuned_generator
+
+    ensure_idle(ui, "export")
+    if ui.photo is None:
+        raise UserError("Only an image made from your photo has a tuned generator: upload a photo and invert it.")
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="draggan-"))
+    stem = file_stem(ui)
+    folder = Path(tempfile.mkdtemp(prefix="draggan-tuned-"))
+    try:
+        save_tuned_generator(ui.G, folder, note=dict(base_model=ui.model_source, photo=ui.photo.name,
+                                                     psnr=round(ui.photo.psnr, 3)))
+        export.save_latent(ui.photo.w, folder / "inverted-ws.npy")
+        export.save_latent(ui.session.ws, folder / "edited-ws.npy")
+        path = out / f"{stem}-tuned-generator.zip"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+            for file in sorted(folder.iterdir()):
+                zf.write(file, f"{stem}-tuned-generator/{file.name}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return path

@@ -1,0 +1,322 @@
+"""The app's "Edit your own photo" flow on the tiny StyleGAN2 fixture: upload → inversion in a background job →
+drag on the session's own tuned generator; cancel, bad uploads, session isolation, export, Gradio callbacks.
+
+CPU, one torch thread, a few inversion steps; the Hugging Face Hub is never contacted (LPIPS falls back).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import threading
+import time
+import weakref
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from draggan.checkpoints import ModelUnavailableError, load_generator
+from draggan.checkpoints.builders import generator_from_persistent
+from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.inversion import align, losses
+from draggan.ui import handlers, photo
+from draggan.ui.drawing import display_scale, to_display
+from draggan.ui.handlers import UserError
+from draggan.ui.models import GeneratorCache
+
+DATA = Path(__file__).parent / "data"
+SG2 = DATA / "stylegan2-tiny-64.pkl"
+STEPS = dict(w_steps=6, wplus_steps=4, pti_steps=6)
+FAST = dict(w_avg_samples=200)
+
+
+@pytest.fixture(scope="module")
+def G() -> torch.nn.Module:
+    return generator_from_persistent(read_network_pickle(SG2)["G_ema"]).requires_grad_(False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(ref):
+        raise ModelUnavailableError(f"Model file '{ref.filename}' is not available: Hub unreachable (test). Connect")
+
+    monkeypatch.setattr(losses, "fetch_from_hub", unreachable)
+    monkeypatch.setattr(align, "fetch_from_hub", unreachable)
+
+
+def _photo(G: torch.nn.Module, seed: int, path: Path) -> Path:
+    """A 'photo': an image the fixture makes, saved larger and off-square so the app must crop and resize."""
+    z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
+    with torch.no_grad():
+        img = G.synthesis(G.mapping(z, None, truncation_psi=0.5), noise_mode="const")
+    arr = (img[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
+    big = Image.fromarray(arr).resize((128, 128), Image.BICUBIC)
+    canvas = Image.new("RGB", (160, 128), (30, 30, 30))
+    canvas.paste(big, (16, 0))
+    canvas.save(path)
+    return path
+
+
+def _state(G: torch.nn.Module, seed: int = 0) -> handlers.UIState:
+    params = handlers.make_params(lr=2e-3, max_steps=3, render_every=1, mask_lambda=20.0)
+    return handlers.make_state(G, str(SG2), "tiny", seed, 0.7, "w+", params)
+
+
+def _clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _click(ui, x, y):
+    s = display_scale(ui.height, ui.width)
+    dx, dy = to_display((x, y), s)
+    return handlers.add_point(ui, (round(dx), round(dy)))
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
+    before = _clone(G)
+    ui = _state(G)
+    seed_image = ui.image.copy()
+    file = _photo(G, 3, tmp_path / "me.png")
+    target, message = photo.prepare_photo(G, str(file))
+    assert target.shape == (64, 64, 3) and "resized to 64×64 px (from 160×128 px)" in message
+
+    job = photo.invert_blocking(ui, G, str(file), **STEPS, **FAST)
+    result = job.result
+    assert job.error is None and not job.cancelled and ui.inversion is None
+    assert ui.photo is not None and ui.photo.name == "me.png" and ui.photo.steps == 16
+    assert np.array_equal(ui.photo.target, target), "the job inverts exactly the prepared crop"
+    assert np.array_equal(ui.start_image, result.image) and np.array_equal(ui.image, result.image)
+    assert not np.array_equal(ui.start_image, seed_image)
+    assert ui.G is result.G_tuned and ui.G is not G and ui.session.G is ui.G
+    assert ui.space == "w+" and torch.equal(ui.session.ws, result.w)
+    assert ui.photo.loss_name == "pixel+multiscale" and "LPIPS weights unavailable" in ui.photo.loss_note
+    readout = photo.quality_html(ui.photo)
+    assert f"PSNR {result.psnr:.1f} dB" in readout and "LPIPS n/a" in readout and "Hub unreachable" in readout
+    assert "photo *me.png*" in handlers.stats_text(ui)
+
+    _click(ui, 20, 20)
+    _click(ui, 28, 24)
+    tuned_before = _clone(ui.G)
+    job = handlers.run_blocking(ui)
+    assert job.steps == 3 and not np.array_equal(ui.image, ui.start_image)
+    assert np.array_equal(ui.image, ui.session.render())
+    assert all(torch.equal(tuned_before[k], v) for k, v in ui.G.state_dict().items()), "dragging edits w only"
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()), "the shared generator changed"
+    handlers.reset_image(ui)
+    assert np.array_equal(ui.image, result.image), "Reset returns to the inverted photo"
+
+
+def test_cancel_stops_the_worker_and_keeps_the_image(G, tmp_path):
+    ui = _state(G)
+    start = ui.image.copy()
+    file = _photo(G, 4, tmp_path / "slow.png")
+    job = photo.start_inversion(ui, G, str(file), 4000, 0, 0, w_avg_samples=200)
+    deadline = time.monotonic() + 60
+    while (job.last is None or job.last.step < 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ui.inverting
+    with pytest.raises(UserError, match="Cancel"):
+        _click(ui, 5, 5)
+    with pytest.raises(UserError, match="Cancel"):
+        photo.start_inversion(ui, G, str(file), 2, 0, 0)
+    assert "inverting the photo · step " in handlers.stats_text(ui) and "/4000" in handlers.stats_text(ui)
+    assert "<progress value=" in photo.progress_html(job)
+    message = photo.cancel_inversion(ui)
+    assert message.startswith("Inversion cancelled after") and "of 4000 steps" in message
+    assert job.cancelled and job.done.is_set() and job.last.step < 4000
+    job.thread.join(5)
+    assert not job.thread.is_alive() and not ui.inverting and ui.inversion is None
+    assert ui.photo is None and ui.G is G and np.array_equal(ui.image, start)
+    assert photo.cancel_inversion(ui) == "No inversion is running."
+    _click(ui, 5, 5)                       # the session is usable again
+
+
+def test_bad_uploads_get_clear_messages(G, tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image")
+    with pytest.raises(UserError, match=r"This photo cannot be used: the upload is not an image .*PNG, JPEG"):
+        photo.prepare_photo(G, str(text))
+    with pytest.raises(UserError, match="Upload a photo first"):
+        photo.prepare_photo(G, None)
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (20, 90)).save(tiny)
+    with pytest.raises(UserError, match=r"too small \(20×90 px\).*at least 32 px"):
+        photo.prepare_photo(G, str(tiny))
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (400, 300)).save(huge)
+    with pytest.raises(UserError, match=r"too large \(400×300 px = 0.1 MP\); the limit is 0.05 MP"):
+        photo.prepare_photo(G, str(huge), max_megapixels=0.05)
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(_png_bytes(Image.fromarray(np.random.RandomState(0).randint(0, 255, (80, 80, 3),
+                                                                                        np.uint8)))[:300])
+    with pytest.raises(UserError, match="This photo cannot be used"):
+        photo.prepare_photo(G, str(truncated))
+
+    grey = tmp_path / "grey.png"
+    Image.new("L", (100, 100), 90).save(grey)
+    target, message = photo.prepare_photo(G, str(grey))
+    assert (target == 90).all() and target.shape == (64, 64, 3) and "grey photo: converted to colour" in message
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 2] = 255
+    rgba[:32, :, 3] = 255
+    clear = tmp_path / "clear.png"
+    Image.fromarray(rgba, "RGBA").save(clear)
+    target, message = photo.prepare_photo(G, str(clear))
+    assert (target[:32] == [0, 0, 255]).all() and (target[32:] == 255).all()
+    assert "transparent areas filled with white" in message
+
+    ui = _state(G)
+    with pytest.raises(UserError, match="not an image"):
+        photo.start_inversion(ui, G, str(text), 2, 0, 0)
+    with pytest.raises(UserError, match="W steps"):
+        photo.start_inversion(ui, G, str(grey), -1, 0, 0)
+    with pytest.raises(UserError, match="at least one W or W\\+ step"):
+        photo.start_inversion(ui, G, str(grey), 0, 0, 5)
+    assert ui.inversion is None and ui.photo is None, "a refused upload changes nothing"
+
+
+def test_two_sessions_never_share_tuned_generators(G, tmp_path):
+    before = _clone(G)
+    a, b = _state(G), _state(G, seed=1)
+    jobs = [photo.start_inversion(a, G, str(_photo(G, 5, tmp_path / "a.png")), **STEPS, **FAST),
+            photo.start_inversion(b, G, str(_photo(G, 6, tmp_path / "b.png")), **STEPS, **FAST)]
+    for job in jobs:
+        job.done.wait(120)
+        assert job.error is None
+    assert a.G is not b.G and G not in (a.G, b.G) and a.session.G is a.G and b.session.G is b.G
+    params_a, params_b = a.G.state_dict(), b.G.state_dict()
+    assert all(params_a[k].data_ptr() != params_b[k].data_ptr() for k in params_a)
+    assert any(not torch.equal(params_a[k], params_b[k]) for k in params_a)
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    assert a.photo.name == "a.png" and b.photo.name == "b.png"
+
+    # The tuned generator belongs to its session: releasing the session (tab closed, new model/seed) frees it.
+    ref = weakref.ref(a.G)
+    jobs.clear()
+    handlers.release(a)
+    gc.collect()
+    assert ref() is None, "the released session's tuned generator is still referenced"
+    assert b.G is not None and b.session is not None
+
+
+def test_photo_session_export(G, tmp_path):
+    ui = _state(G)
+    with pytest.raises(UserError, match="Only an image made from your photo"):
+        photo.export_tuned_generator(ui, tmp_path)
+    photo.invert_blocking(ui, G, str(_photo(G, 7, tmp_path / "cat photo.png")), **STEPS, **FAST)
+    _click(ui, 20, 20)
+    _click(ui, 26, 26)
+    handlers.run_blocking(ui)
+
+    latent = handlers.export_latent(ui, tmp_path)
+    assert latent.name == "draggan-stylegan2-tiny-64-photo-cat-photo-ws.npy"
+    assert np.allclose(np.load(latent), ui.session.ws.numpy())
+    with pytest.raises(UserError, match="started from your photo"):
+        handlers.export_recipe(ui, tmp_path)
+    assert handlers.export_animation(ui, "gif", tmp_path).stat().st_size > 0
+
+    bundle = photo.export_tuned_generator(ui, tmp_path)
+    with zipfile.ZipFile(bundle) as zf:
+        names = sorted(zf.namelist())
+        zf.extractall(tmp_path / "unzipped")
+    folder = tmp_path / "unzipped" / "draggan-stylegan2-tiny-64-photo-cat-photo-tuned-generator"
+    assert names == [f"{folder.name}/{n}" for n in ("config.json", "edited-ws.npy", "inverted-ws.npy",
+                                                    "model.safetensors")]
+    reloaded = load_generator(folder, device="cpu")
+    edited = torch.from_numpy(np.load(folder / "edited-ws.npy"))
+    inverted = torch.from_numpy(np.load(folder / "inverted-ws.npy"))
+    with torch.no_grad():
+        again = reloaded.synthesis(edited, noise_mode="const")
+        start = reloaded.synthesis(inverted, noise_mode="const")
+    to_u8 = lambda img: (img[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()  # noqa: E731
+    assert np.array_equal(to_u8(again), ui.image), "the bundle reproduces the edited image"
+    assert np.array_equal(to_u8(start), ui.start_image), "and the inverted start image"
+
+
+def test_studio_photo_flow(G, tmp_path, monkeypatch):
+    """The Gradio callbacks: prepare, invert (streamed), the shared cache untouched, seed change drops the photo."""
+    import gradio as gr
+    from draggan.ui.callbacks import StudioApp
+
+    infos, warnings_shown = [], []
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+    studio = StudioApp(device="cpu", hub_online=False, cache=GeneratorCache(max_items=2))
+    state, *_ = studio.init_session(None, 0, 0.7, "w+", 2e-3, 2, 1, 20.0, progress=None)
+    shared = studio.cache.get(state.model_source, studio.device)
+    assert state.G is shared
+    before = _clone(shared)
+    assert studio.preset("Fast") == photo.PRESETS["Fast"]
+    assert "Runs on **cpu**" in studio.estimate(100, 50, 100, state) and "once it starts" in studio.estimate(1, 1, 1)
+
+    file = _photo(shared, 8, tmp_path / "face.png")
+    view, status = studio.prepare_photo(state, str(file), False)
+    assert view.shape[0] >= 64 and "Centre-cropped" in status
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    assert studio.prepare_photo(state, str(bad), False) == (gr.skip(), gr.skip())
+    assert "not an image" in warnings_shown[-1]
+
+    outputs = list(studio.invert_photo(state, str(file), False, 6, 4, 6))
+    final = outputs[-1]
+    assert final[0] is state and state.photo is not None and state.G is not shared
+    assert np.array_equal(np.asarray(final[1]), np.asarray(handlers.view(state)))
+    assert "PSNR" in final[5] and "pixel + multi-scale" in final[5] and final[6] == "w+"
+    assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
+    assert studio.cache.get(state.model_source, studio.device) is shared and len(studio.cache) == 1
+    assert "measured on this server" in studio.estimate(6, 4, 6, state)
+
+    # The space radio cannot turn a photo session into W (it would change the image); it flips back.
+    out = studio.change_latent(state, 0, 0.7, "w")
+    assert out[-1] == "w+" and "W+" in warnings_shown[-1] and state.photo is not None
+    assert studio.export(state, "tuned")["value"].endswith("-tuned-generator.zip")
+    assert studio.export(state, "recipe") == gr.skip() and "started from your photo" in warnings_shown[-1]
+
+    tuned = weakref.ref(state.G)
+    new_state, *rest = studio.change_latent(state, 5, 0.7, "w+")
+    assert new_state is not state and new_state.photo is None and new_state.G is shared
+    assert state.session is None and state.G is None
+    gc.collect()
+    assert tuned() is None, "a new seed drops the photo's tuned generator"
+
+
+def test_studio_cancel(G, tmp_path, monkeypatch):
+    import gradio as gr
+    from draggan.ui.callbacks import StudioApp
+
+    infos = []
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: infos.append(msg))
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+    studio = StudioApp(device="cpu", hub_online=False)
+    state, *_ = studio.init_session(None, 0, 0.7, "w+", 2e-3, 2, 1, 20.0, progress=None)
+    start = state.image.copy()
+    file = _photo(G, 9, tmp_path / "x.png")
+    stream = studio.invert_photo(state, str(file), False, 4000, 0, 0)
+    first = next(stream)
+    assert state.inverting and "inv-status" in first[5]
+    canceller = threading.Timer(0.3, lambda: studio.cancel_photo(state))
+    canceller.start()
+    outputs = list(stream)
+    canceller.join()
+    assert not state.inverting and state.photo is None and np.array_equal(state.image, start)
+    assert "cancelled" in outputs[-1][5].lower()
