@@ -172,6 +172,7 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
 
         steps = [w_steps, wplus_steps, pti_steps]
         photo_file.upload(studio.prepare_photo, [state, photo_file, face_align], [photo_view, photo_status], **light)
+        face_align.input(studio.prepare_photo, [state, photo_file, face_align], [photo_view, photo_status], **light)
         preset.input(studio.preset, preset, steps, **light)
         gr.on([c.change for c in steps], studio.estimate, [*steps, state], estimate, **light)
         invert.click(studio.invert_photo, [state, photo_file, face_align, *steps],

@@ -97,3 +97,45 @@ def test_clicks_land_where_the_user_clicked_on_a_shrunk_image(url, width):
         fx, fy = _red_dot_centre(page, image.get_attribute("src"))
         browser.close()
     assert abs(fx - 0.25) < 1.5 / 64 and abs(fy - 0.70) < 1.5 / 64, (fx, fy)
+
+
+def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
+    """Upload a photo in the "Edit your own photo" panel, invert it with a few steps, see the readout."""
+    from PIL import Image
+
+    from _app_server import FIXTURE_MODELS
+    from draggan.checkpoints import load_generator
+    from draggan.engine import DragSession
+
+    # The "photo": an image the fixture model makes, enlarged onto a wider canvas that the app must crop.
+    made = DragSession(load_generator(FIXTURE_MODELS["Tiny StyleGAN2"], device="cpu"), seed=3, psi=0.5).render()
+    file = tmp_path / "holiday.png"
+    canvas = Image.new("RGB", (120, 90), (40, 40, 40))
+    canvas.paste(Image.fromarray(made).resize((90, 90), Image.BICUBIC), (15, 0))
+    canvas.save(file)
+    executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url)
+        page.wait_for_selector("#canvas img", timeout=120_000)
+        page.get_by_role("button", name="Edit your own photo").click()
+        page.locator("#photo-upload input[type=file]").set_input_files(str(file))
+        status = page.locator("#photo-status")
+        sync_api.expect(status).to_contain_text("resized to 64×64 px (from 120×90 px)", timeout=30_000)
+        page.get_by_role("button", name="Inversion steps").click()
+        for label, value in (("W steps", "8"), ("W+ steps", "4"), ("PTI steps", "8")):
+            field = page.get_by_label(label, exact=True)
+            field.fill(value)
+            field.press("Tab")
+        sync_api.expect(page.get_by_text("20 steps")).to_be_visible(timeout=10_000)
+        page.get_by_role("button", name="Invert photo").click()
+        sync_api.expect(status).to_contain_text("PSNR", timeout=60_000)
+        sync_api.expect(status).to_contain_text("pixel + multi-scale")
+        sync_api.expect(page.locator("#stats")).to_contain_text("photo holiday.png", timeout=10_000)
+        page.locator("#photo-panel").screenshot(path=str(tmp_path / "photo-panel.png"))
+        shot = os.environ.get("DRAGGAN_SCREENSHOT_DIR")
+        if shot:
+            page.locator("#photo-panel").screenshot(path=os.path.join(shot, "photo-panel.png"))
+            page.screenshot(path=os.path.join(shot, "photo-app.png"), full_page=True)
+        browser.close()

@@ -149,7 +149,7 @@ def test_cancel_stops_the_worker_and_keeps_the_image(G, tmp_path):
     _click(ui, 5, 5)                       # the session is usable again
 
 
-def test_bad_uploads_get_clear_messages(G, tmp_path):
+def test_bad_uploads_get_clear_messages(G, tmp_path, monkeypatch):
     text = tmp_path / "notes.jpg"
     text.write_text("this is not an image")
     with pytest.raises(UserError, match=r"This photo cannot be used: the upload is not an image .*PNG, JPEG"):
@@ -164,6 +164,10 @@ def test_bad_uploads_get_clear_messages(G, tmp_path):
     Image.new("RGB", (400, 300)).save(huge)
     with pytest.raises(UserError, match=r"too large \(400×300 px = 0.1 MP\); the limit is 0.05 MP"):
         photo.prepare_photo(G, str(huge), max_megapixels=0.05)
+    with monkeypatch.context() as m:                     # PIL refuses to even open a decompression bomb
+        m.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)
+        with pytest.raises(UserError, match="far too large"):
+            photo.prepare_photo(G, str(huge))
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(_png_bytes(Image.fromarray(np.random.RandomState(0).randint(0, 255, (80, 80, 3),
                                                                                         np.uint8)))[:300])

@@ -409,7 +409,10 @@ class StudioApp:
         return photo.estimate_text(str(self.device), total, rate)
 
     def prepare_photo(self, ui: UIState | None, file: str | None, face_align: bool):
-        """Upload: check the photo and show the crop the model will be fitted to (photo view, status)."""
+        """Upload (or the face-align box): check the photo and show the crop the model will be fitted to
+        (outputs: photo view, photo status); nothing to show before a photo is uploaded."""
+        if not file:
+            return SKIP(), SKIP()
         try:
             ui = self._need(ui)
             target, message = photo.prepare_photo(self.generator(ui.model_source), file, bool(face_align))

@@ -124,6 +124,8 @@ def prepare_photo(G: Any, photo: Any, face_align: bool = False,
                         f"crop.") from None
     except ValueError as exc:
         raise UserError(f"This photo cannot be used: {exc}.") from None
+    except Image.DecompressionBombError:
+        raise UserError(f"This photo cannot be used: it is far too large (the limit is {limit:g} MP).") from None
     note = _describe_upload(photo)
     crop = "aligned on the face and resized" if face_align else "centre-cropped and resized"
     message = f"{crop.capitalize()} to {G.img_width}×{G.img_height} px" + (f" ({note})" if note else "") + "."
