@@ -100,7 +100,8 @@ def test_clicks_land_where_the_user_clicked_on_a_shrunk_image(url, width):
 
 
 def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
-    """Upload a photo in the "Edit your own photo" panel, invert it with a few steps, see the readout."""
+    """Upload a photo in the "Edit your own photo" panel; cancel a long inversion, then run a short one and see
+    the quality readout and the session switch to the photo."""
     from PIL import Image
 
     from _app_server import FIXTURE_MODELS
@@ -124,10 +125,22 @@ def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
         status = page.locator("#photo-status")
         sync_api.expect(status).to_contain_text("resized to 64×64 px (from 120×90 px)", timeout=30_000)
         page.get_by_role("button", name="Inversion steps").click()
-        for label, value in (("W steps", "8"), ("W+ steps", "4"), ("PTI steps", "8")):
-            field = page.get_by_label(label, exact=True)
-            field.fill(value)
-            field.press("Tab")
+
+        def set_steps(w: str, wplus: str, pti: str) -> None:
+            for label, value in (("W steps", w), ("W+ steps", wplus), ("PTI steps", pti)):
+                field = page.get_by_label(label, exact=True)
+                field.fill(value)
+                field.press("Tab")
+
+        set_steps("4000", "0", "0")                  # a long run, cancelled once it is under way
+        sync_api.expect(page.get_by_text("4000 steps")).to_be_visible(timeout=10_000)
+        page.get_by_role("button", name="Invert photo").click()
+        sync_api.expect(status).to_contain_text("/4000", timeout=30_000)
+        page.get_by_role("button", name="Cancel").click()
+        sync_api.expect(status).to_contain_text("Inversion cancelled after", timeout=30_000)
+        sync_api.expect(page.locator("#stats")).to_contain_text("seed 0")
+
+        set_steps("8", "4", "8")
         sync_api.expect(page.get_by_text("20 steps")).to_be_visible(timeout=10_000)
         page.get_by_role("button", name="Invert photo").click()
         sync_api.expect(status).to_contain_text("PSNR", timeout=60_000)

@@ -269,7 +269,7 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     shared = studio.cache.get(state.model_source, studio.device)
     assert state.G is shared
     before = _clone(shared)
-    assert studio.preset("Fast") == photo.PRESETS["Fast"]
+    assert studio.preset("Quick") == photo.PRESETS["Quick"]
     assert "Runs on **cpu**" in studio.estimate(100, 50, 100, state) and "once it starts" in studio.estimate(1, 1, 1)
 
     file = _photo(shared, 8, tmp_path / "face.png")

@@ -28,8 +28,10 @@ from .. import export
 from .handlers import UserError, ensure_idle, file_stem
 from .state import InversionJob, PhotoStart, UIState
 
-# (W steps, W+ steps, PTI steps). "Fast" is the CPU default: a 256 px model takes a few minutes on a laptop CPU.
-PRESETS = {"Fast": (100, 50, 100), "Balanced": (250, 100, 200), "Best": (400, 200, 300)}
+# (W steps, W+ steps, PTI steps). CPU inversion is slow: on 2 busy CPU cores a 256 px StyleGAN2 took 7.5 s per
+# projection step and 9 s per tuning step (a 512 px model has 4× the pixels), so CPU users start on "Quick"
+# (~15 min at 256 px there); "Best" is NVIDIA's projector / the PTI paper's schedule, the default on a GPU.
+PRESETS = {"Quick": (50, 25, 50), "Balanced": (200, 100, 150), "Best": (400, 200, 300)}
 MAX_STEPS = 5000
 MAX_PHOTO_MP_ENV = "DRAGGAN_MAX_PHOTO_MP"
 STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "pivotal tuning"}
@@ -37,7 +39,7 @@ STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "piv
 
 def default_preset(device_type: str) -> str:
     """CPU inversion is slow: start CPU users on the short schedule, accelerators on the full one."""
-    return "Fast" if device_type == "cpu" else "Best"
+    return "Quick" if device_type == "cpu" else "Best"
 
 
 def preset_steps(name: str) -> tuple[int, int, int]:
@@ -280,7 +282,7 @@ def estimate_text(device: str, total_steps: int, seconds_per_step: float | None)
     """What the user can expect before starting: the device and, once measured here, the duration."""
     where = f"Runs on **{device}**"
     if seconds_per_step is None:
-        slow = " (CPU inversion is slow: start with the Fast preset)" if device == "cpu" else ""
+        slow = " (CPU inversion is slow: seconds per step at 256 px, more at 512 px)" if device == "cpu" else ""
         return f"{where}{slow}; {total_steps} steps. The time per step shows once it starts."
     return (f"{where}; {total_steps} steps ≈ {_duration(seconds_per_step * total_steps)} "
             f"(measured on this server).")
