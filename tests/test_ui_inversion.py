@@ -283,6 +283,7 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     outputs = list(studio.invert_photo(state, str(file), False, 6, 4, 6))
     final = outputs[-1]
     assert final[0] is state and state.photo is not None and state.G is not shared
+    assert infos[-1].startswith("Photo inverted") and "PSNR" in handlers.stats_text(state)
     assert np.array_equal(np.asarray(final[1]), np.asarray(handlers.view(state)))
     assert "PSNR" in final[5] and "pixel + multi-scale" in final[5] and final[6] == "w+"
     assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())

@@ -456,6 +456,7 @@ class StudioApp:
             yield *keep, handlers.stats_text(ui), photo.comparison(job.target, None), \
                 f"<div class='inv-status'>{html.escape(message)}</div>", SKIP()
             return
+        gr.Info("Photo inverted: drag it as usual (on your session's own tuned copy of the model).")
         yield (*self._all(ui), photo.comparison(ui.photo.target, ui.start_image), photo.quality_html(ui.photo),
                ui.space)
 

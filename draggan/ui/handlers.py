@@ -282,7 +282,8 @@ def stats_text(ui: UIState) -> str:
     job = ui.job
     pairs = min(len(ui.handles), len(ui.targets))
     if ui.photo is not None:
-        head = f"**{ui.model_label}** · photo *{ui.photo.name}* (inverted, tuned generator) · {ui.space.upper()}"
+        head = (f"**{ui.model_label}** · photo *{ui.photo.name}* (inverted, PSNR {ui.photo.psnr:.1f} dB, "
+                f"own tuned generator) · {ui.space.upper()}")
     else:
         head = f"**{ui.model_label}** · seed {ui.seed} · ψ {ui.psi:g} · {ui.space.upper()}"
     lines = [head]

@@ -248,7 +248,7 @@ def progress_html(job: InversionJob) -> str:
     event = job.last
     if event is None:
         return ("<div class='inv-status'><progress></progress><br>Preparing: sampling the mapping network and "
-                "loading the reconstruction loss…</div>")
+                "loading the reconstruction loss (the first run downloads the LPIPS weights, about 550 MB)…</div>")
     rate = job.seconds_per_step()
     timing = "" if rate is None else (f" · {rate:.2f} s/step · about "
                                       f"{_duration(rate * (event.total_steps - event.step))} left")
@@ -266,7 +266,7 @@ def quality_html(photo: PhotoStart) -> str:
             f"(<code>{html.escape(photo.loss_name)}</code>)")
     if photo.loss_note and photo.loss_name != "lpips-vgg16":
         text += f"<br><small>{html.escape(photo.loss_note)}</small>"
-    return text + "<br>Drag as usual: the image now comes from your own tuned copy of the model.</div>"
+    return text + "</div>"
 
 
 def comparison(target: np.ndarray, other: np.ndarray | None, min_size: int = 256) -> np.ndarray:

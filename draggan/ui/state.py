@@ -156,6 +156,7 @@ class InversionJob:
         self.preview: np.ndarray | None = None  # the latest preview image
         self.started = time.perf_counter()
         self.first_step_at: float | None = None
+        self.ended_at: float | None = None
         self.thread = threading.Thread(target=self._work, name="draggan-invert", daemon=True)
 
     def start(self) -> "InversionJob":
@@ -181,6 +182,7 @@ class InversionJob:
         except Exception as exc:  # shown to the user by the handler that follows the job
             self.error = exc
         finally:
+            self.ended_at = time.perf_counter()
             with self.ui.lock:
                 self.ui.inversion = None
             self.done.set()
@@ -191,11 +193,12 @@ class InversionJob:
         self.cancel_event.set()
 
     def seconds_per_step(self) -> float | None:
-        """Measured time per optimisation step so far (None before the second step)."""
+        """Measured time per optimisation step (None before the second step)."""
         last = self.last
         if last is None or self.first_step_at is None or last.step < 2:
             return None
-        return (time.perf_counter() - self.first_step_at) / (last.step - 1)
+        now = self.ended_at if self.ended_at is not None else time.perf_counter()
+        return (now - self.first_step_at) / (last.step - 1)
 
     @property
     def running(self) -> bool:
