@@ -25,3 +25,13 @@ def load_reference(name: str) -> dict[str, np.ndarray]:
     """The `*.ref.npz` reference outputs computed by NVIDIA's own implementation."""
     with np.load(DATA / f"{name}.ref.npz") as ref:
         return {k: ref[k] for k in ref.files}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's many tiny torch steps on one thread: several times faster than two threads on
+    oversubscribed shared cores, and bitwise-reproducible step sequences. Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,13 +25,7 @@ from draggan.engine.window import Box, WindowedSynthesis
 from draggan.networks.stylegan2 import Generator
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: fast on a shared 2-core machine and bitwise-reproducible step sequences."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,13 +36,7 @@ def G() -> torch.nn.Module:
     return generator_from_persistent(read_network_pickle(fixture_path("stylegan2-tiny-64.pkl"))["G_ema"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Hundreds of tiny steps run several times faster on one thread than on oversubscribed shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -39,12 +39,7 @@ def G() -> torch.nn.Module:
     return generator_from_persistent(read_network_pickle(SG2)["G_ema"]).requires_grad_(False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
