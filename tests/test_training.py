@@ -84,3 +84,20 @@ def test_keypoint_regressor_trains_saves_and_loads(tmp_path):
         assert (pts >= -0.5).all() and (pts <= 31.5).all(), "soft-argmax stays inside the image"
         big = loaded(torch.nn.functional.interpolate(img, scale_factor=2, mode="nearest"))
     torch.testing.assert_close(big, pts * 2 + 0.5, atol=0.35, rtol=0), "keypoints are in the input's pixels"
+
+
+def test_new_run_continues_from_an_exported_generator(tmp_path):
+    first = train(_tiny(tmp_path / "a"), export_dir=str(tmp_path / "model"))
+    cfg = TrainConfig(**{**_tiny(tmp_path / "b").__dict__, "init_from": str(tmp_path / "model")})
+    second = Trainer(cfg)
+    kimg = json.loads((tmp_path / "model" / "config.json").read_text())["kimg"]
+    assert kimg == round(first.images_seen / 1000, 1) and second.images_seen == int(kimg * 1000)
+    for p, q in zip(second.G.parameters(), first.G_ema.parameters()):
+        assert torch.equal(p, q)
+    bad = TrainConfig(**{**cfg.__dict__, "run_dir": str(tmp_path / "c"), "w_dim": 32})
+    try:
+        Trainer(bad)
+    except ValueError as e:
+        assert "architecture" in str(e)
+    else:
+        raise AssertionError("continuing from another architecture must fail")

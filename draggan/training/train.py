@@ -60,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
+    init_from: str = ""
     checkpoint_minutes: float = 5.0
     sample_minutes: float = 5.0
     log_seconds: float = 60.0
@@ -150,6 +151,8 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_FILE
         if path.is_file():
             self._load(path)
+        elif cfg.init_from:
+            self._init_from(Path(cfg.init_from))
 
     def _load(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -164,6 +167,18 @@ class Trainer:
             group["lr"] = self.cfg.lr
         self.step = state["step"]
         self.images_seen = state["images_seen"]
+
+    def _init_from(self, folder: Path) -> None:
+        """Start a new run from an exported generator (e.g. the bundled checkpoint): G and G_ema both take its
+        weights and `images_seen` its recorded kimg, so a fresh machine continues rather than restarts."""
+        G = load_converted(folder)
+        if G.init_kwargs != self.G.init_kwargs:
+            raise ValueError(f"{folder}: generator architecture {G.init_kwargs} differs from this run's "
+                             f"{self.G.init_kwargs}")
+        self.G.load_state_dict(G.state_dict())
+        self.G_ema.load_state_dict(G.state_dict())
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        self.images_seen = int(float(config.get("kimg", 0)) * 1000)
 
     def save_checkpoint(self) -> Path:
         """Atomically rewrite `<run_dir>/checkpoint.pt` with everything needed to resume."""
