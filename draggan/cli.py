@@ -17,6 +17,7 @@ import torch
 from .checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError, cache,
                           hub, load_generator)
 from .checkpoints.zoo import list_models
+from .images import to_uint8
 from .networks.stylegan2 import NOISE_MODES
 
 EXIT_USAGE = 2
@@ -25,13 +26,6 @@ EXIT_FAILED = 1
 
 class CommandError(Exception):
     """A user-facing failure: printed as `error: ...` without a traceback."""
-
-
-def image_to_uint8(img: torch.Tensor) -> np.ndarray:
-    """Generator output [1, C, H, W] in about [-1, 1] → HWC uint8 (HW for one channel)."""
-    assert img.ndim == 4 and img.shape[0] == 1, f"expected one NCHW image, got {tuple(img.shape)}"
-    out = (img[0].detach().float().permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-    return out[:, :, 0] if out.shape[2] == 1 else out
 
 
 def _label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
@@ -59,7 +53,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from PIL import Image
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_to_uint8(img)).save(out)
+    Image.fromarray(to_uint8(img, keep_grey=True)).save(out)
     print(f"wrote {out} ({G.img_width}x{G.img_height}, seed {args.seed}, psi {args.psi})")
     return 0
 

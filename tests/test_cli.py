@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from draggan.checkpoints import UnsafePickleError, hub, load_generator
-from draggan.cli import image_to_uint8, main
+from draggan.cli import main
+from draggan.images import to_uint8
 
 from conftest import fixture_path, load_reference
 
@@ -38,7 +39,7 @@ def env(monkeypatch, tmp_path) -> Path:
 
 def _expected_png(name: str) -> np.ndarray:
     """The reference image (seed 0, psi 0.7, const noise) as the CLI should write it."""
-    return image_to_uint8(torch.from_numpy(load_reference(name)["img0"]))
+    return to_uint8(torch.from_numpy(load_reference(name)["img0"]), keep_grey=True)
 
 
 def test_generate_writes_the_seed_image(env, capsys) -> None:

@@ -37,6 +37,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..images import to_uint8
 from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
 from .tracking import reference_features, track_points
@@ -399,10 +400,7 @@ class DragSession:
         ws = self.ws
         with torch.no_grad():
             img = self.G.synthesis(ws, noise_mode=self.config.noise_mode)
-        img = (img[0].to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-        if img.shape[0] == 1:
-            img = img.repeat(3, 1, 1)
-        return img[:3].permute(1, 2, 0).cpu().numpy()
+        return to_uint8(img)
 
     @property
     def ws(self) -> torch.Tensor:

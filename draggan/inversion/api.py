@@ -21,7 +21,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .align import align_face
-from .config import InversionConfig, InversionProgress, StepTracker, to_uint8
+from ..images import to_uint8
+from .config import InversionConfig, InversionProgress, StepTracker
 from .losses import downsample_to, make_loss
 from .projection import project
 from .pti import tune_generator

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..images import to_uint8
+
 # LPIPS-VGG16 weights on the Hugging Face Hub, pinned to the commits that added the files.
 # Backbone: torchvision's ImageNet VGG16 weights as republished by timm (BSD-3-Clause); only `features.*` is used.
 VGG16_REPO = "timm/vgg16.tv_in1k"
@@ -101,15 +103,6 @@ class InversionCancelled(RuntimeError):
     def __init__(self, step: int) -> None:
         super().__init__(f"inversion cancelled after {step} steps")
         self.step = step
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[1, C, H, W] image in about [-1, 1] → uint8 [H, W, 3] (grey images repeated to RGB)."""
-    assert img.ndim == 4 and img.shape[0] == 1, f"expected one NCHW image, got {tuple(img.shape)}"
-    x = (img.detach()[0].to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    if x.shape[0] == 1:
-        x = x.repeat(3, 1, 1)
-    return x.permute(1, 2, 0).cpu().numpy()
 
 
 class StepTracker:
