@@ -16,10 +16,6 @@ from .nvidia_pickle import PersistentObject
 
 FAMILIES = ("stylegan2", "stylegan3")
 
-_STYLEGAN2_SYNTHESIS_KEYS = ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
-                             "resample_filter", "use_noise", "fp16_channels_last", "fused_modconv_default",
-                             "square", "kernel_size", "activation", "channels_last")
-
 
 def build_generator(family: str, init_kwargs: dict[str, Any]) -> torch.nn.Module:
     """Instantiate a generator of `family` ('stylegan2' | 'stylegan3') from its kwargs, in eval mode.
