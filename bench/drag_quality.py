@@ -28,8 +28,8 @@ from draggan.engine import DragConfig, DragSession
 from draggan.training.keypoints import KeypointNet, load_regressor
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GENERATOR = ROOT / "checkpoints" / "cartoon-faces-64"
-DEFAULT_JUDGE = ROOT / "checkpoints" / "cartoon-faces-keypoints-64"
+DEFAULT_GENERATOR = ROOT / "checkpoints" / "cartoon-faces-128"
+DEFAULT_JUDGE = ROOT / "checkpoints" / "cartoon-faces-keypoints-128"
 POINT_SETS = {
     "1": ("nose",),
     "5": ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right"),
@@ -55,10 +55,10 @@ def detect(judge: KeypointNet, image: np.ndarray) -> np.ndarray:
 
 
 def drag_pair(G: torch.nn.Module, judge: KeypointNet, seed_a: int, seed_b: int, names: tuple[str, ...],
-              space: str, max_steps: int, psi: float, lr: float) -> DragOutcome:
+              cfg: DragConfig, psi: float) -> DragOutcome:
     """Drag A's `names` keypoints to where the judge finds them on B; measure with the judge."""
     idx = [KEYPOINT_NAMES.index(n) for n in names]
-    cfg = DragConfig(space=space, lr=lr, max_steps=max_steps)
+    max_steps = cfg.max_steps
     image_b = DragSession(G, seed=seed_b, psi=psi, config=cfg).render()
     session = DragSession(G, seed=seed_a, psi=psi, config=cfg)
     kp_a = detect(judge, session.render())[idx]
@@ -82,12 +82,18 @@ def drag_pair(G: torch.nn.Module, judge: KeypointNet, seed_a: int, seed_b: int, 
 
 
 def run_benchmark(G: torch.nn.Module, judge: KeypointNet, pairs: int, max_steps: int, spaces: list[str],
-                  point_sets: list[str], psi: float = 1.0, lr: float = 2e-3, seed: int = 0) -> list[dict]:
-    """Rows of the results table: one per (space, point set), averaged over `pairs` seeded pairs."""
+                  point_sets: list[str], psi: float = 1.0, seed: int = 0,
+                  drag: DragConfig | None = None) -> list[dict]:
+    """Rows of the results table: one per (space, point set), averaged over `pairs` seeded pairs.
+
+    `drag` gives the engine's other settings (lr, radii, ...); its space and max_steps are replaced.
+    """
+    base = drag if drag is not None else DragConfig(lr=2e-3)  # the paper's lr for its face, cat and car models
     rows = []
     for space in spaces:
+        cfg = dataclasses.replace(base, space=space, max_steps=max_steps)
         for key in point_sets:
-            outcomes = [drag_pair(G, judge, seed + 2 * i, seed + 2 * i + 1, POINT_SETS[key], space, max_steps, psi, lr)
+            outcomes = [drag_pair(G, judge, seed + 2 * i, seed + 2 * i + 1, POINT_SETS[key], cfg, psi)
                         for i in range(pairs)]
             before = statistics.mean(o.md_before for o in outcomes)
             after = statistics.mean(o.md_after for o in outcomes)
@@ -119,19 +125,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", default="1,5,all")
     parser.add_argument("--psi", type=float, default=1.0, help="truncation of both faces of a pair")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--r1", type=float, default=DragConfig.r1, help="motion-supervision radius (512-px scale)")
+    parser.add_argument("--r2", type=float, default=DragConfig.r2, help="point-tracking radius (512-px scale)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="where the generator runs (the judge stays on the CPU)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    G = load_generator(args.generator, device="cpu")
+    G = load_generator(args.generator, device=args.device)
     judge = load_regressor(args.judge)
     points = args.points.split(",")
     unknown = [p for p in points if p not in POINT_SETS]
     if unknown:
         parser.error(f"--points: unknown sets {unknown}; choose from {sorted(POINT_SETS)}")
+    drag = DragConfig(lr=args.lr, r1=args.r1, r2=args.r2)
     rows = run_benchmark(G, judge, args.pairs, args.max_steps, args.spaces.split(","), points, psi=args.psi,
-                         lr=args.lr, seed=args.seed)
+                         seed=args.seed, drag=drag)
     print(format_table(rows))
 
 

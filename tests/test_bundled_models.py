@@ -1,9 +1,11 @@
-"""The bundled cartoon-face generator and keypoint judge: offline loading and the drag benchmark end to end."""
+"""The bundled cartoon-face generators and keypoint judges: offline loading and the drag benchmark end to end."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pytest
 import torch
 
 from bench.drag_quality import DEFAULT_GENERATOR, DEFAULT_JUDGE, run_benchmark
@@ -11,24 +13,47 @@ from draggan.checkpoints import load_generator
 from draggan.data import procedural
 from draggan.training.keypoints import load_regressor
 
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+RESOLUTIONS = (128, 64)
 
-def test_bundled_generator_loads_offline_and_renders():
-    G = load_generator(DEFAULT_GENERATOR, device="cpu")
-    assert G.family == "stylegan2" and (G.img_height, G.img_width) == (64, 64)
+
+def test_benchmark_defaults_to_the_128_pixel_models():
+    assert DEFAULT_GENERATOR == CHECKPOINTS / "cartoon-faces-128"
+    assert DEFAULT_JUDGE == CHECKPOINTS / "cartoon-faces-keypoints-128"
+
+
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_bundled_generator_loads_offline_and_renders(resolution):
+    G = load_generator(CHECKPOINTS / f"cartoon-faces-{resolution}", device="cpu")
+    assert G.family == "stylegan2" and (G.img_height, G.img_width) == (resolution, resolution)
     assert G.z_dim == procedural.NUM_PARAMS and G.mapping.w_avg.abs().sum() > 0
     z = procedural.sample_z(2, seed=0)
     with torch.no_grad():
         img = G(z, None, truncation_psi=0.7, noise_mode="const")
-    assert img.shape == (2, 3, 64, 64) and torch.isfinite(img).all()
+    assert img.shape == (2, 3, resolution, resolution) and torch.isfinite(img).all()
     assert (img[0] - img[1]).abs().mean() > 0.02, "different latents give different faces"
 
 
-def test_bundled_judge_reads_rendered_faces():
-    judge = load_regressor(DEFAULT_JUDGE)
-    _, img, kp = procedural.render_seeds(4321, 16)
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_bundled_generator_draws_the_renderers_face(resolution):
+    """Renderer supervision worked: the generator's face for z is close to the rendered face for z."""
+    G = load_generator(CHECKPOINTS / f"cartoon-faces-{resolution}", device="cpu")
+    z = procedural.sample_z(8, seed=77)
+    with torch.no_grad():
+        fake = G(z, None, noise_mode="const")
+        real, _ = procedural.render_z(z, resolution)
+        other, _ = procedural.render_z(z.roll(1, dims=0), resolution)
+    err, baseline = (fake - real).abs().mean(), (fake - other).abs().mean()
+    assert err < 0.5 * baseline, f"L1 to own render {float(err):.3f} vs to another face's {float(baseline):.3f}"
+
+
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_bundled_judge_reads_rendered_faces(resolution):
+    judge = load_regressor(CHECKPOINTS / f"cartoon-faces-keypoints-{resolution}")
+    _, img, kp = procedural.render_seeds(4321, 16, resolution=resolution)
     with torch.no_grad():
         err = (judge(img) - kp).norm(dim=-1).mean()
-    assert err < 1.5, f"judge error {float(err):.2f} px on clean faces"
+    assert err < 0.015 * resolution, f"judge error {float(err):.2f} px on clean faces"
 
 
 def test_drag_benchmark_runs_end_to_end_on_two_pairs():

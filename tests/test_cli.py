@@ -92,9 +92,9 @@ def test_unavailable_model_is_reported_without_traceback(env, capsys) -> None:
 def test_models_lists_the_zoo_and_availability(env, capsys) -> None:
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line for line in lines[1:12]}
-    assert set(rows) >= {"cartoon-faces-64", "ffhq-512", "human-512", "car-512", "lhq-256"}
-    assert " local " in rows.pop("cartoon-faces-64")
+    rows = {line.split()[0]: line for line in lines[1:] if line.strip() and not line.startswith("Hub cache")}
+    assert set(rows) >= {"cartoon-faces-128", "cartoon-faces-64", "ffhq-512", "human-512", "car-512", "lhq-256"}
+    assert " local " in rows.pop("cartoon-faces-128") and " local " in rows.pop("cartoon-faces-64")
     assert all("download needed" in row for row in rows.values())
     assert "512x256" in rows["human-512"] and "offline mode: on" in lines[-1]
 

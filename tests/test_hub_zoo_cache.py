@@ -107,10 +107,12 @@ def _refuse_pickles(monkeypatch) -> None:
 # ----------------------------------------------------------------------------------------------- registry
 
 
-def test_registry_lists_the_bundled_model_first_then_the_draggan_hub_models() -> None:
-    bundled, *entries = list_models()
-    assert bundled.key == "cartoon-faces-64" and bundled.is_local and bundled.local_path.is_dir()
-    assert bundled.resolution == (64, 64) and bundled.format == "safetensors"
+def test_registry_lists_the_bundled_models_first_then_the_draggan_hub_models() -> None:
+    default, small, *entries = list_models()
+    assert (default.key, default.resolution) == ("cartoon-faces-128", (128, 128))
+    assert (small.key, small.resolution) == ("cartoon-faces-64", (64, 64))
+    for bundled in (default, small):
+        assert bundled.is_local and bundled.local_path.is_dir() and bundled.format == "safetensors"
     assert [e.key for e in entries] == list(HUB_FILES)
     for entry in entries:
         assert entry.repo_id == REPO and entry.filename == HUB_FILES[entry.key] and not entry.is_local
@@ -213,7 +215,8 @@ def test_offline_and_not_cached_raises_without_any_network_call(env) -> None:
     with pytest.raises(ModelUnavailableError, match=r"some_file\.pkl.*local \.pkl path"):
         hub.resolve_source("hf://DragGan/DragGan-Models/some_file.pkl")
     assert hub.hf_hub_download.calls == []
-    assert [e.key for e in list_models() if hub.is_available_offline(e)] == ["cartoon-faces-64"]
+    assert [e.key for e in list_models() if hub.is_available_offline(e)] == ["cartoon-faces-128",
+                                                                                "cartoon-faces-64"]
 
 
 def test_unreachable_hub_fails_fast_without_calling_the_downloader(env, monkeypatch) -> None:
@@ -244,7 +247,7 @@ def test_cached_hub_file_loads_offline(env) -> None:
 
 
 def test_missing_local_path_is_a_clear_file_not_found(env) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nothere\.pkl.*zoo key \(cartoon-faces-64, ffhq-512"):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.pkl.*zoo key \(cartoon-faces-128, cartoon-faces-64, ffhq-512"):
         load_generator(str(env / "nothere.pkl"))
 
 

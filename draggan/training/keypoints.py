@@ -78,19 +78,23 @@ class KeypointNet(torch.nn.Module):
 
 
 def augment(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Blur, noise and colour jitter (per image) so the judge tolerates generated, slightly soft images."""
-    n = img.shape[0]
-    sigma = torch.rand([n], generator=gen) * 1.2
-    taps = torch.arange(-2, 3, dtype=torch.float32)
+    """Blur, noise and colour jitter (per image) so the judge tolerates generated, slightly soft images.
+
+    All random draws come from `gen`, on its device, which must be the device of `img`.
+    """
+    n, dev = img.shape[0], gen.device
+    assert img.device.type == dev.type, f"img on {img.device}, generator on {dev}"
+    sigma = torch.rand([n], generator=gen, device=dev) * 1.2
+    taps = torch.arange(-2, 3, dtype=torch.float32, device=dev)
     kernel = (-(taps[None] ** 2) / (2 * sigma[:, None].clamp_min(0.05) ** 2)).exp()
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
     x = img.permute(1, 0, 2, 3)
     x = F.conv2d(F.pad(x, [2, 2, 0, 0], mode="replicate"), kernel[:, None, None, :], groups=n)
     x = F.conv2d(F.pad(x, [0, 0, 2, 2], mode="replicate"), kernel[:, None, :, None], groups=n)
     x = x.permute(1, 0, 2, 3)
-    gain = 1 + 0.15 * (torch.rand([n, 3, 1, 1], generator=gen) * 2 - 1)
-    bias = 0.1 * (torch.rand([n, 3, 1, 1], generator=gen) * 2 - 1)
-    noise = torch.randn(x.shape, generator=gen) * torch.rand([n, 1, 1, 1], generator=gen) * 0.06
+    gain = 1 + 0.15 * (torch.rand([n, 3, 1, 1], generator=gen, device=dev) * 2 - 1)
+    bias = 0.1 * (torch.rand([n, 3, 1, 1], generator=gen, device=dev) * 2 - 1)
+    noise = torch.randn(x.shape, generator=gen, device=dev) * torch.rand([n, 1, 1, 1], generator=gen, device=dev) * 0.06
     return (x * gain + bias + noise).clamp(-1, 1)
 
 
@@ -177,11 +181,11 @@ def train_regressor(cfg: KeypointTrainConfig, max_seconds: float | None = None,
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True)) if main_thread else None
     while images < total and not stop:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        z = torch.randn([cfg.batch, procedural.NUM_PARAMS], generator=gen)
+        seed = cfg.seed * 1_000_003 + step
+        z = torch.randn([cfg.batch, procedural.NUM_PARAMS], generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
-            img, kp = procedural.render_z(z, cfg.resolution)
-            img, kp = augment(img, gen).to(device), kp.to(device)
+            img, kp = procedural.render_z(z.to(device), cfg.resolution)
+            img = augment(img, torch.Generator(device=device).manual_seed(seed))
         lr = cfg.lr * min(1.0, 2 * (1 - images / total)) if total > 0 else cfg.lr
         for group in opt.param_groups:
             group["lr"] = lr

@@ -283,6 +283,9 @@ def count_params(G: torch.nn.Module) -> int:
 def train(cfg: TrainConfig, max_seconds: float | None = None, export_dir: str | None = None) -> Trainer:
     """Run (or resume) training; optionally export the EMA generator afterwards."""
     torch.set_num_threads(cfg.threads)
+    if torch.device(cfg.device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     trainer = Trainer(cfg)
     print(f"run {cfg.run_dir}: G has {count_params(trainer.G) / 1e6:.2f} M params, resuming at "
           f"{trainer.images_seen / 1000:.1f} kimg", flush=True)
