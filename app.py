@@ -87,7 +87,8 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
                     photo_status = gr.HTML(elem_id="photo-status")
                 with gr.Accordion("Drag settings", open=False):
                     with gr.Row():
-                        lr = gr.Number(0.001, label="Step size (lr)", minimum=1e-5, maximum=1.0, step=0.0005)
+                        lr = gr.Number(studio.drag_lr(studio.default_model()), label="Step size (lr)",
+                                       minimum=1e-5, maximum=1.0, step=0.0005)
                         mask_lambda = gr.Number(20.0, label="Mask λ", minimum=0.0, step=1.0)
                     max_steps = gr.Slider(1, 1000, value=200, step=1, label="Max steps per drag")
                     render_every = gr.Slider(1, 20, value=2, step=1, label="Display interval (render every k steps)")
@@ -147,7 +148,8 @@ def build_demo(studio: StudioApp | None = None) -> gr.Blocks:
         settings = [lr, max_steps, render_every, mask_lambda]
         demo.load(studio.init_session, [model, seed, psi, space, *settings], full, **heavy,
                   api_visibility="private")
-        model.change(studio.change_model, [state, model, seed, psi, space], full, **heavy, api_visibility="private")
+        model.change(studio.change_model, [state, model, seed, psi, space], [*full, lr], **heavy,
+                     api_visibility="private")
         load_own.click(studio.load_own_model, [state, upload, hub_ref, seed, psi, space], full, **heavy,
                        api_visibility="private")
         gr.on([seed.submit, seed.blur, psi.release, space.change], studio.change_latent, [state, seed, psi, space],

@@ -6,9 +6,9 @@ detects again on the result. Mean Distance (MD, pixels of the generator image) b
 keypoints and their targets is reported before and after, with the mean number of steps and seconds per
 step, separately for optimisation in W and in W+.
 
-Usage: python -m bench.drag_quality [--pairs 10] [--max-steps 200] [--spaces w,w+] [--points 1,5,all]
-Defaults use the shipped generator and judge in checkpoints/; numbers depend on both models, the timing on
-the machine.
+Usage: python -m bench.drag_quality [--pairs 10] [--max-steps 200] [--spaces w,w+] [--points 1,5,all] [--lr X]
+Defaults use the shipped 128×128 generator and judge in checkpoints/ and the zoo's step size for it; numbers
+depend on both models, the timing on the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from draggan.checkpoints import load_generator
+from draggan.checkpoints.zoo import list_models
 from draggan.data.procedural import KEYPOINT_NAMES
 from draggan.engine import DragConfig, DragSession
 from draggan.training.keypoints import KeypointNet, load_regressor
@@ -30,6 +31,7 @@ from draggan.training.keypoints import KeypointNet, load_regressor
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GENERATOR = ROOT / "checkpoints" / "cartoon-faces-128"
 DEFAULT_JUDGE = ROOT / "checkpoints" / "cartoon-faces-keypoints-128"
+PAPER_LR = 2e-3  # the paper's drag step size for its face, cat and car models
 POINT_SETS = {
     "1": ("nose",),
     "5": ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right"),
@@ -88,7 +90,7 @@ def run_benchmark(G: torch.nn.Module, judge: KeypointNet, pairs: int, max_steps:
 
     `drag` gives the engine's other settings (lr, radii, ...); its space and max_steps are replaced.
     """
-    base = drag if drag is not None else DragConfig(lr=2e-3)  # the paper's lr for its face, cat and car models
+    base = drag if drag is not None else DragConfig(lr=PAPER_LR)
     rows = []
     for space in spaces:
         cfg = dataclasses.replace(base, space=space, max_steps=max_steps)
@@ -103,6 +105,15 @@ def run_benchmark(G: torch.nn.Module, judge: KeypointNet, pairs: int, max_steps:
                              seconds_per_step=sum(o.seconds for o in outcomes)
                              / max(sum(o.steps for o in outcomes), 1)))
     return rows
+
+
+def default_lr(generator: str | Path) -> float:
+    """The zoo's recommended step size (`drag_lr`) for a zoo key or a bundled model's folder, else `PAPER_LR`."""
+    path = Path(generator).resolve()
+    for entry in list_models():
+        if str(generator) == entry.key or entry.local_path == path:
+            return entry.drag_lr or PAPER_LR
+    return PAPER_LR
 
 
 def format_table(rows: list[dict]) -> str:
@@ -124,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spaces", default="w,w+")
     parser.add_argument("--points", default="1,5,all")
     parser.add_argument("--psi", type=float, default=1.0, help="truncation of both faces of a pair")
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"drag step size (default: the zoo's drag_lr for the model, else {PAPER_LR})")
     parser.add_argument("--r1", type=float, default=DragConfig.r1, help="motion-supervision radius (512-px scale)")
     parser.add_argument("--r2", type=float, default=DragConfig.r2, help="point-tracking radius (512-px scale)")
     parser.add_argument("--seed", type=int, default=0)
@@ -139,7 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [p for p in points if p not in POINT_SETS]
     if unknown:
         parser.error(f"--points: unknown sets {unknown}; choose from {sorted(POINT_SETS)}")
-    drag = DragConfig(lr=args.lr, r1=args.r1, r2=args.r2)
+    lr = args.lr if args.lr is not None else default_lr(args.generator)
+    print(f"generator {args.generator}, drag lr {lr}", flush=True)
+    drag = DragConfig(lr=lr, r1=args.r1, r2=args.r2)
     rows = run_benchmark(G, judge, args.pairs, args.max_steps, args.spaces.split(","), points, psi=args.psi,
                          seed=args.seed, drag=drag)
     print(format_table(rows))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.drag_quality import DEFAULT_GENERATOR, DEFAULT_JUDGE, run_benchmark
+from bench.drag_quality import DEFAULT_GENERATOR, DEFAULT_JUDGE, PAPER_LR, default_lr, run_benchmark
 from draggan.checkpoints import load_generator
 from draggan.data import procedural
 from draggan.training.keypoints import load_regressor
@@ -17,9 +17,11 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 RESOLUTIONS = (128, 64)
 
 
-def test_benchmark_defaults_to_the_128_pixel_models():
+def test_benchmark_defaults_to_the_128_pixel_models_and_the_zoos_step_size(tmp_path):
     assert DEFAULT_GENERATOR == CHECKPOINTS / "cartoon-faces-128"
     assert DEFAULT_JUDGE == CHECKPOINTS / "cartoon-faces-keypoints-128"
+    assert default_lr(DEFAULT_GENERATOR) == default_lr("cartoon-faces-64") == 4e-3
+    assert default_lr(tmp_path / "elsewhere") == PAPER_LR == 2e-3
 
 
 @pytest.mark.parametrize("resolution", RESOLUTIONS)

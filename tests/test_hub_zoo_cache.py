@@ -113,6 +113,7 @@ def test_registry_lists_the_bundled_models_first_then_the_draggan_hub_models() -
     assert (small.key, small.resolution) == ("cartoon-faces-64", (64, 64))
     for bundled in (default, small):
         assert bundled.is_local and bundled.local_path.is_dir() and bundled.format == "safetensors"
+        assert bundled.drag_lr == 4e-3, "the benchmarked step size for the cartoon models"
     assert [e.key for e in entries] == list(HUB_FILES)
     for entry in entries:
         assert entry.repo_id == REPO and entry.filename == HUB_FILES[entry.key] and not entry.is_local
@@ -166,6 +167,9 @@ def test_local_entries_come_first_and_resolve_next_to_the_registry(env) -> None:
     dict(content=[600, 512], resolution=[512, 512]),
     dict(key="Has Space"),
     dict(size=3),                            # unknown field
+    dict(drag_lr=0),
+    dict(drag_lr="fast"),
+    dict(drag_lr=True),
 ])
 def test_malformed_entries_are_rejected(env, change) -> None:
     raw = {k: v for k, v in {**HUB_ENTRY, **change}.items() if v is not None}
@@ -247,7 +251,8 @@ def test_cached_hub_file_loads_offline(env) -> None:
 
 
 def test_missing_local_path_is_a_clear_file_not_found(env) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nothere\.pkl.*zoo key \(cartoon-faces-128, cartoon-faces-64, ffhq-512"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"nothere\.pkl.*zoo key \(cartoon-faces-128, cartoon-faces-64, ffhq-512"):
         load_generator(str(env / "nothere.pkl"))
 
 

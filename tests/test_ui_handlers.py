@@ -266,6 +266,25 @@ def test_uploads_are_checked(tmp_path):
     assert check_upload(SG2, max_mb=10) == SG2
 
 
+def test_picking_a_model_sets_its_recommended_step_size(monkeypatch):
+    """The zoo's `drag_lr` becomes the session's lr and the lr field's value; other models get the default."""
+    import gradio as gr
+    from draggan.ui.callbacks import StudioApp
+
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+    studio = StudioApp(device="cpu", max_upload_mb=1, hub_online=False)
+    state, *_ = studio.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
+    assert studio.drag_lr("cartoon-faces-128") == 4e-3 and studio.drag_lr(state.model_source) == 1e-3
+    *outputs, lr = studio.change_model(state, "cartoon-faces-128", 0, 0.7, "w+", progress=None)
+    cartoon = outputs[0]
+    assert lr == 4e-3 and cartoon.params.lr == 4e-3 and cartoon.session.config.lr == 4e-3
+    assert cartoon.params.max_steps == 3, "other settings carry over"
+    *outputs, lr = studio.change_model(cartoon, str(SG2), 0, 0.7, "w+", progress=None)
+    assert lr == 1e-3 and outputs[0].params.lr == 1e-3
+    assert all(o == gr.skip() for o in studio.change_model(outputs[0], str(SG2), 0, 0.7, "w+", progress=None))
+
+
 def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
     """The Gradio callbacks turn every refusal into a warning and leave the outputs unchanged."""
     import gradio as gr

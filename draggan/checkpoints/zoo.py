@@ -23,7 +23,7 @@ ZOO_FORMAT_VERSION = 1
 
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _REQUIRED = ("key", "name", "format", "family", "resolution")
-_OPTIONAL = ("repo_id", "filename", "revision", "path", "content", "approx_size_mb", "notes")
+_OPTIONAL = ("repo_id", "filename", "revision", "path", "content", "approx_size_mb", "drag_lr", "notes")
 
 
 class UnknownModelError(KeyError):
@@ -35,7 +35,11 @@ class UnknownModelError(KeyError):
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One registry entry. `resolution` and `content` are (height, width) in generator pixels."""
+    """One registry entry. `resolution` and `content` are (height, width) in generator pixels.
+
+    `drag_lr` is the drag step size recommended for this model (the app's default when it is picked); None
+    means the engine's default. Models whose W codes are larger per coordinate need larger Adam steps.
+    """
 
     key: str
     name: str
@@ -48,6 +52,7 @@ class ZooEntry:
     path: str | None = None
     content: tuple[int, int] | None = None
     approx_size_mb: float | None = None
+    drag_lr: float | None = None
     notes: str | None = None
     base_dir: Path = CHECKPOINTS_DIR
 
@@ -114,9 +119,14 @@ def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
     size = raw.get("approx_size_mb")
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0):
         raise ValueError(f"{where}: approx_size_mb must be a positive number")
+    drag_lr = raw.get("drag_lr")
+    if drag_lr is not None and (isinstance(drag_lr, bool) or not isinstance(drag_lr, (int, float))
+                                or not 0 < drag_lr <= 1):
+        raise ValueError(f"{where}: drag_lr must be a number in (0, 1]")
     return ZooEntry(key=key, name=raw["name"], format=raw["format"], family=raw["family"], resolution=resolution,
                     repo_id=raw.get("repo_id"), filename=raw.get("filename"), revision=raw.get("revision"),
-                    path=raw.get("path"), content=content, approx_size_mb=size, notes=raw.get("notes"),
+                    path=raw.get("path"), content=content, approx_size_mb=size, drag_lr=drag_lr,
+                    notes=raw.get("notes"),
                     base_dir=base_dir)
 
 

@@ -7,6 +7,7 @@ limits); everything per-user lives in the `UIState` passed in through `gr.State`
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 from pathlib import Path
@@ -71,6 +72,13 @@ class StudioApp:
 
     def default_model(self) -> str | None:
         return self.available[0].source if self.available else None
+
+    def drag_lr(self, source: str | None) -> float:
+        """The step size the app starts with for a model: the zoo's recommendation, else the app default."""
+        for c in self.choices:
+            if c.source == source and c.drag_lr is not None:
+                return c.drag_lr
+        return DragParams.lr
 
     def models_note(self) -> str:
         """Short Markdown about models that cannot be used right now (empty when all can)."""
@@ -153,17 +161,22 @@ class StudioApp:
 
     def change_model(self, ui: UIState | None, model: str | None, seed: Any, psi: Any, space: str,
                      progress: gr.Progress = gr.Progress()):
+        """Model picked (outputs: state, image, editor, stats, lr): a new image, with the model's step size."""
         if not model or (ui is not None and ui.model_source == model):
-            return SKIP(), SKIP(), SKIP(), SKIP()
-        return self._new_image(ui, model, self.label_of(model), seed, psi, space, progress)
+            return SKIP(), SKIP(), SKIP(), SKIP(), SKIP()
+        lr = self.drag_lr(model)
+        outputs = self._new_image(ui, model, self.label_of(model), seed, psi, space, progress, lr=lr)
+        return (*outputs, lr if isinstance(outputs[0], UIState) else SKIP())
 
     def _new_image(self, ui: UIState | None, source: str, label: str, seed: Any, psi: Any, space: str,
-                   progress: gr.Progress | None):
+                   progress: gr.Progress | None, lr: float | None = None):
         try:
             if ui is not None:
                 handlers.ensure_idle(ui, "change the model or latent")
             G = self.generator(source, progress)
             params = ui.params if ui is not None else DragParams()
+            if lr is not None:
+                params = dataclasses.replace(params, lr=lr)
             new = handlers.make_state(G, source, label, seed, psi, space, params)
         except UserError as exc:
             gr.Warning(str(exc))

@@ -34,6 +34,7 @@ class ModelChoice:
     label: str
     available: bool
     reason: str = ""
+    drag_lr: float | None = None  # recommended drag step size (zoo `drag_lr`); None: the app's default
 
 
 def extra_model_choices(value: str | None = None) -> list[ModelChoice]:
@@ -68,7 +69,7 @@ def zoo_choices(hub_online: bool | None = None) -> list[ModelChoice]:
         size = f"{entry.height}×{entry.width}" if entry.height != entry.width else f"{entry.height}px"
         label = entry.name if str(entry.height) in entry.name else f"{entry.name} ({size})"
         if hub.is_available_offline(entry):
-            choices.append(ModelChoice(source=entry.key, label=label, available=True))
+            choices.append(ModelChoice(source=entry.key, label=label, available=True, drag_lr=entry.drag_lr))
             continue
         if entry.is_local:
             choices.append(ModelChoice(source=entry.key, label=label, available=False,
@@ -78,7 +79,8 @@ def zoo_choices(hub_online: bool | None = None) -> list[ModelChoice]:
             online = hub_online if hub_online is not None else (not hub.is_offline() and hub.hub_reachable())
         mb = f", ~{entry.approx_size_mb:.0f} MB download" if entry.approx_size_mb else ", download"
         choices.append(ModelChoice(source=entry.key, label=label + mb if online else label, available=online,
-                                   reason="" if online else f"not cached and the Hub is unreachable ({entry.hub_ref})"))
+                                   reason="" if online else f"not cached and the Hub is unreachable ({entry.hub_ref})",
+                                   drag_lr=entry.drag_lr))
     return choices
 
 
