@@ -64,6 +64,19 @@ def test_click_points_start_and_stop(page):
     sync_api.expect(page.locator('a[href$="-recipe.json"]')).to_have_count(1, timeout=30_000)
 
 
+def test_picking_a_model_shows_it_with_its_step_size(page):
+    """The bundled cartoon model comes with the zoo's drag_lr in the lr field; a fixture model with the default."""
+    stats = page.locator("#stats")
+    page.get_by_text("Drag settings").click()
+    lr = page.get_by_label("Step size (lr)")
+    sync_api.expect(lr).to_have_value("0.001", timeout=30_000)
+    for name, value in [("Cartoon faces (bundled, offline, 128)", "0.004"), ("Tiny StyleGAN2", "0.001")]:
+        page.get_by_label("Model", exact=True).first.click()
+        page.get_by_role("option", name=name).first.click()
+        sync_api.expect(stats).to_contain_text(name, timeout=60_000)
+        sync_api.expect(lr).to_have_value(value, timeout=30_000)
+
+
 def _red_dot_centre(page, src: str) -> tuple[float, float]:
     """Centre (as a fraction of width/height) of the red handle marker in the displayed image."""
     import io
