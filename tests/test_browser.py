@@ -3,8 +3,10 @@ image, presses Start, sees the image change, presses Stop and sees the drag reco
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from typing import Iterator
 
 import pytest
 
@@ -25,16 +27,25 @@ def url():
         yield address
 
 
-@pytest.fixture()
-def page(url):
+@contextlib.contextmanager
+def open_app(url: str, width: int, height: int) -> Iterator["sync_api.Page"]:
+    """A headless Chromium page of the given viewport size on the app, once its image is shown."""
     executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 960})
-        page.goto(url)
-        page.wait_for_selector("#canvas img", timeout=120_000)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url)
+            page.wait_for_selector("#canvas img", timeout=120_000)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def page(url):
+    with open_app(url, 1280, 960) as page:
         yield page
-        browser.close()
 
 
 def test_click_points_start_and_stop(page):
@@ -94,13 +105,8 @@ def _red_dot_centre(page, src: str) -> tuple[float, float]:
 
 @pytest.mark.parametrize("width", [560])
 def test_clicks_land_where_the_user_clicked_on_a_shrunk_image(url, width):
-    executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=ARGS)
-        page = browser.new_page(viewport={"width": width, "height": 900})
-        page.goto(url)
+    with open_app(url, width, 900) as page:
         image = page.locator("#canvas img")
-        image.wait_for(timeout=120_000)
         page.wait_for_function("() => document.querySelector('#canvas img').naturalWidth > 0")
         box = image.bounding_box()
         assert box["width"] < 512, "the image is shown smaller than its natural size"
@@ -108,7 +114,6 @@ def test_clicks_land_where_the_user_clicked_on_a_shrunk_image(url, width):
         image.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.70})
         sync_api.expect(image).not_to_have_attribute("src", start_src, timeout=30_000)
         fx, fy = _red_dot_centre(page, image.get_attribute("src"))
-        browser.close()
     assert abs(fx - 0.25) < 1.5 / 64 and abs(fy - 0.70) < 1.5 / 64, (fx, fy)
 
 
@@ -127,12 +132,7 @@ def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
     canvas = Image.new("RGB", (120, 90), (40, 40, 40))
     canvas.paste(Image.fromarray(made).resize((90, 90), Image.BICUBIC), (15, 0))
     canvas.save(file)
-    executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page.goto(url)
-        page.wait_for_selector("#canvas img", timeout=120_000)
+    with open_app(url, 1280, 1100) as page:
         page.get_by_role("button", name="Edit your own photo").click()
         page.locator("#photo-upload input[type=file]").set_input_files(str(file))
         status = page.locator("#photo-status")
@@ -164,4 +164,3 @@ def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
         if shot:
             page.locator("#photo-panel").screenshot(path=os.path.join(shot, "photo-panel.png"))
             page.screenshot(path=os.path.join(shot, "photo-app.png"), full_page=True)
-        browser.close()
