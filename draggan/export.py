@@ -242,9 +242,10 @@ def run_drag(session: Any, drag: DragRecord, on_step: Callable[[Any], None] | No
     keeps the session's drag state (points, optimiser) and only updates λ and the mask, as the editor does
     when Start is pressed again without touching the points.
     """
-    session.config.mask_lambda = drag.mask_lambda
-    if not drag.resume:
-        session.config.lr = drag.lr
+    if drag.resume:
+        session.update_config(mask_lambda=drag.mask_lambda)
+    else:
+        session.update_config(lr=drag.lr, mask_lambda=drag.mask_lambda)
         session.set_points(handles=drag.handles, targets=drag.targets)
     session.set_mask(drag.mask)
     steps: set[int] = set()

@@ -22,16 +22,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
-    """Yield (url, StudioApp) of a launched app; offline, CPU, fixture models only; closed afterwards."""
+    """Yield (url, Studio) of a launched app; offline, CPU, fixture models only; closed afterwards."""
     monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", os.pathsep.join(f"{k}={v}" for k, v in FIXTURE_MODELS.items()))
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import app
-    from draggan.ui.callbacks import StudioApp
+    from draggan.ui.studio import Studio
 
-    studio = StudioApp(device="cpu", hub_online=False)
+    studio = Studio(device="cpu", hub_online=False)
     demo = app.build_demo(studio)
     port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -15,7 +15,9 @@ from draggan import export
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.export import DragRecord, Recipe, RecipeError
+from draggan.engine import snapshot as snapshots
 from draggan.ui import handlers
+from draggan.ui.gpu import ModelRef
 
 SG2 = Path(__file__).parent / "data" / "stylegan2-tiny-64.pkl"
 
@@ -136,39 +138,40 @@ def test_unreadable_recipe_file(tmp_path):
 
 def test_replay_reproduces_the_edit(G, tmp_path):
     """An editor session (masked drag, stopped + resumed drag, then a new drag) replays to the same latent."""
-    params = handlers.make_params(lr=2e-3, max_steps=2, render_every=5, mask_lambda=10.0)
-    ui = handlers.make_state(G, str(SG2), "tiny", 7, 0.7, "w+", params)
+    ref = ModelRef(str(SG2), "tiny")
+    ui = handlers.make_state(ref, "cpu", 7, 0.7, "w+", handlers.make_config(lr=2e-3, max_steps=2, mask_lambda=10.0),
+                             render_every=5)
     flexible = np.zeros((64, 64), bool)
     flexible[8:40, 8:40] = True
     handlers.set_masks(ui, None, flexible)
-    ui.handles, ui.targets = [(20.0, 20.0)], [(28.0, 24.0)]
+    ui.snap = snapshots.set_points(ui.snap, [(20.0, 20.0)], [(28.0, 24.0)])
     handlers.run_blocking(ui)
-    ui.params = handlers.make_params(lr=2e-3, max_steps=1, render_every=5, mask_lambda=10.0)
+    handlers.update_params(ui, lr=2e-3, max_steps=1, render_every=5, mask_lambda=10.0)
     handlers.run_blocking(ui)                      # same points: resumes the drag
     handlers.reset_mask(ui)
-    ui.handles.append((50.0, 50.0))
-    ui.targets.append((45.0, 56.0))
+    ui.snap = snapshots.set_points(ui.snap, ui.snap.handles + ((50.0, 50.0),), ui.snap.targets + ((45.0, 56.0),))
     handlers.run_blocking(ui)                      # new points: a new drag
-    records = [d.record for d in ui.history]
+    records = ui.snap.drags()
     assert [r.resume for r in records] == [False, True, False]
     assert [r.steps for r in records] == [2, 1, 1]
     assert records[0].mask is not None and records[2].mask is None
+    latent = torch.from_numpy(snapshots.full_latent(ui.snap))
 
     path = handlers.export_recipe(ui, tmp_path)
     recipe = export.load_recipe(path)
     session = export.replay_recipe(recipe, G)
-    assert torch.equal(session.ws, ui.session.ws)
-    assert session.handles == ui.session.handles
+    assert torch.equal(session.ws, latent)
+    assert session.handles == list(ui.snap.handles)
 
-    replayed = handlers.state_from_recipe(recipe, G)
-    assert torch.equal(replayed.session.ws, ui.session.ws) and len(replayed.history) == 3
-    assert np.array_equal(replayed.image, ui.image)
+    replayed = handlers.state_from_recipe(recipe, ref, "cpu")
+    assert torch.equal(torch.from_numpy(snapshots.full_latent(replayed.snap)), latent)
+    assert len(replayed.snap.drags()) == 3 and np.array_equal(replayed.image, ui.image)
     handlers.undo(replayed)
-    assert len(replayed.history) == 2
+    assert len(replayed.snap.drags()) == 2
 
     short = export.load_recipe(path)
     short.drags[0].steps = 1
-    assert not torch.equal(export.replay_recipe(short, G).ws, ui.session.ws), "steps matter"
+    assert not torch.equal(export.replay_recipe(short, G).ws, latent), "steps matter"
 
     other = generator_from_persistent(read_network_pickle(SG2.parent / "stylegan2-tiny-cond-32.pkl")["G_ema"])
     with pytest.raises(RecipeError, match="64×64"):

@@ -10,26 +10,44 @@ import numpy as np
 import pytest
 import torch
 
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
-from draggan.ui import handlers
+from draggan.engine import snapshot as snapshots
+from draggan.ui import gpu, handlers
 from draggan.ui.drawing import display_scale, from_display, render_overlay, to_display
+from draggan.ui.gpu import ModelRef
 from draggan.ui.handlers import UserError
-from draggan.ui.models import GeneratorCache, check_upload, extra_model_choices
+from draggan.ui.models import GeneratorCache, check_upload, extra_model_choices, shared_cache
 
 DATA = Path(__file__).parent / "data"
 SG2 = DATA / "stylegan2-tiny-64.pkl"
+REF = ModelRef(str(SG2), "tiny")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def G() -> torch.nn.Module:
-    return generator_from_persistent(read_network_pickle(SG2)["G_ema"])
+    """The process-wide shared copy that the handlers drag on."""
+    return shared_cache().get(str(SG2), torch.device("cpu"))
 
 
 def new_state(G, seed=0, max_steps=4, **kw):
-    params = handlers.make_params(lr=kw.get("lr", 2e-3), max_steps=max_steps, render_every=kw.get("render_every", 2),
-                                  mask_lambda=kw.get("mask_lambda", 20.0))
-    return handlers.make_state(G, str(SG2), "tiny", seed, 0.7, kw.get("space", "w+"), params)
+    config = handlers.make_config(lr=kw.get("lr", 2e-3), max_steps=max_steps, mask_lambda=kw.get("mask_lambda", 20.0),
+                                  space=kw.get("space", "w+"))
+    return handlers.make_state(REF, "cpu", seed, 0.7, kw.get("space", "w+"), config, kw.get("render_every", 2))
+
+
+def ws(ui) -> torch.Tensor:
+    return torch.from_numpy(snapshots.full_latent(ui.snap))
+
+
+def render(ui) -> np.ndarray:
+    return gpu.PLAIN["render"](ui.model, "cpu", ui.snap)
+
+
+def in_background(ui):
+    """Start a drag and follow it in a thread, as the Start event does; returns (job, thread)."""
+    job = handlers.start_drag(ui)
+    thread = threading.Thread(target=lambda: [None for _ in handlers.follow(ui, job)], daemon=True)
+    thread.start()
+    return job, thread
 
 
 def click(ui, x, y):
@@ -90,7 +108,7 @@ def test_bad_points_are_refused(G):
     click(ui, 10, 10)
     with pytest.raises(UserError, match="no target"):
         handlers.start_drag(ui)
-    assert ui.job is None and ui.history == []
+    assert ui.job is None and ui.snap.drags() == []
     with pytest.raises(UserError, match="outside"):
         handlers.check_points([(1.0, 1.0)], [(64.0, 3.0)], 64, 64)
     with pytest.raises(UserError):
@@ -101,11 +119,11 @@ def test_bad_points_are_refused(G):
         handlers.parse_points([])
     assert handlers.parse_points([[[1, 2], [3, 4]]]) == ([(1.0, 2.0)], [(3.0, 4.0)])
     with pytest.raises(UserError, match="lr"):
-        handlers.make_params(lr="abc", max_steps=3, render_every=1, mask_lambda=1)
+        handlers.make_config(lr="abc", max_steps=3, mask_lambda=1)
     with pytest.raises(UserError, match="max_steps"):
-        handlers.make_params(lr=1e-3, max_steps=2.5, render_every=1, mask_lambda=1)
+        handlers.make_config(lr=1e-3, max_steps=2.5, mask_lambda=1)
     with pytest.raises(UserError, match="space"):
-        handlers.make_state(G, "x", "x", 0, 0.7, "z")
+        handlers.make_state(REF, "cpu", 0, 0.7, "z")
 
 
 def test_drag_changes_image_and_history(G):
@@ -114,25 +132,25 @@ def test_drag_changes_image_and_history(G):
     click(ui, 20, 20)
     click(ui, 30, 26)
     job = handlers.run_blocking(ui)
-    assert job.steps == 4 and job.error is None
+    assert job.steps == 4 and ui.job is None
     assert not np.array_equal(ui.image, ui.start_image)
-    assert np.array_equal(ui.image, ui.session.render())
-    assert len(ui.history) == 1 and ui.history[0].record.steps == 4
-    assert len(ui.history[0].frames) >= 2
-    assert ui.handles == ui.session.handles and ui.targets == [(30.0, 26.0)]
+    assert np.array_equal(ui.image, render(ui))
+    (drag,) = ui.snap.drags()
+    assert drag.steps == 4 and len(ui.frames[ui.snap.entry.id]) >= 2
+    assert ui.handles == list(ui.snap.handles) and ui.targets == [(30.0, 26.0)]
     assert "1 drag(s) done" in handlers.stats_text(ui)
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()), "the shared generator changed"
 
-    ws_after = ui.session.ws
+    ws_after, image_after = ws(ui), ui.image
     assert "Undid" in handlers.undo(ui)
-    assert torch.equal(ui.session.ws, handlers.make_state(G, "x", "x", 0, 0.7, "w+").session.ws)
-    assert np.array_equal(ui.image, ui.start_image) and ui.history == [] and len(ui.redo_stack) == 1
+    assert torch.equal(ws(ui), ws(new_state(G)))
+    assert np.array_equal(ui.image, ui.start_image) and ui.snap.drags() == [] and ui.snap.can_redo
     assert ui.handles == [(20.0, 20.0)]
     assert "Redid" in handlers.redo(ui)
-    assert torch.equal(ui.session.ws, ws_after) and len(ui.history) == 1
+    assert torch.equal(ws(ui), ws_after) and len(ui.snap.drags()) == 1 and np.array_equal(ui.image, image_after)
     assert "Nothing" in handlers.redo(ui)
     handlers.reset_image(ui)
-    assert np.array_equal(ui.image, ui.start_image) and ui.handles == [] and ui.history == []
+    assert np.array_equal(ui.image, ui.start_image) and ui.handles == [] and ui.snap.drags() == []
     assert "Nothing" in handlers.undo(ui)
 
 
@@ -140,7 +158,7 @@ def test_clicks_while_running_are_refused_and_stop_resumes(G):
     ui = new_state(G, max_steps=400)
     click(ui, 20, 20)
     click(ui, 44, 40)
-    job = handlers.start_drag(ui)
+    job, thread = in_background(ui)
     try:
         with pytest.raises(UserError, match="Stop"):
             click(ui, 5, 5)
@@ -151,22 +169,25 @@ def test_clicks_while_running_are_refused_and_stop_resumes(G):
         with pytest.raises(UserError, match="Stop"):
             handlers.clear_points(ui)
         deadline = threading.Event()
-        while job.count < 2 and not job.done.is_set():
+        while job.steps < 2 and not job.done.is_set():
             deadline.wait(0.02)
     finally:
         message = handlers.stop_drag(ui)
+        thread.join(60)
     assert "Stopped" in message and not ui.running and job.steps < 400
-    assert ui.handles == [tuple(p) for p in ui.session.handles]
-    assert np.array_equal(ui.image, ui.session.render()), "Stop must keep the last image"
-    first = job.steps
-    ui.params = handlers.make_params(2e-3, 3, 1, 20.0)
-    job2 = handlers.run_blocking(ui)
-    assert job2.record.resume, "Start after Stop with the same points continues the drag"
-    assert len(ui.history) == 2 and ui.history[0].record.steps == first and job2.steps == 3
+    assert ui.handles == list(ui.snap.handles)
+    assert np.array_equal(ui.image, render(ui)), "Stop must keep the last image"
+    first = ui.snap.drags()[0].steps
+    assert first == job.steps
+    handlers.update_params(ui, 2e-3, 3, 1, 20.0)
+    handlers.run_blocking(ui)
+    second = ui.snap.drags()[-1]
+    assert second.resume, "Start after Stop with the same points continues the drag"
+    assert len(ui.snap.drags()) == 2 and second.steps == 3
     click(ui, 1, 1)
     click(ui, 2, 2)
-    job3 = handlers.run_blocking(ui)
-    assert not job3.record.resume, "new points start a new drag"
+    handlers.run_blocking(ui)
+    assert not ui.snap.drags()[-1].resume, "new points start a new drag"
 
 
 def test_masks_from_editor_layers(G):
@@ -206,8 +227,8 @@ def test_fixed_mask_reaches_the_engine(G):
     click(ui, 20, 20)
     click(ui, 25, 25)
     handlers.run_blocking(ui)
-    assert np.array_equal(ui.session.mask.astype(bool), fixed)
-    assert np.array_equal(ui.history[0].record.mask, fixed)
+    assert np.array_equal(ui.snap.mask.astype(bool), fixed)
+    assert np.array_equal(ui.snap.drags()[0].mask.astype(bool), fixed)
 
 
 def test_two_sessions_never_share_points_or_latents(G):
@@ -226,15 +247,14 @@ def test_two_sessions_never_share_points_or_latents(G):
     handlers.run_blocking(alone_b)
 
     a, b = prepare(0, pts_a), prepare(5, pts_b)
-    jobs = [handlers.start_drag(a), handlers.start_drag(b)]
-    for job in jobs:
-        job.done.wait(120)
+    threads = [in_background(a)[1], in_background(b)[1]]
+    for thread in threads:
+        thread.join(120)
     assert a.targets == [(30.0, 30.0)] and b.targets == [(40.0, 20.0), (12.0, 40.0)]
     assert a.handles == alone_a.handles and b.handles == alone_b.handles
-    assert torch.allclose(a.session.ws, alone_a.session.ws, atol=1e-6)
-    assert torch.allclose(b.session.ws, alone_b.session.ws, atol=1e-6)
-    assert not torch.allclose(a.session.ws, b.session.ws)
-    assert a.session is not b.session and a.session.G is b.session.G
+    assert torch.allclose(ws(a), ws(alone_a), atol=1e-6)
+    assert torch.allclose(ws(b), ws(alone_b), atol=1e-6)
+    assert not torch.allclose(ws(a), ws(b))
 
 
 def test_export_handlers_need_a_drag(G, tmp_path):
@@ -248,6 +268,7 @@ def test_export_handlers_need_a_drag(G, tmp_path):
     click(ui, 20, 20)
     click(ui, 24, 24)
     handlers.run_blocking(ui)
+    assert ui.snap.drags(), "the drag moved"
     with pytest.raises(UserError, match="not available"):
         handlers.export_animation(ui, "avi", tmp_path)
     gif = handlers.export_animation(ui, "gif", tmp_path)
@@ -266,65 +287,72 @@ def test_uploads_are_checked(tmp_path):
     assert check_upload(SG2, max_mb=10) == SG2
 
 
+def _demo(monkeypatch, **studio_kw):
+    """The app's handlers without a server: (studio, page, panels)."""
+    import app
+    from draggan.ui.studio import Studio
+
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+    studio = Studio(device="cpu", hub_online=False, **studio_kw)
+    demo = app.build_demo(studio)
+    return studio, demo.page, demo.panels
+
+
 def test_picking_a_model_sets_its_recommended_step_size(monkeypatch):
     """The zoo's `drag_lr` becomes the session's lr and the lr field's value; other models get the default."""
     import gradio as gr
-    from draggan.ui.callbacks import StudioApp
 
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-    studio = StudioApp(device="cpu", max_upload_mb=1, hub_online=False)
-    state, *_ = studio.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
-    assert studio.drag_lr("cartoon-faces-128") == 4e-3 and studio.drag_lr(state.model_source) == 1e-3
-    *outputs, lr = studio.change_model(state, "cartoon-faces-128", 0, 0.7, "w+", progress=None)
-    cartoon = outputs[0]
-    assert lr == 4e-3 and cartoon.params.lr == 4e-3 and cartoon.session.config.lr == 4e-3
-    assert cartoon.params.max_steps == 3, "other settings carry over"
-    *outputs, lr = studio.change_model(cartoon, str(SG2), 0, 0.7, "w+", progress=None)
-    assert lr == 1e-3 and outputs[0].params.lr == 1e-3
-    assert all(o == gr.skip() for o in studio.change_model(outputs[0], str(SG2), 0, 0.7, "w+", progress=None))
+    studio, page, panels = _demo(monkeypatch, max_upload_mb=1)
+    state = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
+    assert studio.drag_lr("cartoon-faces-128") == 4e-3 and studio.drag_lr(state.model.source) == 1e-3
+    out = panels.model.change_model(state, "cartoon-faces-128", 0, 0.7, "w+", progress=None)
+    cartoon = out[page.state]
+    assert out[page.lr] == 4e-3 and cartoon.snap.config.lr == 4e-3
+    assert cartoon.snap.config.max_steps == 3, "other settings carry over"
+    out = panels.model.change_model(cartoon, str(SG2.resolve()), 0, 0.7, "w+", progress=None)
+    assert out[page.lr] == 1e-3 and out[page.state].snap.config.lr == 1e-3
+    assert panels.model.change_model(out[page.state], str(SG2.resolve()), 0, 0.7, "w+", progress=None) == {}
 
 
 def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
-    """The Gradio callbacks turn every refusal into a warning and leave the outputs unchanged."""
+    """The Gradio handlers turn every refusal into a warning and leave the outputs unchanged."""
     import gradio as gr
-    from draggan.ui.callbacks import StudioApp
 
     warnings_shown = []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-    studio = StudioApp(device="cpu", max_upload_mb=1, hub_online=False)
-    state, image, editor, stats = studio.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
-    assert state is not None and image.size == (512, 512) and "Tiny" in stats
+    studio, page, panels = _demo(monkeypatch, max_upload_mb=1)
+    out = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
+    state = out[page.state]
+    assert state is not None and out[page.image].size == (512, 512) and "Tiny" in out[page.stats]
 
     bad = tmp_path / "notes.txt"
     bad.write_text("x")
-    out = studio.load_own_model(state, str(bad), "", 0, 0.7, "w+", progress=None)
-    assert all(o == gr.skip() for o in out) and "not a model file" in warnings_shown[-1]
+    assert panels.model.load_own_model(state, str(bad), "", 0, 0.7, "w+", progress=None) == {}
+    assert "not a model file" in warnings_shown[-1]
     big = tmp_path / "huge.pkl"
     big.write_bytes(b"\0" * (2 * 2**20))
-    studio.load_own_model(state, str(big), "", 0, 0.7, "w+", progress=None)
+    panels.model.load_own_model(state, str(big), "", 0, 0.7, "w+", progress=None)
     assert "more than this app accepts" in warnings_shown[-1]
     corrupt = tmp_path / "corrupt.pkl"
     corrupt.write_bytes(b"this is not a pickle")
-    studio.load_own_model(state, str(corrupt), "", 0, 0.7, "w+", progress=None)
+    panels.model.load_own_model(state, str(corrupt), "", 0, 0.7, "w+", progress=None)
     assert "Could not load the model" in warnings_shown[-1]
-    studio.load_own_model(state, None, "not a hub ref", 0, 0.7, "w+", progress=None)
+    panels.model.load_own_model(state, None, "not a hub ref", 0, 0.7, "w+", progress=None)
     assert "not a Hub file" in warnings_shown[-1]
 
-    gen = studio.start(state)
-    assert next(gen) == (gr.skip(), gr.skip(), gr.skip()) and "add a handle" in warnings_shown[-1]
+    assert list(panels.drag.start(state)) == [] and "add a handle" in warnings_shown[-1]
 
     class Click:
         index = (900, 900)
 
-    assert studio.click(state, Click()) == (gr.skip(), gr.skip()) and "outside" in warnings_shown[-1]
-    assert studio.click(None, Click()) == (gr.skip(), gr.skip()) and "Load a model" in warnings_shown[-1]
-    studio.update_params(state, "fast", 3, 1, 20)
+    assert panels.drag.click(state, Click()) == {} and "outside" in warnings_shown[-1]
+    assert panels.drag.click(None, Click()) == {} and "Load a model" in warnings_shown[-1]
+    panels.model.update_params(state, "fast", 3, 1, 20)
     assert "lr" in warnings_shown[-1]
-    assert studio.export(state, "gif") == gr.skip()
-    assert state.session is not None, "the session survives every refusal"
+    assert panels.export.export(state, "gif") == {}
+    assert state.snap is not None and state.workdir.is_dir(), "the session survives every refusal"
 
 
 def test_extra_models_env_and_cache(monkeypatch, tmp_path):
@@ -349,22 +377,27 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     """An uploaded model loads; a recipe naming an unknown server path replays on the session's own model."""
     import json
 
+    import app
     import gradio as gr
-    from draggan.ui.callbacks import StudioApp
+    from draggan.ui.studio import Studio
 
     infos, warnings_shown = [], []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
     monkeypatch.delenv("DRAGGAN_EXTRA_MODELS", raising=False)
-    studio = StudioApp(device="cpu", hub_online=False)
+    studio = Studio(device="cpu", hub_online=False)
     studio.choices = [c for c in studio.choices if not c.available]    # as on a fresh offline machine
-    state, image, editor, stats = studio.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
-    assert state is None and image is None and "No model is available offline" in stats
+    demo = app.build_demo(studio)
+    page, panels = demo.page, demo.panels
+    out = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
+    assert page.state not in out and "No model is available offline" in out[page.stats]
 
-    state, image, editor, stats = studio.load_own_model(None, str(SG2), "", 2, 0.7, "w+", progress=None)
-    assert state.model_label == "stylegan2-tiny-64.pkl (uploaded)" and "uploaded" in stats
+    out = panels.model.load_own_model(None, str(SG2), "", 2, 0.7, "w+", progress=None)
+    state = out[page.state]
+    assert state.model.label == "stylegan2-tiny-64.pkl (uploaded)" and "uploaded" in out[page.stats]
+    editor = out[page.editor]
     assert editor["background"].shape == (512, 512, 3) and editor["layers"][0].shape == (512, 512, 4)
-    state.params = handlers.make_params(2e-3, 2, 1, 20.0)
+    handlers.update_params(state, 2e-3, 2, 1, 20.0)
     click(state, 20, 20)
     click(state, 26, 24)
     handlers.run_blocking(state)
@@ -374,10 +407,11 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     moved = tmp_path / "moved.json"
     moved.write_text(json.dumps(data))
 
-    ws = state.session.ws
-    new_state, *_ = studio.load_recipe(state, str(moved), progress=None)
+    latent = ws(state)
+    workdir = state.workdir
+    new_state = panels.export.load_recipe(state, str(moved), progress=None)[page.state]
     assert "replaying it on" in infos[-2] and "Replayed 1 drag" in infos[-1]
-    assert new_state is not state and torch.equal(new_state.session.ws, ws)
-    assert state.session is None, "the replaced session was released"
-    assert studio.load_recipe(None, str(moved), progress=None)[0] == gr.skip()
+    assert new_state is not state and torch.equal(ws(new_state), latent)
+    assert not workdir.exists(), "the replaced session was released"
+    assert panels.export.load_recipe(None, str(moved), progress=None) == {}
     assert "not available here" in warnings_shown[-1]

@@ -23,10 +23,12 @@ from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.inversion import align, losses
-from draggan.ui import handlers, photo
+from draggan.engine import snapshot as snapshots
+from draggan.ui import gpu, handlers, photo
 from draggan.ui.drawing import display_scale, to_display
+from draggan.ui.gpu import ModelRef
 from draggan.ui.handlers import UserError
-from draggan.ui.models import GeneratorCache
+from draggan.ui.models import GeneratorCache, shared_cache
 
 DATA = Path(__file__).parent / "data"
 SG2 = DATA / "stylegan2-tiny-64.pkl"
@@ -34,9 +36,29 @@ STEPS = dict(w_steps=6, wplus_steps=4, pti_steps=6)
 FAST = dict(w_avg_samples=200)
 
 
-@pytest.fixture(scope="module")
+REF = ModelRef(str(SG2), "tiny")
+
+
+@pytest.fixture()
 def G() -> torch.nn.Module:
-    return generator_from_persistent(read_network_pickle(SG2)["G_ema"]).requires_grad_(False)
+    """The process-wide shared copy the sessions start from."""
+    return shared_cache().get(str(SG2), torch.device("cpu"))
+
+
+def _tuned(ui) -> torch.nn.Module:
+    return gpu.generator(ui.model, "cpu")
+
+
+def _ws(ui) -> torch.Tensor:
+    return torch.from_numpy(snapshots.full_latent(ui.snap))
+
+
+def _in_background(ui, *args, **kwargs):
+    """Start an inversion and follow it in a thread, as the Invert event does; returns (job, thread)."""
+    job = photo.start_inversion(ui, *args, **kwargs)
+    thread = threading.Thread(target=lambda: [None for _ in photo.follow_inversion(ui, job)], daemon=True)
+    thread.start()
+    return job, thread
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,8 +87,8 @@ def _photo(G: torch.nn.Module, seed: int, path: Path) -> Path:
 
 
 def _state(G: torch.nn.Module, seed: int = 0) -> handlers.UIState:
-    params = handlers.make_params(lr=2e-3, max_steps=3, render_every=1, mask_lambda=20.0)
-    return handlers.make_state(G, str(SG2), "tiny", seed, 0.7, "w+", params)
+    config = handlers.make_config(lr=2e-3, max_steps=3, mask_lambda=20.0)
+    return handlers.make_state(REF, "cpu", seed, 0.7, "w+", config, render_every=1)
 
 
 def _clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -93,15 +115,16 @@ def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
     target, message = photo.prepare_photo(G, str(file))
     assert target.shape == (64, 64, 3) and "resized to 64×64 px (from 160×128 px)" in message
 
-    job = photo.invert_blocking(ui, G, str(file), **STEPS, **FAST)
+    job = photo.invert_blocking(ui, str(file), **STEPS, **FAST)
     result = job.result
-    assert job.error is None and not job.cancelled and ui.inversion is None
+    assert job.error is None and not job.cancelled and ui.job is None
     assert ui.photo is not None and ui.photo.name == "me.png" and ui.photo.steps == 16
     assert np.array_equal(ui.photo.target, target), "the job inverts exactly the prepared crop"
     assert np.array_equal(ui.start_image, result.image) and np.array_equal(ui.image, result.image)
     assert not np.array_equal(ui.start_image, seed_image)
-    assert ui.G is result.G_tuned and ui.G is not G and ui.session.G is ui.G
-    assert ui.space == "w+" and torch.equal(ui.session.ws, result.w)
+    assert ui.model.private and ui.model == result.model and Path(ui.model.source).is_dir()
+    assert _tuned(ui) is not G and ui.photo.base == REF
+    assert ui.space == "w+" and torch.equal(_ws(ui), torch.from_numpy(result.w))
     assert ui.photo.loss_name == "pixel+multiscale" and "LPIPS weights unavailable" in ui.photo.loss_note
     readout = photo.quality_html(ui.photo)
     assert f"PSNR {result.psnr:.1f} dB" in readout and "LPIPS n/a" in readout and "Hub unreachable" in readout
@@ -109,11 +132,11 @@ def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
 
     _click(ui, 20, 20)
     _click(ui, 28, 24)
-    tuned_before = _clone(ui.G)
+    tuned_before = _clone(_tuned(ui))
     job = handlers.run_blocking(ui)
     assert job.steps == 3 and not np.array_equal(ui.image, ui.start_image)
-    assert np.array_equal(ui.image, ui.session.render())
-    assert all(torch.equal(tuned_before[k], v) for k, v in ui.G.state_dict().items()), "dragging edits w only"
+    assert np.array_equal(ui.image, gpu.PLAIN["render"](ui.model, "cpu", ui.snap))
+    assert all(torch.equal(tuned_before[k], v) for k, v in _tuned(ui).state_dict().items()), "dragging edits w only"
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()), "the shared generator changed"
     handlers.reset_image(ui)
     assert np.array_equal(ui.image, result.image), "Reset returns to the inverted photo"
@@ -123,7 +146,7 @@ def test_cancel_stops_the_worker_and_keeps_the_image(G, tmp_path):
     ui = _state(G)
     start = ui.image.copy()
     file = _photo(G, 4, tmp_path / "slow.png")
-    job = photo.start_inversion(ui, G, str(file), 4000, 0, 0, w_avg_samples=200)
+    job, thread = _in_background(ui, str(file), 4000, 0, 0, w_avg_samples=200)
     deadline = time.monotonic() + 60
     while (job.last is None or job.last.step < 2) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -131,15 +154,15 @@ def test_cancel_stops_the_worker_and_keeps_the_image(G, tmp_path):
     with pytest.raises(UserError, match="Cancel"):
         _click(ui, 5, 5)
     with pytest.raises(UserError, match="Cancel"):
-        photo.start_inversion(ui, G, str(file), 2, 0, 0)
+        photo.start_inversion(ui, str(file), 2, 0, 0)
     assert "inverting the photo · step " in handlers.stats_text(ui) and "/4000" in handlers.stats_text(ui)
     assert "<progress value=" in photo.progress_html(job)
     message = photo.cancel_inversion(ui)
     assert message.startswith("Inversion cancelled after") and "of 4000 steps" in message
     assert job.cancelled and job.done.is_set() and job.last.step < 4000
-    job.thread.join(5)
-    assert not job.thread.is_alive() and not ui.inverting and ui.inversion is None
-    assert ui.photo is None and ui.G is G and np.array_equal(ui.image, start)
+    thread.join(5)
+    assert not thread.is_alive() and not ui.inverting and ui.job is None
+    assert ui.photo is None and ui.model == REF and np.array_equal(ui.image, start)
     assert photo.cancel_inversion(ui) == "No inversion is running."
     _click(ui, 5, 5)                       # the session is usable again
 
@@ -184,50 +207,54 @@ def test_bad_uploads_get_clear_messages(G, tmp_path, monkeypatch):
 
     ui = _state(G)
     with pytest.raises(UserError, match="not an image"):
-        photo.start_inversion(ui, G, str(text), 2, 0, 0)
+        photo.start_inversion(ui, str(text), 2, 0, 0)
     with pytest.raises(UserError, match="W steps"):
-        photo.start_inversion(ui, G, str(grey), -1, 0, 0)
+        photo.start_inversion(ui, str(grey), -1, 0, 0)
     with pytest.raises(UserError, match="at least one W or W\\+ step"):
-        photo.start_inversion(ui, G, str(grey), 0, 0, 5)
-    assert ui.inversion is None and ui.photo is None, "a refused upload changes nothing"
+        photo.start_inversion(ui, str(grey), 0, 0, 5)
+    assert ui.job is None and ui.photo is None, "a refused upload changes nothing"
 
 
 def test_two_sessions_never_share_tuned_generators(G, tmp_path):
     before = _clone(G)
     a, b = _state(G), _state(G, seed=1)
-    jobs = [photo.start_inversion(a, G, str(_photo(G, 5, tmp_path / "a.png")), **STEPS, **FAST),
-            photo.start_inversion(b, G, str(_photo(G, 6, tmp_path / "b.png")), **STEPS, **FAST)]
-    for job in jobs:
-        job.done.wait(120)
-        assert job.error is None
-    assert a.G is not b.G and G not in (a.G, b.G) and a.session.G is a.G and b.session.G is b.G
-    params_a, params_b = a.G.state_dict(), b.G.state_dict()
+    runs = [_in_background(a, str(_photo(G, 5, tmp_path / "a.png")), **STEPS, **FAST),
+            _in_background(b, str(_photo(G, 6, tmp_path / "b.png")), **STEPS, **FAST)]
+    for job, thread in runs:
+        thread.join(120)
+        assert job.error is None and job.result is not None
+    ga, gb = _tuned(a), _tuned(b)
+    assert a.model != b.model and G is not ga and G is not gb and ga is not gb
+    params_a, params_b = ga.state_dict(), gb.state_dict()
     assert all(params_a[k].data_ptr() != params_b[k].data_ptr() for k in params_a)
     assert any(not torch.equal(params_a[k], params_b[k]) for k in params_a)
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
     assert a.photo.name == "a.png" and b.photo.name == "b.png"
 
     # The tuned generator belongs to its session: releasing the session (tab closed, new model/seed) frees it.
-    ref = weakref.ref(a.G)
-    jobs.clear()
+    ref = weakref.ref(ga)
+    folder = Path(a.model.source)
+    del ga, params_a
+    runs.clear()
     handlers.release(a)
     gc.collect()
     assert ref() is None, "the released session's tuned generator is still referenced"
-    assert b.G is not None and b.session is not None
+    assert not folder.exists(), "and its files are deleted"
+    assert Path(b.model.source).is_dir() and _tuned(b) is gb
 
 
 def test_photo_session_export(G, tmp_path):
     ui = _state(G)
     with pytest.raises(UserError, match="Only an image made from your photo"):
         photo.export_tuned_generator(ui, tmp_path)
-    photo.invert_blocking(ui, G, str(_photo(G, 7, tmp_path / "cat photo.png")), **STEPS, **FAST)
+    photo.invert_blocking(ui, str(_photo(G, 7, tmp_path / "cat photo.png")), **STEPS, **FAST)
     _click(ui, 20, 20)
     _click(ui, 26, 26)
     handlers.run_blocking(ui)
 
     latent = handlers.export_latent(ui, tmp_path)
     assert latent.name == "draggan-stylegan2-tiny-64-photo-cat-photo-ws.npy"
-    assert np.allclose(np.load(latent), ui.session.ws.numpy())
+    assert np.allclose(np.load(latent), _ws(ui).numpy())
     with pytest.raises(UserError, match="started from your photo"):
         handlers.export_recipe(ui, tmp_path)
     assert handlers.export_animation(ui, "gif", tmp_path).stat().st_size > 0
@@ -250,73 +277,79 @@ def test_photo_session_export(G, tmp_path):
     assert np.array_equal(to_u8(start), ui.start_image), "and the inverted start image"
 
 
+def _demo(monkeypatch, **studio_kw):
+    import app
+    from draggan.ui.studio import Studio
+
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+    studio = Studio(device="cpu", hub_online=False, **studio_kw)
+    demo = app.build_demo(studio)
+    return studio, demo.page, demo.panels
+
+
 def test_studio_photo_flow(G, tmp_path, monkeypatch):
-    """The Gradio callbacks: prepare, invert (streamed), the shared cache untouched, seed change drops the photo."""
+    """The Gradio handlers: prepare, invert (streamed), the shared cache untouched, seed change drops the photo."""
     import gradio as gr
-    from draggan.ui.callbacks import StudioApp
 
     infos, warnings_shown = [], []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-    studio = StudioApp(device="cpu", hub_online=False, cache=GeneratorCache(max_items=2))
-    state, *_ = studio.init_session(None, 0, 0.7, "w+", 2e-3, 2, 1, 20.0, progress=None)
-    shared = studio.cache.get(state.model_source, studio.device)
-    assert state.G is shared
+    studio, page, panels = _demo(monkeypatch, cache=GeneratorCache(max_items=2))
+    state = panels.model.init_session(None, 0, 0.7, "w+", 2e-3, 2, 1, 20.0, progress=None)[page.state]
+    shared = studio.cache.get(state.model.source, studio.device)
     before = _clone(shared)
-    assert studio.preset("Quick") == photo.PRESETS["Quick"]
-    assert "Runs on **cpu**" in studio.estimate(100, 50, 100, state) and "once it starts" in studio.estimate(1, 1, 1)
+    assert panels.photo.preset("Quick") == dict(zip([page.w_steps, page.wplus_steps, page.pti_steps],
+                                                    photo.PRESETS["Quick"]))
+    assert "Runs on **cpu**" in panels.photo.estimate(100, 50, 100, state)[page.estimate]
+    assert "once it starts" in panels.photo.estimate(1, 1, 1)[page.estimate]
 
     file = _photo(shared, 8, tmp_path / "face.png")
-    view, status = studio.prepare_photo(state, str(file), False)
-    assert view.shape[0] >= 64 and "Centre-cropped" in status
+    out = panels.photo.prepare_photo(state, str(file), False)
+    assert out[page.photo_view].shape[0] >= 64 and "Centre-cropped" in out[page.photo_status]
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    assert studio.prepare_photo(state, str(bad), False) == (gr.skip(), gr.skip())
+    assert panels.photo.prepare_photo(state, str(bad), False) == {}
     assert "not an image" in warnings_shown[-1]
 
-    outputs = list(studio.invert_photo(state, str(file), False, 6, 4, 6))
+    outputs = list(panels.photo.invert_photo(state, str(file), False, 6, 4, 6))
     final = outputs[-1]
-    assert final[0] is state and state.photo is not None and state.G is not shared
+    assert final[page.state] is state and state.photo is not None and state.model.private
     assert infos[-1].startswith("Photo inverted") and "PSNR" in handlers.stats_text(state)
-    assert np.array_equal(np.asarray(final[1]), np.asarray(handlers.view(state)))
-    assert "PSNR" in final[5] and "pixel + multi-scale" in final[5] and final[6] == "w+"
+    assert np.array_equal(np.asarray(final[page.image]), np.asarray(handlers.view(state)))
+    assert "PSNR" in final[page.photo_status] and "pixel + multi-scale" in final[page.photo_status]
+    assert final[page.space] == "w+"
     assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
-    assert studio.cache.get(state.model_source, studio.device) is shared and len(studio.cache) == 1
-    assert "measured on this server" in studio.estimate(6, 4, 6, state)
+    assert studio.cache.get(state.photo.base.source, studio.device) is shared
+    assert "measured on this server" in panels.photo.estimate(6, 4, 6, state)[page.estimate]
 
     # The space radio cannot turn a photo session into W (it would change the image); it flips back.
-    out = studio.change_latent(state, 0, 0.7, "w")
-    assert out[-1] == "w+" and "W+" in warnings_shown[-1] and state.photo is not None
-    assert studio.export(state, "tuned")["value"].endswith("-tuned-generator.zip")
-    assert studio.export(state, "recipe") == gr.skip() and "started from your photo" in warnings_shown[-1]
+    out = panels.model.change_latent(state, 0, 0.7, "w")
+    assert out == {page.space: "w+"} and "W+" in warnings_shown[-1] and state.photo is not None
+    assert panels.export.export(state, "tuned")[page.exported]["value"].endswith("-tuned-generator.zip")
+    assert panels.export.export(state, "recipe") == {} and "started from your photo" in warnings_shown[-1]
 
-    tuned = weakref.ref(state.G)
-    new_state, *rest = studio.change_latent(state, 5, 0.7, "w+")
-    assert new_state is not state and new_state.photo is None and new_state.G is shared
-    assert state.session is None and state.G is None
-    gc.collect()
-    assert tuned() is None, "a new seed drops the photo's tuned generator"
+    folder, base = Path(state.model.source), state.photo.base
+    new_state = panels.model.change_latent(state, 5, 0.7, "w+")[page.state]
+    assert new_state is not state and new_state.photo is None and new_state.model == base
+    assert not folder.exists(), "a new seed drops the photo's tuned generator"
 
 
 def test_studio_cancel(G, tmp_path, monkeypatch):
     import gradio as gr
-    from draggan.ui.callbacks import StudioApp
 
     infos = []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: infos.append(msg))
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-    studio = StudioApp(device="cpu", hub_online=False)
-    state, *_ = studio.init_session(None, 0, 0.7, "w+", 2e-3, 2, 1, 20.0, progress=None)
+    studio, page, panels = _demo(monkeypatch)
+    state = panels.model.init_session(None, 0, 0.7, "w+", 2e-3, 2, 1, 20.0, progress=None)[page.state]
     start = state.image.copy()
     file = _photo(G, 9, tmp_path / "x.png")
-    stream = studio.invert_photo(state, str(file), False, 4000, 0, 0)
+    stream = panels.photo.invert_photo(state, str(file), False, 4000, 0, 0)
     first = next(stream)
-    assert state.inverting and "inv-status" in first[5]
-    canceller = threading.Timer(0.3, lambda: studio.cancel_photo(state))
+    assert state.inverting and "inv-status" in first[page.photo_status]
+    canceller = threading.Timer(0.3, lambda: panels.photo.cancel_photo(state))
     canceller.start()
     outputs = list(stream)
     canceller.join()
     assert not state.inverting and state.photo is None and np.array_equal(state.image, start)
-    assert "cancelled" in outputs[-1][5].lower()
+    assert "cancelled" in outputs[-1][page.photo_status].lower()

@@ -268,8 +268,7 @@ class DragSession:
 
     def _compose(self, w: torch.Tensor) -> torch.Tensor:
         """Full ws [1, num_ws, w_dim]: optimised first layers + the start latent's remaining layers."""
-        head = w.expand(1, self._n_opt, self.w_dim)
-        return torch.cat([head, self._w0[:, self._n_opt:]], dim=1)
+        return snapshots.compose(w, self._w0, self._n_opt)
 
     def _features(self, ws: torch.Tensor, box: Box | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         """The feature block of ws (float32), running only the blocks up to it: the window `box` of it when
@@ -458,10 +457,14 @@ class DragSession:
     # ------------------------------------------------------------------ history
 
     def _commit(self) -> None:
-        """Record the current state as a new history entry if it changed since the last one."""
         with self._lock:
             if self._dirty:
                 self._apply(snapshots.commit)
+
+    def commit(self) -> None:
+        """Record the current state as a new history entry if the latent moved since the last one (`run()`
+        does this when it ends; callers stepping with `step()` say when their drag is over)."""
+        self._commit()
 
     @property
     def can_undo(self) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 Point = tuple[float, float]
 
@@ -104,6 +105,18 @@ class DragSnapshot:
     def drags(self) -> list[DragSummary]:
         """The drags that lead to the entry shown, oldest first (what a recipe replays)."""
         return [e.drag for e in self.history[1:self.hist_idx + 1] if e.drag is not None]
+
+
+def compose(w: torch.Tensor, w0: torch.Tensor, n_opt: int) -> torch.Tensor:
+    """The full latent [1, num_ws, w_dim]: the optimised first `n_opt` layers (one shared code in W, broadcast)
+    followed by the start latent's other layers."""
+    return torch.cat([w.expand(1, n_opt, w0.shape[2]), w0[:, n_opt:]], dim=1)
+
+
+def full_latent(snap: DragSnapshot) -> np.ndarray:
+    """The snapshot's current latent [1, num_ws, w_dim] (what `DragSession.ws` returns)."""
+    n_opt = min(int(snap.config.num_layers), snap.w0.shape[1])
+    return compose(torch.from_numpy(snap.w), torch.from_numpy(snap.w0), n_opt).numpy().copy()
 
 
 def as_points(points: Sequence[Sequence[float]], name: str) -> tuple[Point, ...]:

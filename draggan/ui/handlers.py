@@ -1,14 +1,16 @@
 """What every button and click of the editor does, as plain functions of a `UIState` and plain values.
 
-Nothing here imports Gradio: the app (`app.py`, `draggan/ui/callbacks.py`) turns `UserError` into a warning
-toast and images into components. A `UserError` means the request was refused and nothing changed.
+Nothing here imports Gradio: the event modules (`draggan/ui/events/`) turn `UserError` into a warning toast
+and images into components. A `UserError` means the request was refused and nothing changed. Work that needs
+the accelerator goes through `gpu.py` (picklable values in, new values out); the results replace the
+session's `DragSnapshot` here, on the server.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import queue
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +20,13 @@ import numpy as np
 from PIL import Image
 
 from .. import export
+from ..engine import DragConfig
+from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
+from . import gpu
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay
-from .state import DragJob, DragParams, Point, UIState
+from .gpu import DragUpdate, ModelRef, StopFlag
+from .state import Job, Point, UIState
 
 SPACES = ("w", "w+")
 LIMITS = {"seed": (0, 2**32 - 1), "psi": (-1.0, 2.0), "lr": (1e-5, 1.0), "max_steps": (1, 5000),
@@ -49,28 +55,38 @@ def _number(name: str, value: Any, integer: bool = False) -> float | int:
     return number
 
 
-def make_params(lr: Any, max_steps: Any, render_every: Any, mask_lambda: Any) -> DragParams:
-    """Validated drag settings."""
-    return DragParams(lr=_number("lr", lr), max_steps=_number("max_steps", max_steps, integer=True),
-                      render_every=_number("render_every", render_every, integer=True),
+def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
+                mask_lambda: Any = DragConfig.mask_lambda, space: str = DragConfig.space) -> DragConfig:
+    """A validated drag configuration from the page's values."""
+    if space not in SPACES:
+        raise UserError(f"latent space must be one of {SPACES}, got {space!r}")
+    return DragConfig(space=space, lr=_number("lr", lr), max_steps=_number("max_steps", max_steps, integer=True),
                       mask_lambda=_number("mask_lambda", mask_lambda))
 
 
-def make_state(G: Any, source: str, label: str, seed: Any, psi: Any, space: str,
-               params: DragParams | None = None) -> UIState:
-    """A fresh editor state: a new drag session at (seed, ψ, space) on generator G, no points, no mask."""
-    from ..engine import DragConfig, DragSession
+def session_dir() -> Path:
+    """A new private folder for one session's files (stop flags, exports), removed by `release`."""
+    root = Path(tempfile.gettempdir()) / "draggan-sessions"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="s-", dir=root))
 
+
+def make_state(model: ModelRef, device: str, seed: Any, psi: Any, space: str, config: DragConfig | None = None,
+               render_every: Any = 2) -> UIState:
+    """A fresh editor state: a new drag session at (seed, ψ, space) on the model, no points, no mask."""
     seed = _number("seed", seed, integer=True)
     psi = _number("psi", psi)
-    if space not in SPACES:
-        raise UserError(f"latent space must be one of {SPACES}, got {space!r}")
-    params = params or DragParams()
-    session = DragSession(G, seed=seed, psi=psi,
-                          config=DragConfig(space=space, lr=params.lr, mask_lambda=params.mask_lambda))
-    image = session.render()
-    return UIState(model_source=source, model_label=label, G=G, seed=seed, psi=psi, space=space,
-                   session=session, image=image, start_image=image, params=params)
+    config = dataclasses.replace(config or DragConfig(), space=make_config(space=space).space)
+    snap, image = gpu.new_image(model, device, seed, psi, config)
+    return UIState(model=model, device=device, seed=seed, psi=psi, snap=snap, image=image, start_image=image,
+                   render_every=_number("render_every", render_every, integer=True), workdir=session_dir())
+
+
+def from_latent_state(model: ModelRef, device: str, w: np.ndarray, config: DragConfig, **fields: Any) -> UIState:
+    """A fresh editor state starting at latent `w` (a photo's inversion)."""
+    snap, image = gpu.from_latent(model, device, w, config)
+    return UIState(model=model, device=device, seed=0, psi=1.0, snap=snap, image=image, start_image=image,
+                   workdir=session_dir(), **fields)
 
 
 def ensure_idle(ui: UIState, action: str) -> None:
@@ -82,26 +98,29 @@ def ensure_idle(ui: UIState, action: str) -> None:
 
 def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_lambda: Any) -> None:
     """Change the drag settings; they apply from the next Start."""
-    ui.params = make_params(lr, max_steps, render_every, mask_lambda)
+    config = make_config(lr, max_steps, mask_lambda, ui.space)
+    render_every = _number("render_every", render_every, integer=True)
+    with ui.lock:
+        ui.snap = snapshots.with_config(ui.snap, lr=config.lr, max_steps=config.max_steps,
+                                        mask_lambda=config.mask_lambda)
+        ui.render_every = render_every
 
 
 def release(ui: UIState | None) -> None:
-    """Free a closed or replaced session: stop its drag or photo inversion and drop the session, frames,
-    history and, for a photo session, its private tuned generator."""
+    """Free a closed or replaced session: stop its job, drop its frames and files and, for a photo session,
+    its private tuned generator."""
     if ui is None:
         return
-    inversion = ui.inversion
-    if inversion is not None:
-        inversion.cancel()
-        inversion.done.wait(timeout=30)
     job = ui.job
     if job is not None:
-        job.stop()
+        job.stop.set()
         job.done.wait(timeout=30)
-    ui.history.clear()
-    ui.redo_stack.clear()
-    ui.session = None
-    ui.G = None
+    ui.frames = {}
+    if ui.model.private:
+        from .models import forget_private_model
+        forget_private_model(ui.model)
+    if ui.workdir is not None:
+        shutil.rmtree(ui.workdir, ignore_errors=True)
     ui.photo = None
 
 
@@ -122,21 +141,25 @@ def add_point(ui: UIState, display_xy: Sequence[float] | None) -> str:
     if not (0 <= x <= ui.width - 1 and 0 <= y <= ui.height - 1):
         raise UserError(f"That point ({x:.0f}, {y:.0f}) is outside the {ui.width}×{ui.height} image.")
     with ui.lock:
-        if len(ui.handles) == len(ui.targets):
-            ui.handles.append((x, y))
+        if ui.pending is None:
+            ui.pending = (x, y)
             return f"Handle {len(ui.handles)} placed; now click where it should go."
-        ui.targets.append((x, y))
+        snap = ui.snap
+        ui.snap = snapshots.set_points(snap, snap.handles + (ui.pending,), snap.targets + ((x, y),))
+        ui.pending = None
         return f"Target {len(ui.targets)} placed. Add more pairs or press Start."
 
 
 def remove_last_point(ui: UIState) -> str:
     ensure_idle(ui, "remove points")
     with ui.lock:
-        if len(ui.handles) > len(ui.targets):
-            ui.handles.pop()
+        if ui.pending is not None:
+            ui.pending = None
             return "Removed the last handle."
-        if ui.targets:
-            ui.targets.pop()
+        snap = ui.snap
+        if snap.targets:
+            ui.snap = snapshots.set_points(snap, snap.handles[:-1], snap.targets[:-1])
+            ui.pending = snap.handles[-1]
             return "Removed the last target."
     return "There are no points to remove."
 
@@ -144,8 +167,8 @@ def remove_last_point(ui: UIState) -> str:
 def clear_points(ui: UIState) -> str:
     ensure_idle(ui, "clear points")
     with ui.lock:
-        ui.handles.clear()
-        ui.targets.clear()
+        ui.pending = None
+        ui.snap = snapshots.set_points(ui.snap, (), ())
     return "Points cleared."
 
 
@@ -266,7 +289,7 @@ def mask_layer(ui: UIState) -> np.ndarray:
 def view(ui: UIState) -> Image.Image:
     """The display image: the current result with masks, arrows and numbered points."""
     with ui.lock:
-        return render_overlay(ui.image, list(ui.handles), list(ui.targets), ui.fixed_mask, ui.flexible_mask,
+        return render_overlay(ui.image, ui.handles, ui.targets, ui.fixed_mask, ui.flexible_mask,
                               show_mask=ui.show_mask, scale=scale_of(ui))
 
 
@@ -277,32 +300,34 @@ def plain_view(ui: UIState) -> np.ndarray:
                                                        Image.LANCZOS if s > 1 else Image.NEAREST))
 
 
+def _distances(handles: Sequence[Point], targets: Sequence[Point]) -> str:
+    return ", ".join(f"{i + 1}: {np.hypot(tx - x, ty - y):.1f}px"
+                     for i, ((x, y), (tx, ty)) in enumerate(zip(handles, targets)))
+
+
 def stats_text(ui: UIState) -> str:
     """One Markdown line: model, points, and the state of the last or running drag."""
     job = ui.job
-    pairs = min(len(ui.handles), len(ui.targets))
     if ui.photo is not None:
-        head = (f"**{ui.model_label}** · photo *{ui.photo.name}* (inverted, PSNR {ui.photo.psnr:.1f} dB, "
+        head = (f"**{ui.model.label}** · photo *{ui.photo.name}* (inverted, PSNR {ui.photo.psnr:.1f} dB, "
                 f"own tuned generator) · {ui.space.upper()}")
     else:
-        head = f"**{ui.model_label}** · seed {ui.seed} · ψ {ui.psi:g} · {ui.space.upper()}"
+        head = f"**{ui.model.label}** · seed {ui.seed} · ψ {ui.psi:g} · {ui.space.upper()}"
     lines = [head]
     last = job.last if job is not None else None
-    inversion = ui.inversion
-    if inversion is not None and inversion.running:
-        event = inversion.last
-        lines.append("inverting the photo · " + (f"step {event.step}/{event.total_steps}" if event is not None
+    drags = ui.snap.drags()
+    if ui.inverting:
+        lines.append("inverting the photo · " + (f"step {last.step}/{last.total_steps}" if last is not None
                                                   else "preparing") + " · press Cancel to keep this image")
-    elif job is not None and last is not None:
-        ms = 1000.0 * (time.perf_counter() - job.started) / max(job.count, 1)
-        dist = ", ".join(f"{i + 1}: {d:.1f}px" for i, d in enumerate(last.distances))
-        lines.append(f"running · step {last.step} · {ms:.0f} ms/step · distance {dist}")
-    elif ui.history:
-        rec = ui.history[-1].record
-        dist = ", ".join(f"{i + 1}: {np.hypot(tx - x, ty - y):.1f}px"
-                         for i, ((x, y), (tx, ty)) in enumerate(zip(ui.handles, ui.targets)))
-        lines.append(f"{len(ui.history)} drag(s) done · last {rec.steps} steps · distance {dist or '–'}")
+    elif ui.running and isinstance(last, DragUpdate):
+        ms = 1000.0 * (time.perf_counter() - job.started) / max(job.steps, 1)
+        lines.append(f"running · step {last.step} · {ms:.0f} ms/step · distance "
+                     f"{_distances(last.handles, last.targets)}")
+    elif drags:
+        lines.append(f"{len(drags)} drag(s) done · last {drags[-1].steps} steps · distance "
+                     f"{_distances(ui.handles, ui.targets) or '–'}")
     else:
+        pairs = len(ui.targets)
         lines.append(f"{pairs} point pair(s) · click the image: handle (red) then target (blue)")
     lines.append(mask_text(ui))
     return "  \n".join(lines)
@@ -311,189 +336,187 @@ def stats_text(ui: UIState) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Dragging.
 
-def start_drag(ui: UIState) -> DragJob:
-    """Validate the points and start a background drag (or resume the stopped one)."""
+def start_drag(ui: UIState) -> Job:
+    """Validate the points and mark a drag (or the resumption of the stopped one) as this session's job."""
     ensure_idle(ui, "start another drag")
-    session = ui.session
-    if session is None:
-        raise UserError("No model is loaded yet.")
     with ui.lock:
-        handles, targets = list(ui.handles), list(ui.targets)
-    check_points(handles, targets, ui.height, ui.width)
-    params = ui.params
-    resume = (session.steps > 0 and handles == session.handles and targets == session.targets
-              and params.lr == session.config.lr)
-    record = DragRecord(handles=handles, targets=targets, steps=params.max_steps, lr=params.lr,
-                        mask_lambda=params.mask_lambda, mask=effective_fixed_mask(ui), resume=resume)
-    job = DragJob(ui, record, render_every=params.render_every)
-    with ui.lock:
+        check_points(ui.handles, ui.targets, ui.height, ui.width)
+        snap = snapshots.set_mask(ui.snap, effective_fixed_mask(ui))
+        if snap.drag is not None and snap.drag.lr != snap.config.lr:
+            snap = snapshots.set_points(snap, snap.handles, snap.targets)   # a new step size: a new drag
+        ui.snap = snap
+        job = Job(kind="drag", stop=StopFlag(str(ui.workdir / "stop")))
+        job.stop.clear()
+        job.goal = snap.steps + snap.config.max_steps
         ui.job = job
-    return job.start()
+    return job
 
 
-def follow(ui: UIState, job: DragJob, min_interval: float = 0.05) -> Iterator[tuple[Image.Image, str]]:
-    """Yield (display image, stats) whenever the job renders a frame (at most every `min_interval` s),
-    then once more when it ends. Raises `UserError` if the drag failed."""
-    last_emit = 0.0
-    pending = False
-    while True:
-        try:
-            r = job.results.get(timeout=0.25)
-        except queue.Empty:
-            r = False
-        if r is None:
-            break
-        if r is not False:
-            pending = pending or r.image is not None
-        if pending and time.perf_counter() - last_emit >= min_interval:
-            last_emit = time.perf_counter()
-            pending = False
-            yield view(ui), stats_text(ui)
-    job.done.wait()
-    if job.error is not None:
-        raise UserError(f"The drag failed: {type(job.error).__name__}: {job.error}")
-    yield view(ui), stats_text(ui)
+def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[DragUpdate]:
+    """Run the job's drag in chunks of `budget_s` seconds (ZeroGPU grants; one chunk elsewhere) and yield
+    every update after applying it to `ui`. Raises `UserError` when the drag failed; the session keeps the
+    last snapshot that came back either way."""
+    budget = budget_s if budget_s is not None else gpu.chunk_seconds()
+    frames: list[np.ndarray] = []
+    first_entry = ui.snap.entry.id
+    try:
+        while True:
+            final = None
+            try:
+                for update in gpu.drag(ui.model, ui.device, ui.snap, job.goal, job.stop, budget, ui.render_every):
+                    with ui.lock:
+                        job.last = update
+                        job.steps += 0 if update.snapshot is not None else 1
+                        if update.image is not None:
+                            ui.image = update.image
+                            frames.append(update.image)
+                        if update.snapshot is not None:
+                            ui.snap = update.snapshot
+                            final = update
+                    yield update
+            except Exception as exc:
+                raise UserError(gpu.explain_failure(exc)) from None
+            if final is None or final.end != "budget":
+                break
+        with ui.lock:
+            if ui.snap.entry.id != first_entry:
+                ui.keep_frames(ui.snap.entry.id, frames)
+    finally:
+        with ui.lock:
+            job.done.set()
+            ui.job = None
 
 
 def stop_drag(ui: UIState, timeout: float = 60.0) -> str:
     """Stop a running drag after its current step and wait until its result is recorded."""
     job = ui.job
-    if job is None:
+    if job is None or job.kind != "drag":
         return "Nothing is running."
-    job.stop()
+    job.stop.set()
     job.done.wait(timeout)
     return f"Stopped after {job.steps} steps; press Start to continue."
 
 
-def run_blocking(ui: UIState) -> DragJob:
+def run_blocking(ui: UIState) -> Job:
     """Start a drag and wait for it to finish (headless use and tests)."""
     job = start_drag(ui)
-    job.done.wait()
-    if job.error is not None:
-        raise UserError(f"The drag failed: {type(job.error).__name__}: {job.error}")
+    for _ in follow(ui, job):
+        pass
     return job
 
 
-def _sync_points(ui: UIState) -> None:
-    with ui.lock:
-        ui.handles = [tuple(p) for p in ui.session.handles]
-        ui.targets = [tuple(p) for p in ui.session.targets]
-        ui.image = ui.session.render()
+def _show_entry(ui: UIState) -> None:
+    image = ui.entry_image()
+    ui.image = image if image is not None else gpu.render(ui.model, ui.device, ui.snap)
 
 
 def undo(ui: UIState) -> str:
     ensure_idle(ui, "undo")
-    if not ui.history or not ui.session.undo():
-        return "Nothing to undo."
-    ui.redo_stack.append(ui.history.pop())
-    _sync_points(ui)
+    with ui.lock:
+        snap = snapshots.undo(ui.snap) if ui.snap.drags() else None
+        if snap is None:
+            return "Nothing to undo."
+        ui.snap, ui.pending = snap, None
+        _show_entry(ui)
     return "Undid the last drag."
 
 
 def redo(ui: UIState) -> str:
     ensure_idle(ui, "redo")
-    if not ui.redo_stack or not ui.session.redo():
-        return "Nothing to redo."
-    ui.history.append(ui.redo_stack.pop())
-    _sync_points(ui)
+    with ui.lock:
+        snap = snapshots.redo(ui.snap)
+        if snap is None:
+            return "Nothing to redo."
+        ui.snap, ui.pending = snap, None
+        _show_entry(ui)
     return "Redid the drag."
 
 
 def reset_image(ui: UIState) -> str:
     """Back to the start image: drags, history and points are cleared (the mask is kept)."""
     ensure_idle(ui, "reset the image")
-    ui.session.reset()
     with ui.lock:
-        ui.history.clear()
-        ui.redo_stack.clear()
-        ui.handles.clear()
-        ui.targets.clear()
+        ui.snap = snapshots.reset(ui.snap)
+        ui.pending = None
+        ui.frames = {}
         ui.image = ui.start_image
     return "Back to the start image."
 
 
-def headless_drag(G: Any, source: str, label: str, seed: Any, psi: Any, space: str, points: Any, steps: Any,
-                  lr: Any = 1e-3, mask_lambda: Any = 20.0) -> tuple[UIState, DragJob]:
+def headless_drag(model: ModelRef, device: str, seed: Any, psi: Any, space: str, points: Any, steps: Any,
+                  lr: Any = DragConfig.lr, mask_lambda: Any = DragConfig.mask_lambda) -> tuple[UIState, Job]:
     """One complete drag without a browser: a new state, the given points, `steps` steps at most."""
-    params = make_params(lr, steps, steps, mask_lambda)
-    ui = make_state(G, source, label, seed, psi, space, params)
+    config = make_config(lr, steps, mask_lambda, space)
     handles, targets = parse_points(points)
+    ui = make_state(model, device, seed, psi, space, config, render_every=_number("render_every", steps, True))
     check_points(handles, targets, ui.height, ui.width)
-    ui.handles, ui.targets = handles, targets
-    job = run_blocking(ui)
-    return ui, job
+    ui.snap = snapshots.set_points(ui.snap, handles, targets)
+    return ui, run_blocking(ui)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Export and recipes.
 
-def _out_dir(out_dir: str | os.PathLike | None) -> Path:
-    return Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="draggan-"))
-
-
 def file_stem(ui: UIState) -> str:
-    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(ui.model_source).stem)[:40]
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(ui.base_model.source).stem)[:40]
     if ui.photo is not None:
         photo = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(ui.photo.name).stem)[:40]
         return f"draggan-{name}-photo-{photo}"
     return f"draggan-{name}-seed{ui.seed}"
 
 
-def export_png(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
-    return export.save_png(ui.image, _out_dir(out_dir) / f"{file_stem(ui)}.png")
+def _out_dir(ui: UIState, out_dir: str | Path | None) -> Path:
+    if out_dir is not None:
+        return Path(out_dir)
+    folder = ui.workdir / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-def export_latent(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
-    return export.save_latent(ui.session.ws, _out_dir(out_dir) / f"{file_stem(ui)}-ws.npy")
+def export_png(ui: UIState, out_dir: str | Path | None = None) -> Path:
+    return export.save_png(ui.image, _out_dir(ui, out_dir) / f"{file_stem(ui)}.png")
 
 
-def export_animation(ui: UIState, fmt: str = "gif", out_dir: str | os.PathLike | None = None,
-                     fps: float = 12.0) -> Path:
-    """The start image followed by the frames of every drag kept in the history."""
-    if not ui.history:
+def export_latent(ui: UIState, out_dir: str | Path | None = None) -> Path:
+    return export.save_latent(snapshots.full_latent(ui.snap), _out_dir(ui, out_dir) / f"{file_stem(ui)}-ws.npy")
+
+
+def export_animation(ui: UIState, fmt: str = "gif", out_dir: str | Path | None = None, fps: float = 12.0) -> Path:
+    """The start image followed by the frames of every drag that leads to the image shown."""
+    ids = ui.drags_shown()
+    if not ids:
         raise UserError("Run a drag first: the animation shows the frames of your drags.")
     fmt = fmt.lower().lstrip(".")
     if fmt not in export.animation_formats():
         raise UserError(f"{fmt.upper()} export is not available here; this installation writes "
-                        f"{', '.join(export.animation_formats()).upper()} (MP4 needs: pip install imageio-ffmpeg).")
-    frames = [ui.start_image] + [f for d in ui.history for f in d.frames]
-    return export.save_animation(frames, _out_dir(out_dir) / f"{file_stem(ui)}.{fmt}", fps=fps)
+                        f"{', '.join(export.animation_formats()).upper()}.")
+    frames = [ui.start_image] + [f for i in ids for f in ui.frames.get(i, [])]
+    return export.save_animation(frames, _out_dir(ui, out_dir) / f"{file_stem(ui)}.{fmt}", fps=fps)
 
 
 def recipe_of(ui: UIState) -> Recipe:
-    return Recipe(model=ui.model_source, model_label=ui.model_label, seed=ui.seed, psi=ui.psi, space=ui.space,
-                  image_size=(ui.height, ui.width), drags=[d.record for d in ui.history])
+    drags = [DragRecord(handles=list(d.handles), targets=list(d.targets), steps=d.steps, lr=d.lr,
+                        mask_lambda=d.mask_lambda, mask=None if d.mask is None else d.mask > 0.5, resume=d.resume)
+             for d in ui.snap.drags()]
+    return Recipe(model=ui.model.source, model_label=ui.model.label, seed=ui.seed, psi=ui.psi, space=ui.space,
+                  image_size=(ui.height, ui.width), drags=drags)
 
 
-def export_recipe(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
+def export_recipe(ui: UIState, out_dir: str | Path | None = None) -> Path:
     if ui.photo is not None:
         raise UserError("Recipes replay an edit from a seed, and this image started from your photo. Export the "
                         "latent (.npy) and the tuned generator instead: together they reproduce the edited image.")
-    if not ui.history:
+    if not ui.snap.drags():
         raise UserError("Run a drag first: the recipe records your drags.")
-    return export.save_recipe(recipe_of(ui), _out_dir(out_dir) / f"{file_stem(ui)}-recipe.json")
+    return export.save_recipe(recipe_of(ui), _out_dir(ui, out_dir) / f"{file_stem(ui)}-recipe.json")
 
 
-def state_from_recipe(recipe: Recipe, G: Any, params: DragParams | None = None) -> UIState:
+def state_from_recipe(recipe: Recipe, model: ModelRef, device: str, render_every: int = 2) -> UIState:
     """Replay a recipe into a new editor state whose history holds the replayed drags (undo works)."""
-    from .state import FinishedDrag
-
-    if (G.img_height, G.img_width) != tuple(recipe.image_size):
-        raise UserError(f"The recipe was made on a {recipe.image_size[0]}×{recipe.image_size[1]} model; "
-                        f"this one makes {G.img_height}×{G.img_width} images.")
-    ui = make_state(G, recipe.model, recipe.model_label or recipe.model, recipe.seed, recipe.psi, recipe.space,
-                    params)
-    for drag in recipe.drags:
-        frames: list[np.ndarray] = []
-        moved = []
-
-        def keep(r: Any) -> None:
-            moved.append(not r.done)
-            if r.image is not None:
-                frames.append(r.image)
-
-        export.run_drag(ui.session, drag, on_step=keep, render_every=max(1, ui.params.render_every))
-        if any(moved):
-            ui.history.append(FinishedDrag(record=drag, frames=frames))
-    _sync_points(ui)
+    snap, start_image, results = gpu.replay(model, device, recipe, render_every)
+    ui = UIState(model=model, device=device, seed=recipe.seed, psi=recipe.psi, snap=snap, image=start_image,
+                 start_image=start_image, render_every=render_every, workdir=session_dir())
+    for entry_id, frames in results:
+        ui.keep_frames(entry_id, frames)
+    _show_entry(ui)
     return ui

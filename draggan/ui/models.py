@@ -115,6 +115,7 @@ class GeneratorCache:
         self._items: collections.OrderedDict[tuple[str, str], torch.nn.Module] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._pinned: set[tuple[str, str]] = set()
 
     def _load(self, source: str, device: torch.device, progress: Callable[[int, int | None], None] | None):
         if self._loader is not None:
@@ -141,10 +142,24 @@ class GeneratorCache:
             with self._lock:
                 self._items[key] = G
                 self._items.move_to_end(key)
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
+                evictable = [k for k in self._items if k not in self._pinned and k != key]
+                while len(self._items) > self.max_items + len(self._pinned) and evictable:
+                    del self._items[evictable.pop(0)]
                 self._loading.pop(key, None)
             return G
+
+    def pin(self, source: str, device: torch.device) -> torch.nn.Module:
+        """Load `source` and keep it for the life of the process (never evicted): the preloaded models."""
+        G = self.get(source, device)
+        with self._lock:
+            self._pinned.add((str(source), str(device)))
+        return G
+
+    def forget(self, source: str) -> None:
+        """Drop every loaded copy of `source` (a private model whose session ended)."""
+        with self._lock:
+            for key in [k for k in self._items if k[0] == str(source)]:
+                del self._items[key]
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         with self._lock:
@@ -153,3 +168,65 @@ class GeneratorCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+_SHARED: GeneratorCache | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_cache() -> GeneratorCache:
+    """The process-wide generator cache (forked GPU workers inherit what the server loaded into it)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = GeneratorCache()
+        return _SHARED
+
+
+def set_shared_cache(cache: GeneratorCache) -> GeneratorCache:
+    """Make `cache` the process-wide generator cache (the app does this once at start-up)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        _SHARED = cache
+        return cache
+
+
+def private_models_dir() -> Path:
+    from ..checkpoints.cache import converted_cache_dir
+    return converted_cache_dir() / "private"
+
+
+def store_private_model(G: torch.nn.Module, label: str, note: dict | None = None) -> "ModelRef":
+    """Write a session's own generator (a photo's tuned copy) to the converted-model cache under its content
+    key, so that whichever process runs the next step can read it; returns its `ModelRef`."""
+    import hashlib
+    import tempfile
+    import uuid
+
+    from ..inversion.export import save_tuned_generator
+    from .gpu import ModelRef
+
+    root = private_models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    weights = save_tuned_generator(G, tmp, note=note)
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    folder = root / f"{digest.hexdigest()[:32]}-{uuid.uuid4().hex[:8]}"  # content key + this session's copy
+    tmp.rename(folder)
+    return ModelRef(source=str(folder), label=label, private=True)
+
+
+def forget_private_model(ref: "ModelRef") -> None:
+    """Delete a private model's files and loaded copies (its session ended or replaced it)."""
+    import shutil
+
+    if not ref.private:
+        return
+    shared_cache().forget(ref.source)
+    folder = Path(ref.source)
+    if folder.parent == private_models_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+

@@ -10,10 +10,10 @@ generator. That generator is never put in the shared `GeneratorCache`; it lives 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import os
-import queue
 import shutil
 import tempfile
 import time
@@ -25,7 +25,11 @@ import numpy as np
 from PIL import Image
 
 from .. import export
+from ..engine import snapshot as snapshots
+from . import gpu
+from .gpu import InversionDone, ModelRef, StopFlag
 from .handlers import UserError, ensure_idle, file_stem
+from .models import forget_private_model
 from .state import InversionJob, PhotoStart, UIState
 
 # (W steps, W+ steps, PTI steps). CPU inversion is slow: on 2 busy CPU cores a 256 px StyleGAN2 took 7.5 s per
@@ -134,99 +138,107 @@ def prepare_photo(G: Any, photo: Any, face_align: bool = False,
     return target, message
 
 
-def start_inversion(ui: UIState, G: Any, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
+def start_inversion(ui: UIState, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
                     face_align: bool = False, max_megapixels: float | None = None, name: str | None = None,
                     **config_overrides: Any) -> InversionJob:
-    """Check the upload and settings, then invert the photo into `G` (the shared generator, only read) in the
-    background. On success the job installs the result in `ui` (`adopt_inversion`); `ui` is untouched otherwise."""
-    if ui.session is None:
-        raise UserError("Load a model first (pick one, or upload your own).")
+    """Check the upload and settings and mark an inversion as this session's job; `follow_inversion` runs it.
+    `ui` is untouched when the upload or a setting is refused."""
     config = make_inversion_config(w_steps, wplus_steps, pti_steps, **config_overrides)
-    target, _ = prepare_photo(G, photo, face_align, max_megapixels)
-    name = name or photo_name(photo)
-    steps = config.total_steps
+    base = ui.base_model
+    target, _ = prepare_photo(gpu.generator(base, ui.device), photo, face_align, max_megapixels)
     with ui.lock:
         ensure_idle(ui, "invert a photo")
-        job = InversionJob(ui, G, target, config, name, on_result=lambda r: adopt_inversion(ui, r, name, steps))
-        ui.inversion = job
-    return job.start()
+        job = InversionJob(kind="inversion", stop=StopFlag(str(ui.workdir / "stop")), target=target, config=config,
+                           name=name or photo_name(photo), total_steps=int(config.total_steps))
+        job.stop.clear()
+        ui.job = job
+    return job
 
 
-def adopt_inversion(ui: UIState, result: Any, name: str, steps: int) -> None:
-    """Make the inverted photo the session's start image: a new drag session on the tuned generator (W+ only:
-    a photo's latent is per-layer, so a single shared W code could not reproduce it). Points, masks and
-    history are cleared; the drag settings are kept."""
-    from ..engine import DragConfig, DragSession
-
-    params = ui.params
-    session = DragSession(result.G_tuned, w=result.w,
-                          config=DragConfig(space="w+", lr=params.lr, mask_lambda=params.mask_lambda))
-    image = session.render()
-    photo = PhotoStart(name=name, target=result.target, w=result.w.detach().cpu().clone(), psnr=result.psnr,
-                       lpips=result.lpips, loss_name=result.loss_name, loss_note=result.loss_note, steps=steps,
-                       seconds=result.seconds)
+def adopt_inversion(ui: UIState, done: InversionDone, name: str, steps: int) -> None:
+    """Make the inverted photo the session's start image: a W+ session on the photo's tuned generator (a
+    photo's latent is per-layer, so a single shared W code could not reproduce it). Points, masks and history
+    are cleared; the drag settings are kept."""
+    base = ui.base_model
+    old = ui.model
     with ui.lock:
-        ui.G = result.G_tuned
-        ui.session = session
-        ui.space = "w+"
-        ui.image = image
-        ui.start_image = image
-        ui.handles.clear()
-        ui.targets.clear()
-        ui.fixed_mask = None
-        ui.flexible_mask = None
-        ui.history.clear()
-        ui.redo_stack.clear()
-        ui.photo = photo
+        ui.model = done.model
+        ui.snap = done.snapshot
+        ui.image = ui.start_image = done.image
+        ui.pending = None
+        ui.fixed_mask = ui.flexible_mask = None
+        ui.frames = {}
+        ui.photo = PhotoStart(name=name, base=base, target=done.target, w=done.w, psnr=done.psnr,
+                              lpips=done.lpips, loss_name=done.loss_name, loss_note=done.loss_note, steps=steps,
+                              seconds=done.seconds)
+    if old.private and old != done.model:
+        forget_private_model(old)
 
 
-def follow_inversion(job: InversionJob, min_interval: float = 0.25) -> Iterator[tuple[np.ndarray | None, str]]:
-    """Yield (latest preview or None, progress HTML) at most every `min_interval` s while the job runs.
-    Returns when it ends; raises `UserError` if it failed (a cancelled job just ends)."""
+def follow_inversion(ui: UIState, job: InversionJob, min_interval: float = 0.25
+                     ) -> Iterator[tuple[np.ndarray | None, str]]:
+    """Run the inversion and yield (latest preview or None, progress HTML) at most every `min_interval` s.
+    On success the result is installed in `ui` (`adopt_inversion`); raises `UserError` if it failed (a
+    cancelled job just ends, the session unchanged)."""
     last_emit = 0.0
     shown_preview = None
-    while True:
-        try:
-            event = job.events.get(timeout=0.5)
-        except queue.Empty:
-            event = False
-        if event is None:
-            break
-        if time.perf_counter() - last_emit >= min_interval:
-            last_emit = time.perf_counter()
-            preview = job.preview if job.preview is not shown_preview else None
-            shown_preview = job.preview if preview is not None else shown_preview
-            yield preview, progress_html(job)
-    job.done.wait()
-    if job.error is not None:
-        raise UserError(f"The inversion failed: {type(job.error).__name__}: {job.error}")
+    try:
+        for event in gpu.invert(ui.base_model, ui.device, job.target, job.config,
+                                dataclasses.replace(ui.snap.config, space="w+"), job.stop,
+                                f"{ui.base_model.label} · {job.name}"):
+            if isinstance(event, InversionDone):
+                adopt_inversion(ui, event, job.name, job.total_steps)
+                job.result = event
+                continue
+            if job.first_step_at is None:
+                job.first_step_at = time.perf_counter()
+            job.last = event
+            if event.preview is not None:
+                job.preview = event.preview
+            if time.perf_counter() - last_emit >= min_interval:
+                last_emit = time.perf_counter()
+                preview = job.preview if job.preview is not shown_preview else None
+                shown_preview = job.preview if preview is not None else shown_preview
+                yield preview, progress_html(job)
+    except UserError:
+        raise
+    except Exception as exc:
+        job.error = exc
+        raise UserError(f"The inversion failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        job.ended_at = time.perf_counter()
+        job.cancelled = job.result is None and job.error is None
+        with ui.lock:
+            job.done.set()
+            if ui.job is job:
+                ui.job = None
 
 
 def cancel_inversion(ui: UIState, timeout: float = 60.0) -> str:
     """Cancel a running inversion (it ends before its next step) and wait for it; the image is kept."""
-    job = ui.inversion
-    if job is None:
+    job = ui.job
+    if not isinstance(job, InversionJob):
         return "No inversion is running."
-    job.cancel()
+    job.stop.set()
     job.done.wait(timeout)
     return outcome(job)
 
 
 def outcome(job: InversionJob) -> str:
     """One sentence on how a finished job ended."""
-    if job.cancelled:
-        step = job.last.step if job.last is not None else 0
-        return f"Inversion cancelled after {step} of {job.total_steps} steps; the previous image is kept."
     if job.error is not None:
         return f"The inversion failed: {job.error}"
+    if job.result is None:
+        step = job.last.step if job.last is not None else 0
+        return f"Inversion cancelled after {step} of {job.total_steps} steps; the previous image is kept."
     return "The inversion finished."
 
 
-def invert_blocking(ui: UIState, G: Any, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
+def invert_blocking(ui: UIState, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
                     **kwargs: Any) -> InversionJob:
-    """`start_inversion` and wait for the result (headless use and tests)."""
-    job = start_inversion(ui, G, photo, w_steps, wplus_steps, pti_steps, **kwargs)
-    for _ in follow_inversion(job, min_interval=3600.0):
+    """`start_inversion` and run it to the end (headless use and tests)."""
+    job = start_inversion(ui, photo, w_steps, wplus_steps, pti_steps, **kwargs)
+    for _ in follow_inversion(ui, job, min_interval=3600.0):
         pass
     return job
 
@@ -294,19 +306,18 @@ def estimate_text(device: str, total_steps: int, seconds_per_step: float | None)
 def export_tuned_generator(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
     """Zip of the session's tuned generator (`model.safetensors` + `config.json`, loadable with
     `load_generator(folder)`), the inverted latent and the current (edited) latent."""
-    from ..inversion.export import save_tuned_generator
-
     ensure_idle(ui, "export")
     if ui.photo is None:
         raise UserError("Only an image made from your photo has a tuned generator: upload a photo and invert it.")
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="draggan-"))
+    out = Path(out_dir) if out_dir is not None else ui.workdir / "exports"
+    out.mkdir(parents=True, exist_ok=True)
     stem = file_stem(ui)
-    folder = Path(tempfile.mkdtemp(prefix="draggan-tuned-"))
+    folder = Path(tempfile.mkdtemp(prefix="tuned-", dir=ui.workdir))
     try:
-        save_tuned_generator(ui.G, folder, note=dict(base_model=ui.model_source, photo=ui.photo.name,
-                                                     psnr=round(ui.photo.psnr, 3)))
+        for file in Path(ui.model.source).iterdir():
+            shutil.copy2(file, folder / file.name)
         export.save_latent(ui.photo.w, folder / "inverted-ws.npy")
-        export.save_latent(ui.session.ws, folder / "edited-ws.npy")
+        export.save_latent(snapshots.full_latent(ui.snap), folder / "edited-ws.npy")
         path = out / f"{stem}-tuned-generator.zip"
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
             for file in sorted(folder.iterdir()):

@@ -1,117 +1,28 @@
 """Per-browser-session state of the editor: one `UIState` lives in a `gr.State` for each open page.
 
-It owns the session's `DragSession`, the points being placed, the masks, the record of finished drags
-(for undo/redo, the animation and the edit recipe) and the background drag or photo-inversion job, if any.
-The generator it points at is shared read-only with every other session of the process, except after a photo
-inversion: then it is the session's own tuned copy (`UIState.photo` is set), which no other session sees.
+The drag itself — latent, points, mask, history, the drag under way — is the engine's `DragSnapshot` (`snap`),
+its only owner; the accelerator functions (`gpu.py`) take it and return a new one, which replaces it here.
+`UIState` keeps only what is UI: which model (a `ModelRef`), the seed and ψ it started from, the images
+shown, a handle clicked but not yet given its target, the masks as painted, display options, the frames of
+each drag for the animation (by history entry id), the photo an image came from, and the job that is running.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import queue
 import threading
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..export import DragRecord
+from ..engine.snapshot import DragSnapshot, Point
+from .gpu import ModelRef, StopFlag
 
-Point = tuple[float, float]
-MAX_FRAMES_PER_DRAG = 240
-
-
-@dataclasses.dataclass
-class DragParams:
-    """Optimisation settings the user can change between drags without resetting the image."""
-
-    lr: float = 1e-3
-    max_steps: int = 200
-    render_every: int = 2
-    mask_lambda: float = 20.0
-
-
-@dataclasses.dataclass
-class FinishedDrag:
-    """A drag that ran: its recipe entry and the frames it rendered (for the GIF/MP4)."""
-
-    record: DragRecord
-    frames: list[np.ndarray]
-
-
-class DragJob:
-    """One drag running in a background thread, so a dropped browser connection or a cancelled event never
-    leaves the session half-updated: the thread always finishes the run and records its result itself."""
-
-    def __init__(self, ui: "UIState", record: DragRecord, render_every: int) -> None:
-        self.ui = ui
-        self.record = record
-        self.render_every = render_every
-        self.results: queue.Queue = queue.Queue()
-        self.stop_event = threading.Event()
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.steps = 0
-        self.moved = False
-        self.count = 0
-        self.last: Any = None
-        self.frames: list[np.ndarray] = []
-        self.started = time.perf_counter()
-        self.thread = threading.Thread(target=self._work, name="draggan-drag", daemon=True)
-
-    def start(self) -> "DragJob":
-        self.thread.start()
-        return self
-
-    def _work(self) -> None:
-        from ..export import run_drag
-
-        session = self.ui.session
-
-        def on_step(r: Any) -> None:
-            self.last = r
-            self.count += 1
-            self.moved = self.moved or not r.done
-            image = getattr(r, "image", None)
-            if image is not None:
-                with self.ui.lock:
-                    self.ui.image = image
-                    self.ui.handles = [tuple(p) for p in r.handles]
-                    if len(self.frames) < MAX_FRAMES_PER_DRAG:
-                        self.frames.append(image)
-            self.results.put(r)
-
-        try:
-            self.steps = run_drag(session, self.record, on_step=on_step, render_every=self.render_every,
-                                  stop_event=self.stop_event)
-        except Exception as exc:  # shown to the user by the handler that follows the job
-            self.error = exc
-        finally:
-            self._finish(session)
-            self.done.set()
-            self.results.put(None)
-
-    def _finish(self, session: Any) -> None:
-        image = session.render()
-        with self.ui.lock:
-            self.ui.image = image
-            self.ui.handles = [tuple(p) for p in session.handles]
-            self.ui.targets = [tuple(p) for p in session.targets]
-            if self.moved:
-                record = dataclasses.replace(self.record, steps=self.steps)
-                self.ui.history.append(FinishedDrag(record=record, frames=self.frames + [image]))
-                self.ui.redo_stack.clear()
-            self.ui.job = None
-
-    def stop(self) -> None:
-        """Ask the run to end after the current step (thread-safe)."""
-        self.stop_event.set()
-        self.ui.session.stop()
-
-    @property
-    def running(self) -> bool:
-        return not self.done.is_set()
+MAX_FRAMES_PER_DRAG = 120           # frames kept for the animation of one drag (the last image always is)
+MAX_FRAME_BYTES = 96 * 2**20        # all frames of a session; past it the oldest drags keep first and last only
+DEFAULT_RENDER_EVERY = 2
 
 
 @dataclasses.dataclass
@@ -119,8 +30,9 @@ class PhotoStart:
     """How a session's start image was made from a photo: the prepared target and the inversion's quality."""
 
     name: str                 # the uploaded file's name, for the stats line and exported file names
+    base: ModelRef            # the model the tuned copy was made from
     target: np.ndarray        # uint8 [H, W, 3]: the photo as the generator was fitted to it (cropped, resized)
-    w: Any                    # [1, num_ws, w_dim] the inverted latent (the drag's start), on the CPU
+    w: np.ndarray             # [1, num_ws, w_dim] the inverted latent (the drag's start)
     psnr: float
     lpips: float | None
     loss_name: str
@@ -129,68 +41,33 @@ class PhotoStart:
     seconds: float
 
 
-class InversionJob:
-    """One photo inversion running in a background thread (the `DragJob` pattern): the thread always ends by
-    handing its result to `on_result` (which installs it in the session) or by recording why it did not.
+@dataclasses.dataclass
+class Job:
+    """What is running for this session (one at a time): a drag, an inversion or a recipe replay."""
 
-    `G` is the shared generator; it is only read. Cancel sets `cancel_event`, which the inversion checks before
-    every step, so the thread ends within one step and the session keeps its previous image.
-    """
+    kind: str                         # "drag", "inversion" or "replay"
+    stop: StopFlag
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    last: Any = None                  # the latest update (gpu.DragUpdate, InversionProgress, ...)
+    steps: int = 0                    # steps taken by this job
+    goal: int = 0                     # a drag's step count at which it stops
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
-    def __init__(self, ui: "UIState", G: Any, target: np.ndarray, config: Any, name: str,
-                 on_result: Callable[[Any], None]) -> None:
-        self.ui = ui
-        self.G = G
-        self.target = target
-        self.config = config
-        self.name = name
-        self.on_result = on_result
-        self.total_steps = int(config.total_steps)
-        self.events: queue.Queue = queue.Queue()
-        self.cancel_event = threading.Event()
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.cancelled = False
-        self.result: Any = None
-        self.last: Any = None                  # the latest InversionProgress
-        self.preview: np.ndarray | None = None  # the latest preview image
-        self.started = time.perf_counter()
-        self.first_step_at: float | None = None
-        self.ended_at: float | None = None
-        self.thread = threading.Thread(target=self._work, name="draggan-invert", daemon=True)
 
-    def start(self) -> "InversionJob":
-        self.thread.start()
-        return self
+@dataclasses.dataclass
+class InversionJob(Job):
+    """A photo inversion: what is inverted, and how it went."""
 
-    def _progress(self, event: Any) -> None:
-        if self.first_step_at is None:
-            self.first_step_at = time.perf_counter()
-        self.last = event
-        if event.preview is not None:
-            self.preview = event.preview
-        self.events.put(event)
-
-    def _work(self) -> None:
-        from ..inversion import InversionCancelled, invert
-
-        try:
-            self.result = invert(self.G, self.target, self.config, progress=self._progress, cancel=self.cancel_event)
-            self.on_result(self.result)
-        except InversionCancelled:
-            self.cancelled = True
-        except Exception as exc:  # shown to the user by the handler that follows the job
-            self.error = exc
-        finally:
-            self.ended_at = time.perf_counter()
-            with self.ui.lock:
-                self.ui.inversion = None
-            self.done.set()
-            self.events.put(None)
-
-    def cancel(self) -> None:
-        """Ask the inversion to end before its next step (thread-safe)."""
-        self.cancel_event.set()
+    target: np.ndarray | None = None  # uint8 [H, W, 3] the prepared photo
+    config: Any = None                # InversionConfig
+    name: str = "photo"
+    total_steps: int = 0
+    preview: np.ndarray | None = None
+    first_step_at: float | None = None
+    ended_at: float | None = None
+    result: Any = None                # gpu.InversionDone on success
+    error: BaseException | None = None
+    cancelled: bool = False
 
     def seconds_per_step(self) -> float | None:
         """Measured time per optimisation step (None before the second step)."""
@@ -200,56 +77,97 @@ class InversionJob:
         now = self.ended_at if self.ended_at is not None else time.perf_counter()
         return (now - self.first_step_at) / (last.step - 1)
 
-    @property
-    def running(self) -> bool:
-        return not self.done.is_set()
-
 
 @dataclasses.dataclass
 class UIState:
     """Everything one browser session owns."""
 
-    model_source: str
-    model_label: str
-    G: Any
+    model: ModelRef
+    device: str                       # where this session's generator runs ("cuda", "cpu", ...)
     seed: int
     psi: float
-    space: str
-    session: Any
-    image: np.ndarray
+    snap: DragSnapshot
+    image: np.ndarray                 # uint8 [H, W, 3] the image shown
     start_image: np.ndarray
-    params: DragParams = dataclasses.field(default_factory=DragParams)
-    handles: list[Point] = dataclasses.field(default_factory=list)
-    targets: list[Point] = dataclasses.field(default_factory=list)
-    fixed_mask: np.ndarray | None = None
-    flexible_mask: np.ndarray | None = None
+    render_every: int = DEFAULT_RENDER_EVERY
+    pending: Point | None = None      # a handle clicked, waiting for its target
+    fixed_mask: np.ndarray | None = None      # bool [H, W] as painted (red)
+    flexible_mask: np.ndarray | None = None   # bool [H, W] as painted (green)
     show_mask: bool = True
-    history: list[FinishedDrag] = dataclasses.field(default_factory=list)
-    redo_stack: list[FinishedDrag] = dataclasses.field(default_factory=list)
-    job: DragJob | None = None
-    photo: PhotoStart | None = None           # set when the start image is an inverted photo
-    inversion: InversionJob | None = None     # a photo inversion in progress
+    frames: dict[int, list[np.ndarray]] = dataclasses.field(default_factory=dict)  # history entry id → frames
+    photo: PhotoStart | None = None   # set when the start image is an inverted photo
+    job: Job | None = None
+    workdir: Path | None = None       # this session's private folder (stop flags, exports); removed on release
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock, repr=False)
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return int(self.snap.height)
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return int(self.snap.width)
+
+    @property
+    def base_model(self) -> ModelRef:
+        """The model the visitor picked (for a photo session: the one its tuned copy was made from)."""
+        return self.photo.base if self.photo is not None else self.model
+
+    @property
+    def space(self) -> str:
+        return self.snap.config.space
+
+    @property
+    def handles(self) -> list[Point]:
+        """Handle points (x, y), the one waiting for its target last."""
+        return list(self.snap.handles) + ([self.pending] if self.pending is not None else [])
+
+    @property
+    def targets(self) -> list[Point]:
+        return list(self.snap.targets)
 
     @property
     def running(self) -> bool:
         job = self.job
-        return job is not None and job.running
+        return job is not None and job.kind in ("drag", "replay") and not job.done.is_set()
 
     @property
     def inverting(self) -> bool:
-        job = self.inversion
-        return job is not None and job.running
+        job = self.job
+        return job is not None and job.kind == "inversion" and not job.done.is_set()
+
+    def drags_shown(self) -> list[int]:
+        """Ids of the history entries (drags) that lead to the image shown, oldest first."""
+        snap = self.snap
+        return [e.id for e in snap.history[1:snap.hist_idx + 1]]
+
+    def keep_frames(self, entry_id: int, frames: list[np.ndarray]) -> None:
+        """Store a drag's frames (at most MAX_FRAMES_PER_DRAG, evenly kept, the last included) and forget the
+        frames of entries no longer in the history; past MAX_FRAME_BYTES the oldest drags keep two frames."""
+        if len(frames) > MAX_FRAMES_PER_DRAG:
+            keep = np.linspace(0, len(frames) - 1, MAX_FRAMES_PER_DRAG).round().astype(int)
+            frames = [frames[i] for i in keep]
+        live = {e.id for e in self.snap.history}
+        self.frames = {k: v for k, v in self.frames.items() if k in live}
+        self.frames[entry_id] = frames
+        total = sum(f.nbytes for v in self.frames.values() for f in v)
+        for key in sorted(self.frames):
+            if total <= MAX_FRAME_BYTES:
+                break
+            old = self.frames[key]
+            if len(old) > 2 and key != entry_id:
+                total -= sum(f.nbytes for f in old[1:-1])
+                self.frames[key] = [old[0], old[-1]]
+
+    def entry_image(self) -> np.ndarray | None:
+        """The image of the history entry shown, when its frames are kept (None: it must be rendered)."""
+        snap = self.snap
+        if snap.hist_idx == 0 and not snap.dirty:
+            return self.start_image
+        frames = self.frames.get(snap.entry.id)
+        return frames[-1] if frames and not snap.dirty else None
 
     def __deepcopy__(self, memo: dict) -> "UIState":
         # gr.State deep-copies its value per session; a UIState is only ever created per session, so the
-        # copy is the object itself (the generator inside must never be copied).
+        # copy is the object itself.
         return self

@@ -1,0 +1,50 @@
+"""The headless API: `/models` lists what this server can use, `/drag` runs one drag and returns the image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from .. import handlers
+from ..handlers import UserError
+from ..studio import Studio
+from . import Page
+
+
+class ApiPanel:
+    def __init__(self, studio: Studio, page: Page) -> None:
+        self.studio = studio
+        self.page = page
+
+    def models(self) -> list[dict[str, Any]]:
+        """Models this server can use: source (pass it to /drag), label, and availability."""
+        return [{"source": c.source, "label": c.label, "available": c.available, "reason": c.reason}
+                for c in self.studio.choices]
+
+    def drag(self, model: str, seed: float, points: str, steps: float, psi: float, space: str, lr: float):
+        """Run one drag headlessly: returns the result image and a JSON summary."""
+        try:
+            choice = self.studio.find_choice(model or (self.studio.default_model() or ""))
+            if not choice.available:
+                raise UserError(f"Model {choice.label} is not available: {choice.reason}")
+            ref = self.studio.ref(choice.source, choice.label)
+            self.studio.load(ref)
+            ui, job = handlers.headless_drag(ref, str(self.studio.device), seed, psi, space or "w+", points, steps,
+                                             lr)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        info = {"model": choice.source, "steps": ui.snap.drags()[-1].steps if ui.snap.drags() else 0,
+                "handles": [list(p) for p in ui.handles], "targets": [list(p) for p in ui.targets],
+                "distances": [float(np.hypot(tx - x, ty - y)) for (x, y), (tx, ty) in zip(ui.handles, ui.targets)],
+                "start_image_changed": bool((ui.image != ui.start_image).any())}
+        image = ui.image
+        handlers.release(ui)
+        return image, info
+
+    def wire(self, heavy: dict, light: dict) -> None:
+        p = self.page
+        p.api_button.click(self.drag, [p.api_model, p.api_seed, p.api_points, p.api_steps, p.api_psi, p.api_space,
+                                       p.api_lr], [p.api_image, p.api_info], api_name="drag", **heavy)
+        gr.api(self.models, api_name="models")

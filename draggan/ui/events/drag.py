@@ -1,0 +1,126 @@
+"""Drag panel: points, mask, Start/Stop, Undo/Redo/Reset."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from .. import handlers
+from ..handlers import UserError
+from ..state import UIState
+from ..studio import Studio
+from . import Page, editor_value, need
+
+
+class DragPanel:
+    def __init__(self, studio: Studio, page: Page) -> None:
+        self.studio = studio
+        self.page = page
+
+    def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
+        try:
+            ui = need(ui)
+            action(ui)
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return {}
+        return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui)}
+
+    def click(self, ui: UIState | None, evt: gr.SelectData) -> dict:
+        return self._points(ui, lambda u: handlers.add_point(u, evt.index))
+
+    def remove_last(self, ui: UIState | None) -> dict:
+        return self._points(ui, handlers.remove_last_point)
+
+    def clear_points(self, ui: UIState | None) -> dict:
+        return self._points(ui, handlers.clear_points)
+
+    def toggle_mask(self, ui: UIState | None, show: bool) -> dict:
+        if ui is None:
+            return {}
+        ui.show_mask = bool(show)
+        return {self.page.image: handlers.view(ui)}
+
+    def paint_mask(self, ui: UIState | None, editor: Any) -> dict:
+        if ui is None:
+            return {}
+        try:
+            handlers.ensure_idle(ui, "change the mask")
+            fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
+            handlers.set_masks(ui, fixed, flexible)
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return {}
+        return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui)}
+
+    def reset_mask(self, ui: UIState | None) -> dict:
+        if ui is None:
+            return {}
+        handlers.reset_mask(ui)
+        return {self.page.image: handlers.view(ui), self.page.editor: editor_value(ui),
+                self.page.stats: handlers.stats_text(ui)}
+
+    def _shown(self, ui: UIState) -> dict:
+        return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui),
+                self.page.editor: editor_value(ui)}
+
+    def start(self, ui: UIState | None) -> Iterator[dict]:
+        """Start (or resume) a drag and stream the image and stats until it ends or is stopped."""
+        try:
+            ui = need(ui)
+            job = handlers.start_drag(ui)
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return
+        try:
+            for update in handlers.follow(ui, job):
+                if update.image is not None:
+                    yield {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui)}
+        except UserError as exc:
+            gr.Warning(str(exc))
+        yield self._shown(ui)
+
+    def stop(self, ui: UIState | None) -> dict:
+        if ui is None:
+            return {}
+        message = handlers.stop_drag(ui)
+        if ui.job is None:
+            gr.Info(message)
+        return self._shown(ui)
+
+    def _history(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
+        try:
+            ui = need(ui)
+            message = action(ui)
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return {}
+        if message.startswith("Nothing"):
+            gr.Info(message)
+        return self._shown(ui)
+
+    def undo(self, ui: UIState | None) -> dict:
+        return self._history(ui, handlers.undo)
+
+    def redo(self, ui: UIState | None) -> dict:
+        return self._history(ui, handlers.redo)
+
+    def reset_image(self, ui: UIState | None) -> dict:
+        return self._history(ui, handlers.reset_image)
+
+    def wire(self, heavy: dict, light: dict) -> None:
+        p = self.page
+        shown = [p.image, p.stats, p.editor]
+        p.image.select(self.click, p.state, [p.image, p.stats], **light)
+        p.remove_last.click(self.remove_last, p.state, [p.image, p.stats], **light)
+        p.clear.click(self.clear_points, p.state, [p.image, p.stats], **light)
+        p.show_mask.change(self.toggle_mask, [p.state, p.show_mask], p.image, **light)
+        p.editor.change(self.paint_mask, [p.state, p.editor], [p.image, p.stats], trigger_mode="always_last",
+                        **light)
+        p.reset_mask.click(self.reset_mask, p.state, shown, **light)
+        p.start.click(self.start, p.state, shown, **heavy, api_visibility="private")
+        p.stop.click(self.stop, p.state, shown, **light)
+        p.undo.click(self.undo, p.state, shown, **heavy)
+        p.redo.click(self.redo, p.state, shown, **heavy)
+        p.reset.click(self.reset_image, p.state, shown, **light)

@@ -1,0 +1,81 @@
+"""Export panel: PNG, latent, GIF/MP4, recipe, tuned generator; replaying a recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ... import export
+from .. import handlers, photo
+from ..handlers import UserError
+from ..state import UIState
+from ..studio import Studio
+from . import Page, need, whole
+
+
+class ExportPanel:
+    def __init__(self, studio: Studio, page: Page) -> None:
+        self.studio = studio
+        self.page = page
+
+    def export(self, ui: UIState | None, what: str) -> dict:
+        writers = {"png": handlers.export_png, "latent": handlers.export_latent, "recipe": handlers.export_recipe,
+                   "gif": lambda u: handlers.export_animation(u, "gif"),
+                   "mp4": lambda u: handlers.export_animation(u, "mp4"), "tuned": photo.export_tuned_generator}
+        try:
+            ui = need(ui)
+            handlers.ensure_idle(ui, "export")
+            if what not in writers:
+                raise UserError(f"unknown export {what!r}")
+            path = writers[what](ui)
+        except (UserError, ValueError, RuntimeError) as exc:
+            gr.Warning(str(exc))
+            return {}
+        return {self.page.exported: gr.update(value=str(path), visible=True)}
+
+    def _recipe_model(self, ui: UIState | None, model: str):
+        """The model to replay a recipe on: an offered model it names, else this session's model. A recipe
+        never makes the server open a path it names."""
+        if ui is not None and model == ui.model.source:
+            return ui.model
+        try:
+            choice = self.studio.find_choice(model)
+            if choice.available:
+                return self.studio.ref(choice.source, choice.label)
+        except UserError:
+            pass
+        if ui is None:
+            raise UserError(f"The recipe's model {Path(model).name!r} is not available here: load it under "
+                            f"'Your own model', then load the recipe again.")
+        gr.Info(f"The recipe's model {Path(model).name!r} is not available here; replaying it on {ui.model.label}.")
+        return ui.model
+
+    def load_recipe(self, ui: UIState | None, file: str | None, progress: gr.Progress = gr.Progress()) -> dict:
+        if not file:
+            return {}
+        try:
+            if ui is not None:
+                handlers.ensure_idle(ui, "load a recipe")
+            recipe = export.load_recipe(file)
+            ref = self._recipe_model(ui, recipe.model)
+            G = self.studio.load(ref)
+            if (G.img_height, G.img_width) != tuple(recipe.image_size):
+                raise UserError(f"The recipe was made on a {recipe.image_size[0]}×{recipe.image_size[1]} model; "
+                                f"this one makes {G.img_height}×{G.img_width} images.")
+            new = handlers.state_from_recipe(recipe, ref, str(self.studio.device),
+                                             ui.render_every if ui is not None else 2)
+        except (UserError, export.RecipeError) as exc:
+            gr.Warning(str(exc))
+            return {}
+        if ui is not None:
+            handlers.release(ui)
+        gr.Info(f"Replayed {len(recipe.drags)} drag(s) from the recipe.")
+        return whole(self.page, new)
+
+    def wire(self, heavy: dict, light: dict) -> None:
+        p = self.page
+        for what, button in p.export_buttons.items():
+            button.click(lambda ui, what=what: self.export(ui, what), p.state, p.exported, **light)
+        p.recipe_in.upload(self.load_recipe, [p.state, p.recipe_in], [p.state, p.image, p.editor, p.stats], **heavy,
+                           api_visibility="private")

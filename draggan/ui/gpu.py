@@ -1,0 +1,270 @@
+"""The app's accelerator work, as functions of picklable values (ZeroGPU's contract).
+
+On Hugging Face ZeroGPU every `@spaces.GPU` function runs in a forked worker: its arguments are pickled in,
+whatever it returns or yields is pickled back, and nothing it changes in memory is seen by the server. So
+each function here takes a `ModelRef` (which generator), a `DragSnapshot` or plain settings, and returns or
+yields new values, which the server stores in the visitor's `gr.State`. Nothing here touches a `UIState`.
+
+- Generators: zoo and bundled models are loaded in the server process at start-up (`preload`), so forked
+  workers inherit them; a model made later (an upload, a photo's tuned copy) is a converted safetensors folder
+  that whichever process runs the step reads (`models.shared_cache()`).
+- Stop: a `StopFlag` is a file path; the server creates the file, the worker checks for it between steps.
+- Time: ZeroGPU grants a call a set duration. A drag runs in chunks: `drag` returns after `budget_s` seconds
+  with the snapshot it reached, and the next call resumes it exactly (the optimiser state travels along).
+
+`gpu(duration)` wraps a function for the platform: `spaces.GPU` on ZeroGPU, the fork-and-pickle stand-in
+(`forked.py`) when `DRAGGAN_FORKED_GPU=1`, otherwise nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..engine import DragConfig, DragSession
+from ..engine.snapshot import DragSnapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """Which generator: `source` as `load_generator` takes it (zoo key, local file, Hub file or converted
+    folder) and the label shown to users. `private` models (a photo's tuned copy) are never listed."""
+
+    source: str
+    label: str
+    private: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StopFlag:
+    """A stop request that reaches another process: the server creates `path`, the worker sees it."""
+
+    path: str
+
+    def is_set(self) -> bool:
+        return os.path.exists(self.path)
+
+    def set(self) -> None:
+        Path(self.path).touch()
+
+    def clear(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DragUpdate:
+    """One step of a running drag as the page shows it; the last update of a call carries the snapshot."""
+
+    step: int
+    max_steps: int
+    handles: tuple[tuple[float, float], ...]
+    targets: tuple[tuple[float, float], ...]
+    distances: tuple[float, ...]
+    seconds: float                        # wall time of the call so far
+    image: np.ndarray | None = None       # uint8 [H, W, 3] when rendered
+    snapshot: DragSnapshot | None = None  # set on the last update of the call
+    end: str = ""                         # last update: "arrived", "limit", "stopped" or "budget"
+
+
+def _decorator(duration: Callable[..., int] | int) -> Callable[[Callable], Callable]:
+    if os.environ.get("DRAGGAN_FORKED_GPU", "") == "1":
+        from .forked import forked
+        return forked
+    try:
+        import spaces
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)
+
+
+def gpu_seconds(env: str, default: int) -> int:
+    return max(10, int(os.environ.get(env, str(default))))
+
+
+DRAG_SECONDS = gpu_seconds("DRAGGAN_GPU_DURATION", 60)
+INVERT_SECONDS = gpu_seconds("DRAGGAN_GPU_INVERT_DURATION", 600)
+gpu = _decorator(DRAG_SECONDS)
+gpu_long = _decorator(INVERT_SECONDS)
+
+
+def generator(ref: ModelRef, device: str) -> torch.nn.Module:
+    """The shared, read-only generator of `ref` on `device` (loaded once per process)."""
+    from .models import shared_cache
+    return shared_cache().get(ref.source, torch.device(device))
+
+
+def preload(refs: list[ModelRef], device: str) -> None:
+    """Load models in the server process at start-up, so that forked GPU workers inherit them."""
+    for ref in refs:
+        generator(ref, device)
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def _new_image(ref: ModelRef, device: str, seed: int, psi: float, config: DragConfig) -> tuple[DragSnapshot, np.ndarray]:
+    """A new session's snapshot at (seed, ψ) and its image."""
+    session = DragSession(generator(ref, device), seed=seed, psi=psi, config=config)
+    return session.snapshot(), session.render()
+
+
+def _from_latent(ref: ModelRef, device: str, w: np.ndarray, config: DragConfig) -> tuple[DragSnapshot, np.ndarray]:
+    """A new session's snapshot starting at latent `w` ([1, num_ws, w_dim]) and its image."""
+    session = DragSession(generator(ref, device), w=w, config=config)
+    return session.snapshot(), session.render()
+
+
+def _render(ref: ModelRef, device: str, snap: DragSnapshot) -> np.ndarray:
+    """The image of a snapshot's current latent."""
+    return DragSession.from_snapshot(generator(ref, device), snap).render()
+
+
+def _drag(ref: ModelRef, device: str, snap: DragSnapshot, max_steps: int, stop: StopFlag | None,
+          budget_s: float, render_every: int = 2) -> Iterator[DragUpdate]:
+    """Run (or resume) the snapshot's drag: an update per step, an image every `render_every` steps, and a last
+    update with the image, the new snapshot and why it ended.
+
+    `max_steps` counts the drag's steps so far. The call returns after about `budget_s` seconds ("budget") so
+    that it fits a ZeroGPU grant; its snapshot continues the drag exactly, and the whole drag becomes one
+    history entry when it ends (arrived, step limit or stop)."""
+    t0 = time.perf_counter()
+    session = DragSession.from_snapshot(generator(ref, device), snap)
+    end = ""
+    result = None
+    image = None
+    i = 0
+    while not end:
+        if stop is not None and stop.is_set():
+            end = "stopped"
+            break
+        if session.steps >= max_steps:
+            end = "limit"
+            break
+        result = session.step()
+        i += 1
+        elapsed = time.perf_counter() - t0
+        if result.done:
+            end = "arrived"
+            break
+        if elapsed * (i + 2) / i > budget_s:
+            end = "budget"
+            break
+        image = session.render() if render_every > 0 and i % render_every == 0 else None
+        yield DragUpdate(step=result.step, max_steps=max_steps, handles=tuple(result.handles),
+                         targets=tuple(result.targets), distances=tuple(result.distances), seconds=elapsed, image=image)
+    if end != "budget":
+        session.commit()
+    snapshot = session.snapshot()
+    distances = tuple(float(np.hypot(tx - x, ty - y)) for (x, y), (tx, ty) in zip(snapshot.handles, snapshot.targets))
+    yield DragUpdate(step=snapshot.steps, max_steps=max_steps, handles=snapshot.handles, targets=snapshot.targets,
+                     distances=distances, seconds=time.perf_counter() - t0, image=session.render(),
+                     snapshot=snapshot, end=end)
+
+
+def _replay(ref: ModelRef, device: str, recipe: Any, render_every: int = 2
+            ) -> tuple[DragSnapshot, np.ndarray, list[tuple[int, list[np.ndarray]]]]:
+    """Rebuild a recipe's edit: (snapshot, start image, [(history entry id, frames)] for every drag)."""
+    from ..export import run_drag
+
+    G = generator(ref, device)
+    session = DragSession(G, seed=recipe.seed, psi=recipe.psi, config=DragConfig(space=recipe.space))
+    start_image = session.render()
+    results = []
+    for drag in recipe.drags:
+        frames: list[np.ndarray] = []
+        before = session.snapshot().entry.id
+        run_drag(session, drag, on_step=lambda r: frames.append(r.image) if r.image is not None else None,
+                 render_every=max(1, int(render_every)))
+        entry = session.snapshot().entry.id
+        if entry != before:
+            results.append((entry, frames))
+    return session.snapshot(), start_image, results
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionDone:
+    """The end of a photo inversion: the tuned generator (written to the model cache), its session and quality."""
+
+    model: ModelRef                   # the photo's private tuned generator
+    snapshot: DragSnapshot            # a W+ session at the inverted latent
+    image: np.ndarray                 # its image (the reconstruction)
+    target: np.ndarray                # uint8 [H, W, 3] the prepared photo
+    w: np.ndarray                     # [1, num_ws, w_dim] the inverted latent
+    psnr: float
+    lpips: float | None
+    loss_name: str
+    loss_note: str | None
+    seconds: float
+
+
+def _invert(ref: ModelRef, device: str, target: np.ndarray, config: Any, drag_config: DragConfig,
+            stop: StopFlag | None, label: str) -> Iterator[Any]:
+    """Invert a prepared photo into the model: every `InversionProgress`, then one `InversionDone` (nothing
+    when cancelled: the generator just ends). The tuned copy is written to the model cache, never returned."""
+    import queue
+    import threading
+
+    from ..inversion import InversionCancelled, invert
+    from .models import store_private_model
+
+    events: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = invert(generator(ref, device), target, config, progress=events.put, cancel=stop)
+        except InversionCancelled:
+            pass
+        except BaseException as exc:  # re-raised in the caller's thread below
+            outcome["error"] = exc
+        finally:
+            events.put(None)
+
+    thread = threading.Thread(target=work, name="draggan-invert", daemon=True)
+    thread.start()
+    while (event := events.get()) is not None:
+        yield event
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome.get("result")
+    if result is None:
+        return
+    tuned = store_private_model(result.G_tuned, label, note=dict(base_model=ref.source, psnr=round(result.psnr, 3)))
+    w = result.w.detach().cpu().numpy()
+    session = DragSession(result.G_tuned, w=w, config=dataclasses.replace(drag_config, space="w+"))
+    yield InversionDone(model=tuned, snapshot=session.snapshot(), image=session.render(), target=result.target,
+                        w=w, psnr=result.psnr, lpips=result.lpips, loss_name=result.loss_name,
+                        loss_note=result.loss_note, seconds=result.seconds)
+
+
+def chunk_seconds() -> float:
+    """How long one drag call may run: under ZeroGPU a little less than its grant, elsewhere without end."""
+    if os.environ.get("SPACES_ZERO_GPU") or os.environ.get("DRAGGAN_FORKED_GPU") == "1":
+        return max(5.0, DRAG_SECONDS - 5.0)
+    return float("inf")
+
+
+def explain_failure(exc: BaseException) -> str:
+    """One sentence for a GPU call that failed; ZeroGPU's time and quota refusals say when to try again."""
+    text = str(exc).strip() or type(exc).__name__
+    lowered = text.lower()
+    if "quota" in lowered or "gpu task aborted" in lowered or "no gpu" in lowered or "zerogpu" in lowered:
+        return (f"The GPU time for this visit ran out ({text}). Your image is kept: press Start to continue "
+                f"once the GPU is available again.")
+    return f"The drag failed: {type(exc).__name__}: {text}"
+
+
+new_image = gpu(_new_image)
+from_latent = gpu(_from_latent)
+render = gpu(_render)
+drag = gpu(_drag)
+replay = gpu_long(_replay)
+invert = gpu_long(_invert)
+PLAIN = {"new_image": _new_image, "from_latent": _from_latent, "render": _render, "drag": _drag, "replay": _replay,
+         "invert": _invert}
