@@ -19,6 +19,8 @@ yields new values, which the server stores in the visitor's `gr.State`. Nothing 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import os
 import time
 from pathlib import Path
@@ -72,15 +74,35 @@ class DragUpdate:
     end: str = ""                         # last update: "arrived", "limit", "stopped" or "budget"
 
 
-def _decorator(duration: Callable[..., int] | int) -> Callable[[Callable], Callable]:
-    if os.environ.get("DRAGGAN_FORKED_GPU", "") == "1":
-        from .forked import forked
-        return forked
+def _decorator(duration: int) -> Callable[[Callable], Callable]:
+    """`spaces.GPU(duration=...)` where the `spaces` package is installed (it changes nothing outside ZeroGPU);
+    the fork-and-pickle stand-in instead for calls made while `DRAGGAN_FORKED_GPU=1` (read per call, so tests
+    can switch it)."""
     try:
         import spaces
+        platform = spaces.GPU(duration=duration)
     except ImportError:
-        return lambda fn: fn
-    return spaces.GPU(duration=duration)
+        platform = lambda fn: fn  # noqa: E731
+
+    def decorate(fn: Callable) -> Callable:
+        from .forked import forked
+
+        on_platform, in_fork = platform(fn), forked(fn)
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                yield from (in_fork if forked_wanted() else on_platform)(*args, **kwargs)
+            return generator
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return (in_fork if forked_wanted() else on_platform)(*args, **kwargs)
+        return call
+    return decorate
+
+
+def forked_wanted() -> bool:
+    return os.environ.get("DRAGGAN_FORKED_GPU", "") == "1"
 
 
 def gpu_seconds(env: str, default: int) -> int:
@@ -150,6 +172,9 @@ def _drag(ref: ModelRef, device: str, snap: DragSnapshot, max_steps: int, stop: 
         elapsed = time.perf_counter() - t0
         if result.done:
             end = "arrived"
+            break
+        if session.steps >= max_steps:
+            end = "limit"
             break
         if elapsed * (i + 2) / i > budget_s:
             end = "budget"
@@ -245,7 +270,7 @@ def _invert(ref: ModelRef, device: str, target: np.ndarray, config: Any, drag_co
 
 def chunk_seconds() -> float:
     """How long one drag call may run: under ZeroGPU a little less than its grant, elsewhere without end."""
-    if os.environ.get("SPACES_ZERO_GPU") or os.environ.get("DRAGGAN_FORKED_GPU") == "1":
+    if os.environ.get("SPACES_ZERO_GPU") or forked_wanted():
         return max(5.0, DRAG_SECONDS - 5.0)
     return float("inf")
 

@@ -358,7 +358,7 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
     last snapshot that came back either way."""
     budget = budget_s if budget_s is not None else gpu.chunk_seconds()
     frames: list[np.ndarray] = []
-    first_entry = ui.snap.entry.id
+    first_entry, first_steps = ui.snap.entry.id, ui.snap.steps
     try:
         while True:
             final = None
@@ -366,7 +366,7 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
                 for update in gpu.drag(ui.model, ui.device, ui.snap, job.goal, job.stop, budget, ui.render_every):
                     with ui.lock:
                         job.last = update
-                        job.steps += 0 if update.snapshot is not None else 1
+                        job.steps = update.step - first_steps
                         if update.image is not None:
                             ui.image = update.image
                             frames.append(update.image)

@@ -1,0 +1,170 @@
+"""ZeroGPU's contract, kept: every GPU function gives the same result in a forked, pickling worker as in-process.
+
+`draggan.ui.forked` runs a function as `spaces.GPU` does on ZeroGPU (a forked process; arguments pickled in,
+each yield or the result pickled back; nothing else shared). A GPU function that changed state in place
+instead of returning it would lose that change here, and these comparisons would fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from draggan.engine import snapshot as snapshots
+from draggan.export import DragRecord, Recipe
+from draggan.ui import gpu, handlers, photo
+from draggan.ui.forked import WorkerError, forked
+from draggan.ui.gpu import ModelRef, StopFlag
+from draggan.ui.models import shared_cache
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")]
+
+SG2 = Path(__file__).parent / "data" / "stylegan2-tiny-64.pkl"
+REF = ModelRef(str(SG2), "tiny")
+CONFIG = handlers.make_config(lr=5e-3, max_steps=6)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loaded() -> None:
+    shared_cache().get(REF.source, torch.device("cpu"))   # as the server preloads it before forking
+
+
+def same(a, b) -> None:
+    """Deep equality of plain results: arrays exactly, dataclasses field by field."""
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b)
+    elif dataclasses.is_dataclass(a) and not isinstance(a, type):
+        assert type(a) is type(b)
+        for f in dataclasses.fields(a):
+            if f.name != "seconds":
+                same(getattr(a, f.name), getattr(b, f.name))
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            same(x, y)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            same(a[k], b[k])
+    else:
+        assert a == b
+
+
+def both(name: str, *args):
+    """The in-process result and the forked-worker result of GPU function `name`."""
+    fn = gpu.PLAIN[name]
+    run = (lambda f: list(f(*args))) if name in ("drag", "invert") else (lambda f: f(*args))
+    return run(fn), run(forked(fn))
+
+
+def test_new_image_render_and_latent_start_round_trip():
+    local, remote = both("new_image", REF, "cpu", 3, 0.7, CONFIG)
+    same(local, remote)
+    snap, image = remote
+    same(both("render", REF, "cpu", snap)[1], image)
+    w = snapshots.full_latent(snap)
+    same(*both("from_latent", REF, "cpu", w, CONFIG))
+
+
+def test_drag_updates_and_snapshot_come_back_whole(tmp_path):
+    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 1, 0.7, CONFIG)
+    snap = snapshots.set_points(snap, [(20, 20)], [(34, 28)])
+    local, remote = both("drag", REF, "cpu", snap, 5, StopFlag(str(tmp_path / "stop")), float("inf"), 2)
+    assert [u.step for u in remote] == [1, 2, 3, 4, 5] and [u.snapshot is None for u in remote[:-1]]
+    same(local, remote)
+    final = remote[-1]
+    assert final.end == "limit" and final.snapshot.drags()[0].steps == 5 and final.image is not None
+    assert not np.array_equal(final.image, gpu.PLAIN["render"](REF, "cpu", snap))
+
+
+def test_a_chunked_drag_equals_one_uninterrupted_drag(tmp_path):
+    """ZeroGPU grants are short: a drag split into calls of a few steps ends exactly where one call does."""
+    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 2, 0.7, CONFIG)
+    snap = snapshots.set_points(snap, [(20, 20)], [(40, 30)])
+    whole = list(gpu.PLAIN["drag"](REF, "cpu", snap, 6, None, float("inf"), 0))[-1]
+    drag = forked(gpu.PLAIN["drag"])
+    current, calls = snap, 0
+    while True:
+        last = list(drag(REF, "cpu", current, 6, None, 1e-9, 0))[-1]   # a budget of one step per call
+        current, calls = last.snapshot, calls + 1
+        if last.end != "budget":
+            break
+    assert calls == 6 and last.end == "limit"
+    assert np.array_equal(snapshots.full_latent(current), snapshots.full_latent(whole.snapshot))
+    assert len(current.drags()) == 1 and current.drags()[0].steps == 6, "one history entry for the whole drag"
+
+
+def test_stop_reaches_the_worker(tmp_path):
+    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 2, 0.7, CONFIG)
+    snap = snapshots.set_points(snap, [(20, 20)], [(60, 60)])
+    stop = StopFlag(str(tmp_path / "stop"))
+    updates = []
+    for update in forked(gpu.PLAIN["drag"])(REF, "cpu", snap, 10_000, stop, float("inf"), 0):
+        updates.append(update)
+        if len(updates) == 3:
+            stop.set()                                   # the server's side: a file the worker sees
+    assert updates[-1].end == "stopped" and 3 <= updates[-1].step < 10
+    assert updates[-1].snapshot.drags()[0].steps == updates[-1].step
+
+
+def test_replay_and_invert_round_trip(tmp_path):
+    recipe = Recipe(model=REF.source, seed=4, psi=0.7, space="w+", image_size=(64, 64),
+                    drags=[DragRecord(handles=[(20.0, 20.0)], targets=[(30.0, 26.0)], steps=3, lr=5e-3,
+                                      mask_lambda=20.0)])
+    same(*both("replay", REF, "cpu", recipe, 1))
+
+    target = gpu.PLAIN["new_image"](REF, "cpu", 9, 0.5, CONFIG)[1]
+    config = photo.make_inversion_config(3, 2, 3, w_avg_samples=200)
+    local, remote = both("invert", REF, "cpu", target, config, CONFIG, None, "photo")
+    done_local, done_remote = local[-1], remote[-1]
+    assert isinstance(done_remote, gpu.InversionDone) and done_remote.model.private
+    assert done_local.model != done_remote.model, "each inversion writes its own private copy"
+    same(local[:-1], remote[:-1])
+    same(dataclasses.replace(done_local, model=None), dataclasses.replace(done_remote, model=None))
+    G_remote = shared_cache().get(done_remote.model.source, torch.device("cpu"))  # written by the worker, read here
+    assert G_remote.img_height == 64
+
+
+def test_the_harness_catches_state_changed_only_in_the_worker():
+    def in_place(box: dict) -> None:        # wrong on ZeroGPU: the caller never sees the change
+        box["latent"] = 1
+
+    box_local, box_remote = {}, {}
+    in_place(box_local)
+    forked(in_place)(box_remote)
+    assert box_local == {"latent": 1} and box_remote == {}, "a forked call must not share memory"
+
+    with pytest.raises(TypeError, match="pickle"):
+        forked(in_place)(threading.Lock())   # unpicklable arguments fail in the caller, as with spaces
+
+    def broken() -> None:
+        raise ValueError("bad model")
+    with pytest.raises(ValueError, match="bad model"):
+        forked(broken)()
+
+    def dies() -> None:
+        os._exit(3)
+    with pytest.raises(WorkerError, match="exit code 3"):
+        forked(dies)()
+
+
+def test_handlers_work_with_every_gpu_call_forked(monkeypatch):
+    """The editor's whole drag flow with DRAGGAN_FORKED_GPU=1: new image, drag, undo, redo, reset."""
+    monkeypatch.setenv("DRAGGAN_FORKED_GPU", "1")
+    ui = handlers.make_state(REF, "cpu", 0, 0.7, "w+", CONFIG)
+    ui.snap = snapshots.set_points(ui.snap, [(20, 20)], [(30, 26)])
+    job = handlers.run_blocking(ui)
+    assert job.steps == 6 and len(ui.snap.drags()) == 1
+    monkeypatch.delenv("DRAGGAN_FORKED_GPU")
+    local = handlers.make_state(REF, "cpu", 0, 0.7, "w+", CONFIG)
+    local.snap = snapshots.set_points(local.snap, [(20, 20)], [(30, 26)])
+    handlers.run_blocking(local)
+    assert np.array_equal(snapshots.full_latent(ui.snap), snapshots.full_latent(local.snap))
+    assert np.array_equal(ui.image, local.image)
