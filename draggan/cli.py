@@ -14,18 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError, cache,
-                          hub, load_generator)
+from .checkpoints import cache, hub, load_generator
 from .checkpoints.zoo import list_models
+from .errors import CommandError, DragGANError
 from .images import to_uint8
 from .networks.stylegan2 import NOISE_MODES
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as `error: ...` without a traceback."""
 
 
 def _label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
@@ -176,6 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (FileNotFoundError, ModelUnavailableError, ModelFormatError, UnsafePickleError, UnknownModelError) as e:
+    except (FileNotFoundError, DragGANError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from draggan import settings
 from draggan.checkpoints import UnsafePickleError, hub, load_generator
 from draggan.cli import main
 from draggan.images import to_uint8
@@ -27,6 +28,7 @@ def env(monkeypatch, tmp_path) -> Path:
     """Private caches, offline mode on, and no download can happen."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
+    settings.reload()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
 

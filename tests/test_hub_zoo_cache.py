@@ -16,6 +16,7 @@ import torch
 from huggingface_hub.utils import LocalEntryNotFoundError
 
 import draggan.checkpoints as checkpoints
+from draggan import settings
 from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, cache, hub,
                                  load_generator)
 from draggan.checkpoints.zoo import ZooEntry, get_model, list_models
@@ -55,6 +56,7 @@ def env(monkeypatch, tmp_path) -> Path:
     """Private HF_HOME / converted cache, offline mode on, and any download attempt fails the test."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
+    settings.reload()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HTTPS_PROXY", "https_proxy",
                  "ALL_PROXY", "all_proxy"):

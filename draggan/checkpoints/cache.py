@@ -26,6 +26,7 @@ import safetensors.torch
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .. import settings
 from .builders import FAMILIES, build_generator
 from .errors import ModelFormatError
 from .hub import hf_home
@@ -42,9 +43,8 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 def converted_cache_dir() -> Path:
     """`$DRAGGAN_CACHE`, else `draggan-converted/` next to the Hub cache (`$HF_HOME/draggan-converted`)."""
-    if os.environ.get("DRAGGAN_CACHE"):
-        return Path(os.environ["DRAGGAN_CACHE"]).expanduser()
-    return hf_home() / "draggan-converted"
+    configured = settings.get().cache_dir
+    return configured if configured is not None else hf_home() / "draggan-converted"
 
 
 def file_sha256(path: str | Path) -> str:
