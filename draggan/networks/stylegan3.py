@@ -19,8 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints.builders import _plain
-from ..checkpoints.nvidia_pickle import PersistentObject
 from .ops import FullyConnectedLayer, filtered_lrelu
 from .stylegan2 import MappingNetwork
 
@@ -349,20 +347,6 @@ class Generator(torch.nn.Module):
                 truncation_cutoff: int | None = None, **synthesis_kwargs: Any):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)
-
-
-def kwargs_from_pickle(G: PersistentObject) -> dict[str, Any]:
-    """Normalise a pickled NVIDIA StyleGAN3 `Generator`'s constructor arguments to our `Generator`'s kwargs
-    (positional arguments named, EasyDicts and numpy scalars made plain, so the result is JSON-able)."""
-    kw = _plain(G.init_kwargs)
-    for name, value in zip(GENERATOR_ARG_NAMES, _plain(list(G.init_args))):
-        assert name not in kw, f"{name} given both positionally and by keyword"
-        kw[name] = value
-    missing = [name for name in GENERATOR_ARG_NAMES[:5] if name not in kw]
-    if missing:
-        raise ValueError(f"StyleGAN3 pickle lacks generator arguments {missing}")
-    kw["mapping_kwargs"] = dict(kw.get("mapping_kwargs") or {})
-    return kw
 
 
 def default_feature_layer(G: torch.nn.Module) -> int:
