@@ -11,7 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .checkpoints import cache, hub, load_generator
@@ -41,10 +40,8 @@ def _label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> t
 def _cmd_generate(args: argparse.Namespace) -> int:
     G = load_generator(args.model, device=args.device)
     device = next(G.parameters()).device
-    z = torch.from_numpy(np.random.RandomState(args.seed).randn(1, G.z_dim)).to(device=device, dtype=torch.float32)
-    c = _label(G, args.class_idx, device)
+    ws = G.latent_from_seed(args.seed, args.psi, c=_label(G, args.class_idx, device))
     with torch.no_grad():
-        ws = G.mapping(z, c, truncation_psi=args.psi)
         img = G.synthesis(ws, noise_mode=args.noise_mode)
     from PIL import Image
     out = Path(args.out)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .latents import SeedLatents
 from .ops import (ACTIVATION_GAINS, FullyConnectedLayer, bias_act, modulated_conv2d, normalize_2nd_moment,
                   setup_filter, upsample2d)
 
@@ -272,8 +273,11 @@ class SynthesisNetwork(torch.nn.Module):
         return img
 
 
-class Generator(torch.nn.Module):
-    """StyleGAN2 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image)."""
+class Generator(SeedLatents, torch.nn.Module):
+    """StyleGAN2 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image).
+
+    `latent_from_seed(seed, psi)` (from `SeedLatents`) is the ws of a seed.
+    """
 
     family = "stylegan2"
 

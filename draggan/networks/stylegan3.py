@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .latents import SeedLatents
 from .ops import FullyConnectedLayer, filtered_lrelu
 from .stylegan2 import MappingNetwork
 
@@ -319,8 +320,11 @@ class SynthesisNetwork(torch.nn.Module):
         return img
 
 
-class Generator(torch.nn.Module):
-    """StyleGAN3 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image)."""
+class Generator(SeedLatents, torch.nn.Module):
+    """StyleGAN3 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image).
+
+    `latent_from_seed(seed, psi)` (from `SeedLatents`) is the ws of a seed.
+    """
 
     family = "stylegan3"
 
