@@ -9,22 +9,19 @@ keypoints, then blurred, noised and colour-jittered so the judge also reads a ge
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints.model_folder import load_model_folder, save_model_folder
 from ..data import procedural
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 KIND = "keypoint-regressor"
 
 
@@ -116,27 +113,23 @@ class KeypointTrainConfig:
 
 
 def save_regressor(net: KeypointNet, out_dir: str | Path, meta: dict | None = None) -> Path:
-    """Write the regressor as `model.safetensors` + `config.json` in `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    safetensors.torch.save_file(state, str(out_dir / WEIGHTS_FILE))
+    """Write the regressor as a model folder (`model.safetensors` + `config.json`) in `out_dir`."""
     config = dict(format_version=FORMAT_VERSION, kind=KIND, init_kwargs=net.init_kwargs,
-                  keypoints=list(procedural.KEYPOINT_NAMES), **(meta or {}))
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
-    return out_dir
+                  keypoints=list(procedural.KEYPOINT_NAMES))
+    save_model_folder(out_dir, net, config, meta)
+    return Path(out_dir)
 
 
 def load_regressor(path: str | Path) -> KeypointNet:
     """Load a regressor folder written by `save_regressor` (eval mode, no grads)."""
     path = Path(path)
-    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    state, config = load_model_folder(path)
     if config.get("format_version") != FORMAT_VERSION or config.get("kind") != KIND:
         raise ValueError(f"{path}: not a format_version {FORMAT_VERSION} {KIND}")
     if list(config["keypoints"]) != list(procedural.KEYPOINT_NAMES):
         raise ValueError(f"{path}: keypoint names differ from draggan.data.procedural.KEYPOINT_NAMES")
     net = KeypointNet(**config["init_kwargs"])
-    net.load_state_dict(safetensors.torch.load_file(str(path / WEIGHTS_FILE)), strict=True)
+    net.load_state_dict(state, strict=True)
     return net.eval().requires_grad_(False)
 
 

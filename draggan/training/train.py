@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -25,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..checkpoints.cache import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_converted
+from ..checkpoints.cache import load_converted, read_config, save_converted
 from ..data import procedural
 from ..networks.stylegan2 import Generator
 
@@ -123,13 +121,9 @@ def sample_grid(G: torch.nn.Module, z: torch.Tensor, resolution: int, cols: int 
 
 
 def export_generator(G: torch.nn.Module, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write G as a converted-model folder (`model.safetensors` + `config.json`) that `load_converted` reads."""
+    """Write G as a converted-model folder (`model.safetensors` + `config.json`) and check it loads back."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {name: t.detach().to("cpu").contiguous() for name, t in G.state_dict().items()}
-    safetensors.torch.save_file(state, str(out_dir / WEIGHTS_FILE))
-    config = dict(format_version=FORMAT_VERSION, family=G.family, init_kwargs=G.init_kwargs, **(meta or {}))
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
+    save_converted(G, out_dir, meta)
     load_converted(out_dir)
     return out_dir
 
@@ -177,7 +171,7 @@ class Trainer:
                              f"{self.G.init_kwargs}")
         self.G.load_state_dict(G.state_dict())
         self.G_ema.load_state_dict(G.state_dict())
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = read_config(folder)
         self.images_seen = int(float(config.get("kimg", 0)) * 1000)
 
     def save_checkpoint(self) -> Path:
