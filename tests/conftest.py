@@ -33,6 +33,17 @@ def _settings_per_test():
     settings.reload()
 
 
+def private_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Point the Hub cache (`HF_HOME`) and the converted cache (`DRAGGAN_CACHE`) into `tmp_path`, with
+    huggingface_hub's offline mode on, and reload `draggan.settings` so the loaders see it."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    settings.reload()
+
+
 def load_reference(name: str) -> dict[str, np.ndarray]:
     """The `*.ref.npz` reference outputs computed by NVIDIA's own implementation."""
     with np.load(DATA / f"{name}.ref.npz") as ref:
