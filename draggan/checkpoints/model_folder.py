@@ -44,6 +44,11 @@ def weights_path(path: str | Path) -> Path:
     return path if path.suffix == ".safetensors" or path.is_file() else path / WEIGHTS_FILE
 
 
+def _shown(path: Path) -> str:
+    """`folder/file`: enough to tell the user which file, without the server's directory layout."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def _write_atomic(target: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
     os.close(fd)
@@ -82,7 +87,7 @@ def _embedded_config(weights: Path) -> str | None:
         with safetensors.safe_open(str(weights), framework="pt") as f:
             return (f.metadata() or {}).get(METADATA_KEY)
     except Exception as e:
-        raise ModelFormatError(f"{weights.name}: unreadable safetensors file ({e})") from e
+        raise ModelFormatError(f"{_shown(weights)}: unreadable safetensors file ({type(e).__name__})") from e
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -94,18 +99,18 @@ def read_config(path: str | Path) -> dict[str, Any]:
         try:
             text = config_file.read_text(encoding="utf-8")
         except OSError as e:
-            raise ModelFormatError(f"{config_file}: unreadable model config ({e})") from e
+            raise ModelFormatError(f"{_shown(config_file)}: unreadable model config ({type(e).__name__})") from e
     else:
         source = weights
         text = _embedded_config(weights) if weights.is_file() else None
         if text is None:
-            raise ModelFormatError(f"{weights.parent}: no {CONFIG_FILE}, and {weights.name} carries no config")
+            raise ModelFormatError(f"{_shown(weights)}: no {CONFIG_FILE} beside it and no config inside it")
     try:
         config = json.loads(text)
     except ValueError as e:
-        raise ModelFormatError(f"{source}: unreadable model config ({e})") from e
+        raise ModelFormatError(f"{_shown(source)}: unreadable model config ({e})") from e
     if not isinstance(config, dict):
-        raise ModelFormatError(f"{source}: the model config is not a JSON object")
+        raise ModelFormatError(f"{_shown(source)}: the model config is not a JSON object")
     return config
 
 
@@ -115,7 +120,7 @@ def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str
     try:
         return safetensors.torch.load_file(str(weights), device=str(device))
     except Exception as e:
-        raise ModelFormatError(f"{weights.name}: unreadable model weights ({e})") from e
+        raise ModelFormatError(f"{_shown(weights)}: unreadable model weights ({type(e).__name__})") from e
 
 
 def load_model_folder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
