@@ -15,6 +15,7 @@ import torch
 
 from .checkpoints import cache, hub, load_generator
 from .checkpoints.zoo import list_models
+from . import settings
 from .errors import CommandError, DragGANError
 from .images import to_uint8
 from .networks.stylegan2 import NOISE_MODES
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        settings.reload()  # read the environment once per command; a bad DRAGGAN_* variable stops here
         return args.func(args)
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)

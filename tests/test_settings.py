@@ -79,3 +79,13 @@ def test_every_draggan_variable_is_a_field_and_documented() -> None:
     docs = (ROOT / "docs" / "app.md").read_text(encoding="utf-8")
     for name in names:
         assert f"`{name}`" in docs, f"docs/app.md does not document {name}"
+
+
+def test_cli_reports_a_bad_variable_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    from draggan import cli
+
+    monkeypatch.setenv("DRAGGAN_MODEL_CACHE", "lots")
+    assert cli.main(["models"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err == "error: DRAGGAN_MODEL_CACHE must be an integer between 1 and 64, got 'lots'\n"
