@@ -11,21 +11,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError, cache,
-                          hub, load_generator)
+from .checkpoints import cache, hub, load_generator
 from .checkpoints.zoo import list_models
+from . import settings
+from .errors import CommandError, DragGANError
 from .images import to_uint8
 from .networks.stylegan2 import NOISE_MODES
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as `error: ...` without a traceback."""
 
 
 def _label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
@@ -45,10 +41,8 @@ def _label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> t
 def _cmd_generate(args: argparse.Namespace) -> int:
     G = load_generator(args.model, device=args.device)
     device = next(G.parameters()).device
-    z = torch.from_numpy(np.random.RandomState(args.seed).randn(1, G.z_dim)).to(device=device, dtype=torch.float32)
-    c = _label(G, args.class_idx, device)
+    ws = G.latent_from_seed(args.seed, args.psi, c=_label(G, args.class_idx, device))
     with torch.no_grad():
-        ws = G.mapping(z, c, truncation_psi=args.psi)
         img = G.synthesis(ws, noise_mode=args.noise_mode)
     from PIL import Image
     out = Path(args.out)
@@ -172,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        settings.reload()  # read the environment once per command; a bad DRAGGAN_* variable stops here
         return args.func(args)
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (FileNotFoundError, ModelUnavailableError, ModelFormatError, UnsafePickleError, UnknownModelError) as e:
+    except (FileNotFoundError, DragGANError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -18,13 +18,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from .errors import RecipeError
+
 RECIPE_FORMAT = "draggan-studio-recipe"
 RECIPE_VERSION = 1
 SPACES = ("w", "w+")
-
-
-class RecipeError(ValueError):
-    """A recipe file that cannot be read or does not describe a valid edit."""
 
 
 # ----------------------------------------------------------------------------------------------------------

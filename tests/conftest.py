@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from draggan import settings
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -19,6 +21,27 @@ def fixture_path(name: str) -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic_cpu() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _settings_per_test():
+    """`draggan.settings` is read once per process; a test that sets a `DRAGGAN_*` variable calls
+    `settings.reload()` after it, and every test starts and ends with settings read from its own environment
+    (this fixture is set up before `monkeypatch` and torn down after it has restored the environment)."""
+    settings.reload()
+    yield
+    settings.reload()
+
+
+def private_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Point the Hub cache (`HF_HOME`) and the converted cache (`DRAGGAN_CACHE`) into `tmp_path`, with
+    huggingface_hub's offline mode on, and reload `draggan.settings` so the loaders see it."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    settings.reload()
 
 
 def load_reference(name: str) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from draggan.checkpoints import UnsafePickleError, hub, load_generator
 from draggan.cli import main
 from draggan.images import to_uint8
 
-from conftest import fixture_path, load_reference
+from conftest import fixture_path, load_reference, private_caches
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,10 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def env(monkeypatch, tmp_path) -> Path:
     """Private caches, offline mode on, and no download can happen."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    private_caches(monkeypatch, tmp_path)
 
     def no_download(**kwargs):
         raise AssertionError("no download expected")

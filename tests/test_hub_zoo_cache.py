@@ -21,7 +21,7 @@ from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, Unknow
 from draggan.checkpoints.zoo import ZooEntry, get_model, list_models
 from draggan.devices import pick_device
 
-from conftest import fixture_path, load_reference
+from conftest import fixture_path, load_reference, private_caches
 
 REPO = "DragGan/DragGan-Models"
 HUB_FILES = {
@@ -53,11 +53,8 @@ class DownloadRecorder:
 @pytest.fixture
 def env(monkeypatch, tmp_path) -> Path:
     """Private HF_HOME / converted cache, offline mode on, and any download attempt fails the test."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HTTPS_PROXY", "https_proxy",
-                 "ALL_PROXY", "all_proxy"):
+    private_caches(monkeypatch, tmp_path)
+    for name in ("HF_ENDPOINT", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(hub, "hf_hub_download", DownloadRecorder())
     monkeypatch.setattr(hub, "hub_reachable", _never_probe)

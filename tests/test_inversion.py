@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from draggan import settings
 from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
@@ -262,6 +263,7 @@ def test_cli_invert(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     from draggan import cli
 
     monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
+    settings.reload()
     photo = tmp_path / "photo.jpg"
     Image.fromarray((np.random.RandomState(0).rand(90, 120, 3) * 255).astype(np.uint8)).save(photo)
     model = str(fixture_path("stylegan2-tiny-64.pkl"))

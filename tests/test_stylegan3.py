@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import fixture_path, load_reference
 
-from draggan.checkpoints.builders import build_generator, generator_from_persistent
+from draggan.checkpoints.builders import build_generator, generator_from_persistent, stylegan3_kwargs
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.networks import stylegan3
 
@@ -117,7 +117,7 @@ def test_designed_filters_match_pickle(loaded):
 
 def test_kwargs_from_pickle_is_plain(loaded):
     G_pickled, G, _ = loaded
-    kwargs = stylegan3.kwargs_from_pickle(G_pickled)
+    kwargs = stylegan3_kwargs(G_pickled)
     assert kwargs == G.init_kwargs
     assert kwargs["mapping_kwargs"] == {"num_layers": 2}
     assert json.loads(json.dumps(kwargs)) == kwargs

@@ -72,14 +72,26 @@ def stylegan2_kwargs(G: PersistentObject) -> dict[str, Any]:
     return dict(**{k: kw[k] for k in names}, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
 
 
+def stylegan3_kwargs(G: PersistentObject) -> dict[str, Any]:
+    """Normalise a pickled NVIDIA StyleGAN3 `Generator`'s constructor arguments to our `stylegan3.Generator`'s
+    (positional arguments named, EasyDicts and numpy scalars made plain, so the result is JSON-able)."""
+    from ..networks.stylegan3 import GENERATOR_ARG_NAMES
+
+    kw = _plain(G.init_kwargs)
+    for name, value in zip(GENERATOR_ARG_NAMES, _plain(list(G.init_args))):
+        assert name not in kw, f"{name} given both positionally and by keyword"
+        kw[name] = value
+    missing = [name for name in GENERATOR_ARG_NAMES[:5] if name not in kw]
+    if missing:
+        raise ValueError(f"StyleGAN3 pickle lacks generator arguments {missing}")
+    kw["mapping_kwargs"] = dict(kw.get("mapping_kwargs") or {})
+    return kw
+
+
 def generator_from_persistent(G: PersistentObject) -> torch.nn.Module:
     """Build our generator from a pickled NVIDIA `Generator` object and load its weights by name."""
     family = detect_family(G)
-    if family == "stylegan2":
-        kwargs = stylegan2_kwargs(G)
-    else:
-        from ..networks import stylegan3
-        kwargs = stylegan3.kwargs_from_pickle(G)
+    kwargs = stylegan2_kwargs(G) if family == "stylegan2" else stylegan3_kwargs(G)
     net = build_generator(family, kwargs)
     net.load_state_dict(G.tensors(), strict=True)
     return net.eval().requires_grad_(False)

@@ -1,9 +1,10 @@
 """Converted-model cache: a generator's weights as safetensors plus a JSON config, keyed by the pickle's hash.
 
 Unpickling a 360 MB network pickle takes seconds; rebuilding the module from its config and memory-mapping a
-safetensors file takes a fraction of one. Each entry is a folder `<root>/<sha256 of source pickle>/` holding
-`model.safetensors` and `config.json` (`format_version`, `family`, `init_kwargs`, `source`, `sha256`,
-`source_size`). A small stat index (`by-stat/<hash of path, size, mtime>` → sha256) spares re-hashing the
+safetensors file takes a fraction of one. Each entry is a model folder (`draggan.checkpoints.model_folder`)
+`<root>/<sha256 of source pickle>/` holding `model.safetensors` and `config.json` (`format_version`, `family`,
+`init_kwargs`, `source`, `sha256`, `source_size`). `save_converted` writes the same format anywhere (a tuned
+or trained generator), and `load_converted` reads any such folder or weights file. A small stat index (`by-stat/<hash of path, size, mtime>` → sha256) spares re-hashing the
 pickle on every load; the entry's recorded hash and size are checked against it. Entries are written to a
 temporary folder and renamed into place, so a reader never sees a half-written one; an entry that fails to
 load is removed and rebuilt from the pickle.
@@ -22,19 +23,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .. import settings
+from . import model_folder
 from .builders import FAMILIES, build_generator
 from .errors import ModelFormatError
 from .hub import hf_home
+from .model_folder import CONFIG_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 _INDEX_DIR = "by-stat"
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = model_folder.TMP_PREFIX
 _STALE_TMP_S = 3600.0
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -42,9 +43,8 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 def converted_cache_dir() -> Path:
     """`$DRAGGAN_CACHE`, else `draggan-converted/` next to the Hub cache (`$HF_HOME/draggan-converted`)."""
-    if os.environ.get("DRAGGAN_CACHE"):
-        return Path(os.environ["DRAGGAN_CACHE"]).expanduser()
-    return hf_home() / "draggan-converted"
+    configured = settings.get().cache_dir
+    return configured if configured is not None else hf_home() / "draggan-converted"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -94,16 +94,20 @@ def is_converted(path: str | Path) -> bool:
     return path.is_file() and _looks_like_safetensors(path)
 
 
-def read_config(entry: Path) -> dict[str, Any]:
-    """The validated `config.json` of an entry folder; `ModelFormatError` if missing or malformed."""
-    try:
-        config = json.loads((entry / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"{entry / CONFIG_FILE}: unreadable converted-model config ({e})") from e
-    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(f"{entry / CONFIG_FILE}: not a format_version {FORMAT_VERSION} converted-model config")
+def generator_config(G: torch.nn.Module) -> dict[str, Any]:
+    """What rebuilds `G` with `build_generator`: `format_version`, `family`, `init_kwargs` (JSON-normalised)."""
+    return dict(format_version=FORMAT_VERSION, family=G.family,
+                init_kwargs=json.loads(json.dumps(G.init_kwargs)))
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The validated config of a converted folder or weights file; `ModelFormatError` if missing or malformed."""
+    config = model_folder.read_config(path)
+    where = Path(path).name
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{where}: not a format_version {FORMAT_VERSION} converted-model config")
     if config.get("family") not in FAMILIES or not isinstance(config.get("init_kwargs"), dict):
-        raise ModelFormatError(f"{entry / CONFIG_FILE}: missing or invalid 'family' / 'init_kwargs'")
+        raise ModelFormatError(f"{where}: missing or invalid 'family' / 'init_kwargs' in the model config")
     return config
 
 
@@ -126,7 +130,7 @@ class _SkipRandomInit(TorchFunctionMode):
 
 def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
     try:
-        state = safetensors.torch.load_file(str(weights), device="cpu")
+        state = model_folder.load_state(weights)
         with _SkipRandomInit():
             G = build_generator(config["family"], config["init_kwargs"])
         unloaded = {name for name, _ in [*G.named_parameters(), *G.named_buffers()]} - set(state)
@@ -139,10 +143,14 @@ def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
 
 
 def load_converted(path: str | Path) -> torch.nn.Module:
-    """Rebuild a generator from a converted entry (its folder, or its `model.safetensors` with the config beside it)."""
-    path = Path(path)
-    entry, weights = (path, path / WEIGHTS_FILE) if path.is_dir() else (path.parent, path)
-    return _build(read_config(entry), weights)
+    """Rebuild a generator from a converted folder or weights file (config beside it or in its header)."""
+    return _build(read_config(path), model_folder.weights_path(path))
+
+
+def save_converted(G: torch.nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write `G` as a converted model folder (or `.safetensors` file) that `load_converted` and
+    `load_generator` read; `metadata` is JSON-able provenance. Returns the weights file."""
+    return model_folder.save_model_folder(path, G, generator_config(G), metadata)
 
 
 def lookup(source: Path) -> tuple[torch.nn.Module | None, str]:
@@ -200,18 +208,14 @@ def _remove_stale_tmp(root: Path) -> None:
 
 def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
     """Write `G` as the converted entry of pickle `source` (content hash `sha`); returns the entry folder."""
-    config = dict(format_version=FORMAT_VERSION, family=G.family, init_kwargs=G.init_kwargs,
-                  source=str(source.resolve()), sha256=sha, source_size=source.stat().st_size)
-    text = json.dumps(config, indent=1)
+    metadata = dict(source=str(source.resolve()), sha256=sha, source_size=source.stat().st_size)
     root = converted_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(root)
     entry = root / sha
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
     try:
-        state = {name: t.detach().to("cpu").contiguous() for name, t in G.state_dict().items()}
-        safetensors.torch.save_file(state, str(tmp / WEIGHTS_FILE))
-        (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+        save_converted(G, tmp, metadata)
         try:
             os.replace(tmp, entry)
         except OSError:

@@ -1,11 +1,7 @@
-"""Errors raised while finding or loading a generator, shared by the hub, cache and loader modules."""
+"""Errors raised while finding or loading a generator; defined in `draggan.errors`, re-exported here."""
 
 from __future__ import annotations
 
+from ..errors import ModelFormatError, ModelUnavailableError
 
-class ModelUnavailableError(OSError):
-    """The requested model is neither on this machine nor downloadable right now (offline, unreachable, absent)."""
-
-
-class ModelFormatError(ValueError):
-    """The file exists but holds no generator we can load (not a pickle, no `G_ema`, broken converted cache)."""
+__all__ = ["ModelFormatError", "ModelUnavailableError"]

@@ -22,6 +22,7 @@ from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled,
                                    RepositoryNotFoundError, RevisionNotFoundError)
 
+from .. import settings
 from .errors import ModelUnavailableError
 from .zoo import UnknownModelError, ZooEntry, get_model, list_models
 
@@ -30,7 +31,6 @@ __all__ = ["HubRef", "ModelUnavailableError", "cached_hub_file", "fetch_from_hub
            "resolve_source"]
 
 HUB_SCHEME = "hf://"
-DEFAULT_PROBE_TIMEOUT_S = 3.0
 DEFAULT_ETAG_TIMEOUT_S = 10.0
 ProgressCallback = Callable[[int, "int | None"], None]
 
@@ -99,7 +99,7 @@ def hub_reachable(timeout: float | None = None) -> bool:
     """
     if any(os.environ.get(name) for name in _PROXY_VARS):
         return True
-    timeout = _timeout_env("DRAGGAN_HUB_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S) if timeout is None else timeout
+    timeout = settings.get().hub_timeout if timeout is None else timeout
     parsed = urllib.parse.urlparse(_endpoint())
     host = parsed.hostname
     if host is None:

@@ -19,9 +19,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import torch
 
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle references a global outside our allow-list; nothing from it was executed."""
+from ..errors import UnsafePickleError
 
 
 class EasyDict(dict):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UnknownModelError
 from .builders import FAMILIES
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -24,13 +25,6 @@ ZOO_FORMAT_VERSION = 1
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _REQUIRED = ("key", "name", "format", "family", "resolution")
 _OPTIONAL = ("repo_id", "filename", "revision", "path", "content", "approx_size_mb", "drag_lr", "notes")
-
-
-class UnknownModelError(KeyError):
-    """A zoo key that is not in the registry; the message lists the valid keys."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else super().__str__()
 
 
 @dataclass(frozen=True)

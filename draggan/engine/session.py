@@ -253,9 +253,7 @@ class DragSession:
         G = self.G
         with torch.no_grad():
             if w is None:
-                z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(self.device)
-                c = torch.zeros([1, G.c_dim], device=self.device)
-                ws = G.mapping(z, c, truncation_psi=psi)
+                ws = G.latent_from_seed(seed, psi)
             else:
                 ws = torch.as_tensor(np.asarray(w) if isinstance(w, np.ndarray) else w).to(self.device)
                 ws = ws.reshape(-1, self.w_dim)

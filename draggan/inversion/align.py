@@ -16,12 +16,9 @@ import numpy as np
 from PIL import Image
 
 from ..checkpoints.hub import HubRef, fetch_from_hub
+from ..errors import FaceAlignmentUnavailable
 
 PREDICTOR_REF = HubRef("DragGan/DragGan-Models", "align.dat")
-
-
-class FaceAlignmentUnavailable(RuntimeError):
-    """dlib or its landmark model cannot be had; use the plain centre crop instead."""
 
 
 def face_alignment_available() -> bool:

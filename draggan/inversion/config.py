@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..errors import InversionCancelled
 from ..images import to_uint8
 
 # LPIPS-VGG16 weights on the Hugging Face Hub, pinned to the commits that added the files.
@@ -95,14 +96,6 @@ class InversionProgress:
     total_steps: int
     loss: float                           # reconstruction loss of this step (before its update)
     preview: np.ndarray | None            # uint8 [H, W, 3] every `preview_every` steps and at each stage's end
-
-
-class InversionCancelled(RuntimeError):
-    """Raised when the cancel event is set; nothing of the interrupted inversion is kept."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(f"inversion cancelled after {step} steps")
-        self.step = step
 
 
 class StepTracker:

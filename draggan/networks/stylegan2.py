@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .generator import StyleGenerator
 from .ops import (ACTIVATION_GAINS, FullyConnectedLayer, bias_act, modulated_conv2d, normalize_2nd_moment,
                   setup_filter, upsample2d)
 
@@ -272,32 +273,22 @@ class SynthesisNetwork(torch.nn.Module):
         return img
 
 
-class Generator(torch.nn.Module):
-    """StyleGAN2 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image)."""
+class Generator(StyleGenerator):
+    """StyleGAN2 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image); `latent_from_seed`
+    and `forward` come from `StyleGenerator`."""
 
     family = "stylegan2"
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  mapping_kwargs: dict | None = None, synthesis_kwargs: dict | None = None) -> None:
-        super().__init__()
         mapping_kwargs = dict(mapping_kwargs or {})
         synthesis_kwargs = dict(synthesis_kwargs or {})
-        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                img_channels=img_channels, mapping_kwargs=mapping_kwargs,
-                                synthesis_kwargs=synthesis_kwargs)
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
+        super().__init__(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                              img_channels=img_channels, mapping_kwargs=mapping_kwargs,
+                              synthesis_kwargs=synthesis_kwargs))
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
                                           **synthesis_kwargs)
         self.img_height = self.synthesis.img_height
         self.img_width = self.synthesis.img_width
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, **synthesis_kwargs: Any):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, **synthesis_kwargs)

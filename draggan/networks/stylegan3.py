@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints.builders import _plain
-from ..checkpoints.nvidia_pickle import PersistentObject
+from .generator import StyleGenerator
 from .ops import FullyConnectedLayer, filtered_lrelu
 from .stylegan2 import MappingNetwork
 
@@ -321,22 +320,17 @@ class SynthesisNetwork(torch.nn.Module):
         return img
 
 
-class Generator(torch.nn.Module):
-    """StyleGAN3 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image)."""
+class Generator(StyleGenerator):
+    """StyleGAN3 generator: `mapping` (z, c → ws) followed by `synthesis` (ws → image); `latent_from_seed`
+    and `forward` come from `StyleGenerator`."""
 
     family = "stylegan3"
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  mapping_kwargs: dict | None = None, **synthesis_kwargs: Any) -> None:
-        super().__init__()
         mapping_kwargs = dict(mapping_kwargs or {})
-        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                img_channels=img_channels, mapping_kwargs=mapping_kwargs, **synthesis_kwargs)
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
+        super().__init__(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                              img_channels=img_channels, mapping_kwargs=mapping_kwargs, **synthesis_kwargs))
         self.img_height = img_resolution
         self.img_width = img_resolution
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
@@ -344,25 +338,6 @@ class Generator(torch.nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
                                       **{"num_layers": DEFAULT_MAPPING_LAYERS, **mapping_kwargs})
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, **synthesis_kwargs: Any):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, **synthesis_kwargs)
-
-
-def kwargs_from_pickle(G: PersistentObject) -> dict[str, Any]:
-    """Normalise a pickled NVIDIA StyleGAN3 `Generator`'s constructor arguments to our `Generator`'s kwargs
-    (positional arguments named, EasyDicts and numpy scalars made plain, so the result is JSON-able)."""
-    kw = _plain(G.init_kwargs)
-    for name, value in zip(GENERATOR_ARG_NAMES, _plain(list(G.init_args))):
-        assert name not in kw, f"{name} given both positionally and by keyword"
-        kw[name] = value
-    missing = [name for name in GENERATOR_ARG_NAMES[:5] if name not in kw]
-    if missing:
-        raise ValueError(f"StyleGAN3 pickle lacks generator arguments {missing}")
-    kw["mapping_kwargs"] = dict(kw.get("mapping_kwargs") or {})
-    return kw
 
 
 def default_feature_layer(G: torch.nn.Module) -> int:

@@ -9,22 +9,16 @@ keypoints, then blurred, noised and colour-jittered so the judge also reads a ge
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints.model_folder import load_model_folder, save_model_folder
 from ..data import procedural
+from .loop import Periodic, run_loop, save_checkpoint
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 KIND = "keypoint-regressor"
 
 
@@ -116,27 +110,23 @@ class KeypointTrainConfig:
 
 
 def save_regressor(net: KeypointNet, out_dir: str | Path, meta: dict | None = None) -> Path:
-    """Write the regressor as `model.safetensors` + `config.json` in `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    safetensors.torch.save_file(state, str(out_dir / WEIGHTS_FILE))
+    """Write the regressor as a model folder (`model.safetensors` + `config.json`) in `out_dir`."""
     config = dict(format_version=FORMAT_VERSION, kind=KIND, init_kwargs=net.init_kwargs,
-                  keypoints=list(procedural.KEYPOINT_NAMES), **(meta or {}))
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
-    return out_dir
+                  keypoints=list(procedural.KEYPOINT_NAMES))
+    save_model_folder(out_dir, net, config, meta)
+    return Path(out_dir)
 
 
 def load_regressor(path: str | Path) -> KeypointNet:
     """Load a regressor folder written by `save_regressor` (eval mode, no grads)."""
     path = Path(path)
-    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    state, config = load_model_folder(path)
     if config.get("format_version") != FORMAT_VERSION or config.get("kind") != KIND:
         raise ValueError(f"{path}: not a format_version {FORMAT_VERSION} {KIND}")
     if list(config["keypoints"]) != list(procedural.KEYPOINT_NAMES):
         raise ValueError(f"{path}: keypoint names differ from draggan.data.procedural.KEYPOINT_NAMES")
     net = KeypointNet(**config["init_kwargs"])
-    net.load_state_dict(safetensors.torch.load_file(str(path / WEIGHTS_FILE)), strict=True)
+    net.load_state_dict(state, strict=True)
     return net.eval().requires_grad_(False)
 
 
@@ -160,58 +150,49 @@ def train_regressor(cfg: KeypointTrainConfig, max_seconds: float | None = None,
     device = torch.device(cfg.device)
     net = KeypointNet(procedural.NUM_KEYPOINTS, resolution=cfg.resolution, channels=cfg.channels).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    step = images = 0
+    progress = dict(step=0, images=0, loss=0.0, steps=0)
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
-        step, images = state["step"], state["images_seen"]
-
-    def save() -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(dict(config=dataclasses.asdict(cfg), net=net.state_dict(), opt=opt.state_dict(), step=step,
-                        images_seen=images), ckpt.with_suffix(".tmp"))
-        os.replace(ckpt.with_suffix(".tmp"), ckpt)
-
-    start = last_ckpt = last_log = time.time()
+        progress.update(step=state["step"], images=state["images_seen"])
     total = int(cfg.total_kimg * 1000)
-    log_loss, log_steps = 0.0, 0
-    stop = []
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True)) if main_thread else None
-    while images < total and not stop:
-        seed = cfg.seed * 1_000_003 + step
+
+    def step() -> None:
+        seed = cfg.seed * 1_000_003 + progress["step"]
         z = torch.randn([cfg.batch, procedural.NUM_PARAMS], generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             img, kp = procedural.render_z(z.to(device), cfg.resolution)
             img = augment(img, torch.Generator(device=device).manual_seed(seed))
-        lr = cfg.lr * min(1.0, 2 * (1 - images / total)) if total > 0 else cfg.lr
+        lr = cfg.lr * min(1.0, 2 * (1 - progress["images"] / total)) if total > 0 else cfg.lr
         for group in opt.param_groups:
             group["lr"] = lr
         loss = (net(img) - kp).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        images += cfg.batch
-        log_loss += float(loss.detach())
-        log_steps += 1
-        now = time.time()
-        if now - last_log >= cfg.log_seconds:
-            print(f"keypoints step {step} kimg {images / 1000:.1f} L1 px {log_loss / log_steps:.3f}", flush=True)
-            last_log, log_loss, log_steps = now, 0.0, 0
-        if now - last_ckpt >= cfg.checkpoint_minutes * 60:
-            save()
-            last_ckpt = now
-        if max_seconds is not None and now - start >= max_seconds:
-            break
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+        progress["step"] += 1
+        progress["images"] += cfg.batch
+        progress["loss"] += float(loss.detach())
+        progress["steps"] += 1
+
+    def report() -> None:
+        print(f"keypoints step {progress['step']} kimg {progress['images'] / 1000:.1f} "
+              f"L1 px {progress['loss'] / progress['steps']:.3f}", flush=True)
+        progress.update(loss=0.0, steps=0)
+
+    def save() -> None:
+        save_checkpoint(dict(config=dataclasses.asdict(cfg), net=net.state_dict(), opt=opt.state_dict(),
+                             step=progress["step"], images_seen=progress["images"]), ckpt)
+
+    run_loop(step, lambda: progress["images"] >= total,
+             [Periodic(cfg.log_seconds, report), Periodic(cfg.checkpoint_minutes * 60, save)], max_seconds)
     save()
     net.eval().cpu()
     if export_dir is not None:
         err = evaluate(net, resolution=cfg.resolution)
         print(f"keypoints: mean error on held-out clean faces {err:.3f} px", flush=True)
-        save_regressor(net, export_dir, meta=dict(kimg=round(images / 1000, 1), heldout_error_px=round(err, 3)))
+        save_regressor(net, export_dir, meta=dict(kimg=round(progress["images"] / 1000, 1),
+                                                  heldout_error_px=round(err, 3)))
     return net

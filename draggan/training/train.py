@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..checkpoints.cache import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_converted
+from ..checkpoints.cache import load_converted, read_config, save_converted
 from ..data import procedural
 from ..networks.stylegan2 import Generator
+from .loop import Periodic, run_loop, save_checkpoint
 
 CHECKPOINT_FILE = "checkpoint.pt"
 _ARCHITECTURE_KEYS = ("resolution", "w_dim", "mapping_layers", "mapping_lr_mul", "channel_base", "channel_max")
@@ -123,13 +119,9 @@ def sample_grid(G: torch.nn.Module, z: torch.Tensor, resolution: int, cols: int 
 
 
 def export_generator(G: torch.nn.Module, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write G as a converted-model folder (`model.safetensors` + `config.json`) that `load_converted` reads."""
+    """Write G as a converted-model folder (`model.safetensors` + `config.json`) and check it loads back."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {name: t.detach().to("cpu").contiguous() for name, t in G.state_dict().items()}
-    safetensors.torch.save_file(state, str(out_dir / WEIGHTS_FILE))
-    config = dict(format_version=FORMAT_VERSION, family=G.family, init_kwargs=G.init_kwargs, **(meta or {}))
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
+    save_converted(G, out_dir, meta)
     load_converted(out_dir)
     return out_dir
 
@@ -177,18 +169,14 @@ class Trainer:
                              f"{self.G.init_kwargs}")
         self.G.load_state_dict(G.state_dict())
         self.G_ema.load_state_dict(G.state_dict())
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = read_config(folder)
         self.images_seen = int(float(config.get("kimg", 0)) * 1000)
 
     def save_checkpoint(self) -> Path:
         """Atomically rewrite `<run_dir>/checkpoint.pt` with everything needed to resume."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / CHECKPOINT_FILE
-        tmp = path.with_suffix(".tmp")
-        torch.save(dict(config=dataclasses.asdict(self.cfg), G=self.G.state_dict(), G_ema=self.G_ema.state_dict(),
-                        opt=self.opt.state_dict(), step=self.step, images_seen=self.images_seen), tmp)
-        os.replace(tmp, path)
-        return path
+        return save_checkpoint(dict(config=dataclasses.asdict(self.cfg), G=self.G.state_dict(),
+                                    G_ema=self.G_ema.state_dict(), opt=self.opt.state_dict(), step=self.step,
+                                    images_seen=self.images_seen), self.run_dir / CHECKPOINT_FILE)
 
     def save_samples(self) -> Path:
         """Write the sample grid for the current EMA generator as PNG (also as `latest.png`)."""
@@ -231,32 +219,25 @@ class Trainer:
         SIGTERM ends the run after the current step with a checkpoint, so `kill <pid>` loses nothing.
         """
         cfg = self.cfg
-        start = last_ckpt = last_sample = last_log = time.time()
-        log_images, log_loss, log_steps = self.images_seen, 0.0, 0
         total = int(cfg.total_kimg * 1000)
         if self.images_seen == 0:
             self.save_samples()
-        stop = []
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True)) if _main_thread() else None
-        while self.images_seen < total and not stop:
-            log_loss += self.train_step()
-            log_steps += 1
+        log = dict(time=time.time(), images=self.images_seen, loss=0.0, steps=0)
+
+        def step() -> None:
+            log["loss"] += self.train_step()
+            log["steps"] += 1
+
+        def report() -> None:
             now = time.time()
-            if now - last_log >= cfg.log_seconds:
-                rate = (self.images_seen - log_images) / (now - last_log)
-                print(f"step {self.step} kimg {self.images_seen / 1000:.1f} loss {log_loss / log_steps:.4f} "
-                      f"img/s {rate:.1f} w_avg_norm {float(self.G.mapping.w_avg.norm()):.2f}", flush=True)
-                last_log, log_images, log_loss, log_steps = now, self.images_seen, 0.0, 0
-            if now - last_sample >= cfg.sample_minutes * 60:
-                self.save_samples()
-                last_sample = now
-            if now - last_ckpt >= cfg.checkpoint_minutes * 60:
-                self.save_checkpoint()
-                last_ckpt = now
-            if max_seconds is not None and now - start >= max_seconds:
-                break
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            rate = (self.images_seen - log["images"]) / max(now - log["time"], 1e-9)
+            print(f"step {self.step} kimg {self.images_seen / 1000:.1f} loss {log['loss'] / log['steps']:.4f} "
+                  f"img/s {rate:.1f} w_avg_norm {float(self.G.mapping.w_avg.norm()):.2f}", flush=True)
+            log.update(time=now, images=self.images_seen, loss=0.0, steps=0)
+
+        run_loop(step, lambda: self.images_seen >= total,
+                 [Periodic(cfg.log_seconds, report), Periodic(cfg.sample_minutes * 60, self.save_samples),
+                  Periodic(cfg.checkpoint_minutes * 60, self.save_checkpoint)], max_seconds)
         self.save_checkpoint()
         self.save_samples()
 
@@ -269,10 +250,6 @@ class Trainer:
         out = export_generator(self.G_ema, out_dir, meta)
         Image.fromarray(sample_grid(self.G_ema, self.grid_z, self.cfg.resolution)).save(out / "samples.png")
         return out
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 def count_params(G: torch.nn.Module) -> int:

@@ -1,0 +1,81 @@
+"""The project's one error hierarchy: every failure a visitor or a command-line user may be told about.
+
+`DragGANError` is the user-facing base: its message is written for the person who made the request (what is
+wrong and what to do instead) and is safe to show a stranger on a public demo, so it names no server path
+and carries no traceback. The app and the CLI catch `DragGANError` once and show `str(error)`; anything else
+is a bug and is logged, not shown.
+
+Subclasses keep the builtin base their callers already catch (multiple inheritance), so code written against
+`OSError`, `ValueError`, `KeyError` or `pickle.UnpicklingError` keeps working:
+
+| class                    | also a                 | raised when                                            |
+| ------------------------ | ---------------------- | ------------------------------------------------------ |
+| ModelUnavailableError    | OSError                | a model is neither on disk nor downloadable right now  |
+| ModelFormatError         | ValueError             | a file holds no generator we can load                  |
+| UnsafePickleError        | pickle.UnpicklingError | a pickle references code outside the allow-list        |
+| UnknownModelError        | KeyError               | a zoo key is not in the registry                       |
+| RecipeError              | ValueError             | an edit recipe cannot be read or replayed              |
+| SettingsError            | ValueError             | a `DRAGGAN_*` environment variable has a bad value     |
+| FaceAlignmentUnavailable | RuntimeError           | dlib or its landmark model cannot be had               |
+| InversionCancelled       | RuntimeError           | a photo inversion was stopped on request               |
+| UserError                | -                      | the editor refuses a request (bad point, no image ...) |
+| CommandError             | -                      | a command-line invocation is wrong                     |
+
+The classes are defined here and re-exported from the modules that defined them before, so every existing
+`from draggan.checkpoints import ModelFormatError`-style import keeps working.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+
+class DragGANError(Exception):
+    """Base of every error whose message is meant for the user: short, actionable, no server paths."""
+
+
+class ModelUnavailableError(DragGANError, OSError):
+    """The requested model is neither on this machine nor downloadable right now (offline, unreachable, absent)."""
+
+
+class ModelFormatError(DragGANError, ValueError):
+    """The file exists but holds no generator we can load (not a pickle, no `G_ema`, broken converted cache)."""
+
+
+class UnsafePickleError(DragGANError, pickle.UnpicklingError):
+    """A pickle references a global outside the allow-list; it is refused before any of its code could run."""
+
+
+class UnknownModelError(DragGANError, KeyError):
+    """A zoo key that is not in the registry; the message lists the valid keys."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class RecipeError(DragGANError, ValueError):
+    """A recipe file that cannot be read or does not describe a valid edit."""
+
+
+class SettingsError(DragGANError, ValueError):
+    """A `DRAGGAN_*` environment variable holds a value outside its type or range; the message names it."""
+
+
+class FaceAlignmentUnavailable(DragGANError, RuntimeError):
+    """dlib or its landmark model cannot be had; use the plain centre crop instead."""
+
+
+class InversionCancelled(DragGANError, RuntimeError):
+    """Raised when the cancel event is set; nothing of the interrupted inversion is kept."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"inversion cancelled after {step} steps")
+        self.step = step
+
+
+class UserError(DragGANError):
+    """A request the editor refuses; the message tells the user what to do instead."""
+
+
+class CommandError(DragGANError):
+    """A command-line failure: printed as `error: ...` without a traceback."""

@@ -1,0 +1,105 @@
+"""The app's settings: every `DRAGGAN_*` environment variable, read and validated once, in one frozen object.
+
+`get()` parses the environment on first use and returns the same `Settings` afterwards, so a variable changed
+while the process runs has no effect until `reload()` (tests call it after `monkeypatch.setenv`). An unset or
+empty variable takes the field's default; any other value must parse as the field's type and lie in its
+range, else `SettingsError` names the variable, the accepted values and what was found. Nothing else in the
+package reads a `DRAGGAN_*` variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+
+PREFIX = "DRAGGAN_"
+
+
+def _var(env: str, kind: type, default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A settings field read from `env`, parsed as `kind` (int, float, str or Path) and bounded by [lo, hi]."""
+    return dataclasses.field(default=default, metadata=dict(env=env, kind=kind, lo=lo, hi=hi))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Deployment knobs of the app and the loaders; one field per `DRAGGAN_*` variable (see docs/app.md)."""
+
+    # Models.
+    # DRAGGAN_EXTRA_MODELS, default "": local model files offered in the picker, `os.pathsep`-separated, each
+    # `path` or `Name=path` (the operator's list, never a visitor's).
+    extra_models: str = _var("DRAGGAN_EXTRA_MODELS", str, "")
+    # DRAGGAN_MODEL_CACHE, default 2: loaded generators the process keeps (shared by all sessions).
+    model_cache: int = _var("DRAGGAN_MODEL_CACHE", int, 2, 1, 64)
+    # DRAGGAN_MAX_UPLOAD_MB, default 2048: largest model upload accepted, MB.
+    max_upload_mb: float = _var("DRAGGAN_MAX_UPLOAD_MB", float, 2048.0, 1.0, 1e6)
+    # DRAGGAN_CACHE, default None (= $HF_HOME/draggan-converted): folder of the converted-model cache.
+    cache_dir: Path | None = _var("DRAGGAN_CACHE", Path, None)
+    # DRAGGAN_HUB_TIMEOUT, default 3: seconds the Hub reachability probe may take before the app goes offline.
+    hub_timeout: float = _var("DRAGGAN_HUB_TIMEOUT", float, 3.0, 0.1, 120.0)
+    # Work per visitor.
+    # DRAGGAN_CONCURRENCY, default None (= 4 on CUDA, else 2): drags / inversions that may run at once.
+    concurrency: int | None = _var("DRAGGAN_CONCURRENCY", int, None, 1, 256)
+    # DRAGGAN_MAX_PHOTO_MP, default 50: largest photo accepted for inversion, megapixels.
+    max_photo_mp: float = _var("DRAGGAN_MAX_PHOTO_MP", float, 50.0, 0.01, 1000.0)
+    # ZeroGPU time slots (`spaces.GPU(duration=...)`), seconds.
+    # DRAGGAN_GPU_DURATION, default 120: slot of one drag call.
+    gpu_duration: int = _var("DRAGGAN_GPU_DURATION", int, 120, 1, 3600)
+    # DRAGGAN_GPU_INVERT_DURATION, default 600: slot of one photo inversion.
+    gpu_invert_duration: int = _var("DRAGGAN_GPU_INVERT_DURATION", int, 600, 1, 3600)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse and validate every field from `environ` (default `os.environ`)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(field.metadata["env"], "").strip()
+            if raw:
+                values[field.name] = _parse(field.metadata, raw)
+        return cls(**values)
+
+    def concurrency_for(self, device_type: str) -> int:
+        """Drags (and inversions) that may run at once on `device_type`: the setting, else 4 on CUDA, 2 elsewhere."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return 4 if device_type == "cuda" else 2
+
+
+def _parse(meta: Mapping[str, Any], raw: str) -> Any:
+    env, kind, lo, hi = meta["env"], meta["kind"], meta["lo"], meta["hi"]
+    if kind is str:
+        return raw
+    if kind is Path:
+        return Path(raw).expanduser()
+    what = "an integer" if kind is int else "a number"
+    bounds = f" between {lo:g} and {hi:g}" if lo is not None else ""
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{env} must be {what}{bounds}, got {raw!r}") from None
+    if value != value or (lo is not None and not lo <= value <= hi):
+        raise SettingsError(f"{env} must be {what}{bounds}, got {raw!r}")
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def get() -> Settings:
+    """The process's settings, parsed from the environment on the first call."""
+    return Settings.from_env()
+
+
+def reload() -> Settings:
+    """Forget the parsed settings and read the environment again (for tests and a restarted app)."""
+    get.cache_clear()
+    return get()
+
+
+def env_names() -> tuple[str, ...]:
+    """Every environment variable `Settings` reads, in field order."""
+    return tuple(field.metadata["env"] for field in dataclasses.fields(Settings))
