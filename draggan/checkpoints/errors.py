@@ -9,3 +9,7 @@ class ModelUnavailableError(OSError):
 
 class ModelFormatError(ValueError):
     """The file exists but holds no generator we can load (not a pickle, no `G_ema`, broken converted cache)."""
+
+
+class ModelIntegrityError(ModelUnavailableError):
+    """A downloaded model file whose SHA-256 is not the one the model registry pins; it is refused."""
