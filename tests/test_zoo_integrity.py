@@ -237,3 +237,23 @@ def test_default_model_finds_out_cache_and_hub_itself_only_when_needed(env, monk
     assert default_model({}, "cuda") == "cartoon-faces-128" and probes == [1]
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=None: True)
     assert default_model({}, "cuda") == "ffhq-512"
+
+
+def test_the_space_card_preloads_the_default_model_at_the_pinned_revision() -> None:
+    import yaml
+
+    readme = (ZOO_PATH.parents[1] / "README.md").read_text(encoding="utf-8")
+    card = yaml.safe_load(readme.split("---")[1])
+    entry = get_model("ffhq-512")
+    assert f"{entry.repo_id} {entry.filename} {entry.revision}" in card["preload_from_hub"]
+
+
+def test_requirements_ask_for_the_gradio_major_the_app_uses() -> None:
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    lines = (ZOO_PATH.parents[1] / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    (spec,) = [Requirement(line.split("#")[0]) for line in lines if line.startswith("gradio")]
+    assert "5.50.0" not in spec.specifier and "7.0.0" not in spec.specifier
+    assert version("gradio") in spec.specifier
