@@ -257,3 +257,12 @@ def test_requirements_ask_for_the_gradio_major_the_app_uses() -> None:
     (spec,) = [Requirement(line.split("#")[0]) for line in lines if line.startswith("gradio")]
     assert "5.50.0" not in spec.specifier and "7.0.0" not in spec.specifier
     assert version("gradio") in spec.specifier
+
+
+def test_licence_markdown_lists_one_line_per_model() -> None:
+    from draggan.checkpoints.licences import licence_markdown
+
+    entries = list_models()
+    lines = licence_markdown(entries).splitlines()
+    assert len(lines) == len(entries) and all(line.startswith("- ") for line in lines)
+    assert sum("not for commercial use" in line for line in lines) == len([e for e in entries if not e.is_local])

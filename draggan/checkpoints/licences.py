@@ -43,3 +43,8 @@ def licence_notice(entry: "object") -> str:
     licence = LICENCES[key]
     use = "commercial use allowed" if licence.commercial else "not for commercial use"
     return f"{name}: {licence.name} ({licence.url}), {use}."
+
+
+def licence_markdown(entries: "list[object]") -> str:
+    """A Markdown list of the given zoo entries' licences, for the page's "what this runs on" section."""
+    return "\n".join(f"- {licence_notice(entry)}" for entry in entries)
