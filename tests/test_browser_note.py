@@ -16,8 +16,8 @@ CONFTEST = Path(__file__).with_name("conftest.py").read_text(encoding="utf-8")
 
 def test_a_skipped_browser_module_is_reported_in_the_summary(pytester) -> None:
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_browser="import pytest\npytest.skip('no chromium', allow_module_level=True)\n",
-                        test_other="def test_ok():\n    pass\n")
+    pytester.makepyfile(test_browser_stub="import pytest\npytest.skip('no chromium', allow_module_level=True)\n",
+                        test_other_stub="def test_ok():\n    pass\n")
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*browser tests did NOT run*apt-get install chromium*"])
@@ -25,7 +25,7 @@ def test_a_skipped_browser_module_is_reported_in_the_summary(pytester) -> None:
 
 def test_no_note_when_the_browser_tests_ran(pytester) -> None:
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_browser="def test_page():\n    pass\n")
+    pytester.makepyfile(test_browser_stub="def test_page():\n    pass\n")
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "did NOT run" not in result.stdout.str()
