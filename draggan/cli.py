@@ -8,6 +8,7 @@ add a subparser and a function.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -52,20 +53,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(entry) -> str:
+def _status(entry, hub_online) -> str:
     if entry.is_local:
         path = entry.local_path
         return ("local, converted" if cache.has_converted(path) else "local") if path.exists() else "missing"
-    cached = hub.cached_hub_file(hub.HubRef(entry.repo_id, entry.filename, entry.revision))
-    if cached is None:
-        return "download needed"
-    return "cached, converted" if cache.has_converted(cached) else "cached"
+    state = hub.availability(entry, hub_online)
+    if state != "cached":
+        return state
+    cached = hub.cached_hub_file(hub.entry_ref(entry))
+    return "cached, converted" if cached is not None and cache.has_converted(cached) else "cached"
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
     entries = list_models()
+    probe = functools.lru_cache(maxsize=1)(hub.hub_reachable)
     rows = [(e.key, f"{e.height}x{e.width}", f"~{e.approx_size_mb:.0f} MB" if e.approx_size_mb else "?",
-             _status(e), e.name) for e in entries]
+             _status(e, probe), e.name) for e in entries]
     header = ("key", "HxW", "size", "status", "name")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:

@@ -38,6 +38,10 @@ class ModelUnavailableError(DragGANError, OSError):
     """The requested model is neither on this machine nor downloadable right now (offline, unreachable, absent)."""
 
 
+class ModelIntegrityError(ModelUnavailableError):
+    """A downloaded model file whose SHA-256 is not the one the model registry pins; it is refused."""
+
+
 class ModelFormatError(DragGANError, ValueError):
     """The file exists but holds no generator we can load (not a pickle, no `G_ema`, broken converted cache)."""
 

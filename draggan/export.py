@@ -28,11 +28,91 @@ SPACES = ("w", "w+")
 # ----------------------------------------------------------------------------------------------------------
 # Images, latents, animations.
 
-def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 [H, W, 3] image as PNG."""
+SOFTWARE = "DragGAN studio"
+AI_GENERATED = "AI-generated"
+AI_EDITED = "AI-edited"
+MARK_TEXT = "AI Generated"
+# IPTC digital source types: a wholly generated image, and a photo edited by a generative model.
+_IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+_SOURCE_TYPE = {AI_GENERATED: _IPTC + "trainedAlgorithmicMedia",
+                AI_EDITED: _IPTC + "compositeWithTrainedAlgorithmicMedia"}
+
+
+def _point_rows(points: Sequence[Any]) -> list[list[float]]:
+    """Drag pairs as [handle_x, handle_y, target_x, target_y] rows, from rows of 4 numbers or (handle, target)."""
+    rows = []
+    for pair in points:
+        flat = np.asarray(pair, dtype=np.float64).reshape(-1)
+        if flat.size != 4:
+            raise ValueError(f"a drag pair is (handle_x, handle_y, target_x, target_y), got {pair!r}")
+        rows.append([int(v) if float(v).is_integer() else float(v) for v in flat])
+    return rows
+
+
+def png_metadata(model: str | None = None, seed: int | None = None, points: Sequence[Any] | None = None,
+                 edited_photo: bool = False) -> dict[str, str]:
+    """The text chunks `save_png` writes: what made the image and that it is AI-generated or AI-edited.
+
+    Keys: `Software`, `AI` ("AI-generated", or "AI-edited" for an edited photo), `DigitalSourceType` (the IPTC
+    term for the same), `Description` (one sentence), and when given `Model`, `Seed` and `Points` (JSON rows
+    of [handle_x, handle_y, target_x, target_y] in image pixels).
+    """
+    kind = AI_EDITED if edited_photo else AI_GENERATED
+    what = "A photo edited" if edited_photo else "An image generated"
+    text = {"Software": SOFTWARE, "AI": kind, "DigitalSourceType": _SOURCE_TYPE[kind],
+            "Description": f"{what} by a generative model (StyleGAN, DragGAN point-based editing) in {SOFTWARE}."}
+    if model:
+        text["Model"] = str(model)
+    if seed is not None:
+        text["Seed"] = str(int(seed))
+    if points:
+        text["Points"] = json.dumps(_point_rows(points))
+    return text
+
+
+def add_ai_mark(image: np.ndarray, text: str = MARK_TEXT) -> np.ndarray:
+    """A copy of a uint8 [H, W, 3] image with a small visible `text` label in its bottom-right corner.
+
+    The label (white on a dark box) is about 1/24 of the image height, at least 8 px, so it stays legible
+    without covering the content.
+    """
+    from PIL import ImageDraw, ImageFont
+
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, f"bad image {image.dtype} {image.shape}"
+    h, w = image.shape[:2]
+    size = max(8, round(min(h, w) / 24))
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:                      # Pillow < 10.1: one fixed-size bitmap font
+        font = ImageFont.load_default()
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, size // 4)
+    x1, y1 = w - 1 - pad, h - 1 - pad
+    x0, y0 = max(0, x1 - (right - left) - 2 * pad), max(0, y1 - (bottom - top) - 2 * pad)
+    draw.rectangle((x0, y0, x1, y1), fill=(0, 0, 0))
+    draw.text((x0 + pad - left, y0 + pad - top), text, font=font, fill=(255, 255, 255))
+    return np.asarray(canvas)
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike, *, model: str | None = None, seed: int | None = None,
+             points: Sequence[Any] | None = None, edited_photo: bool = False, mark: bool | None = None) -> Path:
+    """Write a uint8 [H, W, 3] image as PNG that says what it is.
+
+    The PNG carries `png_metadata(model, seed, points, edited_photo)` as text chunks. `mark` stamps a visible
+    "AI Generated" label (`add_ai_mark`); by default it is on for edited photos and off for generated images.
+    """
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, f"bad image {image.dtype} {image.shape}"
+    from PIL.PngImagePlugin import PngInfo
+
     path = Path(path)
-    Image.fromarray(image).save(path, format="PNG")
+    if edited_photo if mark is None else mark:
+        image = add_ai_mark(image)
+    info = PngInfo()
+    for key, value in png_metadata(model, seed, points, edited_photo).items():
+        info.add_itxt(key, value)
+    Image.fromarray(image).save(path, format="PNG", pnginfo=info)
     return path
 
 

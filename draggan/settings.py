@@ -31,6 +31,9 @@ class Settings:
     """Deployment knobs of the app and the loaders; one field per `DRAGGAN_*` variable (see docs/app.md)."""
 
     # Models.
+    # DRAGGAN_DEFAULT_MODEL, default "" (= ffhq-512 on a GPU with the Hub or a cached copy, else the bundled
+    # cartoon model; see checkpoints/default_model.py): the model a new page starts on.
+    default_model: str = _var("DRAGGAN_DEFAULT_MODEL", str, "")
     # DRAGGAN_EXTRA_MODELS, default "": local model files offered in the picker, `os.pathsep`-separated, each
     # `path` or `Name=path` (the operator's list, never a visitor's).
     extra_models: str = _var("DRAGGAN_EXTRA_MODELS", str, "")

@@ -1,7 +1,15 @@
-"""Shared test helpers: fixture paths and a loader for NVIDIA's reference outputs."""
+"""Shared test helpers: fixture paths, a loader for NVIDIA's reference outputs, and where Chromium is.
+
+The pytest header and summary say whether the browser tests can run (a Chromium was found: `DRAGGAN_CHROMIUM`,
+the system's `/usr/bin/chromium` / `chromium` on PATH, or Playwright's own download) and, when they were
+skipped, say so plainly at the end of the run instead of hiding it among the skips.
+"""
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +66,33 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+CHROMIUM_HINT = ("install one with `apt-get install chromium` or `python -m playwright install chromium`, "
+                 "or point DRAGGAN_CHROMIUM at a Chromium binary")
+
+
+def find_chromium() -> str | None:
+    """A Chromium executable for the browser tests: `DRAGGAN_CHROMIUM`, the system's, or Playwright's; None if none."""
+    candidates = [os.environ.get("DRAGGAN_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                  shutil.which("chromium-browser")]
+    browsers = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path("~/.cache/ms-playwright").expanduser())
+    candidates += sorted(glob.glob(os.path.join(browsers, "chromium-*", "chrome-linux*", "chrome")), reverse=True)
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def pytest_report_header(config) -> str:
+    chromium = find_chromium()
+    if chromium:
+        return f"browser tests: run with Chromium at {chromium}"
+    return f"browser tests: WILL BE SKIPPED, no Chromium found ({CHROMIUM_HINT})"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_browser" in str(r.nodeid or r.fspath)]
+    if skipped:
+        reason = "no Chromium found" if find_chromium() is None else "see the skip reasons above"
+        terminalreporter.write_sep("!", f"browser tests did NOT run ({reason}); {CHROMIUM_HINT}", yellow=True)

@@ -92,7 +92,7 @@ def test_models_lists_the_zoo_and_availability(env, capsys) -> None:
     rows = {line.split()[0]: line for line in lines[1:] if line.strip() and not line.startswith("Hub cache")}
     assert set(rows) >= {"cartoon-faces-128", "cartoon-faces-64", "ffhq-512", "human-512", "car-512", "lhq-256"}
     assert " local " in rows.pop("cartoon-faces-128") and " local " in rows.pop("cartoon-faces-64")
-    assert all("download needed" in row for row in rows.values())
+    assert all("unavailable offline" in row and "download needed" not in row for row in rows.values())
     assert "512x256" in rows["human-512"] and "offline mode: on" in lines[-1]
 
 
@@ -129,7 +129,7 @@ def test_module_entry_point_runs(env) -> None:
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([sys.executable, "-m", "draggan", "models"], capture_output=True, text=True,
                             cwd=env, env=environment, timeout=120)
-    assert result.returncode == 0 and "ffhq-512" in result.stdout and "download needed" in result.stdout
+    assert result.returncode == 0 and "ffhq-512" in result.stdout and "unavailable offline" in result.stdout
 
 
 def test_generate_without_model_is_a_usage_error(capsys) -> None:

@@ -25,7 +25,8 @@ from conftest import fixture_path, load_reference, private_caches
 
 REPO = "DragGan/DragGan-Models"
 HUB_FILES = {
-    "ffhq-512": "stylegan2-ffhq-512x512.pkl", "afhqcat-512": "stylegan2-afhqcat-512x512.pkl",
+    "ffhq-512": "stylegan2-ffhq-512x512.pkl", "ffhq-1024": "stylegan2-ffhq1024x1024.pkl",
+    "afhqcat-512": "stylegan2-afhqcat-512x512.pkl",
     "lions-512": "stylegan2_lions_512_pytorch.pkl", "dogs-1024": "stylegan2_dogs_1024_pytorch.pkl",
     "elephants-512": "stylegan2_elephants_512_pytorch.pkl", "horses-256": "stylegan2_horses_256_pytorch.pkl",
     "car-512": "stylegan2-car-config-f.pkl", "cat-256": "stylegan2-cat-config-f.pkl",
@@ -121,6 +122,7 @@ def test_registry_lists_the_bundled_models_first_then_the_draggan_hub_models() -
     assert get_model("human-512").resolution == (512, 256)
     assert get_model("car-512").resolution == (512, 512) and get_model("car-512").content == (384, 512)
     assert get_model("dogs-1024").resolution == (1024, 1024)
+    assert get_model("ffhq-1024").resolution == (1024, 1024)
 
 
 def test_unknown_key_names_the_valid_keys() -> None:
@@ -184,10 +186,12 @@ def test_duplicate_keys_are_rejected(env) -> None:
 
 def test_zoo_key_downloads_through_hf_hub_download(env, monkeypatch) -> None:
     recorder = _online(monkeypatch, DownloadRecorder(result=fixture_path(f"{TINY}.pkl")))
-    assert hub.resolve_source("ffhq-512") == fixture_path(f"{TINY}.pkl")
+    entry = get_model("ffhq-512")
+    pinned = dict(entry.__dict__, key="pinned-tiny", sha256=cache.file_sha256(fixture_path(f"{TINY}.pkl")))
+    assert hub.resolve_source(ZooEntry(**pinned)) == fixture_path(f"{TINY}.pkl")
     (call,) = recorder.calls
     assert call["repo_id"] == REPO and call["filename"] == "stylegan2-ffhq-512x512.pkl"
-    assert call["revision"] is None and Path(call["cache_dir"]) == env / "hf" / "hub"
+    assert call["revision"] == entry.revision and Path(call["cache_dir"]) == env / "hf" / "hub"
     assert 0 < call["etag_timeout"] <= 10
 
 
@@ -239,9 +243,9 @@ def test_download_failures_become_model_unavailable(env, monkeypatch, error) -> 
 
 def test_cached_hub_file_loads_offline(env) -> None:
     cached = _put_in_hub_cache(env / "hf" / "hub", REPO, "stylegan2-ffhq-512x512.pkl", fixture_path(f"{TINY}.pkl"))
-    entry = get_model("ffhq-512")
-    assert hub.is_available_offline(entry) and hub.resolve_source("ffhq-512") == cached
-    G = load_generator("ffhq-512", device="cpu")
+    entry = ZooEntry(**dict(get_model("ffhq-512").__dict__, revision=None, sha256=None))
+    assert hub.is_available_offline(entry) and hub.resolve_source(entry) == cached
+    G = load_generator(entry, device="cpu")
     ref = load_reference(TINY)
     np.testing.assert_allclose(_outputs(G)[1].numpy(), ref["img0"], atol=1e-4)
     assert hub.hf_hub_download.calls == []
@@ -411,7 +415,8 @@ def test_download_progress_reaches_the_callback(env, monkeypatch) -> None:
     _online(monkeypatch, DownloadRecorder())
     monkeypatch.setattr(hub, "hf_hub_download", download_with_bar)
     seen = []
-    hub.resolve_source("horses-256", progress=lambda done, total: seen.append((done, total)))
+    hub.resolve_source("hf://DragGan/DragGan-Models/stylegan2_horses_256_pytorch.pkl",
+                       progress=lambda done, total: seen.append((done, total)))
     assert seen == [(100, 300), (200, 300), (300, 300)]
 
 

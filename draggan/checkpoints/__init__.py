@@ -17,12 +17,12 @@ import torch
 from ..devices import pick_device
 from . import cache
 from .builders import generator_from_persistent
-from .errors import ModelFormatError, ModelUnavailableError
+from .errors import ModelFormatError, ModelIntegrityError, ModelUnavailableError
 from .hub import ProgressCallback, resolve_source
 from .nvidia_pickle import PersistentObject, TFNetwork, UnsafePickleError, read_network_pickle
 from .zoo import UnknownModelError, ZooEntry
 
-__all__ = ["ModelFormatError", "ModelUnavailableError", "UnknownModelError", "UnsafePickleError",
+__all__ = ["ModelFormatError", "ModelIntegrityError", "ModelUnavailableError", "UnknownModelError", "UnsafePickleError",
            "generator_from_pickle", "load_generator"]
 
 

@@ -4,6 +4,11 @@ Downloads go through `huggingface_hub.hf_hub_download`, so files land in (and ar
 Hub cache with its progress bar. A file already in that cache is returned without any network access. When
 the Hub cannot be used (offline mode, no route to it, file absent) we raise one `ModelUnavailableError` that
 says which file is missing and how to get it, after a few seconds at most rather than a long retry loop.
+
+A reference with a `sha256` (every zoo entry pins one) is checked by content: a freshly downloaded file whose
+SHA-256 differs is refused (`ModelIntegrityError`) and removed from the Hub cache; a cached file that differs
+is removed and treated as not cached. A cached file is found under any snapshot (say one `preload_from_hub`
+fetched at `main`) when its blob is named by the expected hash, which is how the Hub cache names LFS blobs.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, 
                                    RepositoryNotFoundError, RevisionNotFoundError)
 
 from .. import settings
-from .errors import ModelUnavailableError
+from .errors import ModelIntegrityError, ModelUnavailableError
 from .zoo import UnknownModelError, ZooEntry, get_model, list_models
 
-__all__ = ["HubRef", "ModelUnavailableError", "cached_hub_file", "fetch_from_hub", "hf_home", "hub_cache_dir",
-           "hub_reachable", "is_available_offline", "is_offline", "parse_hub_ref", "resolve_entry",
-           "resolve_source"]
+__all__ = ["HubRef", "ModelIntegrityError", "ModelUnavailableError", "availability", "cached_hub_file", "entry_ref",
+           "fetch_from_hub", "hf_home", "hub_cache_dir", "hub_reachable", "is_available_offline", "is_offline",
+           "parse_hub_ref", "resolve_entry", "resolve_source"]
 
 HUB_SCHEME = "hf://"
 DEFAULT_ETAG_TIMEOUT_S = 10.0
@@ -41,11 +46,12 @@ _DOWNLOAD_TAKES_TQDM_CLASS = "tqdm_class" in inspect.signature(hf_hub_download).
 
 @dataclass(frozen=True)
 class HubRef:
-    """A file in a Hugging Face Hub model repo."""
+    """A file in a Hugging Face Hub model repo; `sha256`, when given, is the content it must have."""
 
     repo_id: str
     filename: str
     revision: str | None = None
+    sha256: str | None = None
 
     def __str__(self) -> str:
         return f"{self.repo_id}/{self.filename}" + (f" (revision {self.revision})" if self.revision else "")
@@ -139,20 +145,98 @@ def parse_hub_ref(source: str) -> HubRef | None:
     return HubRef("/".join(parts[:2]), "/".join(parts[2:]), revision)
 
 
+def entry_ref(entry: ZooEntry) -> HubRef:
+    """The pinned Hub file (revision and SHA-256 included) of a Hub zoo entry."""
+    assert not entry.is_local, f"{entry.key} is a bundled model, not a Hub file"
+    return HubRef(entry.repo_id, entry.filename, entry.revision, entry.sha256)
+
+
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _content_matches(path: Path, sha256: str) -> bool:
+    """Whether the file hashes to `sha256`; a file seen unchanged (path, size, mtime) is hashed once per process."""
+    from .cache import file_sha256
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256)
+    with _VERIFIED_LOCK:
+        if key in _VERIFIED:
+            return True
+    if file_sha256(path) != sha256:
+        return False
+    with _VERIFIED_LOCK:
+        _VERIFIED.add(key)
+    return True
+
+
+def _remove_from_cache(path: Path) -> bool:
+    """Delete a Hub-cache file (its snapshot link and the blob it points to); files elsewhere are left alone."""
+    root = hub_cache_dir().resolve()
+    targets = {path.parent.resolve() / path.name, path.resolve()}
+    if not all(root in t.parents for t in targets):
+        return False
+    for target in targets:
+        target.unlink(missing_ok=True)
+    return True
+
+
+def _snapshot_with_blob(ref: HubRef) -> Path | None:
+    """A cached copy of the file under any snapshot whose blob is named by `ref.sha256` (Hub cache layout)."""
+    repo_dir = hub_cache_dir() / f"models--{ref.repo_id.replace('/', '--')}" / "snapshots"
+    if ref.sha256 is None or not repo_dir.is_dir():
+        return None
+    for candidate in sorted(repo_dir.glob(f"*/{ref.filename}")):
+        if candidate.is_file() and candidate.resolve().name == ref.sha256:
+            return candidate
+    return None
+
+
 def cached_hub_file(ref: HubRef) -> Path | None:
-    """The file's path in the Hub cache, or None; never touches the network."""
+    """The file's path in the Hub cache, or None; never touches the network.
+
+    With `ref.sha256` the file must have that content: a cached file that does not is removed (so the next
+    fetch downloads it afresh) and None is returned.
+    """
     cached = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=str(hub_cache_dir()),
                                     revision=ref.revision)
-    if isinstance(cached, str) and Path(cached).is_file():
-        return Path(cached)
+    path = Path(cached) if isinstance(cached, str) and Path(cached).is_file() else _snapshot_with_blob(ref)
+    if path is None or ref.sha256 is None:
+        return path
+    if _content_matches(path, ref.sha256):
+        return path
+    _remove_from_cache(path)
     return None
+
+
+def _how_to_get(ref: HubRef) -> str:
+    if is_offline():
+        return (f"Offline mode is on (HF_HUB_OFFLINE=1), so nothing is downloaded: unset it to let the app "
+                f"fetch the file, or download {ref.url} yourself and pass the local .pkl path instead.")
+    return (f"Check that this machine can reach the Hub and try again (the file is then cached), or download "
+            f"{ref.url} yourself and pass the local .pkl path instead.")
 
 
 def _unavailable(ref: HubRef, reason: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"Model file '{ref.filename}' from Hugging Face Hub repo '{ref.repo_id}' is not available: {reason}. "
-        f"Connect to the internet and try again (it is then cached in {hub_cache_dir()}), or download "
-        f"{ref.url} yourself and pass the local .pkl path instead.")
+        + _how_to_get(ref))
+
+
+def _check_download(ref: HubRef, path: Path) -> Path:
+    """Refuse (and remove from the cache) a downloaded file whose content is not the pinned SHA-256."""
+    if ref.sha256 is None or _content_matches(path, ref.sha256):
+        return path
+    from .cache import file_sha256
+
+    actual = file_sha256(path)
+    removed = _remove_from_cache(path)
+    raise ModelIntegrityError(
+        f"Model file '{ref.filename}' from Hugging Face Hub repo '{ref.repo_id}' was refused: its SHA-256 is "
+        f"{actual[:12]}…, but the model registry pins {ref.sha256[:12]}… (a damaged download, or the file on "
+        f"the Hub has changed). " + ("It was removed from the cache; try again." if removed else
+                                     "The file was left where it is."))
 
 
 def _progress_tqdm(progress: ProgressCallback) -> type:
@@ -190,7 +274,7 @@ def fetch_from_hub(ref: HubRef, progress: ProgressCallback | None = None) -> Pat
         raise _unavailable(ref, "the Hub has no such repo, revision or file") from e
     except Exception as e:
         raise _unavailable(ref, f"the download failed ({type(e).__name__}: {e})") from e
-    return Path(path)
+    return _check_download(ref, Path(path))
 
 
 def resolve_entry(entry: ZooEntry, progress: ProgressCallback | None = None) -> Path:
@@ -200,7 +284,7 @@ def resolve_entry(entry: ZooEntry, progress: ProgressCallback | None = None) -> 
         if not path.exists():
             raise ModelUnavailableError(f"Model '{entry.key}' should be at {path}, but that file does not exist.")
         return path
-    return fetch_from_hub(HubRef(entry.repo_id, entry.filename, entry.revision), progress)
+    return fetch_from_hub(entry_ref(entry), progress)
 
 
 def resolve_source(source: str | Path | ZooEntry, progress: ProgressCallback | None = None) -> Path:
@@ -237,4 +321,18 @@ def is_available_offline(entry: ZooEntry) -> bool:
     """True when the entry can be loaded without network: a bundled file, or a Hub file already cached."""
     if entry.is_local:
         return entry.local_path.exists()
-    return cached_hub_file(HubRef(entry.repo_id, entry.filename, entry.revision)) is not None
+    return cached_hub_file(entry_ref(entry)) is not None
+
+
+def availability(entry: ZooEntry, hub_online: Callable[[], bool] | None = None) -> str:
+    """Where a model stands here: "bundled", "missing", "cached", "download needed", "unavailable offline"
+    (HF_HUB_OFFLINE is on) or "not reachable" (the Hub does not answer). `hub_online` is asked only for a Hub
+    file that is not cached (default: `hub_reachable`), so a caller listing many models can probe once.
+    """
+    if entry.is_local:
+        return "bundled" if entry.local_path.exists() else "missing"
+    if cached_hub_file(entry_ref(entry)) is not None:
+        return "cached"
+    if is_offline():
+        return "unavailable offline"
+    return "download needed" if (hub_online or hub_reachable)() else "not reachable"

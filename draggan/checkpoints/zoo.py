@@ -3,6 +3,10 @@
 Each entry names either a file in a Hugging Face Hub repo (`repo_id` + `filename`) or a file shipped next to
 the registry (`path`, relative to the `checkpoints/` folder). Local entries come first in `list_models()` so
 a bundled model is the default wherever the first entry is used.
+
+A Hub entry may pin `revision` (a 40-hex commit id of the repo) and `sha256` (the file's content hash, as
+the Hub's blob page shows it); a downloaded or cached file whose hash differs is refused (see `hub.py`).
+`licence` names the weights' licence, one of `licences.LICENCES`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from ..errors import UnknownModelError
 from .builders import FAMILIES
+from .licences import LICENCES
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 ZOO_PATH = CHECKPOINTS_DIR / "zoo.json"
@@ -23,8 +28,11 @@ FORMATS = ("nvidia-pickle", "tf-pickle", "safetensors")
 ZOO_FORMAT_VERSION = 1
 
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _REQUIRED = ("key", "name", "format", "family", "resolution")
-_OPTIONAL = ("repo_id", "filename", "revision", "path", "content", "approx_size_mb", "drag_lr", "notes")
+_OPTIONAL = ("repo_id", "filename", "revision", "sha256", "licence", "path", "content", "approx_size_mb", "drag_lr",
+             "notes")
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class ZooEntry:
 
     `drag_lr` is the drag step size recommended for this model (the app's default when it is picked); None
     means the engine's default. Models whose W codes are larger per coordinate need larger Adam steps.
+    `revision` is the pinned Hub commit (None: the repo's main branch), `sha256` the file's expected content
+    hash (None: not checked), `licence` a key of `licences.LICENCES` (None: not stated in the registry).
     """
 
     key: str
@@ -43,6 +53,8 @@ class ZooEntry:
     repo_id: str | None = None
     filename: str | None = None
     revision: str | None = None
+    sha256: str | None = None
+    licence: str | None = None
     path: str | None = None
     content: tuple[int, int] | None = None
     approx_size_mb: float | None = None
@@ -92,7 +104,7 @@ def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
         raise ValueError(f"{where}: missing fields {missing}, unknown fields {unknown}")
     if not isinstance(key, str) or not _KEY_RE.match(key):
         raise ValueError(f"{where}: key must be lower-case letters, digits, '.', '_' or '-'")
-    for name in ("name", "repo_id", "filename", "revision", "path", "notes"):
+    for name in ("name", "repo_id", "filename", "revision", "sha256", "licence", "path", "notes"):
         if raw.get(name) is not None and (not isinstance(raw[name], str) or not raw[name]):
             raise ValueError(f"{where}: {name} must be a non-empty string")
     if raw["format"] not in FORMATS:
@@ -104,6 +116,12 @@ def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
         raise ValueError(f"{where}: give either 'path' (local file) or 'repo_id' + 'filename' (Hub file)")
     if hub and (raw.get("repo_id") is None or raw.get("filename") is None or raw["repo_id"].count("/") != 1):
         raise ValueError(f"{where}: a Hub entry needs repo_id 'owner/name' and a filename")
+    if raw.get("revision") is not None and (not hub or not _COMMIT_RE.match(raw["revision"])):
+        raise ValueError(f"{where}: revision must be a Hub entry's 40-hex commit id, got {raw['revision']!r}")
+    if raw.get("sha256") is not None and (not hub or not _SHA256_RE.match(raw["sha256"])):
+        raise ValueError(f"{where}: sha256 must be a Hub entry's 64 lower-case hex digits, got {raw['sha256']!r}")
+    if raw.get("licence") is not None and raw["licence"] not in LICENCES:
+        raise ValueError(f"{where}: licence must be one of {tuple(LICENCES)}, got {raw['licence']!r}")
     if raw.get("path") is not None and Path(raw["path"]).is_absolute():
         raise ValueError(f"{where}: path must be relative to {base_dir}")
     resolution = _pair(raw["resolution"], f"{where}: resolution")
@@ -119,7 +137,8 @@ def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
         raise ValueError(f"{where}: drag_lr must be a number in (0, 1]")
     return ZooEntry(key=key, name=raw["name"], format=raw["format"], family=raw["family"], resolution=resolution,
                     repo_id=raw.get("repo_id"), filename=raw.get("filename"), revision=raw.get("revision"),
-                    path=raw.get("path"), content=content, approx_size_mb=size, drag_lr=drag_lr,
+                    sha256=raw.get("sha256"), licence=raw.get("licence"), path=raw.get("path"), content=content,
+                    approx_size_mb=size, drag_lr=drag_lr,
                     notes=raw.get("notes"),
                     base_dir=base_dir)
 
