@@ -83,3 +83,8 @@ class UserError(DragGANError):
 
 class CommandError(DragGANError):
     """A command-line failure: printed as `error: ...` without a traceback."""
+
+
+class WorkerError(DragGANError, RuntimeError):
+    """A GPU worker process died, or raised an exception that could not be sent back (its text is kept)."""
+

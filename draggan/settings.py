@@ -51,6 +51,9 @@ class Settings:
     # DRAGGAN_MAX_PHOTO_MP, default 50: largest photo accepted for inversion, megapixels.
     max_photo_mp: float = _var("DRAGGAN_MAX_PHOTO_MP", float, 50.0, 0.01, 1000.0)
     # ZeroGPU time slots (`spaces.GPU(duration=...)`), seconds.
+    # DRAGGAN_FORKED_GPU, default 0: 1 runs every GPU call in a forked, pickling worker, as ZeroGPU does
+    # (draggan/ui/forked.py), to try the app under ZeroGPU's contract on any machine.
+    forked_gpu: int = _var("DRAGGAN_FORKED_GPU", int, 0, 0, 1)
     # DRAGGAN_GPU_DURATION, default 120: slot of one drag call.
     gpu_duration: int = _var("DRAGGAN_GPU_DURATION", int, 120, 1, 3600)
     # DRAGGAN_GPU_INVERT_DURATION, default 600: slot of one photo inversion.

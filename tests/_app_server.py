@@ -29,6 +29,9 @@ def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import app
+    from draggan import settings
+
+    settings.reload()
     from draggan.ui.studio import Studio
 
     studio = Studio(device="cpu", hub_online=False)

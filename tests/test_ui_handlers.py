@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers
 from draggan.ui.drawing import display_scale, from_display, render_overlay, to_display
-from draggan.ui.gpu import ModelRef
+from draggan.ui.models import ModelRef
 from draggan.ui.handlers import UserError
 from draggan.ui.models import GeneratorCache, check_upload, extra_model_choices, shared_cache
 
@@ -293,6 +294,8 @@ def _demo(monkeypatch, **studio_kw):
     from draggan.ui.studio import Studio
 
     monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+
+    settings.reload()
     studio = Studio(device="cpu", hub_online=False, **studio_kw)
     demo = app.build_demo(studio)
     return studio, demo.page, demo.panels
@@ -357,6 +360,7 @@ def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
 
 def test_extra_models_env_and_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}{os.pathsep}{tmp_path / 'missing.pkl'}")
+    settings.reload()
     choices = extra_model_choices()
     assert [c.available for c in choices] == [True, False]
     assert choices[0].label == "Tiny (local)" and choices[0].source == str(SG2.resolve())
@@ -385,6 +389,7 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
     monkeypatch.delenv("DRAGGAN_EXTRA_MODELS", raising=False)
+    settings.reload()
     studio = Studio(device="cpu", hub_online=False)
     studio.choices = [c for c in studio.choices if not c.available]    # as on a fresh offline machine
     demo = app.build_demo(studio)

@@ -23,10 +23,11 @@ from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.inversion import align, losses
+from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers, photo
 from draggan.ui.drawing import display_scale, to_display
-from draggan.ui.gpu import ModelRef
+from draggan.ui.models import ModelRef
 from draggan.ui.handlers import UserError
 from draggan.ui.models import GeneratorCache, shared_cache
 
@@ -282,6 +283,8 @@ def _demo(monkeypatch, **studio_kw):
     from draggan.ui.studio import Studio
 
     monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
+
+    settings.reload()
     studio = Studio(device="cpu", hub_online=False, **studio_kw)
     demo = app.build_demo(studio)
     return studio, demo.page, demo.panels

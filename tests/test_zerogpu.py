@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.export import DragRecord, Recipe
 from draggan.ui import gpu, handlers, photo
 from draggan.ui.forked import WorkerError, forked
-from draggan.ui.gpu import ModelRef, StopFlag
+from draggan.ui.gpu import StopFlag
+from draggan.ui.models import ModelRef
 from draggan.ui.models import shared_cache
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
@@ -158,11 +160,13 @@ def test_the_harness_catches_state_changed_only_in_the_worker():
 def test_handlers_work_with_every_gpu_call_forked(monkeypatch):
     """The editor's whole drag flow with DRAGGAN_FORKED_GPU=1: new image, drag, undo, redo, reset."""
     monkeypatch.setenv("DRAGGAN_FORKED_GPU", "1")
+    settings.reload()
     ui = handlers.make_state(REF, "cpu", 0, 0.7, "w+", CONFIG)
     ui.snap = snapshots.set_points(ui.snap, [(20, 20)], [(30, 26)])
     job = handlers.run_blocking(ui)
     assert job.steps == 6 and len(ui.snap.drags()) == 1
     monkeypatch.delenv("DRAGGAN_FORKED_GPU")
+    settings.reload()
     local = handlers.make_state(REF, "cpu", 0, 0.7, "w+", CONFIG)
     local.snap = snapshots.set_points(local.snap, [(20, 20)], [(30, 26)])
     handlers.run_blocking(local)

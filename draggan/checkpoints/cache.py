@@ -30,6 +30,7 @@ from .. import settings
 from . import model_folder
 from .builders import FAMILIES, build_generator
 from .errors import ModelFormatError
+from .digest import file_sha256
 from .hub import hf_home
 from .model_folder import CONFIG_FILE, WEIGHTS_FILE
 
@@ -45,15 +46,6 @@ def converted_cache_dir() -> Path:
     """`$DRAGGAN_CACHE`, else `draggan-converted/` next to the Hub cache (`$HF_HOME/draggan-converted`)."""
     configured = settings.get().cache_dir
     return configured if configured is not None else hf_home() / "draggan-converted"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's content, read in 16 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stat_key(source: Path) -> str:

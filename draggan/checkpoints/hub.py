@@ -28,6 +28,7 @@ from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, 
                                    RepositoryNotFoundError, RevisionNotFoundError)
 
 from .. import settings
+from .digest import file_sha256
 from .errors import ModelIntegrityError, ModelUnavailableError
 from .zoo import UnknownModelError, ZooEntry, get_model, list_models
 
@@ -157,7 +158,6 @@ _VERIFIED_LOCK = threading.Lock()
 
 def _content_matches(path: Path, sha256: str) -> bool:
     """Whether the file hashes to `sha256`; a file seen unchanged (path, size, mtime) is hashed once per process."""
-    from .cache import file_sha256
 
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256)
@@ -228,7 +228,6 @@ def _check_download(ref: HubRef, path: Path) -> Path:
     """Refuse (and remove from the cache) a downloaded file whose content is not the pinned SHA-256."""
     if ref.sha256 is None or _content_matches(path, ref.sha256):
         return path
-    from .cache import file_sha256
 
     actual = file_sha256(path)
     removed = _remove_from_cache(path)

@@ -19,11 +19,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import WorkerError
+
 _YIELD, _RETURN, _ERROR = "yield", "return", "error"
-
-
-class WorkerError(RuntimeError):
-    """The worker raised an exception that could not be pickled back (its text is kept)."""
 
 
 def _child(fn: Callable, payload: bytes, conn: Any) -> None:
@@ -62,6 +60,7 @@ def _messages(process: Any, receiver: Any):
             try:
                 kind, value = pickle.loads(receiver.recv_bytes())
             except EOFError:
+                process.join(timeout=5)
                 raise WorkerError(f"the GPU worker died (exit code {process.exitcode})") from None
             if kind == _ERROR:
                 raise value

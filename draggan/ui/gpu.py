@@ -29,18 +29,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from .. import settings
 from ..engine import DragConfig, DragSession
 from ..engine.snapshot import DragSnapshot
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelRef:
-    """Which generator: `source` as `load_generator` takes it (zoo key, local file, Hub file or converted
-    folder) and the label shown to users. `private` models (a photo's tuned copy) are never listed."""
-
-    source: str
-    label: str
-    private: bool = False
+from .models import ModelRef, shared_cache, store_private_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +68,8 @@ class DragUpdate:
 
 def _decorator(duration: int) -> Callable[[Callable], Callable]:
     """`spaces.GPU(duration=...)` where the `spaces` package is installed (it changes nothing outside ZeroGPU);
-    the fork-and-pickle stand-in instead for calls made while `DRAGGAN_FORKED_GPU=1` (read per call, so tests
-    can switch it)."""
+    the fork-and-pickle stand-in instead for calls made while `DRAGGAN_FORKED_GPU=1` (the setting is looked up per
+    call, so tests can switch it)."""
     try:
         import spaces
         platform = spaces.GPU(duration=duration)
@@ -102,22 +94,17 @@ def _decorator(duration: int) -> Callable[[Callable], Callable]:
 
 
 def forked_wanted() -> bool:
-    return os.environ.get("DRAGGAN_FORKED_GPU", "") == "1"
+    return settings.get().forked_gpu == 1
 
 
-def gpu_seconds(env: str, default: int) -> int:
-    return max(10, int(os.environ.get(env, str(default))))
-
-
-DRAG_SECONDS = gpu_seconds("DRAGGAN_GPU_DURATION", 60)
-INVERT_SECONDS = gpu_seconds("DRAGGAN_GPU_INVERT_DURATION", 600)
+DRAG_SECONDS = max(10, settings.get().gpu_duration)
+INVERT_SECONDS = max(10, settings.get().gpu_invert_duration)
 gpu = _decorator(DRAG_SECONDS)
 gpu_long = _decorator(INVERT_SECONDS)
 
 
 def generator(ref: ModelRef, device: str) -> torch.nn.Module:
     """The shared, read-only generator of `ref` on `device` (loaded once per process)."""
-    from .models import shared_cache
     return shared_cache().get(ref.source, torch.device(device))
 
 
@@ -235,7 +222,6 @@ def _invert(ref: ModelRef, device: str, target: np.ndarray, config: Any, drag_co
     import threading
 
     from ..inversion import InversionCancelled, invert
-    from .models import store_private_model
 
     events: queue.Queue = queue.Queue()
     outcome: dict[str, Any] = {}

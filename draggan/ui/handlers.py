@@ -20,21 +20,19 @@ import numpy as np
 from PIL import Image
 
 from .. import export
+from ..errors import UserError
 from ..engine import DragConfig
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
 from . import gpu
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay
-from .gpu import DragUpdate, ModelRef, StopFlag
+from .gpu import DragUpdate, StopFlag
+from .models import ModelRef
 from .state import Job, Point, UIState
 
 SPACES = ("w", "w+")
 LIMITS = {"seed": (0, 2**32 - 1), "psi": (-1.0, 2.0), "lr": (1e-5, 1.0), "max_steps": (1, 5000),
           "render_every": (1, 1000), "mask_lambda": (0.0, 1e4)}
-
-
-class UserError(Exception):
-    """A request the editor refuses; the message tells the user what to do instead."""
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -21,9 +21,19 @@ from typing import Callable
 
 import torch
 
-EXTRA_MODELS_ENV = "DRAGGAN_EXTRA_MODELS"
-CACHE_SIZE_ENV = "DRAGGAN_MODEL_CACHE"
+from .. import settings
+
 MODEL_SUFFIXES = (".pkl", ".safetensors")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """Which generator: `source` as `load_generator` takes it (zoo key, local file, Hub file or converted
+    folder) and the label shown to users. `private` models (a photo's tuned copy) are never listed."""
+
+    source: str
+    label: str
+    private: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +49,7 @@ class ModelChoice:
 
 def extra_model_choices(value: str | None = None) -> list[ModelChoice]:
     """Parse `DRAGGAN_EXTRA_MODELS` (or `value`) into choices; missing files are listed as unavailable."""
-    text = os.environ.get(EXTRA_MODELS_ENV, "") if value is None else value
+    text = settings.get().extra_models if value is None else value
     choices = []
     for item in (part.strip() for part in text.split(os.pathsep)):
         if not item:
@@ -108,7 +118,7 @@ class GeneratorCache:
     def __init__(self, max_items: int | None = None,
                  loader: Callable[..., torch.nn.Module] | None = None) -> None:
         if max_items is None:
-            max_items = int(os.environ.get(CACHE_SIZE_ENV, "2"))
+            max_items = settings.get().model_cache
         assert max_items >= 1
         self.max_items = max_items
         self._loader = loader
@@ -196,30 +206,25 @@ def private_models_dir() -> Path:
     return converted_cache_dir() / "private"
 
 
-def store_private_model(G: torch.nn.Module, label: str, note: dict | None = None) -> "ModelRef":
+def store_private_model(G: torch.nn.Module, label: str, note: dict | None = None) -> ModelRef:
     """Write a session's own generator (a photo's tuned copy) to the converted-model cache under its content
     key, so that whichever process runs the next step can read it; returns its `ModelRef`."""
-    import hashlib
     import tempfile
     import uuid
 
+    from ..checkpoints.digest import file_sha256
     from ..inversion.export import save_tuned_generator
-    from .gpu import ModelRef
 
     root = private_models_dir()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     weights = save_tuned_generator(G, tmp, note=note)
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    folder = root / f"{digest.hexdigest()[:32]}-{uuid.uuid4().hex[:8]}"  # content key + this session's copy
+    folder = root / f"{file_sha256(weights)[:32]}-{uuid.uuid4().hex[:8]}"  # content key + this session's copy
     tmp.rename(folder)
     return ModelRef(source=str(folder), label=label, private=True)
 
 
-def forget_private_model(ref: "ModelRef") -> None:
+def forget_private_model(ref: ModelRef) -> None:
     """Delete a private model's files and loaded copies (its session ended or replaced it)."""
     import shutil
 

@@ -24,12 +24,12 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from .. import export
+from .. import export, settings
 from ..engine import snapshot as snapshots
 from . import gpu
-from .gpu import InversionDone, ModelRef, StopFlag
+from .gpu import InversionDone, StopFlag
 from .handlers import UserError, ensure_idle, file_stem
-from .models import forget_private_model
+from .models import ModelRef, forget_private_model
 from .state import InversionJob, PhotoStart, UIState
 
 # (W steps, W+ steps, PTI steps). CPU inversion is slow: on 2 busy CPU cores a 256 px StyleGAN2 took 7.5 s per
@@ -37,7 +37,6 @@ from .state import InversionJob, PhotoStart, UIState
 # (~15 min at 256 px there); "Best" is NVIDIA's projector / the PTI paper's schedule, the default on a GPU.
 PRESETS = {"Quick": (50, 25, 50), "Balanced": (200, 100, 150), "Best": (400, 200, 300)}
 MAX_STEPS = 5000
-MAX_PHOTO_MP_ENV = "DRAGGAN_MAX_PHOTO_MP"
 STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "pivotal tuning"}
 
 
@@ -53,7 +52,7 @@ def preset_steps(name: str) -> tuple[int, int, int]:
 
 
 def max_photo_megapixels() -> float:
-    return float(os.environ.get(MAX_PHOTO_MP_ENV, "50"))
+    return settings.get().max_photo_mp
 
 
 def _steps(name: str, value: Any) -> int:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..engine.snapshot import DragSnapshot, Point
-from .gpu import ModelRef, StopFlag
+from .gpu import StopFlag
+from .models import ModelRef
 
 MAX_FRAMES_PER_DRAG = 120           # frames kept for the animation of one drag (the last image always is)
 MAX_FRAME_BYTES = 96 * 2**20        # all frames of a session; past it the oldest drags keep first and last only

@@ -7,20 +7,17 @@ bundled models before the first visitor comes (ZeroGPU's forked workers then inh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from .. import settings
 from ..devices import pick_device
 from ..engine import DragConfig
-from .gpu import ModelRef
 from .handlers import UserError
-from .models import GeneratorCache, ModelChoice, model_choices, set_shared_cache, shared_cache
+from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
 
-MAX_UPLOAD_ENV = "DRAGGAN_MAX_UPLOAD_MB"
-CONCURRENCY_ENV = "DRAGGAN_CONCURRENCY"
 
 
 def load_errors() -> tuple[type[BaseException], ...]:
@@ -36,12 +33,11 @@ class Studio:
     def __init__(self, device: str | None = None, max_upload_mb: float | None = None,
                  hub_online: bool | None = None, cache: GeneratorCache | None = None) -> None:
         self.device = pick_device(device)
-        self.max_upload_mb = float(os.environ.get(MAX_UPLOAD_ENV, "2048")) if max_upload_mb is None \
-            else float(max_upload_mb)
+        config = settings.get()
+        self.max_upload_mb = config.max_upload_mb if max_upload_mb is None else float(max_upload_mb)
         self.cache = set_shared_cache(cache) if cache is not None else shared_cache()
         self.choices: list[ModelChoice] = model_choices(hub_online)
-        default_limit = 4 if self.device.type == "cuda" else 2
-        self.concurrency = max(1, int(os.environ.get(CONCURRENCY_ENV, str(default_limit))))
+        self.concurrency = config.concurrency_for(self.device.type)
         self.step_seconds: dict[tuple[str, str], float] = {}   # measured inversion time per step, per model
 
     @property
