@@ -387,9 +387,10 @@ class StudioApp:
             if ui is not None:
                 handlers.ensure_idle(ui, "load a recipe")
             recipe = export.load_recipe(file)
-            G = self.generator(self._recipe_source(ui, recipe.model), progress)
+            source = self._recipe_source(ui, recipe.model)
+            G = self.generator(source, progress)
             params = ui.params if ui is not None else DragParams()
-            new = handlers.state_from_recipe(recipe, G, params)
+            new = handlers.state_from_recipe(recipe, G, params, source=source)
         except (UserError, export.RecipeError) as exc:
             gr.Warning(str(exc))
             return SKIP(), SKIP(), SKIP(), SKIP()

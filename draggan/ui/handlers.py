@@ -17,14 +17,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .. import export
+from .. import export, limits, recipes
 from ..export import DragRecord, Recipe
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay
 from .state import DragJob, DragParams, Point, UIState
 
 SPACES = ("w", "w+")
-LIMITS = {"seed": (0, 2**32 - 1), "psi": (-1.0, 2.0), "lr": (1e-5, 1.0), "max_steps": (1, 5000),
-          "render_every": (1, 1000), "mask_lambda": (0.0, 1e4)}
+LIMITS = limits.LIMITS
 
 
 class UserError(Exception):
@@ -35,18 +34,11 @@ class UserError(Exception):
 # Settings and state creation.
 
 def _number(name: str, value: Any, integer: bool = False) -> float | int:
-    lo, hi = LIMITS[name]
+    """`value` checked against the limits table (`draggan.limits`); `integer` is the table's to decide."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(number) or not lo <= number <= hi:
-        raise UserError(f"{name} must be between {lo} and {hi}, got {value}")
-    if integer:
-        if number != int(number):
-            raise UserError(f"{name} must be a whole number, got {value}")
-        return int(number)
-    return number
+        return limits.check_number(name, value)
+    except limits.LimitError as exc:
+        raise UserError(str(exc)) from None
 
 
 def make_params(lr: Any, max_steps: Any, render_every: Any, mask_lambda: Any) -> DragParams:
@@ -151,37 +143,18 @@ def clear_points(ui: UIState) -> str:
 
 def parse_points(points: Any) -> tuple[list[Point], list[Point]]:
     """Handles and targets from `[[hx, hy, tx, ty], ...]`, `[[[hx, hy], [tx, ty]], ...]` or that as JSON text."""
-    if isinstance(points, str):
-        try:
-            points = json.loads(points)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"points must be JSON like [[hx, hy, tx, ty]], got {points!r} ({exc})") from None
-    handles, targets = [], []
     try:
-        for item in points:
-            flat = np.asarray(item, dtype=np.float64).reshape(-1)
-            if flat.size != 4 or not np.isfinite(flat).all():
-                raise ValueError(f"{item!r}")
-            handles.append((float(flat[0]), float(flat[1])))
-            targets.append((float(flat[2]), float(flat[3])))
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"each point pair must be [hx, hy, tx, ty] (numbers): {exc}") from None
-    if not handles:
-        raise UserError("give at least one handle/target pair")
-    return handles, targets
+        return limits.parse_points(points)
+    except limits.LimitError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_points(handles: Sequence[Point], targets: Sequence[Point], height: int, width: int) -> None:
-    """Refuse a drag whose points are missing, unpaired or outside the image."""
-    if not handles:
-        raise UserError("Click the image to add a handle point, then its target, before pressing Start.")
-    if len(handles) != len(targets):
-        raise UserError(f"Point {len(handles)} has a handle but no target: click where it should go, "
-                        f"or remove it.")
-    for i, (x, y) in enumerate(list(handles) + list(targets)):
-        if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
-            kind = "handle" if i < len(handles) else "target"
-            raise UserError(f"A {kind} ({x:g}, {y:g}) is outside the {width}×{height} image.")
+    """Refuse a drag whose points are missing, unpaired, too many or outside the image."""
+    try:
+        limits.check_points(handles, targets, height, width)
+    except limits.LimitError as exc:
+        raise UserError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -324,7 +297,8 @@ def start_drag(ui: UIState) -> DragJob:
     resume = (session.steps > 0 and handles == session.handles and targets == session.targets
               and params.lr == session.config.lr)
     record = DragRecord(handles=handles, targets=targets, steps=params.max_steps, lr=params.lr,
-                        mask_lambda=params.mask_lambda, mask=effective_fixed_mask(ui), resume=resume)
+                        mask_lambda=params.mask_lambda, mask=effective_fixed_mask(ui), resume=resume,
+                        tracker=getattr(session.config, "tracker", recipes.DEFAULT_TRACKER))
     job = DragJob(ui, record, render_every=params.render_every)
     with ui.lock:
         ui.job = job
@@ -461,8 +435,13 @@ def export_animation(ui: UIState, fmt: str = "gif", out_dir: str | os.PathLike |
 
 
 def recipe_of(ui: UIState) -> Recipe:
-    return Recipe(model=ui.model_source, model_label=ui.model_label, seed=ui.seed, psi=ui.psi, space=ui.space,
-                  image_size=(ui.height, ui.width), drags=[d.record for d in ui.history])
+    """The session's edit as a recipe: its zoo key, or "current" with the model's content key (no path)."""
+    try:
+        model, sha = recipes.model_ref(ui.model_source)
+    except recipes.RecipeError as exc:
+        raise UserError(str(exc)) from None
+    return Recipe(model=model, model_sha256=sha, model_label=ui.model_label, seed=ui.seed, psi=ui.psi,
+                  space=ui.space, image_size=(ui.height, ui.width), drags=[d.record for d in ui.history])
 
 
 def export_recipe(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path:
@@ -474,26 +453,25 @@ def export_recipe(ui: UIState, out_dir: str | os.PathLike | None = None) -> Path
     return export.save_recipe(recipe_of(ui), _out_dir(out_dir) / f"{file_stem(ui)}-recipe.json")
 
 
-def state_from_recipe(recipe: Recipe, G: Any, params: DragParams | None = None) -> UIState:
-    """Replay a recipe into a new editor state whose history holds the replayed drags (undo works)."""
+def state_from_recipe(recipe: Recipe, G: Any, params: DragParams | None = None, *, source: str | None = None,
+                      stop_event: Any = None, on_step: Any = None) -> UIState:
+    """Replay a recipe (`recipes.replay`) into a new editor state whose history holds the replayed drags.
+
+    `source` is the model source `G` was loaded from: the new state's model, and what the recipe's model is
+    checked against (zoo key or content key). Without it the recipe's own zoo key (or "current") names the
+    state's model and the check is skipped.
+    """
     from .state import FinishedDrag
 
-    if (G.img_height, G.img_width) != tuple(recipe.image_size):
-        raise UserError(f"The recipe was made on a {recipe.image_size[0]}×{recipe.image_size[1]} model; "
-                        f"this one makes {G.img_height}×{G.img_width} images.")
-    ui = make_state(G, recipe.model, recipe.model_label or recipe.model, recipe.seed, recipe.psi, recipe.space,
-                    params)
-    for drag in recipe.drags:
-        frames: list[np.ndarray] = []
-        moved = []
-
-        def keep(r: Any) -> None:
-            moved.append(not r.done)
-            if r.image is not None:
-                frames.append(r.image)
-
-        export.run_drag(ui.session, drag, on_step=keep, render_every=max(1, ui.params.render_every))
-        if any(moved):
-            ui.history.append(FinishedDrag(record=drag, frames=frames))
+    key = None if source is None else recipes.model_key(source)
+    ui = make_state(G, source or recipe.model, recipe.model_label or recipe.model, recipe.seed, recipe.psi,
+                    recipe.space, params)
+    try:
+        result = recipes.replay(recipe, G, current_model_key=key, render_every=max(1, ui.params.render_every),
+                                stop_event=stop_event, on_step=on_step)
+    except recipes.RecipeError as exc:
+        raise UserError(str(exc)[:1].upper() + str(exc)[1:]) from None
+    ui.session = result.session
+    ui.history.extend(FinishedDrag(record=d.record, frames=d.frames) for d in result.drags if d.moved)
     _sync_points(ui)
     return ui
