@@ -44,7 +44,12 @@ class Range:
     integer: bool = False
 
     def describe(self) -> str:
-        return f"between {self.lo:g}{' (exclusive)' if self.lo_open else ''} and {self.hi:g}"
+        return f"between {_text(self.lo)}{' (exclusive)' if self.lo_open else ''} and {_text(self.hi)}"
+
+
+def _text(number: float) -> str:
+    """A number as a person writes it: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e16 else f"{number:g}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def check_number(name: str, value: Any, limits: Limits = LIMITS) -> float | int:
     if not math.isfinite(number):
         raise LimitError(name, f"{name} must be a finite number, got {number}")
     if number < bounds.lo or (bounds.lo_open and number == bounds.lo) or number > bounds.hi:
-        raise LimitError(name, f"{name} must be {bounds.describe()}, got {number:g}")
+        raise LimitError(name, f"{name} must be {bounds.describe()}, got {_text(number)}")
     if bounds.integer:
         if number != int(number):
             raise LimitError(name, f"{name} must be a whole number, got {number:g}")

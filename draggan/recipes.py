@@ -376,6 +376,11 @@ def check_model(recipe: Recipe, G: Any, current_model_key: str | None) -> None:
     if (int(G.img_height), int(G.img_width)) != tuple(recipe.image_size):
         raise RecipeError(f"the recipe was made on a {recipe.image_size[0]}×{recipe.image_size[1]} model, "
                           f"this model makes {G.img_height}×{G.img_width} images")
+    check_model_key(recipe, current_model_key)
+
+
+def check_model_key(recipe: Recipe, current_model_key: str | None) -> None:
+    """The identity half of `check_model`, usable before the model is loaded."""
     if current_model_key is None:
         return
     if recipe.model != CURRENT_MODEL:
