@@ -14,8 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .recipes import (RECIPE_FORMAT, RECIPE_VERSION, SPACES, DragRecord, Recipe, RecipeError,  # noqa: F401
-                      load_recipe, mask_to_rle, replay_recipe, rle_to_mask, run_drag, save_recipe)
+from .recipes import (RECIPE_FORMAT, RECIPE_VERSION, SPACES, DragRecord, Recipe, RecipeError, load_recipe,
+                      mask_to_rle, replay_recipe, rle_to_mask, run_drag, save_recipe)
+
+__all__ = ["save_png", "save_latent", "mp4_available", "animation_formats", "save_animation",
+           # re-exported from draggan.recipes
+           "RECIPE_FORMAT", "RECIPE_VERSION", "SPACES", "DragRecord", "Recipe", "RecipeError", "load_recipe",
+           "mask_to_rle", "replay_recipe", "rle_to_mask", "run_drag", "save_recipe"]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ class _OpenSpy:
         return spy
 
 
-@pytest.mark.parametrize("hostile", ["/dev/zero", "/etc/passwd", str(SG2)])
+@pytest.mark.parametrize("hostile", ["/dev/zero", "/etc/passwd", str(SG2)], ids=["dev-zero", "passwd", "pkl"])
 def test_v1_path_is_read_as_current_and_never_opened(G, tmp_path, monkeypatch, hostile):
     data = _recipe().to_json()
     data.update(version=1, model=hostile)

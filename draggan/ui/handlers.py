@@ -6,7 +6,6 @@ toast and images into components. A `UserError` means the request was refused an
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import tempfile
@@ -389,9 +388,10 @@ def reset_image(ui: UIState) -> str:
 def headless_drag(G: Any, source: str, label: str, seed: Any, psi: Any, space: str, points: Any, steps: Any,
                   lr: Any = 1e-3, mask_lambda: Any = 20.0) -> tuple[UIState, DragJob]:
     """One complete drag without a browser: a new state, the given points, `steps` steps at most."""
-    params = make_params(lr, steps, steps, mask_lambda)
-    ui = make_state(G, source, label, seed, psi, space, params)
+    params = make_params(lr, steps, 1, mask_lambda)
+    params.render_every = min(params.max_steps, int(LIMITS.render_every.hi))
     handles, targets = parse_points(points)
+    ui = make_state(G, source, label, seed, psi, space, params)
     check_points(handles, targets, ui.height, ui.width)
     ui.handles, ui.targets = handles, targets
     job = run_blocking(ui)
