@@ -162,7 +162,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     recipes.check_model_key(recipe, key)
     G = load_generator(source, device=args.device)
     total = sum(d.steps for d in recipe.drags)
-    every = max(1, total // 20)
+    every = max(1, -(-total // 10))    # about ten progress lines
     done = 0
 
     def progress(p: recipes.ReplayProgress) -> None:
