@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -80,6 +81,14 @@ LIMITS = Limits()
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKET_RE = re.compile(r"[\[\]{}]")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 40
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 4
+
+
+def short(value: Any) -> str:
+    """A bounded repr of untrusted input for error messages (never the whole of a huge value)."""
+    return _SHORT.repr(value)
 
 
 def check_number(name: str, value: Any, limits: Limits = LIMITS) -> float | int:
@@ -90,7 +99,7 @@ def check_number(name: str, value: Any, limits: Limits = LIMITS) -> float | int:
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise LimitError(name, f"{name} must be a number, got {str(value)[:40]!r}") from None
+        raise LimitError(name, f"{name} must be a number, got {short(value)}") from None
     if not math.isfinite(number):
         raise LimitError(name, f"{name} must be a finite number, got {number}")
     if number < bounds.lo or (bounds.lo_open and number == bounds.lo) or number > bounds.hi:
@@ -106,7 +115,7 @@ def check_name(name: str, value: Any, limits: Limits = LIMITS) -> str:
     """A short lower-case identifier (letters, digits, `_.-`), e.g. a tracker name."""
     if not isinstance(value, str) or len(value) > limits.name_chars or not _NAME_RE.match(value):
         raise LimitError(name, f"{name} must be a short lower-case name (at most {limits.name_chars} letters, "
-                               f"digits or _.-), got {str(value)[:40]!r}")
+                               f"digits or _.-), got {short(value)}")
     return value
 
 
@@ -136,7 +145,7 @@ def check_depth(name: str, value: Any, max_depth: int) -> None:
             continue
         if depth > max_depth:
             raise LimitError(name, f"{name} is nested too deeply (more than {max_depth} levels)")
-        stack.extend((child, depth + 1) for child in children)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
 
 
 def load_json(name: str, text: str, max_bytes: int, max_depth: int) -> Any:
@@ -156,7 +165,7 @@ def _coordinate(value: Any, what: str) -> float:
         try:
             value = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise LimitError("points", f"{what} must be a number, got {str(value)[:40]!r}") from None
+            raise LimitError("points", f"{what} must be a number, got {short(value)}") from None
     number = float(value)
     if not math.isfinite(number):
         raise LimitError("points", f"{what} must be a finite number, got {number}")
@@ -186,7 +195,7 @@ def parse_points(points: Any, limits: Limits = LIMITS) -> tuple[list[Point], lis
         else:
             flat = list(item) if isinstance(item, (list, tuple)) else []
         if len(flat) != 4:
-            raise LimitError("points", f"point pair {i} must be [hx, hy, tx, ty] (numbers), got {str(item)[:60]}")
+            raise LimitError("points", f"point pair {i} must be [hx, hy, tx, ty] (numbers), got {short(item)}")
         hx, hy, tx, ty = (_coordinate(v, f"point pair {i}: {axis}")
                           for v, axis in zip(flat, ("hx", "hy", "tx", "ty")))
         handles.append((hx, hy))

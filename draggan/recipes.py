@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .limits import LIMITS, LimitError, check_depth, check_name, check_number, check_pair_count, load_json
+from .limits import LIMITS, LimitError, check_depth, check_name, check_number, check_pair_count, load_json, short
 
 RECIPE_FORMAT = "draggan-studio-recipe"
 RECIPE_VERSION = 2
@@ -45,6 +45,7 @@ DEFAULT_TRACKER = "official"
 SPACES = ("w", "w+")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ZOO_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_LABEL_DROP_RE = re.compile(r"[^\w .,:()+×-]")   # a label is shown as Markdown: no links, images or markup
 
 
 class RecipeError(ValueError):
@@ -157,7 +158,7 @@ def _points(value: Any, what: str, size: tuple[int, int]) -> list[tuple[float, f
 
 def _coordinate(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise RecipeError(f"{what} must hold finite numbers, got {str(value)[:40]}")
+        raise RecipeError(f"{what} must hold finite numbers, got {short(value)}")
     return float(value)
 
 
@@ -219,8 +220,11 @@ class DragRecord:
                 mask.flags.writeable = False
                 if masks is not None:
                     masks[key] = mask
+        resume = data.get("resume", False)
+        if not isinstance(resume, bool):
+            raise RecipeError(f"{what}: resume must be true or false, got {short(resume)}")
         return cls(handles=handles, targets=targets, steps=steps, lr=lr, mask_lambda=mask_lambda, mask=mask,
-                   resume=bool(data.get("resume", False)), tracker=tracker)
+                   resume=resume, tracker=tracker)
 
 
 @dataclasses.dataclass
@@ -260,7 +264,7 @@ class Recipe:
             raise RecipeError(str(exc)) from None
         version = data.get("version", 1)
         if type(version) is not int or version < 1:
-            raise RecipeError(f"bad recipe version {str(version)[:20]!r}")
+            raise RecipeError(f"bad recipe version {short(version)}")
         if version > RECIPE_VERSION:
             raise RecipeError(f"recipe version {version} is newer than this app understands ({RECIPE_VERSION})")
         missing = [k for k in ("model", "seed", "psi", "space", "image_size", "drags") if k not in data]
@@ -278,13 +282,14 @@ class Recipe:
             raise RecipeError(f"at most {LIMITS.drags} drags per recipe, got {len(drags)}")
         space = data["space"]
         if space not in SPACES:
-            raise RecipeError(f"latent space must be one of {SPACES}, got {str(space)[:20]!r}")
+            raise RecipeError(f"latent space must be one of {SPACES}, got {short(space)}")
         seed = _limit("seed", data["seed"], "the recipe")
         psi = _limit("psi", data["psi"], "the recipe")
-        model, label, sha = data["model"], data.get("model_label", ""), data.get("model_sha256", "")
+        model, label = data["model"], data.get("model_label", "")
+        sha = data.get("model_sha256", "") if version >= 2 else ""     # version 1 had no content key
         if not isinstance(model, str) or not isinstance(label, str):
             raise RecipeError("model and model_label must be text")
-        if version >= 2 and sha and (not isinstance(sha, str) or not _SHA_RE.match(sha)):
+        if sha != "" and (not isinstance(sha, str) or not _SHA_RE.match(sha)):
             raise RecipeError("model_sha256 must be 64 lower-case hex digits")
         model = model if is_zoo_key(model) else CURRENT_MODEL
         masks: dict[tuple, np.ndarray] = {}
@@ -292,7 +297,8 @@ class Recipe:
         if records and records[0].resume:
             raise RecipeError("the first drag of a recipe cannot be a resumed drag")
         return cls(model=model, seed=seed, psi=psi, space=space, drags=records, image_size=image_size,
-                   model_label=label[:LIMITS.label_chars], model_sha256=sha if model == CURRENT_MODEL else "")
+                   model_label=_LABEL_DROP_RE.sub("", label)[:LIMITS.label_chars],
+                   model_sha256=sha if model == CURRENT_MODEL else "")
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:

@@ -75,6 +75,15 @@ def test_round_trip_v2(tmp_path):
     assert back.drags[1].handles == [(50.0, 20.0), (30.0, 30.0)]
 
 
+def test_label_loses_markup_and_v1_has_no_content_key():
+    data = _recipe().to_json()
+    data["model_label"] = "cats.pkl (uploaded) ![x](https://evil.example/p.png) <img src=x> **b**"
+    recipe = recipes.load_recipe(data)
+    assert not any(c in recipe.model_label for c in "![]<>*/=") and recipe.model_label.startswith("cats.pkl (uploaded)")
+    data.update(version=1)
+    assert recipes.load_recipe(data).model_sha256 == "", "a v1 file cannot carry a content key"
+
+
 def test_zoo_key_is_kept_and_a_path_never_is():
     assert Recipe(model="cartoon-faces-64", seed=0, psi=0.7, space="w", drags=[], image_size=(64, 64)).model \
         == "cartoon-faces-64"
@@ -188,6 +197,9 @@ HOSTILE = {
     "version-text": (lambda d: d.update(version="2"), "bad recipe version"),
     "first-resumed": (_set_drag(resume=True), "first drag"),
     "drag-not-object": (lambda d: d.update(drags=[[1, 2]]), "drag 1 must be an object"),
+    "resume-text": (lambda d: d["drags"][1].update(resume="false"), "drag 2: resume must be true or false"),
+    "lr-long-list": (_set_drag(lr=[1] * 100_000), r"lr must be a number, got \[1, 1, 1, 1, \.\.\.\]"),
+    "label-not-text": (lambda d: d.update(model_label=["x"]), "model and model_label must be text"),
 }
 
 
@@ -212,6 +224,7 @@ def test_hostile_recipe_is_refused_quickly(name):
     error, seconds, peak = _bounded(lambda: recipes.load_recipe(data))
     assert __import__("re").search(message, str(error)), str(error)
     assert seconds < 2.0 and peak < 64, (seconds, peak)
+    assert "\n" not in str(error) and len(str(error)) < 200, "one short line"
 
 
 @pytest.mark.parametrize("name", ["lr-nan", "nan-coordinate", "steps-1e9"])
