@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -333,7 +334,9 @@ def load_recipe(source: str | os.PathLike | dict[str, Any]) -> Recipe:
         return Recipe.from_json(source)
     try:
         with open(source, "rb") as f:
-            data = f.read(LIMITS.recipe_bytes + 1)
+            st = os.fstat(f.fileno())
+            size = min(st.st_size, LIMITS.recipe_bytes) if stat.S_ISREG(st.st_mode) else LIMITS.recipe_bytes
+            data = f.read(size + 1)
     except OSError as exc:
         raise RecipeError(f"cannot read the recipe file ({exc.strerror or type(exc).__name__})") from None
     return parse_recipe(data)
