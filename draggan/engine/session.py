@@ -38,8 +38,10 @@ import numpy as np
 import torch
 
 from ..images import to_uint8
+from . import snapshot as snapshots
 from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
+from .snapshot import DragProgress, DragSnapshot
 from .tracking import reference_features, track_points
 from .window import Box, WindowedSynthesis
 
@@ -47,9 +49,11 @@ Point = tuple[float, float]
 SPACES = ("w", "w+")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DragConfig:
-    """Drag hyper-parameters; radii are in pixels of a 512-pixel-high image and scale with H/512."""
+    """Drag hyper-parameters; radii are in pixels of a 512-pixel-high image and scale with H/512.
+
+    Frozen: the defaults here are the app's defaults too; change a session's with `DragSession.update_config`."""
 
     space: str = "w+"                 # "w+" (per-layer codes) or "w" (one shared code)
     lr: float = 1e-3                  # Adam step size (the paper uses 2e-3 on FFHQ / AFHQ-cat / car)
@@ -57,7 +61,7 @@ class DragConfig:
     r2: float = 12.0                  # point-tracking search half-size
     mask_lambda: float = 20.0         # weight of the fixed-region term
     feature_block: int | None = None  # synthesis block (StyleGAN3: layer) read as features; None = default
-    max_steps: int = 300              # guard for one `run()`
+    max_steps: int = 200              # steps of one `run()` unless it is given another limit
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
     windowed: bool = True             # StyleGAN2 without mask: compute the feature block only near the handles
@@ -65,8 +69,10 @@ class DragConfig:
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise ValueError(f"lr must be a number in (0, 1], got {self.lr}")
+        if not (math.isfinite(self.mask_lambda) and self.mask_lambda >= 0):
+            raise ValueError(f"mask_lambda must be a finite number ≥ 0, got {self.mask_lambda}")
         if not (self.r1 > 0 and self.r2 > 0):
             raise ValueError(f"r1 and r2 must be positive, got {self.r1}, {self.r2}")
         if self.max_steps < 0 or self.num_layers < 1:
@@ -89,25 +95,37 @@ class StepResult:
     image: np.ndarray | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """One undo/redo entry: the optimised latent and the points drawn on it."""
-
-    w: torch.Tensor
-    handles: tuple[Point, ...]
-    targets: tuple[Point, ...]
-
-
 class _Drag:
-    """State that lives for one drag and survives stop/resume: references, tracked handles, optimiser."""
+    """A drag under way, as live tensors (its plain-data form is `DragProgress`): first latent, references,
+    tracked handles, optimiser. It survives stop/resume."""
 
-    def __init__(self, w: torch.Tensor, lr: float, handles: list[Point]) -> None:
-        self.optimizer = torch.optim.Adam([w], lr=lr)
-        self.w_begin = w.detach().clone()        # latent of the first step, whose map is F0
+    def __init__(self, w: torch.Tensor, progress: DragProgress) -> None:
+        self.lr = float(progress.lr)
+        self.optimizer = torch.optim.Adam([w], lr=self.lr)
+        if progress.adam:
+            self.optimizer.load_state_dict({
+                "state": {0: {"step": torch.tensor(float(progress.adam["step"])),
+                              "exp_avg": torch.as_tensor(progress.adam["exp_avg"]).to(w.device).clone(),
+                              "exp_avg_sq": torch.as_tensor(progress.adam["exp_avg_sq"]).to(w.device).clone()}},
+                "param_groups": self.optimizer.state_dict()["param_groups"]})
+        self.w_begin = torch.as_tensor(progress.w_begin).to(w.device).clone()  # latent of the first step (F0's)
         self.feat0: torch.Tensor | None = None   # [C, h, w] F0, computed when a mask term needs it
-        self.ref: torch.Tensor | None = None     # [N, C] handle features in F0
-        self.points_rc = torch.tensor([[round(y), round(x)] for x, y in handles], dtype=torch.int64)  # CPU
-        self.steps = 0
+        self.ref = None if progress.ref is None else torch.as_tensor(progress.ref).to(w.device).clone()  # [N, C]
+        self.points_rc = torch.as_tensor(progress.points_rc, dtype=torch.int64).clone()  # CPU
+        self.steps = int(progress.steps)
+        self.committed_steps = self.steps - int(progress.run_steps)  # steps recorded in earlier history entries
+        self.start_handles = progress.start_handles
+        self.resumed = progress.resumed
+
+    def progress(self) -> DragProgress:
+        state = self.optimizer.state_dict()["state"].get(0)
+        adam = {} if not state else {"step": float(state["step"]), "exp_avg": state["exp_avg"].cpu().numpy().copy(),
+                                     "exp_avg_sq": state["exp_avg_sq"].cpu().numpy().copy()}
+        return DragProgress(w_begin=self.w_begin.cpu().numpy().copy(),
+                            ref=None if self.ref is None else self.ref.detach().cpu().numpy().copy(),
+                            points_rc=self.points_rc.numpy().copy(), steps=self.steps,
+                            start_handles=tuple(self.start_handles), adam=adam, lr=self.lr,
+                            run_steps=self.steps - self.committed_steps, resumed=self.resumed)
 
 
 def default_feature_block(G: torch.nn.Module) -> int:
@@ -133,23 +151,13 @@ def default_feature_block(G: torch.nn.Module) -> int:
     return max(len(shapes) - 2, 0)
 
 
-def _as_points(points: Sequence[Sequence[float]], name: str) -> list[Point]:
-    out = []
-    for p in points:
-        if len(p) != 2:
-            raise ValueError(f"{name}: every point must be (x, y), got {p!r}")
-        out.append((float(p[0]), float(p[1])))
-    return out
-
-
 class DragSession:
     """Drag handle points to targets on one generator by optimising the latent (see module docstring)."""
 
     def __init__(self, G: torch.nn.Module, seed: int = 0, psi: float = 0.7, w: torch.Tensor | np.ndarray | None = None,
                  config: DragConfig | None = None) -> None:
         self.G = G
-        self.config = dataclasses.replace(config) if config is not None else DragConfig()
-        cfg = self.config
+        cfg = config if config is not None else DragConfig()
         self.family = getattr(G, "family", "stylegan2")
         self.height = int(G.img_height)
         self.width = int(G.img_width)
@@ -188,15 +196,55 @@ class DragSession:
 
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._w = self._w_start.clone().requires_grad_(True)
-        self._handles: list[Point] = []
-        self._targets: list[Point] = []
-        self._mask: torch.Tensor | None = None
-        self._mask_on = False
-        self._drag: _Drag | None = None
-        self._history = [_Snapshot(self._w_start.clone(), (), ())]
-        self._hist_idx = 0
-        self._dirty = False
+        self._load(snapshots.start(cfg, self._w0.cpu().numpy(), self._w_start.cpu().numpy(), self.height,
+                                   self.width))
+
+    @classmethod
+    def from_snapshot(cls, G: torch.nn.Module, snap: DragSnapshot) -> "DragSession":
+        """A session on G that continues exactly where `snap` (from `snapshot()`, maybe in another process)
+        left off. No mapping or synthesis runs."""
+        if (int(G.img_height), int(G.img_width)) != (snap.height, snap.width):
+            raise ValueError(f"the snapshot is of a {snap.width}×{snap.height} image; this generator makes "
+                             f"{G.img_width}×{G.img_height}")
+        session = cls(G, w=snap.w0, config=snap.config)
+        session._load(snap)
+        return session
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> DragSnapshot:
+        """The whole state as plain picklable data (latents, points, mask, history, the drag under way)."""
+        with self._lock:
+            return dataclasses.replace(self._state, w=self._w.detach().cpu().numpy().copy(),
+                                       handles=tuple(self._handles), targets=tuple(self._targets),
+                                       dirty=self._dirty, drag=None if self._drag is None else self._drag.progress())
+
+    def _load(self, snap: DragSnapshot) -> None:
+        """Make `snap` the session's state (live tensors on the generator's device)."""
+        with self._lock:
+            if tuple(snap.w.shape) != tuple(self._w_start.shape):
+                raise ValueError(f"snapshot latent {tuple(snap.w.shape)} does not fit {tuple(self._w_start.shape)}")
+            self._state = snap
+            self._w = torch.as_tensor(snap.w, dtype=torch.float32).to(self.device).clone().requires_grad_(True)
+            self._handles = list(snap.handles)
+            self._targets = list(snap.targets)
+            self._dirty = snap.dirty
+            self._drag = None if snap.drag is None else _Drag(self._w, snap.drag)
+            self._mask = None if snap.mask is None else torch.as_tensor(snap.mask).to(self.device)
+            self._mask_on = snap.mask is not None and float(snap.mask.min()) == 0 and float(snap.mask.max()) == 1
+
+    def _apply(self, edit, *args) -> None:
+        with self._lock:
+            self._load(edit(self.snapshot(), *args))
+
+    @property
+    def config(self) -> DragConfig:
+        return self._state.config
+
+    def update_config(self, **changes) -> None:
+        """Change drag settings (validated): lr applies from the next drag, mask_lambda from the next step;
+        the latent space, feature block, layer count and noise mode are fixed for a session."""
+        self._apply(lambda snap: snapshots.with_config(snap, **changes))
 
     # ------------------------------------------------------------------ latent
 
@@ -267,34 +315,16 @@ class DragSession:
 
     def set_points(self, handles: Sequence[Sequence[float]], targets: Sequence[Sequence[float]]) -> None:
         """Set handle and target points (x, y) in image pixels; starts a new drag."""
-        handles_ = _as_points(handles, "handles")
-        targets_ = _as_points(targets, "targets")
-        if len(handles_) != len(targets_):
-            raise ValueError(f"{len(handles_)} handles but {len(targets_)} targets")
-        for x, y in handles_ + targets_:
-            if not (0 <= x <= self.width - 1 and 0 <= y <= self.height - 1):
-                raise ValueError(f"point ({x}, {y}) is outside the {self.width}×{self.height} image")
-        with self._lock:
-            self._commit()
-            self._handles = handles_
-            self._targets = targets_
-            self._drag = None
+        self._apply(snapshots.set_points, handles, targets)
 
     def set_mask(self, mask: np.ndarray | torch.Tensor | None) -> None:
         """Region that must stay fixed ([H, W], 1 = fixed); None clears it.
 
         As in the official code the term applies only when the mask holds both 0 and 1.
         """
-        with self._lock:
-            if mask is None:
-                self._mask = None
-                self._mask_on = False
-                return
-            m = torch.as_tensor(np.asarray(mask, dtype=np.float32)).clamp(0, 1)
-            if tuple(m.shape) != (self.height, self.width):
-                raise ValueError(f"mask must be [{self.height}, {self.width}], got {tuple(m.shape)}")
-            self._mask = m.to(self.device)
-            self._mask_on = float(m.min()) == 0 and float(m.max()) == 1
+        if isinstance(mask, torch.Tensor):
+            mask = mask.detach().cpu().numpy()
+        self._apply(snapshots.set_mask, mask)
 
     # ------------------------------------------------------------------ optimisation
 
@@ -346,11 +376,7 @@ class DragSession:
 
     def _begin_drag(self) -> None:
         """A drag starts from the current history entry: record the points it starts with there."""
-        if not self._dirty:
-            entry = self._history[self._hist_idx]
-            self._history[self._hist_idx] = dataclasses.replace(entry, handles=tuple(self._handles),
-                                                                targets=tuple(self._targets))
-        self._drag = _Drag(self._w, self.config.lr, self._handles)
+        self._apply(snapshots.begin_drag)
 
     def run(self, max_steps: int | None = None, render_every: int = 5,
             stop_event: threading.Event | None = None) -> Iterator[StepResult]:
@@ -421,7 +447,7 @@ class DragSession:
     @property
     def mask(self) -> np.ndarray | None:
         with self._lock:
-            return None if self._mask is None else self._mask.cpu().numpy()
+            return None if self._state.mask is None else self._state.mask.copy()
 
     @property
     def steps(self) -> int:
@@ -434,56 +460,38 @@ class DragSession:
     def _commit(self) -> None:
         """Record the current state as a new history entry if it changed since the last one."""
         with self._lock:
-            if not self._dirty:
-                return
-            del self._history[self._hist_idx + 1:]
-            self._history.append(_Snapshot(self._w.detach().clone(), tuple(self._handles), tuple(self._targets)))
-            self._hist_idx += 1
-            self._dirty = False
-
-    def _restore(self, index: int) -> None:
-        entry = self._history[index]
-        self._hist_idx = index
-        self._w = entry.w.clone().requires_grad_(True)
-        self._handles = list(entry.handles)
-        self._targets = list(entry.targets)
-        self._drag = None
-        self._dirty = False
+            if self._dirty:
+                self._apply(snapshots.commit)
 
     @property
     def can_undo(self) -> bool:
         with self._lock:
-            return self._hist_idx > 0 or self._dirty
+            return self._state.hist_idx > 0 or self._dirty
 
     @property
     def can_redo(self) -> bool:
         with self._lock:
-            return self._hist_idx + 1 < len(self._history) and not self._dirty
+            return self._state.hist_idx + 1 < len(self._state.history) and not self._dirty
 
     def undo(self) -> bool:
         """Go back to the state before the last drag (latent and points). Returns False if there is none."""
         with self._lock:
-            self._commit()
-            if self._hist_idx == 0:
+            snap = snapshots.undo(self.snapshot())
+            if snap is None:
+                self._commit()
                 return False
-            self._restore(self._hist_idx - 1)
+            self._load(snap)
             return True
 
     def redo(self) -> bool:
         """Re-apply the drag undone last. Returns False if there is none."""
         with self._lock:
-            if not self.can_redo:
+            snap = snapshots.redo(self.snapshot())
+            if snap is None:
                 return False
-            self._restore(self._hist_idx + 1)
+            self._load(snap)
             return True
 
     def reset(self) -> None:
         """Back to the start latent; clears points, history and the current drag (the mask is kept)."""
-        with self._lock:
-            self._w = self._w_start.clone().requires_grad_(True)
-            self._handles = []
-            self._targets = []
-            self._drag = None
-            self._history = [_Snapshot(self._w_start.clone(), (), ())]
-            self._hist_idx = 0
-            self._dirty = False
+        self._apply(snapshots.reset)
