@@ -428,7 +428,7 @@ def run_drag(session: Any, drag: DragRecord, on_step: Callable[[Any], None] | No
     A new drag sets the step size, λ, tracker, points and mask, then runs up to `drag.steps` steps; a resumed
     drag keeps the session's drag state (points, optimiser) and only updates λ and the mask, as the editor
     does when Start is pressed again without touching the points. The settings go through
-    `dataclasses.replace`, so the engine's own validation sees them.
+    `DragSession.update_config`, so the engine's own validation sees them.
     """
     changes: dict[str, Any] = dict(mask_lambda=drag.mask_lambda)
     if not drag.resume:
@@ -437,7 +437,7 @@ def run_drag(session: Any, drag: DragRecord, on_step: Callable[[Any], None] | No
             changes["tracker"] = drag.tracker
         else:
             _check_tracker(drag.tracker)
-    session.config = dataclasses.replace(session.config, **changes)
+    session.update_config(**changes)
     if not drag.resume:
         session.set_points(handles=drag.handles, targets=drag.targets)
     session.set_mask(drag.mask)
