@@ -375,3 +375,29 @@ def test_state_from_recipe_checks_the_source(G, tmp_path):
     copy.write_bytes(SG2.read_bytes() + b"\0")
     with pytest.raises(handlers.UserError, match="another model"):
         handlers.state_from_recipe(_recipe(), G, source=str(copy))
+
+
+def test_the_app_replays_a_v1_path_recipe_on_the_session_model(G, tmp_path, monkeypatch):
+    """Through the app's recipe upload: a v1 file naming /dev/zero replays on the loaded model, unopened."""
+    import gradio as gr
+    from draggan.ui.callbacks import StudioApp
+
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: shown.append(msg))
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: shown.append(msg))
+    monkeypatch.delenv("DRAGGAN_EXTRA_MODELS", raising=False)
+    studio = StudioApp(device="cpu", hub_online=False)
+    state, *_ = studio.load_own_model(None, str(SG2), "", 3, 0.6, "w+", progress=None)
+    data = _recipe(steps=(2, 1)).to_json()
+    data.update(version=1, model="/dev/zero")
+    file = tmp_path / "v1.json"
+    file.write_text(json.dumps(data))
+    expected = recipes.replay(recipes.load_recipe(data), G).session.ws
+    spy = _OpenSpy(monkeypatch, ["/dev/zero"])
+    new_state, *_ = studio.load_recipe(state, str(file), progress=None)
+    assert spy.touched == [] and "Replayed 2 drag" in shown[-1], shown
+    assert new_state.model_source == str(SG2) and torch.equal(new_state.session.ws, expected)
+    hostile = _with(HOSTILE["rle-claims-1.9GB"][0])
+    file.write_text(json.dumps(hostile))
+    assert studio.load_recipe(new_state, str(file), progress=None)[0] == gr.skip()
+    assert "differs from the image size" in shown[-1] and str(tmp_path) not in shown[-1]
