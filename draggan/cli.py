@@ -1,8 +1,8 @@
 """Command line: `python -m draggan <command>`.
 
-Commands: `generate` (one image from a seed), `models` (the zoo with what is usable offline) and `invert`
-(a photo into a model). Each command is a `_cmd_*` function registered in `build_parser`, so later features
-add a subparser and a function.
+Commands: `generate` (one image from a seed), `models` (the zoo with what is usable offline), `invert`
+(a photo into a model) and `replay` (an edit recipe). Each command is a `_cmd_*` function registered in
+`build_parser`, so later features add a subparser and a function.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from . import settings
 from .errors import CommandError, DragGANError
 from .images import to_uint8
 from .networks.stylegan2 import NOISE_MODES
+from .recipes import RecipeError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -141,6 +142,65 @@ def _add_invert_parser(commands: argparse._SubParsersAction) -> None:
     inv.set_defaults(func=_cmd_invert)
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import threading
+
+    from . import recipes
+    from .export import save_animation, save_png
+
+    if args.render_every < 1:
+        raise CommandError("--render-every must be >= 1")
+    recipe = recipes.load_recipe(args.recipe)
+    if args.model is None and recipe.model == recipes.CURRENT_MODEL:
+        raise CommandError("this recipe was made on a model of its own, not a zoo model: pass --model SOURCE "
+                           "with that model")
+    source = args.model if args.model is not None else recipe.model
+    key = recipes.model_key(source)
+    recipes.check_model_key(recipe, key)
+    G = load_generator(source, device=args.device)
+    total = sum(d.steps for d in recipe.drags)
+    every = max(1, -(-total // 10))    # about ten progress lines
+    done = 0
+
+    def progress(p: recipes.ReplayProgress) -> None:
+        nonlocal done
+        done += 1
+        if done % every == 0:
+            print(f"  drag {p.drag}/{p.drags}, step {p.step}/{p.steps}", file=sys.stderr)
+
+    stop = threading.Event()
+    try:
+        result = recipes.replay(recipe, G, current_model_key=key, on_step=progress, stop_event=stop,
+                                render_every=args.render_every if args.gif else 0)
+    except KeyboardInterrupt:
+        raise CommandError("interrupted; nothing written") from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_png(result.session.render(), out)
+    print(f"wrote {out} ({len(result.drags)} drag(s), {sum(d.record.steps for d in result.drags)} steps)")
+    if args.gif:
+        frames = [result.start_image] + [f for d in result.drags for f in d.frames]
+        gif = save_animation(frames, args.gif, fps=args.fps)
+        print(f"wrote {gif} ({len(frames)} frames)")
+    return 0
+
+
+def _add_replay_parser(commands: argparse._SubParsersAction) -> None:
+    rep = commands.add_parser("replay", help="replay an edit recipe (.json) and write the result",
+                              description="Re-run every drag of an edit recipe from its seed and write the image. "
+                                          "A recipe names a zoo model, or a model of its own that --model must give "
+                                          "(it is checked by its content hash).")
+    rep.add_argument("recipe", help="edit recipe file (.json) exported by the app")
+    rep.add_argument("--out", required=True, help="output image file (.png)")
+    rep.add_argument("--gif", default=None, metavar="GIF", help="also write the drags as an animated GIF (or .mp4)")
+    rep.add_argument("--model", default=None, metavar="SOURCE",
+                     help="model source, as for `generate` (default: the recipe's zoo model)")
+    rep.add_argument("--render-every", type=int, default=5, help="animation frame every N steps (default 5)")
+    rep.add_argument("--fps", type=float, default=12.0, help="animation frames per second (default 12)")
+    rep.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
+    rep.set_defaults(func=_cmd_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m draggan", description="DragGAN studio command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -161,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the model zoo and what is available offline")
     models.set_defaults(func=_cmd_models)
     _add_invert_parser(commands)
+    _add_replay_parser(commands)
     return parser
 
 

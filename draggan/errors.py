@@ -88,3 +88,11 @@ class CommandError(DragGANError):
 class WorkerError(DragGANError, RuntimeError):
     """A GPU worker process died, or raised an exception that could not be sent back (its text is kept)."""
 
+
+class LimitError(UserError, ValueError):
+    """An input outside the limits table (`draggan.limits`); `field` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+

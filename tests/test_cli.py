@@ -136,3 +136,108 @@ def test_generate_without_model_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["generate", "--out", "x.png"])
     assert info.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# `replay`: an edit recipe re-run from its seed; refusals are one line and exit non-zero.
+
+def _edit_recipe(env: Path, name: str = "current", **changes) -> tuple[Path, np.ndarray]:
+    """A 2-drag recipe on the tiny model, and the image its original edit ended on."""
+    from draggan import recipes
+    from draggan.engine import DragConfig, DragSession
+
+    G = load_generator(fixture_path("stylegan2-tiny-64.pkl"), device="cpu")
+    torch.set_num_threads(1)
+    session = DragSession(G, seed=4, psi=0.7, config=DragConfig(space="w", lr=2e-3))
+    drags = []
+    for handles, targets in [([(20.0, 20.0)], [(28.0, 24.0)]), ([(40.0, 40.0)], [(34.0, 46.0)])]:
+        session.set_points(handles, targets)
+        taken = len({r.step for r in session.run(max_steps=3, render_every=0)})
+        drags.append(recipes.DragRecord(handles=handles, targets=targets, steps=taken, lr=2e-3, mask_lambda=20.0))
+    _, sha = recipes.model_ref(str(fixture_path("stylegan2-tiny-64.pkl")))
+    recipe = recipes.Recipe(model=name, model_sha256=sha if name == "current" else "", seed=4, psi=0.7,
+                            space="w", image_size=(64, 64), drags=drags)
+    data = recipe.to_json()
+    data.update(changes)
+    path = env / "edit-recipe.json"
+    path.write_text(__import__("json").dumps(data))
+    return path, session.render()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_replay_writes_the_edited_image_and_gif(env, capsys) -> None:
+    import imageio.v3 as iio
+
+    recipe, expected = _edit_recipe(env)
+    out, gif = env / "out" / "result.png", env / "anim.gif"
+    code = main(["replay", str(recipe), "--model", str(fixture_path("stylegan2-tiny-64.pkl")), "--out", str(out),
+                 "--gif", str(gif), "--render-every", "1", "--device", "cpu"])
+    assert code == 0 and "2 drag(s), 6 steps" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(Image.open(out)), expected)
+    assert iio.imread(gif, index=None).shape == (1 + 3 + 3, 64, 64, 3), "the start, then every step of both drags"
+
+
+def test_replay_of_an_own_model_recipe_needs_model(env, capsys) -> None:
+    recipe, _ = _edit_recipe(env)
+    code = main(["replay", str(recipe), "--out", str(env / "x.png")])
+    assert code == 2 and "pass --model SOURCE" in _one_line_error(capsys)
+    assert not (env / "x.png").exists()
+
+
+@pytest.mark.parametrize("hostile", ["/dev/zero", "/etc/passwd"])
+def test_replay_of_a_v1_path_recipe(env, capsys, monkeypatch, hostile) -> None:
+    """A v1 recipe naming a path is refused without --model and replays with it; the path is never opened."""
+    import builtins
+    import io
+
+    recipe, expected = _edit_recipe(env, version=1, model=hostile, model_sha256="")
+    real_open, real_io_open, real_os_open = builtins.open, io.open, os.open
+    opened = []
+
+    def spy(real):
+        def wrapped(file, *args, **kwargs):
+            if str(file) == hostile:
+                opened.append(file)
+            return real(file, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(builtins, "open", spy(real_open))
+    monkeypatch.setattr(io, "open", spy(real_io_open))
+    monkeypatch.setattr(os, "open", spy(real_os_open))
+    assert main(["replay", str(recipe), "--out", str(env / "x.png")]) == 2
+    assert "pass --model" in _one_line_error(capsys)
+    out = env / "y.png"
+    assert main(["replay", str(recipe), "--model", str(fixture_path("stylegan2-tiny-64.pkl")), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), expected) and opened == []
+
+
+def test_replay_refusals_are_one_line(env, capsys) -> None:
+    tiny, cond = str(fixture_path("stylegan2-tiny-64.pkl")), str(fixture_path("stylegan2-tiny-cond-32.pkl"))
+    recipe, _ = _edit_recipe(env)
+    out = str(env / "x.png")
+    assert main(["replay", str(recipe), "--model", cond, "--out", out]) == 1
+    assert "another model" in _one_line_error(capsys)
+    zoo, _ = _edit_recipe(env, name="cartoon-faces-64")
+    assert main(["replay", str(zoo), "--model", tiny, "--out", out]) == 1
+    assert "zoo model 'cartoon-faces-64'" in _one_line_error(capsys)
+    hostile = env / "nan.json"
+    hostile.write_text(recipe.read_text().replace('"lr": 0.002', '"lr": NaN', 1))
+    assert main(["replay", str(hostile), "--model", tiny, "--out", out]) == 1
+    assert "lr must be a finite number" in _one_line_error(capsys)
+    assert main(["replay", str(env / "missing.json"), "--model", tiny, "--out", out]) == 1
+    assert "cannot read the recipe file" in _one_line_error(capsys)
+    assert not Path(out).exists()
+
+
+def test_replay_runs_as_a_module(env) -> None:
+    recipe, expected = _edit_recipe(env)
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    bad = subprocess.run([sys.executable, "-m", "draggan", "replay", str(recipe), "--out", str(env / "x.png")],
+                         capture_output=True, text=True, cwd=env, env=environment, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -408,6 +408,7 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     handlers.run_blocking(state)
     recipe_path = handlers.export_recipe(state, tmp_path)
     data = json.loads(recipe_path.read_text())
+    assert data["model"] == "current" and len(data["model_sha256"]) == 64, "an upload's recipe names no path"
     data["model"] = "/somewhere/else/model.pkl"
     moved = tmp_path / "moved.json"
     moved.write_text(json.dumps(data))
@@ -415,8 +416,8 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     latent = ws(state)
     workdir = state.workdir
     new_state = panels.export.load_recipe(state, str(moved), progress=None)[page.state]
-    assert "replaying it on" in infos[-2] and "Replayed 1 drag" in infos[-1]
-    assert new_state is not state and torch.equal(ws(new_state), latent)
+    assert "Replayed 1 drag" in infos[-1], "a path in a recipe means the current model, checked by content"
+    assert new_state is not state and torch.equal(ws(new_state), latent) and new_state.model == state.model
     assert not workdir.exists(), "the replaced session was released"
     assert panels.export.load_recipe(None, str(moved), progress=None) == {}
     assert "not available here" in warnings_shown[-1]

@@ -219,3 +219,20 @@ def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
         raise
     _atomic_write_text(root / _INDEX_DIR / _stat_key(source), sha)
     return entry
+
+
+def content_key(source: str | Path) -> str:
+    """The sha256 a model is known by, whatever form it is loaded from: the source pickle's hash (from the
+    stat index when it is there, else by hashing the file), or for a converted entry the pickle hash its
+    config records, else the hash of its weights file. A pickle and its converted entry share one key."""
+    source = Path(source)
+    if is_converted(source):
+        entry, weights = (source, source / WEIGHTS_FILE) if source.is_dir() else (source.parent, source)
+        try:
+            recorded = read_config(entry).get("sha256", "")
+        except ModelFormatError:
+            recorded = ""
+        return recorded if isinstance(recorded, str) and _SHA_RE.match(recorded) else file_sha256(weights)
+    index = converted_cache_dir() / _INDEX_DIR / _stat_key(source)
+    sha = index.read_text(encoding="utf-8").strip() if index.is_file() else ""
+    return sha if _SHA_RE.match(sha) else file_sha256(source)

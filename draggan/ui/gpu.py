@@ -178,24 +178,18 @@ def _drag(ref: ModelRef, device: str, snap: DragSnapshot, max_steps: int, stop: 
                      snapshot=snapshot, end=end)
 
 
-def _replay(ref: ModelRef, device: str, recipe: Any, render_every: int = 2
-            ) -> tuple[DragSnapshot, np.ndarray, list[tuple[int, list[np.ndarray]]]]:
-    """Rebuild a recipe's edit: (snapshot, start image, [(history entry id, frames)] for every drag)."""
-    from ..export import run_drag
+def _replay(ref: ModelRef, device: str, recipe: Any, render_every: int = 2, model_key: str | None = None,
+            stop: StopFlag | None = None) -> tuple[DragSnapshot, np.ndarray, list[tuple[int, list[np.ndarray]]]]:
+    """Rebuild a recipe's edit (`recipes.replay`, which checks the model against `model_key` first):
+    (snapshot, start image, [(history entry id, frames)] for every drag that moved)."""
+    from ..recipes import replay
 
-    G = generator(ref, device)
-    session = DragSession(G, seed=recipe.seed, psi=recipe.psi, config=DragConfig(space=recipe.space))
-    start_image = session.render()
-    results = []
-    for drag in recipe.drags:
-        frames: list[np.ndarray] = []
-        before = session.snapshot().entry.id
-        run_drag(session, drag, on_step=lambda r: frames.append(r.image) if r.image is not None else None,
-                 render_every=max(1, int(render_every)))
-        entry = session.snapshot().entry.id
-        if entry != before:
-            results.append((entry, frames))
-    return session.snapshot(), start_image, results
+    result = replay(recipe, generator(ref, device), current_model_key=model_key, stop_event=stop,
+                    render_every=max(1, int(render_every)))
+    snapshot = result.session.snapshot()
+    moved = [d for d in result.drags if d.moved]
+    entries = snapshot.history[1:len(moved) + 1]
+    return snapshot, result.start_image, [(e.id, d.frames) for e, d in zip(entries, moved)]
 
 
 @dataclasses.dataclass(frozen=True)

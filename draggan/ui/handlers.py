@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .. import export
+from .. import export, limits, recipes
 from ..errors import UserError
 from ..engine import DragConfig
 from ..engine import snapshot as snapshots
@@ -31,26 +31,18 @@ from .models import ModelRef
 from .state import Job, Point, UIState
 
 SPACES = ("w", "w+")
-LIMITS = {"seed": (0, 2**32 - 1), "psi": (-1.0, 2.0), "lr": (1e-5, 1.0), "max_steps": (1, 5000),
-          "render_every": (1, 1000), "mask_lambda": (0.0, 1e4)}
+LIMITS = limits.LIMITS
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Settings and state creation.
 
 def _number(name: str, value: Any, integer: bool = False) -> float | int:
-    lo, hi = LIMITS[name]
+    """`value` checked against the limits table (`draggan.limits`); `integer` is the table's to decide."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(number) or not lo <= number <= hi:
-        raise UserError(f"{name} must be between {lo} and {hi}, got {value}")
-    if integer:
-        if number != int(number):
-            raise UserError(f"{name} must be a whole number, got {value}")
-        return int(number)
-    return number
+        return limits.check_number(name, value)
+    except limits.LimitError as exc:
+        raise UserError(str(exc)) from None
 
 
 def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
@@ -172,37 +164,18 @@ def clear_points(ui: UIState) -> str:
 
 def parse_points(points: Any) -> tuple[list[Point], list[Point]]:
     """Handles and targets from `[[hx, hy, tx, ty], ...]`, `[[[hx, hy], [tx, ty]], ...]` or that as JSON text."""
-    if isinstance(points, str):
-        try:
-            points = json.loads(points)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"points must be JSON like [[hx, hy, tx, ty]], got {points!r} ({exc})") from None
-    handles, targets = [], []
     try:
-        for item in points:
-            flat = np.asarray(item, dtype=np.float64).reshape(-1)
-            if flat.size != 4 or not np.isfinite(flat).all():
-                raise ValueError(f"{item!r}")
-            handles.append((float(flat[0]), float(flat[1])))
-            targets.append((float(flat[2]), float(flat[3])))
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"each point pair must be [hx, hy, tx, ty] (numbers): {exc}") from None
-    if not handles:
-        raise UserError("give at least one handle/target pair")
-    return handles, targets
+        return limits.parse_points(points)
+    except limits.LimitError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_points(handles: Sequence[Point], targets: Sequence[Point], height: int, width: int) -> None:
-    """Refuse a drag whose points are missing, unpaired or outside the image."""
-    if not handles:
-        raise UserError("Click the image to add a handle point, then its target, before pressing Start.")
-    if len(handles) != len(targets):
-        raise UserError(f"Point {len(handles)} has a handle but no target: click where it should go, "
-                        f"or remove it.")
-    for i, (x, y) in enumerate(list(handles) + list(targets)):
-        if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
-            kind = "handle" if i < len(handles) else "target"
-            raise UserError(f"A {kind} ({x:g}, {y:g}) is outside the {width}×{height} image.")
+    """Refuse a drag whose points are missing, unpaired, too many or outside the image."""
+    try:
+        limits.check_points(handles, targets, height, width)
+    except limits.LimitError as exc:
+        raise UserError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -446,7 +419,8 @@ def headless_drag(model: ModelRef, device: str, seed: Any, psi: Any, space: str,
     """One complete drag without a browser: a new state, the given points, `steps` steps at most."""
     config = make_config(lr, steps, mask_lambda, space)
     handles, targets = parse_points(points)
-    ui = make_state(model, device, seed, psi, space, config, render_every=_number("render_every", steps, True))
+    ui = make_state(model, device, seed, psi, space, config,
+                    render_every=min(int(config.max_steps), int(limits.LIMITS.render_every.hi)))
     check_points(handles, targets, ui.height, ui.width)
     ui.snap = snapshots.set_points(ui.snap, handles, targets)
     return ui, run_blocking(ui)
@@ -493,11 +467,17 @@ def export_animation(ui: UIState, fmt: str = "gif", out_dir: str | Path | None =
 
 
 def recipe_of(ui: UIState) -> Recipe:
+    """The session's edit as a recipe: its zoo key, or "current" with the model's content key (no path)."""
+    try:
+        model, sha = recipes.model_ref(ui.model.source)
+    except recipes.RecipeError as exc:
+        raise UserError(str(exc)) from None
     drags = [DragRecord(handles=list(d.handles), targets=list(d.targets), steps=d.steps, lr=d.lr,
-                        mask_lambda=d.mask_lambda, mask=None if d.mask is None else d.mask > 0.5, resume=d.resume)
+                        mask_lambda=d.mask_lambda, mask=None if d.mask is None else d.mask > 0.5, resume=d.resume,
+                        tracker=d.tracker)
              for d in ui.snap.drags()]
-    return Recipe(model=ui.model.source, model_label=ui.model.label, seed=ui.seed, psi=ui.psi, space=ui.space,
-                  image_size=(ui.height, ui.width), drags=drags)
+    return Recipe(model=model, model_sha256=sha, model_label=ui.model.label, seed=ui.seed, psi=ui.psi,
+                  space=ui.space, image_size=(ui.height, ui.width), drags=drags)
 
 
 def export_recipe(ui: UIState, out_dir: str | Path | None = None) -> Path:
@@ -509,9 +489,15 @@ def export_recipe(ui: UIState, out_dir: str | Path | None = None) -> Path:
     return export.save_recipe(recipe_of(ui), _out_dir(ui, out_dir) / f"{file_stem(ui)}-recipe.json")
 
 
-def state_from_recipe(recipe: Recipe, model: ModelRef, device: str, render_every: int = 2) -> UIState:
-    """Replay a recipe into a new editor state whose history holds the replayed drags (undo works)."""
-    snap, start_image, results = gpu.replay(model, device, recipe, render_every)
+def state_from_recipe(recipe: Recipe, model: ModelRef, device: str, render_every: int = 2,
+                      stop: StopFlag | None = None) -> UIState:
+    """Replay a recipe into a new editor state on `model` whose history holds the replayed drags (undo works).
+    The recipe's model (zoo key or content key) is checked against `model` first."""
+    try:
+        key = recipes.model_key(model.source)
+        snap, start_image, results = gpu.replay(model, device, recipe, render_every, key, stop)
+    except recipes.RecipeError as exc:
+        raise UserError(str(exc)[:1].upper() + str(exc)[1:]) from None
     ui = UIState(model=model, device=device, seed=recipe.seed, psi=recipe.psi, snap=snap, image=start_image,
                  start_image=start_image, render_every=render_every, workdir=session_dir())
     for entry_id, frames in results:

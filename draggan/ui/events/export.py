@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ... import export
+from ... import export, recipes
 from .. import handlers, photo
 from ..handlers import UserError
 from ..state import UIState
@@ -35,9 +35,9 @@ class ExportPanel:
         return {self.page.exported: gr.update(value=str(path), visible=True)}
 
     def _recipe_model(self, ui: UIState | None, model: str):
-        """The model to replay a recipe on: an offered model it names, else this session's model. A recipe
-        never makes the server open a path it names."""
-        if ui is not None and model == ui.model.source:
+        """The model to replay a recipe on: the zoo model it names, or for "the current model" this session's
+        model (its content key is checked on replay). A recipe names no paths."""
+        if model == recipes.CURRENT_MODEL and ui is not None:
             return ui.model
         try:
             choice = self.studio.find_choice(model)
