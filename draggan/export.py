@@ -7,6 +7,7 @@ older imports (`from draggan.export import Recipe, load_recipe, ...`) keep worki
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
