@@ -7,6 +7,12 @@ safetensors file takes a fraction of one. Each entry is a folder `<root>/<sha256
 pickle on every load; the entry's recorded hash and size are checked against it. Entries are written to a
 temporary folder and renamed into place, so a reader never sees a half-written one; an entry that fails to
 load is removed and rebuilt from the pickle.
+
+The config also travels inside `model.safetensors` (metadata key `draggan_config`, the same JSON), so a lone
+weights file is a complete model. The cache is bounded: after each write, least recently used entries
+(folder mtime, refreshed on every use) are removed until the total is at most `$DRAGGAN_CACHE_MAX_MB`
+(default 4096 MB); the entry just written or used stays, and bundled models (`checkpoints/`, outside this
+folder) are never touched.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+METADATA_KEY = "draggan_config"
+MAX_METADATA_CONFIG_CHARS = 64 * 1024
+CACHE_MAX_MB_ENV = "DRAGGAN_CACHE_MAX_MB"
+DEFAULT_CACHE_MAX_MB = 4096.0
 
 
 def converted_cache_dir() -> Path:
@@ -94,17 +104,44 @@ def is_converted(path: str | Path) -> bool:
     return path.is_file() and _looks_like_safetensors(path)
 
 
+def validate_config(config: Any, where: str) -> dict[str, Any]:
+    """`config` if it is a converted-model config (format version, family, init_kwargs dict), else
+    `ModelFormatError` naming `where`."""
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{where}: not a format_version {FORMAT_VERSION} converted-model config")
+    if config.get("family") not in FAMILIES or not isinstance(config.get("init_kwargs"), dict):
+        raise ModelFormatError(f"{where}: missing or invalid 'family' / 'init_kwargs'")
+    return config
+
+
 def read_config(entry: Path) -> dict[str, Any]:
     """The validated `config.json` of an entry folder; `ModelFormatError` if missing or malformed."""
     try:
         config = json.loads((entry / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"{entry / CONFIG_FILE}: unreadable converted-model config ({e})") from e
-    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(f"{entry / CONFIG_FILE}: not a format_version {FORMAT_VERSION} converted-model config")
-    if config.get("family") not in FAMILIES or not isinstance(config.get("init_kwargs"), dict):
-        raise ModelFormatError(f"{entry / CONFIG_FILE}: missing or invalid 'family' / 'init_kwargs'")
-    return config
+    return validate_config(config, str(entry / CONFIG_FILE))
+
+
+def config_metadata(config: dict[str, Any]) -> dict[str, str]:
+    """safetensors metadata that carries `config` inside the weights file (read by `metadata_config`)."""
+    return {METADATA_KEY: json.dumps(config, separators=(",", ":"))}
+
+
+def metadata_config(metadata: dict[str, str] | None, where: str) -> dict[str, Any]:
+    """The validated config stored in a safetensors file's metadata; `ModelFormatError` if absent or bad."""
+    text = (metadata or {}).get(METADATA_KEY)
+    if not isinstance(text, str):
+        raise ModelFormatError(f"{where} carries no model config: a .safetensors model needs its config.json "
+                               "beside it, or in its metadata (as DragGAN studio writes it)")
+    if len(text) > MAX_METADATA_CONFIG_CHARS:
+        raise ModelFormatError(f"{where}: the model config in its metadata is larger than "
+                               f"{MAX_METADATA_CONFIG_CHARS} characters")
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ModelFormatError(f"{where}: the model config in its metadata is not valid JSON") from None
+    return validate_config(config, where)
 
 
 class _SkipRandomInit(TorchFunctionMode):
@@ -124,7 +161,7 @@ class _SkipRandomInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
+def _build(config: dict[str, Any], weights: Path, name: str | None = None) -> torch.nn.Module:
     try:
         state = safetensors.torch.load_file(str(weights), device="cpu")
         with _SkipRandomInit():
@@ -134,15 +171,33 @@ def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
             G = build_generator(config["family"], config["init_kwargs"])
         G.load_state_dict(state, strict=True, assign=True)
     except Exception as e:
+        if name is not None:
+            raise ModelFormatError(f"{name}: cannot build a generator from its weights and config "
+                                   f"({type(e).__name__}: {str(e)[:200]})") from None
         raise ModelFormatError(f"{weights}: cannot rebuild the generator from the converted cache ({e})") from e
     return G.eval().requires_grad_(False)
 
 
+def _file_config(weights: Path) -> dict[str, Any]:
+    """The config of a lone weights file: `config.json` beside it, else its safetensors metadata."""
+    if (weights.parent / CONFIG_FILE).is_file():
+        return read_config(weights.parent)
+    try:
+        with safetensors.safe_open(str(weights), framework="pt") as f:
+            metadata = f.metadata()
+    except Exception as e:
+        raise ModelFormatError(f"{weights.name} is not a readable safetensors file ({type(e).__name__})") from None
+    return metadata_config(metadata, weights.name)
+
+
 def load_converted(path: str | Path) -> torch.nn.Module:
-    """Rebuild a generator from a converted entry (its folder, or its `model.safetensors` with the config beside it)."""
+    """Rebuild a generator from a converted entry: its folder, or a `.safetensors` file whose config is
+    beside it (`config.json`) or in its metadata."""
     path = Path(path)
-    entry, weights = (path, path / WEIGHTS_FILE) if path.is_dir() else (path.parent, path)
-    return _build(read_config(entry), weights)
+    if path.is_dir():
+        touch(path)
+        return _build(read_config(path), path / WEIGHTS_FILE)
+    return _build(_file_config(path), path)
 
 
 def lookup(source: Path) -> tuple[torch.nn.Module | None, str]:
@@ -170,6 +225,7 @@ def lookup(source: Path) -> tuple[torch.nn.Module | None, str]:
         return None, sha
     if not index.is_file():
         _atomic_write_text(index, sha)
+    touch(entry)
     return G, sha
 
 
@@ -210,7 +266,7 @@ def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
     try:
         state = {name: t.detach().to("cpu").contiguous() for name, t in G.state_dict().items()}
-        safetensors.torch.save_file(state, str(tmp / WEIGHTS_FILE))
+        safetensors.torch.save_file(state, str(tmp / WEIGHTS_FILE), metadata=config_metadata(config))
         (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
         try:
             os.replace(tmp, entry)
@@ -222,4 +278,73 @@ def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _atomic_write_text(root / _INDEX_DIR / _stat_key(source), sha)
+    touch(entry)
+    enforce_limit(keep=(entry,))
     return entry
+
+
+def touch(entry: Path) -> None:
+    """Mark a cache entry as just used (its folder's mtime orders least-recently-used eviction)."""
+    try:
+        os.utime(entry)
+    except OSError:
+        pass
+
+
+def cache_max_bytes() -> int:
+    """`$DRAGGAN_CACHE_MAX_MB` (default 4096) in bytes; `ValueError` for a setting that is not a positive number."""
+    text = os.environ.get(CACHE_MAX_MB_ENV, "").strip()
+    try:
+        mb = float(text) if text else DEFAULT_CACHE_MAX_MB
+    except ValueError:
+        raise ValueError(f"{CACHE_MAX_MB_ENV} must be a number of megabytes, got {text!r}") from None
+    if not mb > 0 or mb == float("inf"):
+        raise ValueError(f"{CACHE_MAX_MB_ENV} must be a positive number of megabytes, got {text!r}")
+    return int(mb * 2**20)
+
+
+def _entry_bytes(entry: Path) -> int:
+    total = 0
+    for file in entry.iterdir():
+        try:
+            total += file.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def enforce_limit(max_bytes: int | None = None, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove least recently used entries until the cache holds at most `max_bytes` (default
+    `cache_max_bytes()`); entries in `keep` stay. Stat-index files of removed entries go too. Returns the
+    removed entry folders."""
+    max_bytes = cache_max_bytes() if max_bytes is None else max_bytes
+    root = converted_cache_dir()
+    if not root.is_dir():
+        return []
+    kept = {Path(k).resolve() for k in keep}
+    entries = []
+    for entry in root.iterdir():
+        if _SHA_RE.match(entry.name) and entry.is_dir():
+            try:
+                entries.append((entry.stat().st_mtime_ns, entry, _entry_bytes(entry)))
+            except OSError:
+                pass
+    total = sum(size for _, _, size in entries)
+    removed = []
+    for _, entry, size in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if entry.resolve() in kept:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        total -= size
+        removed.append(entry)
+    if removed:
+        gone = {entry.name for entry in removed}
+        for index in (root / _INDEX_DIR).glob("*"):
+            try:
+                if index.read_text(encoding="utf-8").strip() in gone:
+                    index.unlink()
+            except OSError:
+                pass
+    return removed

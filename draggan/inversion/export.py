@@ -36,6 +36,6 @@ def save_tuned_generator(G: torch.nn.Module, path: str | Path, note: dict[str, A
             raise ValueError(f"{config_path} describes a different architecture; save to another folder")
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().to("cpu").contiguous() for name, t in G.state_dict().items()}
-    safetensors.torch.save_file(state, str(weights))
+    safetensors.torch.save_file(state, str(weights), metadata=cache.config_metadata(config))
     config_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
     return weights

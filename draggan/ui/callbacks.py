@@ -196,8 +196,9 @@ class StudioApp:
 
         try:
             if upload:
+                from ..checkpoints.sandbox import convert_untrusted
                 file = check_upload(upload, self.max_upload_mb)
-                source, label = str(file), f"{file.name} (uploaded)"
+                source, label = str(convert_untrusted(file, name=file.name)), f"{file.name} (uploaded)"
             elif hub_ref and hub_ref.strip():
                 ref = parse_hub_ref(hub_ref.strip())
                 if ref is None:
@@ -207,7 +208,7 @@ class StudioApp:
                 label = f"{Path(ref.filename).name} (Hub)"
             else:
                 raise ValueError("Upload a .pkl / .safetensors file or type a Hub file (owner/repo/file.pkl).")
-        except (ValueError, OSError) as exc:
+        except (*_load_errors(), OSError) as exc:
             gr.Warning(str(exc))
             return SKIP(), SKIP(), SKIP(), SKIP()
         return self._new_image(ui, source, label, seed, psi, space, progress)
