@@ -7,10 +7,11 @@ bounded unpickler, or a lone `.safetensors` whose config is in its metadata — 
 it and writes it into the safetensors cache. The server process then only ever reads safetensors.
 
 Limits (`SandboxLimits`, settings with defaults):
-- memory: peak resident memory (RSS) of the child, polled every 20 ms from `/proc/<pid>/status` by the
-  parent, which kills the child past `DRAGGAN_CONVERT_MAX_RSS_MB` (default 2560). Address-space limits
-  (RLIMIT_AS) are not used: torch alone maps gigabytes of virtual memory it never touches. The figure
-  reported afterwards is the kernel's own peak (`ru_maxrss`).
+- memory: peak resident memory of the child: the kernel's high-water mark `VmHWM` in `/proc/<pid>/status`,
+  polled every 20 ms by the parent, which kills the child once it passes `DRAGGAN_CONVERT_MAX_RSS_MB`
+  (default 2560); a spike between two polls still shows in the mark. Address-space limits (RLIMIT_AS) are
+  not used: torch alone maps gigabytes of virtual memory it never touches. (`ru_maxrss` from `wait4` is
+  not used either: Linux carries the parent's peak into a vfork+exec'd child.)
 - CPU time: RLIMIT_CPU in the child, set before it opens the file (`DRAGGAN_CONVERT_CPU_S`, default 120).
 - wall time: the parent kills the child after `DRAGGAN_CONVERT_WALL_S` (default 120).
 - output: RLIMIT_FSIZE of 4x the input plus 64 MB; no core dumps.
@@ -99,12 +100,12 @@ def _conversion_slots() -> threading.BoundedSemaphore:
         return _slots
 
 
-def _rss_mb(pid: int) -> float:
-    """Current resident memory of `pid` in MB (0 where /proc is unavailable)."""
+def _peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of `pid` since its exec, in MB (0 where /proc is unavailable)."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(b"VmRSS:"):
+                if line.startswith(b"VmHWM:"):
                     return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         pass
@@ -171,30 +172,29 @@ def _run_child(path: Path, name: str, sha: str, entry: Path, limits: SandboxLimi
         start = time.monotonic()
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_child_env(),
                                 close_fds=True, start_new_session=True)
-        peak, killed_for, status, usage = 0.0, "", 0, None
+        peak, killed_for, status = 0.0, "", 0
         try:
             while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
                 if pid:
                     break
-                peak = max(peak, _rss_mb(proc.pid))
+                peak = max(peak, _peak_rss_mb(proc.pid))
                 if peak > limits.max_rss_mb:
                     killed_for = "memory"
                 elif time.monotonic() - start > limits.wall_s:
                     killed_for = "time"
                 if killed_for:
                     proc.kill()
-                    _, status, usage = os.wait4(proc.pid, 0)
+                    _, status = os.waitpid(proc.pid, 0)
                     break
                 time.sleep(limits.poll_s)
         except BaseException:
             proc.kill()
-            os.wait4(proc.pid, 0)
+            os.waitpid(proc.pid, 0)
             raise
         finally:
-            proc.returncode = 0  # reaped above with wait4; keep Popen from waiting again
+            proc.returncode = 0  # reaped above with waitpid; keep Popen from waiting again
         wall = time.monotonic() - start
-        peak = max(peak, (usage.ru_maxrss / 1024) if usage is not None else 0.0)
         out.seek(0)
         result = _last_json_line(out.read()[-65536:])
     code = os.waitstatus_to_exitcode(status)
@@ -209,6 +209,9 @@ def _run_child(path: Path, name: str, sha: str, entry: Path, limits: SandboxLimi
         raise _ERRORS[result["error"]](str(result.get("message", ""))[:500])
     if code != 0 or not cache.is_converted(entry):
         raise ModelFormatError(f"{name}: the model converter failed (exit status {code})")
+    reported = result.get("peak_rss_mb") if result else None
+    if isinstance(reported, (int, float)):
+        peak = max(peak, float(reported))
     return ConversionReport(entry, False, wall, peak)
 
 
@@ -253,7 +256,7 @@ def _child_main(argv: list[str]) -> int:
     except (ModelFormatError, UnsafePickleError) as e:
         print(json.dumps({"error": type(e).__name__, "message": " ".join(str(e).split())[:500]}), flush=True)
         return _REFUSED_EXIT
-    print(json.dumps({"ok": True}), flush=True)
+    print(json.dumps({"ok": True, "peak_rss_mb": _peak_rss_mb(os.getpid())}), flush=True)
     return 0
 
 
