@@ -84,12 +84,13 @@ def persistent_tree(module: torch.nn.Module, class_name: str | None = None,
 
 
 def nvidia_pickle_bytes(G_ema: torch.nn.Module, G: torch.nn.Module | None = None,
-                        D: torch.nn.Module | None = None) -> bytes:
-    """The pickle `write_nvidia_pickle` writes, in memory."""
+                        D: torch.nn.Module | None = None, init_kwargs: dict | None = None) -> bytes:
+    """The pickle `write_nvidia_pickle` writes, in memory; `init_kwargs` overrides the recorded settings."""
+    kwargs = G_ema.init_kwargs if init_kwargs is None else init_kwargs
     data = {
-        "G": persistent_tree(G if G is not None else G_ema, "Generator", G_ema.init_kwargs),
+        "G": persistent_tree(G if G is not None else G_ema, "Generator", kwargs),
         "D": persistent_tree(D, "Discriminator") if D is not None else None,
-        "G_ema": persistent_tree(G_ema, "Generator", G_ema.init_kwargs),
+        "G_ema": persistent_tree(G_ema, "Generator", kwargs),
         "training_set_kwargs": EasyDict(resolution=G_ema.img_resolution, use_labels=False),
         "augment_pipe": None,
     }
@@ -99,8 +100,8 @@ def nvidia_pickle_bytes(G_ema: torch.nn.Module, G: torch.nn.Module | None = None
 
 
 def write_nvidia_pickle(path: str | Path, G_ema: torch.nn.Module, G: torch.nn.Module | None = None,
-                        D: torch.nn.Module | None = None) -> Path:
+                        D: torch.nn.Module | None = None, init_kwargs: dict | None = None) -> Path:
     """Write `G_ema` (and optional `G`, `D`) as an NVIDIA network pickle at `path`."""
     path = Path(path)
-    path.write_bytes(nvidia_pickle_bytes(G_ema, G, D))
+    path.write_bytes(nvidia_pickle_bytes(G_ema, G, D, init_kwargs))
     return path

@@ -7,7 +7,6 @@ load of a pickle, its converted weights are cached so later loads read no pickle
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
