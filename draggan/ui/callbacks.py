@@ -196,9 +196,8 @@ class StudioApp:
 
         try:
             if upload:
-                from ..checkpoints.sandbox import convert_untrusted
                 file = check_upload(upload, self.max_upload_mb)
-                source, label = str(convert_untrusted(file, name=file.name)), f"{file.name} (uploaded)"
+                source, label = self.convert_upload(file), f"{file.name} (uploaded)"
             elif hub_ref and hub_ref.strip():
                 ref = parse_hub_ref(hub_ref.strip())
                 if ref is None:
@@ -208,10 +207,19 @@ class StudioApp:
                 label = f"{Path(ref.filename).name} (Hub)"
             else:
                 raise ValueError("Upload a .pkl / .safetensors file or type a Hub file (owner/repo/file.pkl).")
-        except (*_load_errors(), OSError) as exc:
+        except (ValueError, OSError) as exc:
             gr.Warning(str(exc))
             return SKIP(), SKIP(), SKIP(), SKIP()
         return self._new_image(ui, source, label, seed, psi, space, progress)
+
+    @staticmethod
+    def convert_upload(file: Path) -> str:
+        """An uploaded model file, converted in a limited child process; the converted entry to load."""
+        from ..checkpoints.sandbox import convert_untrusted
+        try:
+            return str(convert_untrusted(file, name=file.name))
+        except _load_errors() as exc:
+            raise ValueError(f"Could not load the model: {exc}") from None
 
     def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str):
         """Seed, ψ or space changed: a new image (outputs: state, image, editor, stats, space radio).
