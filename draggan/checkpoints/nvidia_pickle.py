@@ -161,7 +161,7 @@ def _numpy_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
     if not isinstance(spec, str) or len(spec) > 8 or not isinstance(align, bool) or not isinstance(copy, bool):
         raise UnsafePickleError(f"refusing numpy.dtype built from {type_name(spec)}")
     try:
-        dtype = np.dtype(spec)
+        dtype = np.dtype(spec, align, True)  # always a copy: a BUILD then never touches numpy's shared dtypes
     except TypeError:
         raise UnsafePickleError("refusing to load: unknown numpy dtype in the pickle") from None
     return _check_numeric_dtype(dtype)
