@@ -235,6 +235,8 @@ def test_a_storage_of_an_unlisted_type_is_refused() -> None:
 def test_a_none_flood_stops_at_the_stack_bound() -> None:
     limits = PickleLimits(max_stack=50_000)
     assert "more than 50000 objects on the pickle stack" in refused(P2 + NONE * 60_000 + STOP, limits=limits)
+    default = PickleLimits().max_stack   # 256 MB of None would hold 256 M references; the default stops at 1 M
+    assert f"more than {default} objects" in refused(P2 + NONE * (default + 10) + STOP)
 
 
 def test_a_none_pop_flood_stops_at_the_opcode_bound() -> None:

@@ -165,7 +165,7 @@ def convert_untrusted(path: str | Path, name: str | None = None, limits: Sandbox
 
 
 def _run_child(path: Path, name: str, sha: str, entry: Path, limits: SandboxLimits) -> ConversionReport:
-    fsize = 4 * path.stat().st_size + (64 << 20)
+    fsize = 4 * path.stat().st_size + (64 << 20)  # float32 weights from a float16 pickle: at most 2x, plus margin
     command = [sys.executable, "-m", "draggan.checkpoints.sandbox", str(path), sha, name,
                str(int(limits.cpu_s + 0.999)), str(fsize)]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -205,6 +205,8 @@ def _run_child(path: Path, name: str, sha: str, entry: Path, limits: SandboxLimi
         raise ModelFormatError(f"{name}: converting it took longer than {limits.wall_s:.0f} s; refused")
     if code in (-signal.SIGXCPU, -signal.SIGKILL):
         raise ModelFormatError(f"{name}: converting it used more than {limits.cpu_s:.0f} s of CPU time; refused")
+    if code == -signal.SIGXFSZ:
+        raise ModelFormatError(f"{name}: its converted weights would be larger than {fsize >> 20} MB; refused")
     if code == _REFUSED_EXIT and result and result.get("error") in _ERRORS:
         raise _ERRORS[result["error"]](str(result.get("message", ""))[:500])
     if code != 0 or not cache.is_converted(entry):
