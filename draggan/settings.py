@@ -43,6 +43,15 @@ class Settings:
     max_upload_mb: float = _var("DRAGGAN_MAX_UPLOAD_MB", float, 2048.0, 1.0, 1e6)
     # DRAGGAN_CACHE, default None (= $HF_HOME/draggan-converted): folder of the converted-model cache.
     cache_dir: Path | None = _var("DRAGGAN_CACHE", Path, None)
+    # DRAGGAN_CACHE_MAX_MB, default 4096: size bound of the converted cache (least recently used entries go first).
+    cache_max_mb: float = _var("DRAGGAN_CACHE_MAX_MB", float, 4096.0, 1e-4, 1e8)
+    # DRAGGAN_CONVERT_MAX_RSS_MB, default 2560: peak resident memory of the process converting an uploaded model.
+    convert_max_rss_mb: float = _var("DRAGGAN_CONVERT_MAX_RSS_MB", float, 2560.0, 64.0, 1e6)
+    # DRAGGAN_CONVERT_WALL_S / DRAGGAN_CONVERT_CPU_S, default 120 / 120: wall and CPU seconds of that conversion.
+    convert_wall_s: float = _var("DRAGGAN_CONVERT_WALL_S", float, 120.0, 1.0, 3600.0)
+    convert_cpu_s: float = _var("DRAGGAN_CONVERT_CPU_S", float, 120.0, 1.0, 3600.0)
+    # DRAGGAN_CONVERT_CONCURRENCY, default 1: uploaded models converted at the same time.
+    convert_concurrency: int = _var("DRAGGAN_CONVERT_CONCURRENCY", int, 1, 1, 16)
     # DRAGGAN_HUB_TIMEOUT, default 3: seconds the Hub reachability probe may take before the app goes offline.
     hub_timeout: float = _var("DRAGGAN_HUB_TIMEOUT", float, 3.0, 0.1, 120.0)
     # Work per visitor.

@@ -7,7 +7,6 @@ load of a pickle, its converted weights are cached so later loads read no pickle
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,36 +26,56 @@ __all__ = ["ModelFormatError", "ModelIntegrityError", "ModelUnavailableError", "
 
 
 def _describe(obj: Any) -> str:
+    """Short description of what a pickle held, from type names and string keys only (never a repr)."""
     if isinstance(obj, dict):
-        return f"a dict with keys {sorted(map(str, obj))[:8]}"
+        keys = sorted(str(k)[:40] for k in obj if isinstance(k, str))[:8]
+        return f"a dict with keys {keys}"
     if isinstance(obj, (list, tuple)):
         return f"a {type(obj).__name__} of {len(obj)} items ({', '.join(type(o).__name__ for o in obj[:4])})"
     return f"a {type(obj).__name__}"
 
 
-def generator_from_pickle(path: str | Path) -> torch.nn.Module:
-    """Build our generator from a network pickle, choosing NVIDIA or TF conversion by the pickle's content."""
+def _short(e: BaseException) -> str:
+    """`Type: message` of an exception in at most one short line (messages may quote file contents)."""
+    text = " ".join(str(e).split()) if all(isinstance(a, str) for a in e.args) else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def generator_from_pickle(path: str | Path, name: str | None = None) -> torch.nn.Module:
+    """Build our generator from a network pickle, choosing NVIDIA or TF conversion by the pickle's content.
+
+    `name` is how messages call the file (default: its file name; never its folder). Every failure is an
+    `UnsafePickleError` or `ModelFormatError` of one line.
+    """
     path = Path(path)
+    name = name or path.name
     try:
         obj = read_network_pickle(path)
     except UnsafePickleError as e:
-        raise UnsafePickleError(f"{path.name}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise ModelFormatError(f"{path.name} is not a readable network pickle ({type(e).__name__}: {e})") from e
+        raise UnsafePickleError(f"{name}: {e}") from None
+    except OSError as e:
+        raise ModelFormatError(f"{name} could not be read ({type(e).__name__})") from None
+    except Exception as e:  # any other failure of a hostile or broken file is a format error, in one line
+        raise ModelFormatError(f"{name} is not a readable network pickle ({_short(e)})") from None
     if isinstance(obj, dict) and "G_ema" in obj:
         if not isinstance(obj["G_ema"], PersistentObject):
-            raise ModelFormatError(f"{path.name}: 'G_ema' is {_describe(obj['G_ema'])}, not a network object")
+            raise ModelFormatError(f"{name}: 'G_ema' is {_describe(obj['G_ema'])}, not a network object")
         try:
             return generator_from_persistent(obj["G_ema"])
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise ModelFormatError(f"{path.name}: unsupported generator ({e})") from e
+        except ModelFormatError as e:
+            raise ModelFormatError(f"{name}: {e}") from None
+        except Exception as e:
+            raise ModelFormatError(f"{name}: unsupported generator ({_short(e)})") from None
     if isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(net, TFNetwork) for net in obj):
         from .tf_pickle import generator_from_tf
         try:
             return generator_from_tf(obj[2])
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise ModelFormatError(f"{path.name}: unsupported TF generator ({e})") from e
-    raise ModelFormatError(f"{path.name} holds no generator: expected a dict with 'G_ema' or a TF (G, D, Gs) "
+        except ModelFormatError as e:
+            raise ModelFormatError(f"{name}: {e}") from None
+        except Exception as e:
+            raise ModelFormatError(f"{name}: unsupported TF generator ({_short(e)})") from None
+    raise ModelFormatError(f"{name} holds no generator: expected a dict with 'G_ema' or a TF (G, D, Gs) "
                            f"tuple, found {_describe(obj)}")
 
 

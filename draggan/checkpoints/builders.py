@@ -1,7 +1,8 @@
 """Build our generator modules from an architecture family name and NVIDIA-style constructor kwargs.
 
 Both the pickle path and the safetensors cache go through `build_generator`, so a cached model is rebuilt
-exactly the way it was first built from its pickle.
+exactly the way it was first built from its pickle, and every set of settings a file supplies is
+range-checked (`generator_limits`) before a module is built from it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import torch
 
 from ..networks import stylegan2
+from .errors import ModelFormatError
+from .generator_limits import check_generator_kwargs
 from .nvidia_pickle import PersistentObject
 
 FAMILIES = ("stylegan2", "stylegan3")
@@ -20,15 +23,17 @@ FAMILIES = ("stylegan2", "stylegan3")
 def build_generator(family: str, init_kwargs: dict[str, Any]) -> torch.nn.Module:
     """Instantiate a generator of `family` ('stylegan2' | 'stylegan3') from its kwargs, in eval mode.
 
-    Weights are random until a state dict is loaded into it.
+    Weights are random until a state dict is loaded into it. Raises `ModelFormatError` for settings outside
+    `generator_limits`.
     """
+    if family not in FAMILIES:
+        raise ModelFormatError(f"unknown generator family {family!r:.40}; expected one of {FAMILIES}")
+    check_generator_kwargs(family, init_kwargs)
     kwargs = copy.deepcopy(init_kwargs)
     if family == "stylegan2":
         return stylegan2.Generator(**kwargs).eval()
-    if family == "stylegan3":
-        from ..networks import stylegan3
-        return stylegan3.Generator(**kwargs).eval()
-    raise ValueError(f"unknown generator family {family!r}; expected one of {FAMILIES}")
+    from ..networks import stylegan3
+    return stylegan3.Generator(**kwargs).eval()
 
 
 def _plain(value: Any) -> Any:

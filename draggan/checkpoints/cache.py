@@ -8,6 +8,12 @@ or trained generator), and `load_converted` reads any such folder or weights fil
 pickle on every load; the entry's recorded hash and size are checked against it. Entries are written to a
 temporary folder and renamed into place, so a reader never sees a half-written one; an entry that fails to
 load is removed and rebuilt from the pickle.
+
+The config also travels inside `model.safetensors` (metadata key `draggan_config`, the same JSON), so a lone
+weights file is a complete model. The cache is bounded: after each write, least recently used entries
+(folder mtime, refreshed on every use) are removed until the total is at most `$DRAGGAN_CACHE_MAX_MB`
+(default 4096 MB); the entry just written or used stays, and bundled models (`checkpoints/`, outside this
+folder) are never touched.
 """
 
 from __future__ import annotations
@@ -92,15 +98,33 @@ def generator_config(G: torch.nn.Module) -> dict[str, Any]:
                 init_kwargs=json.loads(json.dumps(G.init_kwargs)))
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The validated config of a converted folder or weights file; `ModelFormatError` if missing or malformed."""
-    config = model_folder.read_config(path)
-    where = Path(path).name
-    if config.get("format_version") != FORMAT_VERSION:
+def validate_config(config: Any, where: str) -> dict[str, Any]:
+    """`config` if it is a converted-model config (format version, family, init_kwargs dict), else
+    `ModelFormatError` naming `where`."""
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
         raise ModelFormatError(f"{where}: not a format_version {FORMAT_VERSION} converted-model config")
     if config.get("family") not in FAMILIES or not isinstance(config.get("init_kwargs"), dict):
         raise ModelFormatError(f"{where}: missing or invalid 'family' / 'init_kwargs' in the model config")
     return config
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The validated config of a converted folder or weights file; `ModelFormatError` if missing or malformed."""
+    return validate_config(model_folder.read_config(path), Path(path).name)
+
+
+def config_metadata(config: dict[str, Any]) -> dict[str, str]:
+    """safetensors metadata that carries `config` inside the weights file (as `model_folder` writes it)."""
+    return {model_folder.METADATA_KEY: json.dumps(config, separators=(",", ":"))}
+
+
+def metadata_config(metadata: dict[str, str] | None, where: str) -> dict[str, Any]:
+    """The validated config stored in a safetensors file's metadata; `ModelFormatError` if absent or bad."""
+    text = (metadata or {}).get(model_folder.METADATA_KEY)
+    if not isinstance(text, str):
+        raise ModelFormatError(f"{where} carries no model config: a .safetensors model needs its config.json "
+                               "beside it, or in its metadata (as DragGAN studio writes it)")
+    return validate_config(model_folder.parse_config(text, where), where)
 
 
 class _SkipRandomInit(TorchFunctionMode):
@@ -120,7 +144,7 @@ class _SkipRandomInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
+def _build(config: dict[str, Any], weights: Path, name: str | None = None) -> torch.nn.Module:
     try:
         state = model_folder.load_state(weights)
         with _SkipRandomInit():
@@ -130,12 +154,17 @@ def _build(config: dict[str, Any], weights: Path) -> torch.nn.Module:
             G = build_generator(config["family"], config["init_kwargs"])
         G.load_state_dict(state, strict=True, assign=True)
     except Exception as e:
+        if name is not None:
+            raise ModelFormatError(f"{name}: cannot build a generator from its weights and config "
+                                   f"({type(e).__name__}: {str(e)[:200]})") from None
         raise ModelFormatError(f"{weights}: cannot rebuild the generator from the converted cache ({e})") from e
     return G.eval().requires_grad_(False)
 
 
 def load_converted(path: str | Path) -> torch.nn.Module:
     """Rebuild a generator from a converted folder or weights file (config beside it or in its header)."""
+    if Path(path).is_dir():
+        touch(Path(path))
     return _build(read_config(path), model_folder.weights_path(path))
 
 
@@ -170,6 +199,7 @@ def lookup(source: Path) -> tuple[torch.nn.Module | None, str]:
         return None, sha
     if not index.is_file():
         _atomic_write_text(index, sha)
+    touch(entry)
     return G, sha
 
 
@@ -218,6 +248,8 @@ def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _atomic_write_text(root / _INDEX_DIR / _stat_key(source), sha)
+    touch(entry)
+    enforce_limit(keep=(entry,))
     return entry
 
 
@@ -236,3 +268,63 @@ def content_key(source: str | Path) -> str:
     index = converted_cache_dir() / _INDEX_DIR / _stat_key(source)
     sha = index.read_text(encoding="utf-8").strip() if index.is_file() else ""
     return sha if _SHA_RE.match(sha) else file_sha256(source)
+
+
+def touch(entry: Path) -> None:
+    """Mark a cache entry as just used (its folder's mtime orders least-recently-used eviction)."""
+    try:
+        os.utime(entry)
+    except OSError:
+        pass
+
+
+def cache_max_bytes() -> int:
+    """The converted cache's size bound in bytes (setting `DRAGGAN_CACHE_MAX_MB`)."""
+    return int(settings.get().cache_max_mb * 2**20)
+
+
+def _entry_bytes(entry: Path) -> int:
+    total = 0
+    for file in entry.iterdir():
+        try:
+            total += file.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def enforce_limit(max_bytes: int | None = None, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove least recently used entries until the cache holds at most `max_bytes` (default
+    `cache_max_bytes()`); entries in `keep` stay. Stat-index files of removed entries go too. Returns the
+    removed entry folders."""
+    max_bytes = cache_max_bytes() if max_bytes is None else max_bytes
+    root = converted_cache_dir()
+    if not root.is_dir():
+        return []
+    kept = {Path(k).resolve() for k in keep}
+    entries = []
+    for entry in root.iterdir():
+        if _SHA_RE.match(entry.name) and entry.is_dir():
+            try:
+                entries.append((entry.stat().st_mtime_ns, entry, _entry_bytes(entry)))
+            except OSError:
+                pass
+    total = sum(size for _, _, size in entries)
+    removed = []
+    for _, entry, size in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if entry.resolve() in kept:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        total -= size
+        removed.append(entry)
+    if removed:
+        gone = {entry.name for entry in removed}
+        for index in (root / _INDEX_DIR).glob("*"):
+            try:
+                if index.read_text(encoding="utf-8").strip() in gone:
+                    index.unlink()
+            except OSError:
+                pass
+    return removed

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import ModelFormatError, ModelIntegrityError, ModelUnavailableError
+from ..errors import ModelFormatError, ModelIntegrityError, ModelUnavailableError, UnsafePickleError
 
-__all__ = ["ModelFormatError", "ModelIntegrityError", "ModelUnavailableError"]
+__all__ = ["ModelFormatError", "ModelIntegrityError", "ModelUnavailableError", "UnsafePickleError"]

@@ -35,6 +35,7 @@ from .errors import ModelFormatError
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METADATA_KEY = "config"
+MAX_CONFIG_CHARS = 64 * 1024
 TMP_PREFIX = ".tmp-"
 
 
@@ -105,12 +106,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
         text = _embedded_config(weights) if weights.is_file() else None
         if text is None:
             raise ModelFormatError(f"{_shown(weights)}: no {CONFIG_FILE} beside it and no config inside it")
+    return parse_config(text, _shown(source))
+
+
+def parse_config(text: str, where: str) -> dict[str, Any]:
+    """A model config from its JSON text (bounded in size: it may come from an uploaded file's header)."""
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ModelFormatError(f"{where}: the model config is larger than {MAX_CONFIG_CHARS} characters")
     try:
         config = json.loads(text)
-    except ValueError as e:
-        raise ModelFormatError(f"{_shown(source)}: unreadable model config ({e})") from e
+    except (ValueError, RecursionError):
+        raise ModelFormatError(f"{where}: the model config is not valid JSON") from None
     if not isinstance(config, dict):
-        raise ModelFormatError(f"{_shown(source)}: the model config is not a JSON object")
+        raise ModelFormatError(f"{where}: the model config is not a JSON object")
     return config
 
 

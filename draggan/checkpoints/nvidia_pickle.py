@@ -1,25 +1,35 @@
 """Safe reading of NVIDIA network pickles (stylegan2-ada-pytorch, stylegan3, StyleGAN-Human, TF-era).
 
 NVIDIA's pickles embed the Python source of their network modules and, when loaded with `pickle.load`,
-import and execute it (plus `dnnlib` / `torch_utils`). We never do: a restricted unpickler resolves only an
-explicit allow-list of globals, each mapped to a harmless constructor of ours. Persistent network objects
-become `PersistentObject` records (class name + state dict); their `module_src` is kept as text and never
-run. Any other global in the file is refused, naming it, before anything from the file is called.
+import and execute it (plus `dnnlib` / `torch_utils`). We never do: a bounded unpickler (see
+`bounded_unpickler`: opcode, stack, memo, length and key limits) resolves only an explicit allow-list of
+globals, each mapped to a harmless constructor of ours that checks its arguments: plain numeric numpy dtypes
+only, arrays and tensors no larger than the bytes in the file, persistent objects whose `class_name` is a
+short identifier and whose `module_src` is a bounded string. Persistent network objects become
+`PersistentObject` records (class name + state dict); their `module_src` is kept as text and never run.
+Any other global in the file is refused, naming it, before anything from the file is called. The result
+is then walked once with a node budget (`check_graph`), so later traversals of it are bounded too.
 """
 
 from __future__ import annotations
 
 import collections
-import io
+import math
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import numpy as np
 import torch
 
+from .bounded_unpickler import BoundedUnpickler, PickleLimits, check_graph, type_name
 from ..errors import UnsafePickleError
+from .torch_storage import rebuild_parameter, rebuild_tensor, storage_from_bytes
+
+__all__ = ["ALLOWED_GLOBALS", "EasyDict", "PersistentObject", "PickleLimits", "RestrictedUnpickler", "TFNetwork",
+           "UnsafePickleError", "read_network_pickle"]
 
 
 class EasyDict(dict):
@@ -118,77 +128,179 @@ def _collect_tensors(state: dict, prefix: str, out: dict[str, torch.Tensor]) -> 
                 out[f"{prefix}{name}.{key}"] = value
 
 
+_CLASS_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_MODULE_SRC_CHARS = 4 << 20
+_NUMERIC_KINDS = frozenset("biufc")
+MAX_ARRAY_DIMS = 8
+
+
 def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
         raise pickle.UnpicklingError("malformed persistent object in network pickle")
-    return PersistentObject(class_name=str(meta.get("class_name")), state=meta["state"],
-                            module_src=str(meta.get("module_src", "")))
+    class_name, module_src = meta.get("class_name"), meta.get("module_src", "")
+    if not isinstance(class_name, str) or not _CLASS_NAME_RE.fullmatch(class_name):
+        raise UnsafePickleError(f"refusing to load: a network object's class_name is "
+                                f"{'a malformed string' if isinstance(class_name, str) else 'a ' + type_name(class_name)}"
+                                ", not a short identifier")
+    if not isinstance(module_src, str) or len(module_src) > MAX_MODULE_SRC_CHARS:
+        raise UnsafePickleError(f"refusing to load: a network object's module_src is "
+                                f"{'too long' if isinstance(module_src, str) else 'a ' + type_name(module_src)}")
+    return PersistentObject(class_name=class_name, state=meta["state"], module_src=module_src)
 
 
-def _load_storage_from_bytes(data: bytes) -> Any:
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-
-
-def _numpy_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
-    if not isinstance(spec, str):
-        raise UnsafePickleError(f"refusing numpy.dtype built from {type(spec).__name__}")
-    dtype = np.dtype(spec)
-    if dtype.hasobject:
-        raise UnsafePickleError("refusing object dtype in network pickle")
+def _check_numeric_dtype(dtype: Any) -> np.dtype:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS or dtype.hasobject \
+            or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize > 16:
+        raise UnsafePickleError(f"refusing to load: numpy data of type {dtype!s:.40} (only plain numbers are "
+                                "allowed)" if isinstance(dtype, np.dtype) else
+                                f"refusing to load: numpy data typed by a {type_name(dtype)}")
     return dtype
 
 
-def _numpy_scalar(dtype: np.dtype, data: bytes | None = None) -> Any:
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+def _numpy_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    if not isinstance(spec, str) or len(spec) > 8 or not isinstance(align, bool) or not isinstance(copy, bool):
+        raise UnsafePickleError(f"refusing numpy.dtype built from {type_name(spec)}")
+    try:
+        dtype = np.dtype(spec, align, True)  # always a copy: a BUILD then never touches numpy's shared dtypes
+    except TypeError:
+        raise UnsafePickleError("refusing to load: unknown numpy dtype in the pickle") from None
+    return _check_numeric_dtype(dtype)
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    if not isinstance(data, bytes) or not isinstance(dtype, np.dtype):
         raise UnsafePickleError("refusing numpy scalar that is not plain data")
+    dtype = _check_numeric_dtype(dtype)
+    if len(data) != dtype.itemsize:
+        raise UnsafePickleError("refusing to load: numpy scalar of the wrong size")
     return np.frombuffer(data, dtype=dtype)[0]
 
 
 def _numpy_reconstruct(cls: Any, shape: Any, dtype_code: Any) -> np.ndarray:
+    """numpy's `_reconstruct`: in a genuine pickle always an empty uint8 array that a BUILD then fills."""
     if cls is not np.ndarray:
         raise UnsafePickleError("refusing numpy reconstruction of a non-ndarray class")
-    return np.ndarray.__new__(np.ndarray, shape, dtype_code)
+    if shape not in ((0,), [0], 0) or dtype_code not in (b"b", "b"):
+        raise UnsafePickleError("refusing to load: numpy array reconstruction other than numpy's own "
+                                "(empty shape, byte type)")
+    return np.ndarray.__new__(np.ndarray, (0,), "b")
 
 
-ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
+def _build_ndarray(array: np.ndarray, state: Any) -> None:
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)
+            and len(state[1]) <= MAX_ARRAY_DIMS and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                        for n in state[1])
+            and isinstance(state[3], bool) and isinstance(state[4], bytes)):
+        raise UnsafePickleError("refusing to load: malformed numpy array state")
+    dtype = _check_numeric_dtype(state[2])
+    if array.size != 0 or math.prod(state[1]) * dtype.itemsize != len(state[4]):
+        raise UnsafePickleError(f"refusing to load: a numpy array of shape {state[1]!s:.80} claims more or "
+                                f"fewer bytes than the {len(state[4])} it holds")
+    array.__setstate__(state)
+
+
+def _build_dtype(dtype: np.dtype, state: Any) -> None:
+    if not (isinstance(state, tuple) and len(state) == 8 and state[1] in ("<", ">", "|", "=")
+            and state[2] is None and state[3] is None and state[4] is None
+            and all(isinstance(v, int) and -1 <= v <= 64 for v in state[5:7]) and isinstance(state[7], int)
+            and isinstance(state[0], int)):
+        raise UnsafePickleError("refusing to load: numpy dtype state other than a plain number type")
+    dtype.__setstate__(state)
+    _check_numeric_dtype(dtype)
+
+
+_CALLABLES: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("dnnlib.util", "EasyDict"): EasyDict,
-    ("dnnlib", "EasyDict"): EasyDict,
-    ("dnnlib.tflib.network", "Network"): TFNetwork,
+    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): storage_from_bytes,
     ("numpy", "dtype"): _numpy_dtype,
-    ("numpy", "ndarray"): np.ndarray,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+}
+# Classes: only ever made empty (NEWOBJ / REDUCE without arguments) or, for sets, from atoms.
+_CLASSES: dict[tuple[str, str], type] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("dnnlib.util", "EasyDict"): EasyDict,
+    ("dnnlib", "EasyDict"): EasyDict,
+    ("dnnlib.tflib.network", "Network"): TFNetwork,
+    ("numpy", "ndarray"): np.ndarray,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
 }
+ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {**_CALLABLES, **_CLASSES}
+_CALLABLE_SET = frozenset(map(id, _CALLABLES.values()))
+_EMPTY_CLASSES = (collections.OrderedDict, EasyDict, TFNetwork)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only `ALLOWED_GLOBALS` and refuses persistent ids."""
+class RestrictedUnpickler(BoundedUnpickler):
+    """Resolves only `ALLOWED_GLOBALS`, checks every call's arguments and every BUILD's state."""
 
     def find_class(self, module: str, name: str) -> Any:
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise UnsafePickleError(
-                f"refusing to load: the pickle references the global '{module}.{name}', which is not on "
-                "DragGAN studio's allow-list of network-pickle contents"
+                f"refusing to load: the pickle references the global '{module:.100}.{name:.100}', which is not "
+                "on DragGAN studio's allow-list of network-pickle contents"
             ) from None
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("refusing to load: the pickle uses persistent ids (not a network pickle)")
+    def call_global(self, func: Any, args: tuple) -> Any:
+        if id(func) in _CALLABLE_SET:
+            return func(*args)
+        if func in _EMPTY_CLASSES and not args:
+            return func()
+        if func in (set, frozenset) and len(args) <= 1:
+            items = args[0] if args else ()
+            if not isinstance(items, (list, tuple, set, frozenset)):
+                raise UnsafePickleError(f"refusing to load: a set built from a {type_name(items)}")
+            for item in items:
+                self._check_key(item)
+            return func(items)
+        raise UnsafePickleError(f"refusing to load: the pickle calls {getattr(func, '__name__', type_name(func))}"
+                                f" with {len(args)} argument(s), which network pickles never do")
+
+    def new_object(self, cls: Any, args: tuple) -> Any:
+        if cls in _EMPTY_CLASSES and not args:
+            return cls.__new__(cls)
+        raise UnsafePickleError(f"refusing to load: the pickle instantiates "
+                                f"{getattr(cls, '__name__', type_name(cls))} with arguments")
+
+    def build(self, inst: Any, state: Any) -> None:
+        if isinstance(inst, np.ndarray) and type(inst) is np.ndarray:
+            _build_ndarray(inst, state)
+        elif isinstance(inst, np.dtype):
+            _build_dtype(inst, state)
+        elif isinstance(inst, TFNetwork):
+            inst.__setstate__(state)
+        else:
+            super().build(inst, state)
 
 
-def read_network_pickle(source: str | Path | BinaryIO) -> Any:
-    """Unpickle a network pickle safely and return its top-level object (a dict, or a TF (G, D, Gs) tuple)."""
+def _expand(obj: Any) -> Iterable[Any] | None:
+    if isinstance(obj, PersistentObject):
+        return (obj.class_name, obj.module_src, obj.state)
+    if isinstance(obj, TFNetwork):
+        return (obj.state,)
+    return None
+
+
+_LEAVES = (torch.Tensor, np.ndarray, np.generic, np.dtype)
+
+
+def read_network_pickle(source: str | Path | BinaryIO, limits: PickleLimits | None = None) -> Any:
+    """Unpickle a network pickle safely and return its top-level object (a dict, or a TF (G, D, Gs) tuple).
+
+    Raises `UnsafePickleError` for anything outside the allow-list or `limits`; other exceptions mean a
+    malformed file (callers turn them into `ModelFormatError`).
+    """
+    limits = limits or PickleLimits()
     if isinstance(source, (str, Path)):
         with open(source, "rb") as f:
-            return RestrictedUnpickler(f).load()
-    return RestrictedUnpickler(source).load()
+            obj = RestrictedUnpickler(f, limits).load()
+    else:
+        obj = RestrictedUnpickler(source, limits).load()
+    check_graph(obj, limits, _expand, _LEAVES)
+    return obj

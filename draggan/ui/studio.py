@@ -97,6 +97,16 @@ class Studio:
         except load_errors() as exc:
             raise UserError(f"Could not load the model: {exc}") from None
 
+    @staticmethod
+    def convert_upload(file: Path) -> str:
+        """An uploaded model file, parsed and converted in a limited child process (it never runs in the
+        server); returns the converted entry, which the server reads as safetensors."""
+        from ..checkpoints.sandbox import convert_untrusted
+        try:
+            return str(convert_untrusted(file, name=file.name))
+        except load_errors() as exc:
+            raise UserError(f"Could not load the model: {exc}") from None
+
     def preload(self) -> None:
         """Load the default model at start-up (and keep it): the first visitor does not wait for it, and
         ZeroGPU's forked workers inherit it."""

@@ -91,7 +91,7 @@ class ModelPanel:
         try:
             if upload:
                 file = check_upload(upload, self.studio.max_upload_mb)
-                source, label = str(file), f"{file.name} (uploaded)"
+                source, label = self.studio.convert_upload(file), f"{file.name} (uploaded)"
             elif hub_ref and hub_ref.strip():
                 ref = parse_hub_ref(hub_ref.strip())
                 if ref is None:
