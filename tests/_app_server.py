@@ -42,3 +42,21 @@ def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
         yield f"http://127.0.0.1:{port}/", studio
     finally:
         demo.close()
+
+
+def app_panels(monkeypatch, extra_models: dict[str, Path] | None = None, **studio_kw):
+    """The app's handlers without a server, on the given local models (default: the tiny StyleGAN2 fixture):
+    (studio, page, panels) of `app.build_demo`; offline, CPU."""
+    models = extra_models if extra_models is not None else {"Tiny": FIXTURE_MODELS["Tiny StyleGAN2"]}
+    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", os.pathsep.join(f"{k}={v}" for k, v in models.items()))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import app
+    from draggan import settings
+    from draggan.ui.studio import Studio
+
+    settings.reload()
+    studio = Studio(device="cpu", hub_online=False, **studio_kw)
+    demo = app.build_demo(studio)
+    return studio, demo.page, demo.panels
+

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from _app_server import app_panels
 from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers
@@ -289,16 +290,7 @@ def test_uploads_are_checked(tmp_path):
 
 
 def _demo(monkeypatch, **studio_kw):
-    """The app's handlers without a server: (studio, page, panels)."""
-    import app
-    from draggan.ui.studio import Studio
-
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-
-    settings.reload()
-    studio = Studio(device="cpu", hub_online=False, **studio_kw)
-    demo = app.build_demo(studio)
-    return studio, demo.page, demo.panels
+    return app_panels(monkeypatch, **studio_kw)
 
 
 def test_picking_a_model_sets_its_recommended_step_size(monkeypatch):

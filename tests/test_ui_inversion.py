@@ -23,6 +23,7 @@ from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.inversion import align, losses
+from _app_server import app_panels
 from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers, photo
@@ -279,15 +280,7 @@ def test_photo_session_export(G, tmp_path):
 
 
 def _demo(monkeypatch, **studio_kw):
-    import app
-    from draggan.ui.studio import Studio
-
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-
-    settings.reload()
-    studio = Studio(device="cpu", hub_online=False, **studio_kw)
-    demo = app.build_demo(studio)
-    return studio, demo.page, demo.panels
+    return app_panels(monkeypatch, **studio_kw)
 
 
 def test_studio_photo_flow(G, tmp_path, monkeypatch):

@@ -381,26 +381,25 @@ def _show_entry(ui: UIState) -> None:
     ui.image = image if image is not None else gpu.render(ui.model, ui.device, ui.snap)
 
 
-def undo(ui: UIState) -> str:
-    ensure_idle(ui, "undo")
+def _move_in_history(ui: UIState, action: str, move) -> bool:
+    """Apply the history move `move` (snapshot → snapshot or None) and show its entry; False if there is none."""
+    ensure_idle(ui, action)
     with ui.lock:
-        snap = snapshots.undo(ui.snap) if ui.snap.drags() else None
+        snap = move(ui.snap)
         if snap is None:
-            return "Nothing to undo."
+            return False
         ui.snap, ui.pending = snap, None
         _show_entry(ui)
-    return "Undid the last drag."
+    return True
+
+
+def undo(ui: UIState) -> str:
+    moved = _move_in_history(ui, "undo", lambda snap: snapshots.undo(snap) if snap.drags() else None)
+    return "Undid the last drag." if moved else "Nothing to undo."
 
 
 def redo(ui: UIState) -> str:
-    ensure_idle(ui, "redo")
-    with ui.lock:
-        snap = snapshots.redo(ui.snap)
-        if snap is None:
-            return "Nothing to redo."
-        ui.snap, ui.pending = snap, None
-        _show_entry(ui)
-    return "Redid the drag."
+    return "Redid the drag." if _move_in_history(ui, "redo", snapshots.redo) else "Nothing to redo."
 
 
 def reset_image(ui: UIState) -> str:
