@@ -12,6 +12,7 @@ import os
 import gradio as gr
 
 from draggan.engine import DragConfig
+from draggan.engine.session import SPACES
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
 from draggan.ui import handlers
@@ -78,7 +79,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         p.seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
                         p.dice = gr.Button("Random", scale=1, min_width=80)
                     p.psi = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Truncation ψ")
-                    p.space = gr.Radio(["w", "w+"], value=DragConfig.space, label="Latent space",
+                    p.space = gr.Radio(list(SPACES), value=DragConfig.space, label="Latent space",
                                        info="w+ edits each layer's code (more precise); w keeps one shared code.")
                 with gr.Accordion("Edit your own photo", open=False, elem_id="photo-panel"):
                     p.photo_file = gr.File(label="Upload a photo (PNG, JPEG, WebP)", file_types=["image"],

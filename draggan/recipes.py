@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .engine.session import SPACES
 from .errors import RecipeError
 from .limits import LIMITS, LimitError, check_depth, check_name, check_number, check_pair_count, load_json, short
 
@@ -44,7 +45,6 @@ RECIPE_FORMAT = "draggan-studio-recipe"
 RECIPE_VERSION = 2
 CURRENT_MODEL = "current"
 DEFAULT_TRACKER = "official"
-SPACES = ("w", "w+")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ZOO_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _LABEL_DROP_RE = re.compile(r"[^\w .,:()+×-]")   # a label is shown as Markdown: no links, images or markup

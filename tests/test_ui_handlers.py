@@ -413,3 +413,21 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     assert not workdir.exists(), "the replaced session was released"
     assert panels.export.load_recipe(None, str(moved), progress=None) == {}
     assert "not available here" in warnings_shown[-1]
+
+
+def test_preload_keeps_models_on_disk_loaded(monkeypatch):
+    """Start-up loads the default and every model already on this machine and pins them (never evicted), so
+    ZeroGPU's forked workers inherit them; models not on disk are left for their first use."""
+    from draggan.ui.models import GeneratorCache
+
+    studio, page, panels = _demo(monkeypatch, cache=GeneratorCache(max_items=1))
+    loaded = studio.preload()
+    assert str(SG2.resolve()) in loaded and "cartoon-faces-128" in loaded and "ffhq-512" not in loaded
+    for source in loaded:
+        assert (source, "cpu") in studio.cache
+    other = str(DATA / "stylegan2-tiny-cond-32.pkl")                   # not offered: never preloaded
+    studio.cache.get(other, torch.device("cpu"))
+    assert (other, "cpu") in studio.cache and all((source, "cpu") in studio.cache for source in loaded)
+    studio.cache.get(str(DATA / "stylegan3-t-tiny-64.pkl"), torch.device("cpu"))
+    assert (other, "cpu") not in studio.cache, "unpinned models are evicted as before"
+    assert all((source, "cpu") in studio.cache for source in loaded)

@@ -22,6 +22,7 @@ from PIL import Image
 from .. import export, limits, recipes
 from ..errors import UserError
 from ..engine import DragConfig
+from ..engine.session import SPACES
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
 from . import gpu
@@ -30,7 +31,6 @@ from .gpu import DragUpdate, StopFlag
 from .models import ModelRef
 from .state import Job, Point, UIState
 
-SPACES = ("w", "w+")
 LIMITS = limits.LIMITS
 
 

@@ -107,12 +107,26 @@ class Studio:
         except load_errors() as exc:
             raise UserError(f"Could not load the model: {exc}") from None
 
-    def preload(self) -> None:
-        """Load the default model at start-up (and keep it): the first visitor does not wait for it, and
-        ZeroGPU's forked workers inherit it."""
-        source = self.default_model()
-        if source is not None:
+    def preload(self) -> list[str]:
+        """Load, at start-up, the default model and every model that is already on this machine (bundled, local
+        or cached), and keep them: the first visitor does not wait, and ZeroGPU's forked workers inherit them.
+        Returns the sources loaded."""
+        from ..checkpoints import hub, zoo
+
+        wanted = [self.default_model()] + [c.source for c in self.available if c.source != self.default_model()]
+        loaded = []
+        for source in wanted:
+            if source is None:
+                continue
+            try:
+                entry = zoo.get_model(source)
+            except KeyError:
+                entry = None                               # a local file, not a zoo key
+            if entry is not None and source != self.default_model() and not hub.is_available_offline(entry):
+                continue                                   # not on disk yet: downloaded when first picked
             try:
                 self.cache.pin(source, self.device)
+                loaded.append(source)
             except load_errors():
                 pass
+        return loaded
