@@ -123,50 +123,54 @@ class _MaskedUpsampledL1(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, diff: torch.Tensor, mask_rows: torch.Tensor, row_ids: torch.Tensor, col_lo: int,
-                col_hi: int, view: UpsampledView, chunk_rows: int) -> torch.Tensor:
+                col_hi: int, view: UpsampledView, chunk_rows: int, origin: tuple[int, int]) -> torch.Tensor:
         ctx.save_for_backward(diff, mask_rows, row_ids)
-        ctx.args = (col_lo, col_hi, view, chunk_rows)
+        ctx.args = (col_lo, col_hi, view, chunk_rows, origin)
         total = diff.new_zeros([], dtype=torch.float32)
         for start in range(0, row_ids.shape[0], chunk_rows):
-            up = _upsample_chunk(diff, row_ids[start:start + chunk_rows], col_lo, col_hi, view)
+            up = _upsample_chunk(diff, row_ids[start:start + chunk_rows], col_lo, col_hi, view, origin)
             total = total + (up.abs() * mask_rows[start:start + chunk_rows]).sum()
         return total
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         diff, mask_rows, row_ids = ctx.saved_tensors
-        col_lo, col_hi, view, chunk_rows = ctx.args
+        col_lo, col_hi, view, chunk_rows, origin = ctx.args
         grad = torch.zeros_like(diff)
         cols = slice(col_lo, col_hi)
-        c0, c1 = view.cols.idx0[cols], view.cols.idx1[cols]
+        c0, c1 = view.cols.idx0[cols] - origin[1], view.cols.idx1[cols] - origin[1]
         cw0, cw1 = view.cols.w0[cols], view.cols.w1[cols]
         for start in range(0, row_ids.shape[0], chunk_rows):
             ids = row_ids[start:start + chunk_rows]
-            up = _upsample_chunk(diff, ids, col_lo, col_hi, view)
+            up = _upsample_chunk(diff, ids, col_lo, col_hi, view, origin)
             g_up = up.sign() * mask_rows[start:start + chunk_rows] * grad_out
             g_rows = diff.new_zeros([diff.shape[0], ids.shape[0], diff.shape[2]])
             g_rows.index_add_(2, c0, g_up * cw0)
             g_rows.index_add_(2, c1, g_up * cw1)
-            grad.index_add_(1, view.rows.idx0[ids], g_rows * view.rows.w0[ids][:, None])
-            grad.index_add_(1, view.rows.idx1[ids], g_rows * view.rows.w1[ids][:, None])
-        return grad, None, None, None, None, None, None
+            grad.index_add_(1, view.rows.idx0[ids] - origin[0], g_rows * view.rows.w0[ids][:, None])
+            grad.index_add_(1, view.rows.idx1[ids] - origin[0], g_rows * view.rows.w1[ids][:, None])
+        return grad, None, None, None, None, None, None, None
 
 
 def _upsample_chunk(diff: torch.Tensor, row_ids: torch.Tensor, col_lo: int, col_hi: int,
-                    view: UpsampledView) -> torch.Tensor:
-    """Rows `row_ids`, columns [col_lo, col_hi) of the upsampled `diff` → [C, rows, cols]."""
-    rows = diff[:, view.rows.idx0[row_ids]] * view.rows.w0[row_ids][:, None] \
-        + diff[:, view.rows.idx1[row_ids]] * view.rows.w1[row_ids][:, None]
+                    view: UpsampledView, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Rows `row_ids`, columns [col_lo, col_hi) of the upsampled `diff` → [C, rows, cols]; `diff` is the block
+    window whose first row/column is `origin`."""
+    rows = diff[:, view.rows.idx0[row_ids] - origin[0]] * view.rows.w0[row_ids][:, None] \
+        + diff[:, view.rows.idx1[row_ids] - origin[0]] * view.rows.w1[row_ids][:, None]
     cols = slice(col_lo, col_hi)
-    up = rows[:, :, view.cols.idx0[cols]] * view.cols.w0[cols] + rows[:, :, view.cols.idx1[cols]] * view.cols.w1[cols]
+    up = rows[:, :, view.cols.idx0[cols] - origin[1]] * view.cols.w0[cols] \
+        + rows[:, :, view.cols.idx1[cols] - origin[1]] * view.cols.w1[cols]
     return up
 
 
 def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor,
-              chunk_elems: int = 1 << 22) -> torch.Tensor:
+              chunk_elems: int = 1 << 22, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """`F.l1_loss(up(feat) · mask, up(feat0) · mask)` (mean over C × H × W) without building up(feat).
 
-    feat/feat0: [C, h, w] (feat0 constant); mask: [H, W] float, zero where the term does not apply.
+    feat/feat0: [C, h, w] (feat0 constant), or the same window of both whose first row/column is `origin`
+    and which holds every block pixel that reads of the mask's non-zero pixels touch (the term is zero
+    elsewhere, so a step needs features only there); mask: [H, W] float, zero where the term does not apply.
     """
     channels = feat.shape[0]
     height, width = view.image_hw
@@ -181,5 +185,9 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
     mask_rows = mask[row_ids, col_lo:col_hi].abs()
     chunk_rows = max(1, chunk_elems // (channels * (col_hi - col_lo)))
     diff = feat - feat0.detach()
-    total = _MaskedUpsampledL1.apply(diff, mask_rows, row_ids, col_lo, col_hi, view, chunk_rows)
+    r0, c0 = origin
+    assert (r0 <= int(view.rows.idx0[row_ids[0]]) and int(view.rows.idx1[row_ids[-1]]) < r0 + feat.shape[1]
+            and c0 <= int(view.cols.idx0[col_lo]) and int(view.cols.idx1[col_hi - 1]) < c0 + feat.shape[2]), \
+        "the feature window does not hold the masked region"
+    total = _MaskedUpsampledL1.apply(diff, mask_rows, row_ids, col_lo, col_hi, view, chunk_rows, origin)
     return total / (channels * height * width)

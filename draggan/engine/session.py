@@ -40,11 +40,14 @@ import torch
 from ..images import to_uint8
 from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
+from .preview import preview_supported, render_preview
+from .render_policy import RenderPolicy
 from .tracking import reference_features, track_points
 from .window import Box, WindowedSynthesis
 
 Point = tuple[float, float]
 SPACES = ("w", "w+")
+WINDOW_MAX_SHARE = 0.5  # a masked step computes the whole feature map when its window would exceed this share
 
 
 @dataclass
@@ -87,6 +90,7 @@ class StepResult:
     loss_motion: float = 0.0
     loss_mask: float = 0.0
     image: np.ndarray | None = field(default=None, repr=False)
+    image_kind: str | None = None  # what `image` is: "full" (exact render) or "preview" (see preview.py)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ class _Drag:
     def __init__(self, w: torch.Tensor, lr: float, handles: list[Point]) -> None:
         self.optimizer = torch.optim.Adam([w], lr=lr)
         self.w_begin = w.detach().clone()        # latent of the first step, whose map is F0
-        self.feat0: torch.Tensor | None = None   # [C, h, w] F0, computed when a mask term needs it
+        self.feat0: torch.Tensor | None = None   # F0 (or the window feat0_box of it), when a mask term needs it
+        self.feat0_box: Box | None = None
         self.ref: torch.Tensor | None = None     # [N, C] handle features in F0
         self.points_rc = torch.tensor([[round(y), round(x)] for x, y in handles], dtype=torch.int64)  # CPU
         self.steps = 0
@@ -131,6 +136,16 @@ def default_feature_block(G: torch.nn.Module) -> int:
     if len(shapes) >= 6:
         return 5
     return max(len(shapes) - 2, 0)
+
+
+def _box_of(feat: torch.Tensor, origin: tuple[int, int]) -> Box:
+    """The block window a [C, rows, cols] feature window starting at `origin` covers."""
+    return Box(origin[0], origin[0] + feat.shape[1], origin[1], origin[1] + feat.shape[2])
+
+
+def _contains(outer: Box | None, inner: Box) -> bool:
+    return outer is not None and outer.r0 <= inner.r0 and outer.c0 <= inner.c0 \
+        and inner.r1 <= outer.r1 and inner.c1 <= outer.c1
 
 
 def _as_points(points: Sequence[Sequence[float]], name: str) -> list[Point]:
@@ -193,6 +208,7 @@ class DragSession:
         self._targets: list[Point] = []
         self._mask: torch.Tensor | None = None
         self._mask_on = False
+        self._mask_box: Box | None = None  # block window of the mask's fixed region
         self._drag: _Drag | None = None
         self._history = [_Snapshot(self._w_start.clone(), (), ())]
         self._hist_idx = 0
@@ -256,12 +272,30 @@ class DragSession:
         return (max(int(rows.min()) - 1, 0) >= y0 and min(int(rows.max()) + 2, self.height - 1) <= y1
                 and max(int(cols.min()) - 1, 0) >= x0 and min(int(cols.max()) + 2, self.width - 1) <= x1)
 
-    def _feat0(self, drag: _Drag) -> torch.Tensor:
-        """F0, the whole feature map of the drag's first step (computed once, when first needed)."""
-        if drag.feat0 is None:
+    def _feat0(self, drag: _Drag, need: Box) -> torch.Tensor:
+        """F0, the feature map of the drag's first step, on the block window `need` (kept from the first step
+        or computed once when the kept window does not hold `need`)."""
+        held = drag.feat0_box
+        if drag.feat0 is None or not _contains(held, need):
+            _, height, width = self.feature_shape
             with torch.no_grad():
-                drag.feat0 = self._features(self._compose(drag.w_begin))[0].detach()
-        return drag.feat0
+                feat, origin = self._features(self._compose(drag.w_begin),
+                                              None if need.covers(height, width) else need)
+            drag.feat0, drag.feat0_box = feat.detach(), _box_of(feat, origin)
+            held = drag.feat0_box
+        return drag.feat0[:, need.r0 - held.r0:need.r1 - held.r0, need.c0 - held.c0:need.c1 - held.c0]
+
+    def _step_box(self, handle_box: Box, fixed_box: Box | None) -> Box | None:
+        """Block window a step computes: the handles' window, joined with the mask's fixed region when a
+        mask term applies; None (the whole map) when that join exceeds WINDOW_MAX_SHARE of the map."""
+        if fixed_box is None:
+            return handle_box
+        box = Box(min(handle_box.r0, fixed_box.r0), max(handle_box.r1, fixed_box.r1),
+                  min(handle_box.c0, fixed_box.c0), max(handle_box.c1, fixed_box.c1))
+        _, height, width = self.feature_shape
+        if (box.r1 - box.r0) * (box.c1 - box.c0) > WINDOW_MAX_SHARE * height * width:
+            return None
+        return box
 
     # ------------------------------------------------------------------ points and mask
 
@@ -295,6 +329,14 @@ class DragSession:
                 raise ValueError(f"mask must be [{self.height}, {self.width}], got {tuple(m.shape)}")
             self._mask = m.to(self.device)
             self._mask_on = float(m.min()) == 0 and float(m.max()) == 1
+            self._mask_box = self._block_box_of(m != 0) if self._mask_on else None
+
+    def _block_box_of(self, active: torch.Tensor) -> Box:
+        """Block window [rows, cols) that upsampled reads of the True pixels of active [H, W] touch."""
+        rows = torch.nonzero(active.any(dim=1)).flatten()
+        cols = torch.nonzero(active.any(dim=0)).flatten()
+        return Box(*self._view.block_rows(int(rows[0]), int(rows[-1])),
+                   *self._view.block_cols(int(cols[0]), int(cols[-1])))
 
     # ------------------------------------------------------------------ optimisation
 
@@ -309,14 +351,13 @@ class DragSession:
             drag = self._drag
             mask_on = self._mask_on
             reach = self._image_reach(drag.points_rc)
-            box = None
-            if not mask_on:
-                box = Box(*self._view.block_rows(reach[0], reach[1]), *self._view.block_cols(reach[2], reach[3]))
+            fixed_box = self._mask_box if mask_on else None
+            box = self._step_box(Box(*self._view.block_rows(reach[0], reach[1]),
+                                     *self._view.block_cols(reach[2], reach[3])), fixed_box)
             feat, origin = self._features(self._compose(self._w), box)
             handles_rc = drag.points_rc.to(self.device)
             if drag.ref is None:
-                if origin == (0, 0) and tuple(feat.shape) == self.feature_shape:
-                    drag.feat0 = feat.detach().clone()
+                drag.feat0, drag.feat0_box = feat.detach().clone(), _box_of(feat, origin)
                 drag.ref = reference_features(self._view, feat, handles_rc, origin)
             points = track_points(self._view, feat, drag.ref, handles_rc, self.r2_px, origin).cpu()
             drag.points_rc = points
@@ -330,7 +371,12 @@ class DragSession:
                 assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
                 zero = feat.new_zeros([])
                 motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
-                fixed = masked_l1(self._view, feat, self._feat0(drag), self._mask) if mask_on else zero
+                fixed = zero
+                if mask_on:
+                    rows = slice(fixed_box.r0 - origin[0], fixed_box.r1 - origin[0])
+                    cols = slice(fixed_box.c0 - origin[1], fixed_box.c1 - origin[1])
+                    fixed = masked_l1(self._view, feat[:, rows, cols], self._feat0(drag, fixed_box), self._mask,
+                                      origin=fixed_box.origin)
                 loss = motion + self.config.mask_lambda * fixed
                 (grad,) = torch.autograd.grad(loss, [self._w], allow_unused=True)
                 self._w.grad = torch.zeros_like(self._w) if grad is None else grad
@@ -353,21 +399,26 @@ class DragSession:
         self._drag = _Drag(self._w, self.config.lr, self._handles)
 
     def run(self, max_steps: int | None = None, render_every: int = 5,
-            stop_event: threading.Event | None = None) -> Iterator[StepResult]:
+            stop_event: threading.Event | None = None, policy: RenderPolicy | None = None) -> Iterator[StepResult]:
         """Step until every handle arrives, `max_steps` steps were taken or a stop was requested.
 
-        Yields every StepResult; `image` is rendered every `render_every` steps and on the last result.
-        A stop that arrives between steps yields one extra result repeating the last step, with the image.
-        The run's end is one history entry. Call run() again to resume (the drag state is kept).
+        Yields every StepResult. With a `policy` (render_policy.py) the image is rendered when the policy
+        says so, from measured step and render times — a preview when `policy.preview` and the device has
+        one, `image_kind` saying which; without one it is rendered in full every `render_every` steps. The
+        last result always carries the exact full render (`image_kind` "full"). A stop that arrives between
+        steps yields one extra result repeating the last step, with the image. The run's end is one history
+        entry. Call run() again to resume (the drag state is kept).
         """
         limit = self.config.max_steps if max_steps is None else int(max_steps)
         self._stop.clear()  # here, not in the generator body: a stop() right after run() must count
-        return self._run(limit, render_every, stop_event)
+        return self._run(limit, render_every, stop_event, policy)
 
-    def _run(self, limit: int, render_every: int, stop_event: threading.Event | None) -> Iterator[StepResult]:
+    def _run(self, limit: int, render_every: int, stop_event: threading.Event | None,
+             policy: RenderPolicy | None) -> Iterator[StepResult]:
         def stopping() -> bool:
             return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
 
+        schedule = policy.start(time.perf_counter()) if policy is not None else None
         last = None
         try:
             for i in range(limit):
@@ -376,8 +427,15 @@ class DragSession:
                 result = self.step()
                 last = result
                 final = result.done or i == limit - 1 or stopping()
-                if final or (render_every > 0 and (i + 1) % render_every == 0):
-                    result.image = self.render()
+                if final:
+                    result.image, result.image_kind = self.render(), "full"
+                elif schedule is not None:
+                    if schedule.step_done(time.perf_counter(), result.seconds):
+                        t0 = time.perf_counter()
+                        result.image, result.image_kind = self._render_view(policy.preview)
+                        schedule.rendered(time.perf_counter(), time.perf_counter() - t0)
+                elif render_every > 0 and (i + 1) % render_every == 0:
+                    result.image, result.image_kind = self.render(), "full"
                 if final:
                     self._commit()
                     yield result
@@ -385,7 +443,7 @@ class DragSession:
                 yield result
             if last is not None:
                 self._commit()
-                yield dataclasses.replace(last, image=self.render())
+                yield dataclasses.replace(last, image=self.render(), image_kind="full")
         finally:
             self._commit()
 
@@ -395,12 +453,24 @@ class DragSession:
 
     # ------------------------------------------------------------------ rendering and state
 
-    def render(self) -> np.ndarray:
-        """The image of the current latent, uint8 [H, W, 3] (full synthesis, no grad)."""
+    def render(self, preview: bool = False) -> np.ndarray:
+        """The image of the current latent, uint8 [H, W, 3]: the exact full synthesis (no grad), or with
+        `preview` the cheaper preview where `has_preview` (preview.py), else the full one."""
+        return self._render_view(preview)[0]
+
+    @property
+    def has_preview(self) -> bool:
+        """Whether `render(preview=True)` is a preview cheaper than the full render on this device."""
+        return preview_supported(self.G.synthesis, self.device)
+
+    def _render_view(self, preview: bool) -> tuple[np.ndarray, str]:
+        """The image of the current latent and its kind, "preview" or "full"."""
         ws = self.ws
+        if preview and self.has_preview:
+            return to_uint8(render_preview(self.G.synthesis, ws, self.config.noise_mode)), "preview"
         with torch.no_grad():
             img = self.G.synthesis(ws, noise_mode=self.config.noise_mode)
-        return to_uint8(img)
+        return to_uint8(img), "full"
 
     @property
     def ws(self) -> torch.Tensor:
