@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class UpsampledView:
     @property
     def image_hw(self) -> tuple[int, int]:
         return self.rows.size, self.cols.size
+
+    @property
+    def feature_hw(self) -> tuple[int, int]:
+        """(h, w) of the whole block map (its last row/column is the last tap)."""
+        return int(self.rows.idx1[-1]) + 1, int(self.cols.idx1[-1]) + 1
 
     def pixels(self, feat: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
                origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
@@ -152,6 +158,80 @@ class _MaskedUpsampledL1(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
+class _MaskedInterpolatedL1(torch.autograd.Function):
+    """`_MaskedUpsampledL1` for integer scale factors, on slabs of block rows with `F.interpolate`.
+
+    With an integer factor s, `F.interpolate(scale_factor=s)` of a slab starting at block row a maps its
+    output row y' to source (y' + 0.5)/s − 0.5 = the whole map's source for image row y' + s·a minus a,
+    in the same float32 arithmetic, so every output row whose taps lie in the slab equals the whole map's
+    (likewise for columns of a window). One library kernel per slab replaces four gathers; the backward
+    recomputes each slab and applies the interpolation's adjoint (`_interpolate_adjoint`).
+    """
+
+    @staticmethod
+    def forward(ctx, diff: torch.Tensor, mask_rows: torch.Tensor, y0: int, col_lo: int, col_hi: int,
+                view: UpsampledView, chunk_rows: int, origin: tuple[int, int], scale: tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(diff, mask_rows)
+        ctx.args = (y0, col_lo, col_hi, view, chunk_rows, origin, scale)
+        total = diff.new_zeros([], dtype=torch.float32)
+        for start in range(0, mask_rows.shape[0], chunk_rows):
+            up, _, _ = _interpolated_slab(diff, y0 + start, min(chunk_rows, mask_rows.shape[0] - start), col_lo,
+                                          col_hi, view, origin, scale)
+            total = total + (up.abs() * mask_rows[start:start + chunk_rows]).sum()
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        diff, mask_rows = ctx.saved_tensors
+        y0, col_lo, col_hi, view, chunk_rows, origin, scale = ctx.args
+        grad = torch.zeros_like(diff)
+        for start in range(0, mask_rows.shape[0], chunk_rows):
+            rows = min(chunk_rows, mask_rows.shape[0] - start)
+            up, slab, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, col_hi, view, origin, scale)
+            g_full = up.new_zeros([up.shape[0], slab.shape[1] * scale[0], slab.shape[2] * scale[1]])
+            r = y0 + start - scale[0] * (lo + origin[0])
+            c = col_lo - scale[1] * origin[1]
+            g_full[:, r:r + rows, c:c + col_hi - col_lo] = up.sign() * mask_rows[start:start + rows] * grad_out
+            grad[:, lo:hi] += _interpolate_adjoint(_interpolate_adjoint(g_full, 2, scale[1]), 1, scale[0])
+        return grad, None, None, None, None, None, None, None, None
+
+
+def _interpolate_adjoint(g: torch.Tensor, dim: int, s: int) -> torch.Tensor:
+    """Adjoint of `F.interpolate(scale_factor=s, mode='bilinear', align_corners=False)` along `dim` of g
+    (size n·s there → n).
+
+    Output index s·i + p reads source i + λ_p, λ_p = (p + 0.5)/s − 0.5: weight 1 − |λ_p| on i and |λ_p| on
+    i + 1 (λ_p > 0) or i − 1 (λ_p < 0), a neighbour outside [0, n) clamping to i itself. The three
+    per-phase weighted sums are one contraction over the phase axis; the shifts are then slices.
+    """
+    n = g.shape[dim] // s
+    g = g.movedim(dim, -1).reshape(*g.shape[:dim], *g.shape[dim + 1:], n, s)
+    lam = (torch.arange(s, dtype=torch.float32, device=g.device) + 0.5) / s - 0.5
+    weights = torch.stack([1 - lam.abs(), lam.clamp(min=0), (-lam).clamp(min=0)], dim=1)  # [s, 3]
+    parts = g @ weights.to(g.dtype)  # [..., n, 3]: to i, to i + 1, to i − 1
+    out = parts[..., 0].clone()
+    out[..., 1:] += parts[..., :-1, 1]
+    out[..., -1] += parts[..., -1, 1]
+    out[..., :-1] += parts[..., 1:, 2]
+    out[..., 0] += parts[..., 0, 2]
+    return out.movedim(-1, dim)
+
+
+def _interpolated_slab(diff: torch.Tensor, y: int, rows: int, col_lo: int, col_hi: int, view: UpsampledView,
+                       origin: tuple[int, int], scale: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Image rows [y, y + rows), columns [col_lo, col_hi) of the upsampled window `diff` (first block
+    row/column `origin`) → [C, rows, cols], the slab of `diff` it was computed from and that slab's
+    window rows (lo, hi)."""
+    lo = int(view.rows.idx0[y]) - origin[0]
+    hi = int(view.rows.idx1[y + rows - 1]) + 1 - origin[0]
+    slab = diff[:, lo:hi]
+    up = F.interpolate(slab[None], scale_factor=scale, mode="bilinear", align_corners=False)[0]
+    r = y - scale[0] * (lo + origin[0])
+    c = col_lo - scale[1] * origin[1]
+    return up[:, r:r + rows, c:c + col_hi - col_lo], slab, (lo, hi)
+
+
 def _upsample_chunk(diff: torch.Tensor, row_ids: torch.Tensor, col_lo: int, col_hi: int,
                     view: UpsampledView, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Rows `row_ids`, columns [col_lo, col_hi) of the upsampled `diff` → [C, rows, cols]; `diff` is the block
@@ -186,8 +266,15 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
     chunk_rows = max(1, chunk_elems // (channels * (col_hi - col_lo)))
     diff = feat - feat0.detach()
     r0, c0 = origin
+    (h, w), (height, width) = view.feature_hw, view.image_hw
     assert (r0 <= int(view.rows.idx0[row_ids[0]]) and int(view.rows.idx1[row_ids[-1]]) < r0 + feat.shape[1]
             and c0 <= int(view.cols.idx0[col_lo]) and int(view.cols.idx1[col_hi - 1]) < c0 + feat.shape[2]), \
         "the feature window does not hold the masked region"
-    total = _MaskedUpsampledL1.apply(diff, mask_rows, row_ids, col_lo, col_hi, view, chunk_rows, origin)
+    if height % h == 0 and width % w == 0:
+        y0, y1 = int(row_ids[0]), int(row_ids[-1]) + 1
+        mask_block = mask[y0:y1, col_lo:col_hi].abs()
+        total = _MaskedInterpolatedL1.apply(diff, mask_block, y0, col_lo, col_hi, view, chunk_rows, origin,
+                                            (height // h, width // w))
+    else:
+        total = _MaskedUpsampledL1.apply(diff, mask_rows, row_ids, col_lo, col_hi, view, chunk_rows, origin)
     return total / (channels * height * width)
