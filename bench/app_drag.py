@@ -13,7 +13,8 @@ handle with a far target (130 px at 512, scaled), no step stops early:
 - quarter: a fixed region covering a quarter of the image (its top-left quadrant); `--mask-steps` steps.
 - painted: a painted flexible area (a disk around handle and target, 3/8 of the height across), fixed =
   the rest; `--mask-steps` steps, beside one whole-map step (`DragConfig(windowed=False)`, no mask).
-Masked cases print the median seconds per step and the ratio to the unmasked bare step. The app's own
+Masked cases print the median seconds per step and the ratio of process-CPU seconds to the unmasked bare
+step's (with one thread CPU seconds are the work done, robust to other processes on a shared machine). The app's own
 image encoding and transfer are not included. The last line printed is `app/bare ratio R` for the
 512 unmasked case (when it ran). Not a test: numbers depend on the machine and on whatever else runs on it.
 """
@@ -55,14 +56,16 @@ def _session(G: Generator, ws0: torch.Tensor, size: int, mask: np.ndarray | None
     return session
 
 
-def _step_times(session: DragSession, steps: int, warmup: int) -> list[float]:
-    times = []
+def _step_times(session: DragSession, steps: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of each of `steps` steps after `warmup` ones."""
+    times, cpu = [], []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         session.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return times
+            cpu.append(time.process_time() - c0)
+    return times, cpu
 
 
 def masks(size: int) -> dict[str, np.ndarray]:
@@ -86,43 +89,47 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
     ratio = None
     bare = None
     if "unmasked" in args.cases:
-        bare = _step_times(_session(G, ws0, size), args.steps, args.warmup)
+        bare, bare_cpu = _step_times(_session(G, ws0, size), args.steps, args.warmup)
         session = _session(G, ws0, size)
         _step_times(session, 0, args.warmup)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         image_times, kinds = [], []
         for result in session.run(max_steps=args.steps, policy=RenderPolicy()):
             if result.image is not None:
                 image_times.append(time.perf_counter())
                 kinds.append(result.image_kind)
-        app = time.perf_counter() - t0
+        app, app_cpu = time.perf_counter() - t0, time.process_time() - c0
         gaps = np.diff([t0] + image_times)
-        t1 = time.perf_counter()
+        c1 = time.process_time()
         session.render()
-        full_s = time.perf_counter() - t1
-        t1 = time.perf_counter()
+        full_cpu = time.process_time() - c1
+        c1 = time.process_time()
         session.render(preview=True)
-        preview_s = time.perf_counter() - t1
+        preview_cpu = time.process_time() - c1
         ratio = app / sum(bare)
-        print(f"bare step: median {statistics.median(bare):.3f} s, {args.steps} steps {sum(bare):.1f} s")
-        print(f"app drag ({args.steps} steps, RenderPolicy()): {app:.1f} s, {kinds.count('preview')} previews + "
-              f"{kinds.count('full')} full renders, longest view gap {gaps.max():.2f} s; "
-              f"one full render {full_s:.2f} s, one preview {preview_s:.2f} s")
-        print(f"{size} app/bare {ratio:.2f}")
+        print(f"bare step: median {statistics.median(bare):.3f} s (CPU {statistics.median(bare_cpu):.3f} s), "
+              f"{args.steps} steps {sum(bare):.1f} s (CPU {sum(bare_cpu):.1f} s)")
+        print(f"app drag ({args.steps} steps, RenderPolicy()): {app:.1f} s (CPU {app_cpu:.1f} s), "
+              f"{kinds.count('preview')} previews + {kinds.count('full')} full renders, "
+              f"longest view gap {gaps.max():.2f} s; one full render CPU {full_cpu:.2f} s, "
+              f"one preview CPU {preview_cpu:.2f} s")
+        print(f"{size} app/bare {ratio:.2f} (CPU {app_cpu / sum(bare_cpu):.2f})")
     if {"quarter", "painted"} & set(args.cases):
         if bare is None:
-            bare = _step_times(_session(G, ws0, size), args.mask_steps, args.warmup)
-        unmasked = statistics.median(bare)
+            bare, bare_cpu = _step_times(_session(G, ws0, size), args.mask_steps, args.warmup)
+        unmasked = statistics.median(bare_cpu)
         for name, mask in masks(size).items():
             if name not in args.cases:
                 continue
-            t = statistics.median(_step_times(_session(G, ws0, size, mask), args.mask_steps, args.warmup))
-            print(f"masked step ({name}, fixed {mask.mean():.0%} of the image): median {t:.3f} s, "
-                  f"{t / unmasked:.2f}x unmasked")
+            wall, cpu = _step_times(_session(G, ws0, size, mask), args.mask_steps, args.warmup)
+            t = statistics.median(cpu)
+            print(f"masked step ({name}, fixed {mask.mean():.0%} of the image): median {statistics.median(wall):.3f} s, "
+                  f"CPU {t:.3f} s = {t / unmasked:.2f}x unmasked")
         if "painted" in args.cases:
-            whole = statistics.median(_step_times(_session(G, ws0, size, windowed=False), args.mask_steps,
-                                                  args.warmup))
-            print(f"whole-map step (no mask, windowed=False): median {whole:.3f} s, {whole / unmasked:.2f}x unmasked")
+            wall, cpu = _step_times(_session(G, ws0, size, windowed=False), args.mask_steps, args.warmup)
+            whole = statistics.median(cpu)
+            print(f"whole-map step (no mask, windowed=False): median {statistics.median(wall):.3f} s, "
+                  f"CPU {whole:.3f} s = {whole / unmasked:.2f}x unmasked")
     return ratio
 
 

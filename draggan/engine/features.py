@@ -175,9 +175,10 @@ class _MaskedInterpolatedL1(torch.autograd.Function):
         ctx.args = (y0, col_lo, col_hi, view, chunk_rows, origin, scale)
         total = diff.new_zeros([], dtype=torch.float32)
         for start in range(0, mask_rows.shape[0], chunk_rows):
-            up, _, _ = _interpolated_slab(diff, y0 + start, min(chunk_rows, mask_rows.shape[0] - start), col_lo,
-                                          col_hi, view, origin, scale)
-            total = total + (up.abs() * mask_rows[start:start + chunk_rows]).sum()
+            rows = min(chunk_rows, mask_rows.shape[0] - start)
+            up, r, c, _ = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale)
+            crop = up[:, r:r + rows, c:c + col_hi - col_lo].abs_()
+            total = total + torch.einsum("chw,hw->", crop, mask_rows[start:start + rows])
         return total
 
     @staticmethod
@@ -187,12 +188,14 @@ class _MaskedInterpolatedL1(torch.autograd.Function):
         grad = torch.zeros_like(diff)
         for start in range(0, mask_rows.shape[0], chunk_rows):
             rows = min(chunk_rows, mask_rows.shape[0] - start)
-            up, slab, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, col_hi, view, origin, scale)
-            g_full = up.new_zeros([up.shape[0], slab.shape[1] * scale[0], slab.shape[2] * scale[1]])
-            r = y0 + start - scale[0] * (lo + origin[0])
-            c = col_lo - scale[1] * origin[1]
-            g_full[:, r:r + rows, c:c + col_hi - col_lo] = up.sign() * mask_rows[start:start + rows] * grad_out
-            grad[:, lo:hi] += _interpolate_adjoint(_interpolate_adjoint(g_full, 2, scale[1]), 1, scale[0])
+            g, r, c, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale)
+            cols = col_hi - col_lo
+            g.sign_()[:, r:r + rows, c:c + cols].mul_(mask_rows[start:start + rows] * grad_out)
+            g[:, :r] = 0
+            g[:, r + rows:] = 0
+            g[:, :, :c] = 0
+            g[:, :, c + cols:] = 0
+            grad[:, lo:hi] += _interpolate_adjoint(_interpolate_adjoint(g, 2, scale[1]), 1, scale[0])
         return grad, None, None, None, None, None, None, None, None
 
 
@@ -217,19 +220,16 @@ def _interpolate_adjoint(g: torch.Tensor, dim: int, s: int) -> torch.Tensor:
     return out.movedim(-1, dim)
 
 
-def _interpolated_slab(diff: torch.Tensor, y: int, rows: int, col_lo: int, col_hi: int, view: UpsampledView,
+def _interpolated_slab(diff: torch.Tensor, y: int, rows: int, col_lo: int, view: UpsampledView,
                        origin: tuple[int, int], scale: tuple[int, int]
-                       ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """Image rows [y, y + rows), columns [col_lo, col_hi) of the upsampled window `diff` (first block
-    row/column `origin`) → [C, rows, cols], the slab of `diff` it was computed from and that slab's
-    window rows (lo, hi)."""
+                       ) -> tuple[torch.Tensor, int, int, tuple[int, int]]:
+    """The upsampled slab of the window `diff` (first block row/column `origin`) that holds image rows
+    [y, y + rows): (a fresh [C, s·(hi − lo), s·width] tensor, the row and column in it of image row y and
+    column col_lo, the window rows (lo, hi) of the slab)."""
     lo = int(view.rows.idx0[y]) - origin[0]
     hi = int(view.rows.idx1[y + rows - 1]) + 1 - origin[0]
-    slab = diff[:, lo:hi]
-    up = F.interpolate(slab[None], scale_factor=scale, mode="bilinear", align_corners=False)[0]
-    r = y - scale[0] * (lo + origin[0])
-    c = col_lo - scale[1] * origin[1]
-    return up[:, r:r + rows, c:c + col_hi - col_lo], slab, (lo, hi)
+    up = F.interpolate(diff[None, :, lo:hi], scale_factor=scale, mode="bilinear", align_corners=False)[0]
+    return up, y - scale[0] * (lo + origin[0]), col_lo - scale[1] * origin[1], (lo, hi)
 
 
 def _upsample_chunk(diff: torch.Tensor, row_ids: torch.Tensor, col_lo: int, col_hi: int,
