@@ -5,12 +5,14 @@ Usage: python -m bench.app_drag [--steps 100] [--warmup 1] [--threads 1] [--size
 
 For each size (random-weight StyleGAN2: the FFHQ-512 config of `bench.generator.ffhq512_generator`, and
 the same config at 1024 as NVIDIA's stylegan2-ffhq-1024x1024.pkl), seed-0 latent at ψ = 0.7, W+, one
-handle with a far target (130 px at 512, scaled), no step stops early:
-- unmasked: `--steps` bare `DragSession.step()` calls, then a fresh session's
+handle (points scaled from 512):
+- unmasked, handle dragged across the diagonal (452 px, not reached in 100 steps, so no step is a cheap
+  arrived one): `--steps` bare `DragSession.step()` calls, then a fresh session's
   `run(max_steps=steps, policy=RenderPolicy())` as the app calls it: wall time, images and their kinds,
   the longest time the view went without a new image (from the run's start to its last image), one full
   render and one preview; ratio app/bare of the wall times.
-- quarter: a fixed region covering a quarter of the image (its top-left quadrant); `--mask-steps` steps.
+- quarter, handle 130 px from its target: a fixed region covering a quarter of the image (its top-left
+  quadrant, the handle at its corner); `--mask-steps` steps, beside as many unmasked steps.
 - painted: a painted flexible area (a disk around handle and target, 3/8 of the height across), fixed =
   the rest; `--mask-steps` steps, beside one whole-map step (`DragConfig(windowed=False)`, no mask).
 Masked cases print the median seconds per step and the ratio of process-CPU seconds to the unmasked bare
@@ -42,15 +44,19 @@ def generator(size: int) -> Generator:
                      synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256))
 
 
-def _points(size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def _points(size: int, far: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(x, y) handle and target: 130 px apart at 512 (scaled), or across the diagonal when `far` (452 px at
+    512: on these random weights a handle moves ~2 px per step, so 100 steps never arrive)."""
     s = size / 512
+    if far:
+        return (round(100 * s), round(100 * s)), (round(420 * s), round(420 * s))
     return (round(256 * s), round(200 * s)), (round(256 * s), round(330 * s))
 
 
 def _session(G: Generator, ws0: torch.Tensor, size: int, mask: np.ndarray | None = None,
-             windowed: bool = True) -> DragSession:
+             windowed: bool = True, far: bool = False) -> DragSession:
     session = DragSession(G, w=ws0, config=DragConfig(space="w+", windowed=windowed, max_steps=100000))
-    handle, target = _points(size)
+    handle, target = _points(size, far)
     session.set_points([handle], [target])
     session.set_mask(mask)
     return session
@@ -87,14 +93,14 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
         ws0 = G.mapping(z, None, truncation_psi=0.7)
     print(f"--- {size}x{size}: threads={torch.get_num_threads()} device=cpu")
     ratio = None
-    bare = None
     if "unmasked" in args.cases:
-        bare, bare_cpu = _step_times(_session(G, ws0, size), args.steps, args.warmup)
-        session = _session(G, ws0, size)
+        bare, bare_cpu = _step_times(_session(G, ws0, size, far=True), args.steps, args.warmup)
+        session = _session(G, ws0, size, far=True)
         _step_times(session, 0, args.warmup)
         t0, c0 = time.perf_counter(), time.process_time()
         image_times, kinds = [], []
         for result in session.run(max_steps=args.steps, policy=RenderPolicy()):
+            last = result
             if result.image is not None:
                 image_times.append(time.perf_counter())
                 kinds.append(result.image_kind)
@@ -109,14 +115,14 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
         ratio = app / sum(bare)
         print(f"bare step: median {statistics.median(bare):.3f} s (CPU {statistics.median(bare_cpu):.3f} s), "
               f"{args.steps} steps {sum(bare):.1f} s (CPU {sum(bare_cpu):.1f} s)")
-        print(f"app drag ({args.steps} steps, RenderPolicy()): {app:.1f} s (CPU {app_cpu:.1f} s), "
+        print(f"app drag ({last.step} steps{', arrived' if last.done else ''}, RenderPolicy()): "
+              f"{app:.1f} s (CPU {app_cpu:.1f} s), "
               f"{kinds.count('preview')} previews + {kinds.count('full')} full renders, "
               f"longest view gap {gaps.max():.2f} s; one full render CPU {full_cpu:.2f} s, "
               f"one preview CPU {preview_cpu:.2f} s")
         print(f"{size} app/bare {ratio:.2f} (CPU {app_cpu / sum(bare_cpu):.2f})")
     if {"quarter", "painted"} & set(args.cases):
-        if bare is None:
-            bare, bare_cpu = _step_times(_session(G, ws0, size), args.mask_steps, args.warmup)
+        bare, bare_cpu = _step_times(_session(G, ws0, size), args.mask_steps, args.warmup)
         unmasked = statistics.median(bare_cpu)
         for name, mask in masks(size).items():
             if name not in args.cases:

@@ -4,8 +4,8 @@ A drag step and a render cost different, machine-dependent times (at 512 on one 
 ~1.6 s per full render), so "render every k steps" is either stale or slow somewhere. `RenderPolicy` keeps
 two promises instead, decided after every step from the times measured so far:
 
-- freshness: the view is never older than `max_age_s` — render now when waiting one more step (its time
-  estimated by the last steps) would leave the last rendered view older than that;
+- freshness: the view is never older than `max_age_s` — render now when waiting one more step and then
+  rendering (their times estimated from the last ones) would deliver the next view later than that;
 - cost: otherwise render only while rendering stays within `share` of the drag's wall time, counting the
   render about to happen: rendered_s + next_render_s ≤ share × (elapsed_s + next_render_s).
 
@@ -61,9 +61,9 @@ class RenderSchedule:
     def step_done(self, now: float, seconds: float) -> bool:
         """Record a step of `seconds` that ended at `now`; True when the view should be rendered now."""
         self.step_s = self._average(self.step_s, max(seconds, 0.0))
-        if now - self.view_time + self.step_s > self.policy.max_age_s:
-            return True
         cost = self.render_s or 0.0
+        if now - self.view_time + self.step_s + cost > self.policy.max_age_s:
+            return True
         return self.rendered_s + cost <= self.policy.share * (now - self.start + cost)
 
     def rendered(self, now: float, seconds: float) -> None:
