@@ -160,7 +160,8 @@ class _Recorder:
         return self.windowed(ws, box)
 
 
-def _masked_drags(mask: np.ndarray, steps: int = 4):
+def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | None = None):
+    """The same drag with windowed and whole-map synthesis; `later_mask` replaces the mask after 2 steps."""
     torch.manual_seed(0)
     G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=128, img_channels=3, mapping_kwargs=dict(num_layers=2),
                   synthesis_kwargs=dict(channel_base=1024, channel_max=16)).eval().requires_grad_(False)
@@ -172,7 +173,11 @@ def _masked_drags(mask: np.ndarray, steps: int = 4):
         recorder = None
         if windowed:
             recorder = s._windowed = _Recorder(s._windowed)
-        results = [s.step() for _ in range(steps)]
+        results = []
+        for i in range(steps):
+            if i == 2 and later_mask is not None:
+                s.set_mask(later_mask)
+            results.append(s.step())
         runs[windowed] = (results, s.ws, recorder)
     return runs
 
@@ -204,3 +209,17 @@ def test_masked_step_with_a_painted_flexible_area_uses_the_whole_map():
     runs = _masked_drags(mask, steps=3)
     _assert_same_drags(runs)
     assert runs[True][2].boxes == []
+
+
+def test_a_mask_changed_during_a_drag_reads_the_first_step_features_of_its_new_region():
+    first = np.zeros((128, 128), np.float32)
+    first[:40, :40] = 1
+    later = np.zeros((128, 128), np.float32)
+    later[80:110, 60:90] = 1  # outside the window the first step computed: F0 is recomputed there
+    runs = _masked_drags(first, steps=5, later_mask=later)
+    _assert_same_drags(runs)
+    boxes = runs[True][2].boxes
+    assert len(boxes) == 6 and all((b.r1 - b.r0) * (b.c1 - b.c0) < 0.5 * 64 * 64 for b in boxes)
+    view = UpsampledView.create((64, 64), (128, 128))
+    expected = (*view.block_rows(80, 109), *view.block_cols(60, 89))
+    assert (boxes[3].r0, boxes[3].r1, boxes[3].c0, boxes[3].c1) == expected, "F0 of the new fixed region"

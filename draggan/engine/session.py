@@ -12,10 +12,11 @@ features). Only the first `num_layers` (6) style layers are optimised — per la
 in W — and the others stay at the start latent.
 
 Where we do less work than the original: a step runs the synthesis only up to the feature block, with
-unfused modulated convolutions (style gradients without per-sample weight gradients); without a mask it
-computes the StyleGAN2 blocks above the lowest whole-map block only on the window the step reads
-(`window.py`); it reads the upsampled feature map sparsely (`features.py`); and it renders the image only
-when asked.
+unfused modulated convolutions (style gradients without per-sample weight gradients); it computes the
+StyleGAN2 blocks above the lowest whole-map block only on the window the step reads (`window.py`) — the
+handles' window, joined with the mask's fixed region when a mask term applies (the whole map when that
+join exceeds WINDOW_MAX_SHARE of it); it reads the upsampled feature map sparsely (`features.py`); and it
+renders the image only when asked, or when a `RenderPolicy` says so (`render_policy.py`, `preview.py`).
 
 Radii are at least 1 px: below 86-pixel-high images the official rounding gives r1 = 0 (no supervised
 pixel at all).
@@ -63,7 +64,7 @@ class DragConfig:
     max_steps: int = 300              # guard for one `run()`
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
-    windowed: bool = True             # StyleGAN2 without mask: compute the feature block only near the handles
+    windowed: bool = True             # StyleGAN2: compute the feature block only where the step reads it
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
