@@ -164,39 +164,39 @@ class _MaskedInterpolatedL1(torch.autograd.Function):
     With an integer factor s, `F.interpolate(scale_factor=s)` of a slab starting at block row a maps its
     output row y' to source (y' + 0.5)/s − 0.5 = the whole map's source for image row y' + s·a minus a,
     in the same float32 arithmetic, so every output row whose taps lie in the slab equals the whole map's
-    (likewise for columns of a window). One library kernel per slab replaces four gathers; the backward
-    recomputes each slab and applies the interpolation's adjoint (`_interpolate_adjoint`).
+    (likewise for columns of a window). One library kernel per slab replaces four gathers. The gradient
+    of the sum is linear in the upstream gradient, so the forward also accumulates it, per slab, as the
+    interpolation's adjoint (`_interpolate_adjoint`) of sign(up)·mask — a block-sized tensor — and the
+    backward only scales it: no slab is computed twice.
     """
 
     @staticmethod
     def forward(ctx, diff: torch.Tensor, mask_rows: torch.Tensor, y0: int, col_lo: int, col_hi: int,
                 view: UpsampledView, chunk_rows: int, origin: tuple[int, int], scale: tuple[int, int]) -> torch.Tensor:
-        ctx.save_for_backward(diff, mask_rows)
-        ctx.args = (y0, col_lo, col_hi, view, chunk_rows, origin, scale)
+        want_grad = ctx.needs_input_grad[0]
+        grad = torch.zeros_like(diff) if want_grad else None
         total = diff.new_zeros([], dtype=torch.float32)
+        cols = col_hi - col_lo
         for start in range(0, mask_rows.shape[0], chunk_rows):
             rows = min(chunk_rows, mask_rows.shape[0] - start)
-            up, r, c, _ = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale)
-            crop = up[:, r:r + rows, c:c + col_hi - col_lo].abs_()
-            total = total + torch.einsum("chw,hw->", crop, mask_rows[start:start + rows])
+            mask = mask_rows[start:start + rows]
+            up, r, c, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale)
+            sign = up.sign() if want_grad else None
+            total = total + torch.einsum("chw,hw->", up[:, r:r + rows, c:c + cols].abs_(), mask)
+            if want_grad:
+                sign[:, r:r + rows, c:c + cols].mul_(mask)
+                sign[:, :r] = 0
+                sign[:, r + rows:] = 0
+                sign[:, :, :c] = 0
+                sign[:, :, c + cols:] = 0
+                grad[:, lo:hi] += _interpolate_adjoint(_interpolate_adjoint(sign, 2, scale[1]), 1, scale[0])
+        ctx.save_for_backward(grad)
         return total
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        diff, mask_rows = ctx.saved_tensors
-        y0, col_lo, col_hi, view, chunk_rows, origin, scale = ctx.args
-        grad = torch.zeros_like(diff)
-        for start in range(0, mask_rows.shape[0], chunk_rows):
-            rows = min(chunk_rows, mask_rows.shape[0] - start)
-            g, r, c, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale)
-            cols = col_hi - col_lo
-            g.sign_()[:, r:r + rows, c:c + cols].mul_(mask_rows[start:start + rows] * grad_out)
-            g[:, :r] = 0
-            g[:, r + rows:] = 0
-            g[:, :, :c] = 0
-            g[:, :, c + cols:] = 0
-            grad[:, lo:hi] += _interpolate_adjoint(_interpolate_adjoint(g, 2, scale[1]), 1, scale[0])
-        return grad, None, None, None, None, None, None, None, None
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None, None, None, None, None, None, None
 
 
 def _interpolate_adjoint(g: torch.Tensor, dim: int, s: int) -> torch.Tensor:
