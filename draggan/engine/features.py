@@ -15,6 +15,7 @@ counting as zero (`padding_mode='zeros'`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,13 +176,14 @@ class _MaskedInterpolatedL1(torch.autograd.Function):
                 view: UpsampledView, chunk_rows: int, origin: tuple[int, int], scale: tuple[int, int]) -> torch.Tensor:
         want_grad = ctx.needs_input_grad[0]
         grad = torch.zeros_like(diff) if want_grad else None
+        scratch = _Scratch(diff)
         total = diff.new_zeros([], dtype=torch.float32)
         cols = col_hi - col_lo
         for start in range(0, mask_rows.shape[0], chunk_rows):
             rows = min(chunk_rows, mask_rows.shape[0] - start)
             mask = mask_rows[start:start + rows]
-            up, r, c, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale)
-            sign = up.sign() if want_grad else None
+            up, r, c, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale, scratch)
+            sign = torch.sign(up, out=scratch.get("sign", up.shape)) if want_grad else None
             total = total + torch.einsum("chw,hw->", up[:, r:r + rows, c:c + cols].abs_(), mask)
             if want_grad:
                 sign[:, r:r + rows, c:c + cols].mul_(mask)
@@ -189,7 +191,8 @@ class _MaskedInterpolatedL1(torch.autograd.Function):
                 sign[:, r + rows:] = 0
                 sign[:, :, :c] = 0
                 sign[:, :, c + cols:] = 0
-                grad[:, lo:hi] += _interpolate_adjoint(_interpolate_adjoint(sign, 2, scale[1]), 1, scale[0])
+                cols_adjoint = _interpolate_adjoint(sign, 2, scale[1], scratch)
+                grad[:, lo:hi] += _interpolate_adjoint(cols_adjoint, 1, scale[0], scratch)
         ctx.save_for_backward(grad)
         return total
 
@@ -199,37 +202,67 @@ class _MaskedInterpolatedL1(torch.autograd.Function):
         return grad * grad_out, None, None, None, None, None, None, None, None
 
 
-def _interpolate_adjoint(g: torch.Tensor, dim: int, s: int) -> torch.Tensor:
-    """Adjoint of `F.interpolate(scale_factor=s, mode='bilinear', align_corners=False)` along `dim` of g
-    (size n·s there → n).
+class _Scratch:
+    """Reusable flat float buffers, one per name, viewed at the shape asked for: slabs of one masked L1 share
+    memory instead of faulting in fresh pages for every chunk (which costs as much as the arithmetic)."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.like = like
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...] | list[int]) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self.buffers[name] = self.like.new_empty([numel + numel // 8])
+        return buf[:numel].view(*shape)
+
+
+def _interpolate_adjoint(g: torch.Tensor, dim: int, s: int, scratch: _Scratch) -> torch.Tensor:
+    """Adjoint of `F.interpolate(scale_factor=s, mode='bilinear', align_corners=False)` along `dim` (1 or 2)
+    of g [C, ·, ·] (size n·s there → n).
 
     Output index s·i + p reads source i + λ_p, λ_p = (p + 0.5)/s − 0.5: weight 1 − |λ_p| on i and |λ_p| on
     i + 1 (λ_p > 0) or i − 1 (λ_p < 0), a neighbour outside [0, n) clamping to i itself. The three
-    per-phase weighted sums are one contraction over the phase axis; the shifts are then slices.
+    per-phase weighted sums are one matrix product over the phase axis; the shifts are then slices.
     """
+    channels = g.shape[0]
     n = g.shape[dim] // s
-    g = g.movedim(dim, -1).reshape(*g.shape[:dim], *g.shape[dim + 1:], n, s)
     lam = (torch.arange(s, dtype=torch.float32, device=g.device) + 0.5) / s - 0.5
-    weights = torch.stack([1 - lam.abs(), lam.clamp(min=0), (-lam).clamp(min=0)], dim=1)  # [s, 3]
-    parts = g @ weights.to(g.dtype)  # [..., n, 3]: to i, to i + 1, to i − 1
-    out = parts[..., 0].clone()
-    out[..., 1:] += parts[..., :-1, 1]
-    out[..., -1] += parts[..., -1, 1]
-    out[..., :-1] += parts[..., 1:, 2]
-    out[..., 0] += parts[..., 0, 2]
-    return out.movedim(-1, dim)
+    weights = torch.stack([1 - lam.abs(), lam.clamp(min=0), (-lam).clamp(min=0)], dim=1).to(g.dtype)  # [s, 3]
+    if dim == 2:
+        rows = g.shape[1]
+        parts = torch.mm(weights.t(), g.reshape(-1, s).t(), out=scratch.get("parts2", [3, channels * rows * n]))
+        parts = [part.view(channels, rows, n) for part in parts]
+    else:
+        cols = g.shape[2]
+        batch = channels * n
+        parts = torch.bmm(weights.t().expand(batch, 3, s), g.reshape(batch, s, cols),
+                          out=scratch.get("parts1", [batch, 3, cols]))
+        parts = parts.view(channels, n, 3, cols).unbind(dim=2)        # each [C, n, cols]
+    to_i, to_next, to_prev = parts
+    out = to_i.clone()
+    out.narrow(dim, 1, n - 1).add_(to_next.narrow(dim, 0, n - 1))
+    out.narrow(dim, n - 1, 1).add_(to_next.narrow(dim, n - 1, 1))
+    out.narrow(dim, 0, n - 1).add_(to_prev.narrow(dim, 1, n - 1))
+    out.narrow(dim, 0, 1).add_(to_prev.narrow(dim, 0, 1))
+    return out
 
 
 def _interpolated_slab(diff: torch.Tensor, y: int, rows: int, col_lo: int, view: UpsampledView,
-                       origin: tuple[int, int], scale: tuple[int, int]
+                       origin: tuple[int, int], scale: tuple[int, int], scratch: _Scratch
                        ) -> tuple[torch.Tensor, int, int, tuple[int, int]]:
     """The upsampled slab of the window `diff` (first block row/column `origin`) that holds image rows
-    [y, y + rows): (a fresh [C, s·(hi − lo), s·width] tensor, the row and column in it of image row y and
-    column col_lo, the window rows (lo, hi) of the slab)."""
+    [y, y + rows): (a [C, s·(hi − lo), s·width] view of scratch memory, the row and column in it of image
+    row y and column col_lo, the window rows (lo, hi) of the slab). Same kernel and numbers as
+    `F.interpolate(scale_factor=scale, mode='bilinear', align_corners=False)`."""
     lo = int(view.rows.idx0[y]) - origin[0]
     hi = int(view.rows.idx1[y + rows - 1]) + 1 - origin[0]
-    up = F.interpolate(diff[None, :, lo:hi], scale_factor=scale, mode="bilinear", align_corners=False)[0]
-    return up, y - scale[0] * (lo + origin[0]), col_lo - scale[1] * origin[1], (lo, hi)
+    size = [scale[0] * (hi - lo), scale[1] * diff.shape[2]]
+    up = scratch.get("up", [1, diff.shape[0], *size])
+    torch.ops.aten.upsample_bilinear2d.out(diff[None, :, lo:hi], size, False, float(scale[0]), float(scale[1]),
+                                           out=up)
+    return up[0], y - scale[0] * (lo + origin[0]), col_lo - scale[1] * origin[1], (lo, hi)
 
 
 def _upsample_chunk(diff: torch.Tensor, row_ids: torch.Tensor, col_lo: int, col_hi: int,
