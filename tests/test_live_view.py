@@ -144,6 +144,9 @@ def test_masked_l1_on_a_window_equals_the_whole_map(image_hw, feat_hw):
     (g_got,) = torch.autograd.grad(got, [feat])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(g_got, g_expected, rtol=1e-4, atol=1e-8)
+    with torch.no_grad():
+        value = masked_l1(view, feat[0, :, r0:r1, c0:c1], feat0[0, :, r0:r1, c0:c1], mask, origin=(r0, c0))
+    torch.testing.assert_close(value, expected.detach(), rtol=1e-5, atol=1e-7)
     with pytest.raises(AssertionError, match="window"):
         masked_l1(view, feat[0, :, r0 + 1:r1, c0:c1], feat0[0, :, r0 + 1:r1, c0:c1], mask, origin=(r0 + 1, c0))
 

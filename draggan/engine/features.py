@@ -183,16 +183,19 @@ class _MaskedInterpolatedL1(torch.autograd.Function):
             rows = min(chunk_rows, mask_rows.shape[0] - start)
             mask = mask_rows[start:start + rows]
             up, r, c, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale, scratch)
-            sign = torch.sign(up, out=scratch.get("sign", up.shape)) if want_grad else None
-            total = total + torch.einsum("chw,hw->", up[:, r:r + rows, c:c + cols].abs_(), mask)
-            if want_grad:
-                sign[:, r:r + rows, c:c + cols].mul_(mask)
-                sign[:, :r] = 0
-                sign[:, r + rows:] = 0
-                sign[:, :, :c] = 0
-                sign[:, :, c + cols:] = 0
-                cols_adjoint = _interpolate_adjoint(sign, 2, scale[1], scratch)
-                grad[:, lo:hi] += _interpolate_adjoint(cols_adjoint, 1, scale[0], scratch)
+            crop = up[:, r:r + rows, c:c + cols]
+            if not want_grad:
+                total = total + torch.einsum("chw,hw->", crop.abs_(), mask)
+                continue
+            sign = torch.sign(up, out=scratch.get("sign", up.shape))
+            sign_crop = sign[:, r:r + rows, c:c + cols].mul_(mask)
+            total = total + torch.einsum("chw,chw->", sign_crop, crop)  # Σ |up|·mask = Σ sign(up)·mask·up
+            sign[:, :r] = 0
+            sign[:, r + rows:] = 0
+            sign[:, :, :c] = 0
+            sign[:, :, c + cols:] = 0
+            cols_adjoint = _interpolate_adjoint(sign, 2, scale[1], scratch)
+            grad[:, lo:hi] += _interpolate_adjoint(cols_adjoint, 1, scale[0], scratch)
         ctx.save_for_backward(grad)
         return total
 
