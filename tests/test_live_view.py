@@ -49,17 +49,28 @@ def _simulate(policy: RenderPolicy, step_s: float, render_s: float, steps: int) 
     return now, rendered, renders, max(longest, now - last_view)
 
 
-@pytest.mark.parametrize("step_s,render_s", [(0.5, 0.3), (0.15, 0.9), (0.05, 0.01), (1.0, 0.1)])
+@pytest.mark.parametrize("step_s,render_s", [(0.5, 0.3), (0.15, 0.4), (0.05, 0.01), (1.0, 0.1)])
 def test_policy_keeps_the_render_share_and_the_view_age(step_s, render_s):
-    policy = RenderPolicy(share=0.2, max_age_s=2.0)
+    policy = RenderPolicy(share=0.2, max_age_s=2.0, max_share=0.35)
     total, rendered, renders, longest = _simulate(policy, step_s, render_s, 400)
     forced = render_s / (policy.max_age_s - step_s)  # bound on the share when freshness forces each render
+    assert forced <= policy.max_share
     assert rendered / total <= max(policy.share, forced) + 1e-9
     assert longest <= max(policy.max_age_s, step_s + render_s) + 1e-9, "the view went stale"
     assert renders >= int((total - step_s) / (policy.max_age_s + render_s))
     # within budget and never stale: rendering is not skipped when it is cheap
     if render_s <= 0.2 * step_s:
         assert renders >= 399
+
+
+@pytest.mark.parametrize("step_s,render_s", [(0.15, 0.9), (0.3, 2.5)])
+def test_policy_caps_the_share_when_renders_are_slow(step_s, render_s):
+    """Renders too slow for freshness within max_share (a loaded CPU): the cap wins, the view ages."""
+    policy = RenderPolicy(share=0.2, max_age_s=2.0, max_share=0.35)
+    total, rendered, renders, longest = _simulate(policy, step_s, render_s, 400)
+    assert rendered / total <= policy.max_share + render_s / total + 1e-9
+    assert rendered / total >= policy.max_share - 2 * render_s / total, "freshness should still use the cap"
+    assert longest > policy.max_age_s
 
 
 def test_policy_renders_after_the_first_step_and_forces_a_stale_view():
@@ -74,7 +85,8 @@ def test_policy_renders_after_the_first_step_and_forces_a_stale_view():
 
 
 def test_policy_validation():
-    for bad in (dict(share=1.0), dict(share=-0.1), dict(max_age_s=0)):
+    for bad in (dict(share=1.0), dict(share=-0.1), dict(max_age_s=0), dict(share=0.4, max_share=0.3),
+                dict(max_share=1.0)):
         with pytest.raises(ValueError):
             RenderPolicy(**bad)
 
@@ -101,7 +113,7 @@ def test_stylegan3_preview_falls_back_to_the_full_render():
 def test_policy_run_yields_previews_and_ends_on_the_exact_full_render():
     s = DragSession(_load("stylegan2-tiny-64.pkl"), seed=0, config=DragConfig(lr=2e-3))
     s.set_points([(20, 30)], [(50, 30)])
-    results = list(s.run(max_steps=6, policy=RenderPolicy(share=0.9, max_age_s=2.0)))
+    results = list(s.run(max_steps=6, policy=RenderPolicy(share=0.9, max_age_s=2.0, max_share=0.95)))
     assert len(results) == 6
     kinds = [r.image_kind for r in results]
     assert all((r.image is None) == (r.image_kind is None) for r in results)

@@ -9,7 +9,10 @@ two promises instead, decided after every step from the times measured so far:
 - cost: otherwise render only while rendering stays within `share` of the drag's wall time, counting the
   render about to happen: rendered_s + next_render_s ≤ share × (elapsed_s + next_render_s).
 
-Freshness wins over cost (a view older than max_age_s is what the user sees as a frozen app). Estimates are
+Freshness wins over cost (a view older than max_age_s is what the user sees as a frozen app), but only up
+to `max_share` of the wall time: on a CPU shared with other work a render takes longer in wall-clock terms
+and freshness alone would spend most of the drag rendering; there the view ages past max_age_s instead
+(the render cost and budget are counted in the same way as for `share`). Estimates are
 exponential moving averages (weight 0.5) of the measured step and render seconds; before any render the
 render cost is unknown and counted as zero, so the first step is followed by a render, which measures it.
 `preview=True` asks for the cheap preview image during the drag (see `preview.py`); the final image of a
@@ -24,15 +27,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RenderPolicy:
-    """Render at most `share` of the wall time, and never leave the view older than `max_age_s` seconds."""
+    """Render at most `share` of the wall time, and never leave the view older than `max_age_s` seconds
+    while rendering stays within `max_share` of it."""
 
     share: float = 0.2
     max_age_s: float = 2.0
     preview: bool = True
+    max_share: float = 0.35
 
     def __post_init__(self) -> None:
         if not 0 <= self.share < 1:
             raise ValueError(f"share must be in [0, 1), got {self.share}")
+        if not self.share <= self.max_share < 1:
+            raise ValueError(f"max_share must be in [share, 1), got {self.max_share}")
         if not self.max_age_s > 0:
             raise ValueError(f"max_age_s must be positive, got {self.max_age_s}")
 
@@ -62,9 +69,10 @@ class RenderSchedule:
         """Record a step of `seconds` that ended at `now`; True when the view should be rendered now."""
         self.step_s = self._average(self.step_s, max(seconds, 0.0))
         cost = self.render_s or 0.0
+        share = self.policy.share
         if now - self.view_time + self.step_s + cost > self.policy.max_age_s:
-            return True
-        return self.rendered_s + cost <= self.policy.share * (now - self.start + cost)
+            share = self.policy.max_share
+        return self.rendered_s + cost <= share * (now - self.start + cost)
 
     def rendered(self, now: float, seconds: float) -> None:
         """Record a render of `seconds` that ended at `now` (the view is fresh again)."""
