@@ -104,6 +104,23 @@ def test_preview_is_close_to_the_full_render_and_says_what_it_is():
     assert _psnr(preview, full) > 35
 
 
+@pytest.mark.parametrize("square,architecture", [(False, "skip"), (True, "orig")])
+def test_preview_of_non_square_and_orig_networks(square, architecture):
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=64, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=1024, channel_max=16, square=square,
+                                        architecture=architecture)).eval().requires_grad_(False)
+    for block in (getattr(G.synthesis, f"b{res}") for res in G.synthesis.block_resolutions):
+        for layer in (getattr(block, name) for name in ("conv0", "conv1") if hasattr(block, name)):
+            layer.noise_strength.data.fill_(0.3)  # make the constant noise visible
+    s = DragSession(G, seed=0)
+    full, preview = s.render(), s.render(preview=True)
+    assert preview.shape == full.shape == (64, 64 if square else 32, 3)
+    assert _psnr(preview, full) > 35
+    quiet = DragSession(G, seed=0, config=DragConfig(noise_mode="none"))
+    assert _psnr(quiet.render(preview=True), quiet.render()) > 35 and not np.array_equal(quiet.render(), full)
+
+
 def test_stylegan3_preview_falls_back_to_the_full_render():
     s = DragSession(_load("stylegan3-t-tiny-64.pkl"), seed=0)
     assert not s.has_preview
