@@ -192,7 +192,8 @@ class _Recorder:
         return self.windowed(ws, box)
 
 
-def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | None = None):
+def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | None = None,
+                  points=([(40, 44)], [(50, 52)])):
     """The same drag with windowed and whole-map synthesis; `later_mask` replaces the mask after 2 steps."""
     torch.manual_seed(0)
     G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=128, img_channels=3, mapping_kwargs=dict(num_layers=2),
@@ -201,7 +202,7 @@ def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | Non
     for windowed in (True, False):
         s = DragSession(G, seed=3, config=DragConfig(lr=1e-2, windowed=windowed, feature_block=4))
         s.set_mask(mask)
-        s.set_points([(40, 44)], [(50, 52)])
+        s.set_points(*points)
         recorder = None
         if windowed:
             recorder = s._windowed = _Recorder(s._windowed)
@@ -255,3 +256,15 @@ def test_a_mask_changed_during_a_drag_reads_the_first_step_features_of_its_new_r
     view = UpsampledView.create((64, 64), (128, 128))
     expected = (*view.block_rows(80, 109), *view.block_cols(60, 89))
     assert (boxes[3].r0, boxes[3].r1, boxes[3].c0, boxes[3].c1) == expected, "F0 of the new fixed region"
+
+
+def test_a_fixed_region_far_from_the_handle_is_computed_as_its_own_window():
+    mask = np.zeros((128, 128), np.float32)
+    mask[88:, 88:] = 1  # bottom-right corner; the handle is near the top-left: their join is most of the map
+    runs = _masked_drags(mask, steps=3, points=([(10, 12)], [(20, 22)]))
+    _assert_same_drags(runs)
+    boxes = runs[True][2].boxes
+    view = UpsampledView.create((64, 64), (128, 128))
+    fixed = (*view.block_rows(88, 127), *view.block_cols(88, 127))
+    assert len(boxes) == 6 and [(b.r0, b.r1, b.c0, b.c1) for b in boxes[1::2]] == [fixed] * 3
+    assert all(b.r1 <= fixed[0] for b in boxes[0::2]), "the handles' window stays apart"

@@ -14,8 +14,8 @@ in W — and the others stay at the start latent.
 Where we do less work than the original: a step runs the synthesis only up to the feature block, with
 unfused modulated convolutions (style gradients without per-sample weight gradients); it computes the
 StyleGAN2 blocks above the lowest whole-map block only on the window the step reads (`window.py`) — the
-handles' window, joined with the mask's fixed region when a mask term applies (the whole map when that
-join exceeds WINDOW_MAX_SHARE of it); it reads the upsampled feature map sparsely (`features.py`); and it
+handles' window, joined with the mask's fixed region when a mask term applies (the two apart, or the
+whole map, when that join exceeds WINDOW_MAX_SHARE of it); it reads the upsampled feature map sparsely (`features.py`); and it
 renders the image only when asked, or when a `RenderPolicy` says so (`render_policy.py`, `preview.py`).
 
 Radii are at least 1 px: below 86-pixel-high images the official rounding gives r1 = 0 (no supervised
@@ -142,6 +142,10 @@ def default_feature_block(G: torch.nn.Module) -> int:
 def _box_of(feat: torch.Tensor, origin: tuple[int, int]) -> Box:
     """The block window a [C, rows, cols] feature window starting at `origin` covers."""
     return Box(origin[0], origin[0] + feat.shape[1], origin[1], origin[1] + feat.shape[2])
+
+
+def _area(box: Box) -> int:
+    return (box.r1 - box.r0) * (box.c1 - box.c0)
 
 
 def _contains(outer: Box | None, inner: Box) -> bool:
@@ -286,17 +290,21 @@ class DragSession:
             held = drag.feat0_box
         return drag.feat0[:, need.r0 - held.r0:need.r1 - held.r0, need.c0 - held.c0:need.c1 - held.c0]
 
-    def _step_box(self, handle_box: Box, fixed_box: Box | None) -> Box | None:
-        """Block window a step computes: the handles' window, joined with the mask's fixed region when a
-        mask term applies; None (the whole map) when that join exceeds WINDOW_MAX_SHARE of the map."""
+    def _step_windows(self, handle_box: Box, fixed_box: Box | None) -> list[Box | None]:
+        """Block windows a step computes: the handles' window, joined with the mask's fixed region when a
+        mask term applies; the two apart when their join exceeds WINDOW_MAX_SHARE of the map but they
+        together do not (a fixed region far from the handles); else [None], the whole map."""
         if fixed_box is None:
-            return handle_box
+            return [handle_box]
         box = Box(min(handle_box.r0, fixed_box.r0), max(handle_box.r1, fixed_box.r1),
                   min(handle_box.c0, fixed_box.c0), max(handle_box.c1, fixed_box.c1))
         _, height, width = self.feature_shape
-        if (box.r1 - box.r0) * (box.c1 - box.c0) > WINDOW_MAX_SHARE * height * width:
-            return None
-        return box
+        limit = WINDOW_MAX_SHARE * height * width
+        if _area(box) <= limit:
+            return [box]
+        if self._windowed is not None and _area(handle_box) + _area(fixed_box) <= limit:
+            return [handle_box, fixed_box]
+        return [None]
 
     # ------------------------------------------------------------------ points and mask
 
@@ -353,12 +361,14 @@ class DragSession:
             mask_on = self._mask_on
             reach = self._image_reach(drag.points_rc)
             fixed_box = self._mask_box if mask_on else None
-            box = self._step_box(Box(*self._view.block_rows(reach[0], reach[1]),
-                                     *self._view.block_cols(reach[2], reach[3])), fixed_box)
-            feat, origin = self._features(self._compose(self._w), box)
+            windows = self._step_windows(Box(*self._view.block_rows(reach[0], reach[1]),
+                                             *self._view.block_cols(reach[2], reach[3])), fixed_box)
+            ws = self._compose(self._w)
+            feat, origin = self._features(ws, windows[0])
+            fixed_feat, fixed_origin = (feat, origin) if len(windows) == 1 else self._features(ws, windows[1])
             handles_rc = drag.points_rc.to(self.device)
             if drag.ref is None:
-                drag.feat0, drag.feat0_box = feat.detach().clone(), _box_of(feat, origin)
+                drag.feat0, drag.feat0_box = fixed_feat.detach().clone(), _box_of(fixed_feat, fixed_origin)
                 drag.ref = reference_features(self._view, feat, handles_rc, origin)
             points = track_points(self._view, feat, drag.ref, handles_rc, self.r2_px, origin).cpu()
             drag.points_rc = points
@@ -374,10 +384,10 @@ class DragSession:
                 motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
                 fixed = zero
                 if mask_on:
-                    rows = slice(fixed_box.r0 - origin[0], fixed_box.r1 - origin[0])
-                    cols = slice(fixed_box.c0 - origin[1], fixed_box.c1 - origin[1])
-                    fixed = masked_l1(self._view, feat[:, rows, cols], self._feat0(drag, fixed_box), self._mask,
-                                      origin=fixed_box.origin)
+                    rows = slice(fixed_box.r0 - fixed_origin[0], fixed_box.r1 - fixed_origin[0])
+                    cols = slice(fixed_box.c0 - fixed_origin[1], fixed_box.c1 - fixed_origin[1])
+                    fixed = masked_l1(self._view, fixed_feat[:, rows, cols], self._feat0(drag, fixed_box),
+                                      self._mask, origin=fixed_box.origin)
                 loss = motion + self.config.mask_lambda * fixed
                 (grad,) = torch.autograd.grad(loss, [self._w], allow_unused=True)
                 self._w.grad = torch.zeros_like(self._w) if grad is None else grad
