@@ -15,8 +15,9 @@ Where we do less work than the original: a step runs the synthesis only up to th
 unfused modulated convolutions (style gradients without per-sample weight gradients); it computes the
 StyleGAN2 blocks above the lowest whole-map block only on the window the step reads (`window.py`) — the
 handles' window, joined with the mask's fixed region when a mask term applies (the two apart, or the
-whole map, when that join exceeds WINDOW_MAX_SHARE of it); it reads the upsampled feature map sparsely (`features.py`); and it
-renders the image only when asked, or when a `RenderPolicy` says so (`render_policy.py`, `preview.py`).
+whole map, when that join exceeds WINDOW_MAX_SHARE of it); it reads the upsampled feature map sparsely
+(`features.py`); and it renders the image only when asked, or when a `RenderPolicy` says so
+(`render_policy.py`, `preview.py`).
 
 Radii are at least 1 px: below 86-pixel-high images the official rounding gives r1 = 0 (no supervised
 pixel at all).
@@ -410,7 +411,8 @@ class DragSession:
         self._drag = _Drag(self._w, self.config.lr, self._handles)
 
     def run(self, max_steps: int | None = None, render_every: int = 5,
-            stop_event: threading.Event | None = None, policy: RenderPolicy | None = None) -> Iterator[StepResult]:
+            stop_event: threading.Event | None = None,
+            policy: RenderPolicy | None = None) -> Iterator[StepResult]:
         """Step until every handle arrives, `max_steps` steps were taken or a stop was requested.
 
         Yields every StepResult. With a `policy` (render_policy.py) the image is rendered when the policy
