@@ -107,8 +107,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                          minimum=1e-5, maximum=1.0, step=0.0005)
                         p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", minimum=0.0, step=1.0)
                     p.max_steps = gr.Slider(1, 1000, value=DragConfig.max_steps, step=1, label="Max steps per drag")
-                    p.render_every = gr.Slider(1, 20, value=DEFAULT_RENDER_EVERY, step=1,
-                                               label="Display interval (render every k steps)")
+                    p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
+                                               label="Display interval: 0 = by time (a fresh view about every 2 s, "
+                                                     "a cheap preview while dragging); k = every k steps")
                 with gr.Accordion("Export", open=False):
                     with gr.Row(elem_classes="compact-row"):
                         p.export_buttons = {"png": gr.Button("PNG", size="sm"),

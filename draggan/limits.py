@@ -56,7 +56,7 @@ class Limits:
     psi: Range = Range(-1.0, 2.0)
     lr: Range = Range(0.0, 1.0, lo_open=True)
     max_steps: Range = Range(1, 2000, integer=True)
-    render_every: Range = Range(1, 1000, integer=True)
+    render_every: Range = Range(0, 1000, integer=True)   # 0: the live view is timed by the render policy
     mask_lambda: Range = Range(0.0, 1e4)
     # sizes and counts
     point_pairs: int = 64

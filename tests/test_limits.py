@@ -34,7 +34,7 @@ def test_the_table():
     ("max_steps", 2.5, "max_steps must be a whole number, got 2.5"),
     ("seed", -1, "seed must be between 0 and 4294967295"),
     ("psi", float("inf"), "psi must be a finite number"),
-    ("render_every", 0, "render_every must be between 1 and 1000"),
+    ("render_every", -1, "render_every must be between 0 and 1000"),
     ("mask_lambda", -1, "mask_lambda must be between 0 and 10000"),
 ])
 def test_numbers_are_refused_by_name(name, value, message):

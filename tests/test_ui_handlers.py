@@ -431,3 +431,25 @@ def test_preload_keeps_models_on_disk_loaded(monkeypatch):
     studio.cache.get(str(DATA / "stylegan3-t-tiny-64.pkl"), torch.device("cpu"))
     assert (other, "cpu") not in studio.cache, "unpinned models are evicted as before"
     assert all((source, "cpu") in studio.cache for source in loaded)
+
+
+def test_live_view_is_timed_by_the_render_policy(G):
+    """With the default display setting (0) the drag's view follows `RenderPolicy`: a preview while dragging,
+    the exact image at the end, and the status line says which."""
+    from draggan.engine import RenderPolicy
+
+    ui = new_state(G, max_steps=12, render_every=0)
+    ui.policy = RenderPolicy(share=0.9, max_age_s=1e-6, max_share=0.95)   # render after every step
+    click(ui, 20, 20)
+    click(ui, 44, 40)
+    job = handlers.start_drag(ui)
+    kinds, lines = [], []
+    for update in handlers.follow(ui, job):
+        if update.snapshot is None and update.image is not None:
+            kinds.append(update.image_kind)
+            lines.append(handlers.stats_text(ui))
+    assert kinds and set(kinds) == {"preview"}, kinds
+    assert any("live preview" in line for line in lines)
+    assert np.array_equal(ui.image, render(ui)), "the drag ends on the exact image"
+    assert "live preview" not in handlers.stats_text(ui)
+    assert ui.render_every == 0

@@ -1,5 +1,6 @@
 """DragGAN drag engine: per-user sessions that move handle points to targets by optimising the latent."""
 
+from .render_policy import RenderPolicy
 from .session import DragConfig, DragSession, StepResult, default_feature_block
 
-__all__ = ["DragConfig", "DragSession", "StepResult", "default_feature_block"]
+__all__ = ["DragConfig", "DragSession", "RenderPolicy", "StepResult", "default_feature_block"]

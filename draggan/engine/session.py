@@ -12,10 +12,12 @@ features). Only the first `num_layers` (6) style layers are optimised — per la
 in W — and the others stay at the start latent.
 
 Where we do less work than the original: a step runs the synthesis only up to the feature block, with
-unfused modulated convolutions (style gradients without per-sample weight gradients); without a mask it
-computes the StyleGAN2 blocks above the lowest whole-map block only on the window the step reads
-(`window.py`); it reads the upsampled feature map sparsely (`features.py`); and it renders the image only
-when asked.
+unfused modulated convolutions (style gradients without per-sample weight gradients); it computes the
+StyleGAN2 blocks above the lowest whole-map block only on the window the step reads (`window.py`) — the
+handles' window, joined with the mask's fixed region when a mask term applies (the two apart, or the
+whole map, when that join exceeds WINDOW_MAX_SHARE of it); it reads the upsampled feature map sparsely
+(`features.py`); and it renders the image only when asked, or when a `RenderPolicy` says so
+(`render_policy.py`, `preview.py`).
 
 Radii are at least 1 px: below 86-pixel-high images the official rounding gives r1 = 0 (no supervised
 pixel at all).
@@ -42,11 +44,14 @@ from . import snapshot as snapshots
 from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
 from .snapshot import DragProgress, DragSnapshot
+from .preview import preview_supported, render_preview
+from .render_policy import RenderPolicy
 from .tracking import reference_features, track_points
 from .window import Box, WindowedSynthesis
 
 Point = tuple[float, float]
 SPACES = ("w", "w+")
+WINDOW_MAX_SHARE = 0.75  # above this share of the map a masked step computes it whole (break-even ~0.8 at 512)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class DragConfig:
     max_steps: int = 200              # steps of one `run()` unless it is given another limit
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
-    windowed: bool = True             # StyleGAN2 without mask: compute the feature block only near the handles
+    windowed: bool = True             # StyleGAN2: compute the feature block only where the step reads it
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -93,6 +98,8 @@ class StepResult:
     loss_motion: float = 0.0
     loss_mask: float = 0.0
     image: np.ndarray | None = field(default=None, repr=False)
+    image_kind: str | None = None  # what `image` is: "full" (exact render) or "preview" (see preview.py)
+    end: str = ""              # set on the last result of a run: "arrived", "limit", "stopped" or "budget"
 
 
 class _Drag:
@@ -109,7 +116,8 @@ class _Drag:
                               "exp_avg_sq": torch.as_tensor(progress.adam["exp_avg_sq"]).to(w.device).clone()}},
                 "param_groups": self.optimizer.state_dict()["param_groups"]})
         self.w_begin = torch.as_tensor(progress.w_begin).to(w.device).clone()  # latent of the first step (F0's)
-        self.feat0: torch.Tensor | None = None   # [C, h, w] F0, computed when a mask term needs it
+        self.feat0: torch.Tensor | None = None   # F0 (or the window feat0_box of it), when a mask term needs it
+        self.feat0_box: Box | None = None
         self.ref = None if progress.ref is None else torch.as_tensor(progress.ref).to(w.device).clone()  # [N, C]
         self.points_rc = torch.as_tensor(progress.points_rc, dtype=torch.int64).clone()  # CPU
         self.steps = int(progress.steps)
@@ -149,6 +157,20 @@ def default_feature_block(G: torch.nn.Module) -> int:
     if len(shapes) >= 6:
         return 5
     return max(len(shapes) - 2, 0)
+
+
+def _box_of(feat: torch.Tensor, origin: tuple[int, int]) -> Box:
+    """The block window a [C, rows, cols] feature window starting at `origin` covers."""
+    return Box(origin[0], origin[0] + feat.shape[1], origin[1], origin[1] + feat.shape[2])
+
+
+def _area(box: Box) -> int:
+    return (box.r1 - box.r0) * (box.c1 - box.c0)
+
+
+def _contains(outer: Box | None, inner: Box) -> bool:
+    return outer is not None and outer.r0 <= inner.r0 and outer.c0 <= inner.c0 \
+        and inner.r1 <= outer.r1 and inner.c1 <= outer.c1
 
 
 class DragSession:
@@ -232,6 +254,7 @@ class DragSession:
             self._drag = None if snap.drag is None else _Drag(self._w, snap.drag)
             self._mask = None if snap.mask is None else torch.as_tensor(snap.mask).to(self.device)
             self._mask_on = snap.mask is not None and float(snap.mask.min()) == 0 and float(snap.mask.max()) == 1
+            self._mask_box = self._block_box_of(self._mask != 0) if self._mask_on else None  # fixed region's window
 
     def _apply(self, edit, *args) -> None:
         with self._lock:
@@ -301,12 +324,34 @@ class DragSession:
         return (max(int(rows.min()) - 1, 0) >= y0 and min(int(rows.max()) + 2, self.height - 1) <= y1
                 and max(int(cols.min()) - 1, 0) >= x0 and min(int(cols.max()) + 2, self.width - 1) <= x1)
 
-    def _feat0(self, drag: _Drag) -> torch.Tensor:
-        """F0, the whole feature map of the drag's first step (computed once, when first needed)."""
-        if drag.feat0 is None:
+    def _feat0(self, drag: _Drag, need: Box) -> torch.Tensor:
+        """F0, the feature map of the drag's first step, on the block window `need` (kept from the first step
+        or computed once when the kept window does not hold `need`)."""
+        held = drag.feat0_box
+        if drag.feat0 is None or not _contains(held, need):
+            _, height, width = self.feature_shape
             with torch.no_grad():
-                drag.feat0 = self._features(self._compose(drag.w_begin))[0].detach()
-        return drag.feat0
+                feat, origin = self._features(self._compose(drag.w_begin),
+                                              None if need.covers(height, width) else need)
+            drag.feat0, drag.feat0_box = feat.detach(), _box_of(feat, origin)
+            held = drag.feat0_box
+        return drag.feat0[:, need.r0 - held.r0:need.r1 - held.r0, need.c0 - held.c0:need.c1 - held.c0]
+
+    def _step_windows(self, handle_box: Box, fixed_box: Box | None) -> list[Box | None]:
+        """Block windows a step computes: the handles' window, joined with the mask's fixed region when a
+        mask term applies; the two apart when their join exceeds WINDOW_MAX_SHARE of the map but they
+        together do not (a fixed region far from the handles); else [None], the whole map."""
+        if fixed_box is None:
+            return [handle_box]
+        box = Box(min(handle_box.r0, fixed_box.r0), max(handle_box.r1, fixed_box.r1),
+                  min(handle_box.c0, fixed_box.c0), max(handle_box.c1, fixed_box.c1))
+        _, height, width = self.feature_shape
+        limit = WINDOW_MAX_SHARE * height * width
+        if _area(box) <= limit:
+            return [box]
+        if self._windowed is not None and _area(handle_box) + _area(fixed_box) <= limit:
+            return [handle_box, fixed_box]
+        return [None]
 
     # ------------------------------------------------------------------ points and mask
 
@@ -323,6 +368,13 @@ class DragSession:
             mask = mask.detach().cpu().numpy()
         self._apply(snapshots.set_mask, mask)
 
+    def _block_box_of(self, active: torch.Tensor) -> Box:
+        """Block window [rows, cols) that upsampled reads of the True pixels of active [H, W] touch."""
+        rows = torch.nonzero(active.any(dim=1)).flatten()
+        cols = torch.nonzero(active.any(dim=0)).flatten()
+        return Box(*self._view.block_rows(int(rows[0]), int(rows[-1])),
+                   *self._view.block_cols(int(cols[0]), int(cols[-1])))
+
     # ------------------------------------------------------------------ optimisation
 
     def step(self) -> StepResult:
@@ -336,14 +388,15 @@ class DragSession:
             drag = self._drag
             mask_on = self._mask_on
             reach = self._image_reach(drag.points_rc)
-            box = None
-            if not mask_on:
-                box = Box(*self._view.block_rows(reach[0], reach[1]), *self._view.block_cols(reach[2], reach[3]))
-            feat, origin = self._features(self._compose(self._w), box)
+            fixed_box = self._mask_box if mask_on else None
+            windows = self._step_windows(Box(*self._view.block_rows(reach[0], reach[1]),
+                                             *self._view.block_cols(reach[2], reach[3])), fixed_box)
+            ws = self._compose(self._w)
+            feat, origin = self._features(ws, windows[0])
+            fixed_feat, fixed_origin = (feat, origin) if len(windows) == 1 else self._features(ws, windows[1])
             handles_rc = drag.points_rc.to(self.device)
             if drag.ref is None:
-                if origin == (0, 0) and tuple(feat.shape) == self.feature_shape:
-                    drag.feat0 = feat.detach().clone()
+                drag.feat0, drag.feat0_box = fixed_feat.detach().clone(), _box_of(fixed_feat, fixed_origin)
                 drag.ref = reference_features(self._view, feat, handles_rc, origin)
             points = track_points(self._view, feat, drag.ref, handles_rc, self.r2_px, origin).cpu()
             drag.points_rc = points
@@ -357,7 +410,12 @@ class DragSession:
                 assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
                 zero = feat.new_zeros([])
                 motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
-                fixed = masked_l1(self._view, feat, self._feat0(drag), self._mask) if mask_on else zero
+                fixed = zero
+                if mask_on:
+                    rows = slice(fixed_box.r0 - fixed_origin[0], fixed_box.r1 - fixed_origin[0])
+                    cols = slice(fixed_box.c0 - fixed_origin[1], fixed_box.c1 - fixed_origin[1])
+                    fixed = masked_l1(self._view, fixed_feat[:, rows, cols], self._feat0(drag, fixed_box),
+                                      self._mask, origin=fixed_box.origin)
                 loss = motion + self.config.mask_lambda * fixed
                 (grad,) = torch.autograd.grad(loss, [self._w], allow_unused=True)
                 self._w.grad = torch.zeros_like(self._w) if grad is None else grad
@@ -376,41 +434,68 @@ class DragSession:
         self._apply(snapshots.begin_drag)
 
     def run(self, max_steps: int | None = None, render_every: int = 5,
-            stop_event: threading.Event | None = None) -> Iterator[StepResult]:
+            stop_event: threading.Event | None = None,
+            policy: RenderPolicy | None = None, budget_s: float | None = None) -> Iterator[StepResult]:
         """Step until every handle arrives, `max_steps` steps were taken or a stop was requested.
 
-        Yields every StepResult; `image` is rendered every `render_every` steps and on the last result.
-        A stop that arrives between steps yields one extra result repeating the last step, with the image.
-        The run's end is one history entry. Call run() again to resume (the drag state is kept).
+        Yields every StepResult. With a `policy` (render_policy.py) the image is rendered when the policy
+        says so, from measured step and render times — a preview when `policy.preview` and the device has
+        one, `image_kind` saying which; without one it is rendered in full every `render_every` steps. The
+        last result always carries the exact full render (`image_kind` "full") and says why the run ended
+        (`end`). A stop that arrives between steps yields one extra result repeating the last step, with the
+        image. The run's end is one history entry. Call run() again to resume (the drag state is kept).
+
+        `budget_s` bounds the run's wall time (a ZeroGPU grant): the run ends ("budget") before a step that
+        would probably not finish within it, and records no history entry, so the next run continues the same
+        drag as if never interrupted (the whole drag becomes one entry when it really ends).
         """
         limit = self.config.max_steps if max_steps is None else int(max_steps)
         self._stop.clear()  # here, not in the generator body: a stop() right after run() must count
-        return self._run(limit, render_every, stop_event)
+        return self._run(limit, render_every, stop_event, policy, budget_s)
 
-    def _run(self, limit: int, render_every: int, stop_event: threading.Event | None) -> Iterator[StepResult]:
+    def _run(self, limit: int, render_every: int, stop_event: threading.Event | None,
+             policy: RenderPolicy | None, budget_s: float | None) -> Iterator[StepResult]:
         def stopping() -> bool:
             return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
 
+        started = time.perf_counter()
+        schedule = policy.start(started) if policy is not None else None
         last = None
+        paused = False
         try:
             for i in range(limit):
                 if stopping():
                     break
                 result = self.step()
                 last = result
-                final = result.done or i == limit - 1 or stopping()
-                if final or (render_every > 0 and (i + 1) % render_every == 0):
-                    result.image = self.render()
+                elapsed = time.perf_counter() - started
+                paused = (budget_s is not None and not result.done and i < limit - 1
+                          and elapsed * (i + 2) / (i + 1) > budget_s)
+                final = result.done or i == limit - 1 or stopping() or paused
                 if final:
-                    self._commit()
+                    result.end = ("arrived" if result.done else "stopped" if stopping()
+                                  else "budget" if paused else "limit")
+                if final:
+                    result.image, result.image_kind = self.render(), "full"
+                elif schedule is not None:
+                    if schedule.step_done(time.perf_counter(), result.seconds):
+                        t0 = time.perf_counter()
+                        result.image, result.image_kind = self._render_view(policy.preview)
+                        schedule.rendered(time.perf_counter(), time.perf_counter() - t0)
+                elif render_every > 0 and (i + 1) % render_every == 0:
+                    result.image, result.image_kind = self.render(), "full"
+                if final:
+                    if not paused:
+                        self._commit()
                     yield result
                     return
                 yield result
             if last is not None:
                 self._commit()
-                yield dataclasses.replace(last, image=self.render())
+                yield dataclasses.replace(last, image=self.render(), image_kind="full", end="stopped")
         finally:
-            self._commit()
+            if not paused:
+                self._commit()
 
     def stop(self) -> None:
         """Ask a running `run()` to return after its current step (safe from any thread)."""
@@ -418,12 +503,24 @@ class DragSession:
 
     # ------------------------------------------------------------------ rendering and state
 
-    def render(self) -> np.ndarray:
-        """The image of the current latent, uint8 [H, W, 3] (full synthesis, no grad)."""
+    def render(self, preview: bool = False) -> np.ndarray:
+        """The image of the current latent, uint8 [H, W, 3]: the exact full synthesis (no grad), or with
+        `preview` the cheaper preview where `has_preview` (preview.py), else the full one."""
+        return self._render_view(preview)[0]
+
+    @property
+    def has_preview(self) -> bool:
+        """Whether `render(preview=True)` is a preview cheaper than the full render on this device."""
+        return preview_supported(self.G.synthesis, self.device)
+
+    def _render_view(self, preview: bool) -> tuple[np.ndarray, str]:
+        """The image of the current latent and its kind, "preview" or "full"."""
         ws = self.ws
+        if preview and self.has_preview:
+            return to_uint8(render_preview(self.G.synthesis, ws, self.config.noise_mode)), "preview"
         with torch.no_grad():
             img = self.G.synthesis(ws, noise_mode=self.config.noise_mode)
-        return to_uint8(img)
+        return to_uint8(img), "full"
 
     @property
     def ws(self) -> torch.Tensor:

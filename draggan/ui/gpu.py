@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import settings
-from ..engine import DragConfig, DragSession
+from ..engine import DragConfig, DragSession, RenderPolicy
 from ..engine.snapshot import DragSnapshot
 from .models import ModelRef, shared_cache, store_private_model
 
@@ -62,6 +62,7 @@ class DragUpdate:
     distances: tuple[float, ...]
     seconds: float                        # wall time of the call so far
     image: np.ndarray | None = None       # uint8 [H, W, 3] when rendered
+    image_kind: str = ""                  # "full" (exact) or "preview" (the cheaper live view) when rendered
     snapshot: DragSnapshot | None = None  # set on the last update of the call
     end: str = ""                         # last update: "arrived", "limit", "stopped" or "budget"
 
@@ -134,48 +135,33 @@ def _render(ref: ModelRef, device: str, snap: DragSnapshot) -> np.ndarray:
 
 
 def _drag(ref: ModelRef, device: str, snap: DragSnapshot, max_steps: int, stop: StopFlag | None,
-          budget_s: float, render_every: int = 2) -> Iterator[DragUpdate]:
-    """Run (or resume) the snapshot's drag: an update per step, an image every `render_every` steps, and a last
-    update with the image, the new snapshot and why it ended.
+          budget_s: float, render_every: int = 0, policy: RenderPolicy | None = None) -> Iterator[DragUpdate]:
+    """Run (or resume) the snapshot's drag (`DragSession.run`): an update per step, with an image when the
+    render `policy` says so (or every `render_every` steps without one), and a last update with the exact
+    image, the new snapshot and why it ended.
 
     `max_steps` counts the drag's steps so far. The call returns after about `budget_s` seconds ("budget") so
     that it fits a ZeroGPU grant; its snapshot continues the drag exactly, and the whole drag becomes one
     history entry when it ends (arrived, step limit or stop)."""
     t0 = time.perf_counter()
     session = DragSession.from_snapshot(generator(ref, device), snap)
-    end = ""
-    result = None
-    image = None
-    i = 0
-    while not end:
-        if stop is not None and stop.is_set():
-            end = "stopped"
-            break
-        if session.steps >= max_steps:
-            end = "limit"
-            break
-        result = session.step()
-        i += 1
-        elapsed = time.perf_counter() - t0
-        if result.done:
-            end = "arrived"
-            break
-        if session.steps >= max_steps:
-            end = "limit"
-            break
-        if elapsed * (i + 2) / i > budget_s:
-            end = "budget"
-            break
-        image = session.render() if render_every > 0 and i % render_every == 0 else None
+    remaining = max(0, int(max_steps) - session.steps)
+    last = None
+    for result in session.run(max_steps=remaining, render_every=render_every, stop_event=stop, policy=policy,
+                              budget_s=None if budget_s == float("inf") else budget_s):
+        last = result
         yield DragUpdate(step=result.step, max_steps=max_steps, handles=tuple(result.handles),
-                         targets=tuple(result.targets), distances=tuple(result.distances), seconds=elapsed, image=image)
-    if end != "budget":
-        session.commit()
-    snapshot = session.snapshot()
-    distances = tuple(float(np.hypot(tx - x, ty - y)) for (x, y), (tx, ty) in zip(snapshot.handles, snapshot.targets))
-    yield DragUpdate(step=snapshot.steps, max_steps=max_steps, handles=snapshot.handles, targets=snapshot.targets,
-                     distances=distances, seconds=time.perf_counter() - t0, image=session.render(),
-                     snapshot=snapshot, end=end)
+                         targets=tuple(result.targets), distances=tuple(result.distances),
+                         seconds=time.perf_counter() - t0, image=result.image, image_kind=result.image_kind or "",
+                         snapshot=session.snapshot() if result.end else None, end=result.end)
+    if last is None:                      # at the step limit already, or stopped before the first step
+        snapshot = session.snapshot()
+        yield DragUpdate(step=snapshot.steps, max_steps=max_steps, handles=snapshot.handles,
+                         targets=snapshot.targets,
+                         distances=tuple(float(np.hypot(tx - x, ty - y))
+                                         for (x, y), (tx, ty) in zip(snapshot.handles, snapshot.targets)),
+                         seconds=time.perf_counter() - t0, image=session.render(), image_kind="full",
+                         snapshot=snapshot, end="stopped" if stop is not None and stop.is_set() else "limit")
 
 
 def _replay(ref: ModelRef, device: str, recipe: Any, render_every: int = 2, model_key: str | None = None,
@@ -185,7 +171,7 @@ def _replay(ref: ModelRef, device: str, recipe: Any, render_every: int = 2, mode
     from ..recipes import replay
 
     result = replay(recipe, generator(ref, device), current_model_key=model_key, stop_event=stop,
-                    render_every=max(1, int(render_every)))
+                    render_every=int(render_every) or 5)
     snapshot = result.session.snapshot()
     moved = [d for d in result.drags if d.moved]
     entries = snapshot.history[1:len(moved) + 1]

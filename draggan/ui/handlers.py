@@ -62,7 +62,7 @@ def session_dir() -> Path:
 
 
 def make_state(model: ModelRef, device: str, seed: Any, psi: Any, space: str, config: DragConfig | None = None,
-               render_every: Any = 2) -> UIState:
+               render_every: Any = 0) -> UIState:
     """A fresh editor state: a new drag session at (seed, ψ, space) on the model, no points, no mask."""
     seed = _number("seed", seed, integer=True)
     psi = _number("psi", psi)
@@ -292,8 +292,9 @@ def stats_text(ui: UIState) -> str:
                                                   else "preparing") + " · press Cancel to keep this image")
     elif ui.running and isinstance(last, DragUpdate):
         ms = 1000.0 * (time.perf_counter() - job.started) / max(job.steps, 1)
+        view = " · live preview (exact image at the end)" if job.view_kind == "preview" else ""
         lines.append(f"running · step {last.step} · {ms:.0f} ms/step · distance "
-                     f"{_distances(last.handles, last.targets)}")
+                     f"{_distances(last.handles, last.targets)}{view}")
     elif drags:
         lines.append(f"{len(drags)} drag(s) done · last {drags[-1].steps} steps · distance "
                      f"{_distances(ui.handles, ui.targets) or '–'}")
@@ -334,12 +335,15 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
         while True:
             final = None
             try:
-                for update in gpu.drag(ui.model, ui.device, ui.snap, job.goal, job.stop, budget, ui.render_every):
+                policy = ui.policy if ui.render_every == 0 else None
+                for update in gpu.drag(ui.model, ui.device, ui.snap, job.goal, job.stop, budget, ui.render_every,
+                                       policy):
                     with ui.lock:
                         job.last = update
                         job.steps = update.step - first_steps
                         if update.image is not None:
                             ui.image = update.image
+                            job.view_kind = update.image_kind
                             frames.append(update.image)
                         if update.snapshot is not None:
                             ui.snap = update.snapshot

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import RenderPolicy
 from ..engine.snapshot import DragSnapshot, Point
 from .gpu import StopFlag
 from .models import ModelRef
 
 MAX_FRAMES_PER_DRAG = 120           # frames kept for the animation of one drag (the last image always is)
 MAX_FRAME_BYTES = 96 * 2**20        # all frames of a session; past it the oldest drags keep first and last only
-DEFAULT_RENDER_EVERY = 2
+DEFAULT_RENDER_EVERY = 0          # 0: the live view follows `RenderPolicy` (time-based); k > 0: every k steps
 
 
 @dataclasses.dataclass
@@ -52,6 +53,7 @@ class Job:
     last: Any = None                  # the latest update (gpu.DragUpdate, InversionProgress, ...)
     steps: int = 0                    # steps taken by this job
     goal: int = 0                     # a drag's step count at which it stops
+    view_kind: str = ""               # what the image shown is: "preview" or "full"
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -91,6 +93,7 @@ class UIState:
     image: np.ndarray                 # uint8 [H, W, 3] the image shown
     start_image: np.ndarray
     render_every: int = DEFAULT_RENDER_EVERY
+    policy: RenderPolicy = dataclasses.field(default_factory=RenderPolicy)  # when render_every is 0
     pending: Point | None = None      # a handle clicked, waiting for its target
     fixed_mask: np.ndarray | None = None      # bool [H, W] as painted (red)
     flexible_mask: np.ndarray | None = None   # bool [H, W] as painted (green)

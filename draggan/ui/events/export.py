@@ -64,7 +64,7 @@ class ExportPanel:
                 raise UserError(f"The recipe was made on a {recipe.image_size[0]}×{recipe.image_size[1]} model; "
                                 f"this one makes {G.img_height}×{G.img_width} images.")
             new = handlers.state_from_recipe(recipe, ref, str(self.studio.device),
-                                             ui.render_every if ui is not None else 2)
+                                             ui.render_every if ui is not None else 0)
         except (UserError, export.RecipeError) as exc:
             gr.Warning(str(exc))
             return {}

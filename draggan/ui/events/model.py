@@ -38,7 +38,7 @@ class ModelPanel:
         config = ui.snap.config if ui is not None else handlers.make_config()
         config = dataclasses.replace(config, lr=lr if lr is not None else config.lr)
         new = handlers.make_state(ref, str(self.studio.device), seed, psi, space, config,
-                                  ui.render_every if ui is not None else 2)
+                                  ui.render_every if ui is not None else 0)
         if ui is not None:
             new.show_mask = ui.show_mask
         return new

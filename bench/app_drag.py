@@ -1,0 +1,159 @@
+"""A drag timed as the app runs it (steps + previews/renders under the render policy) beside the bare steps.
+
+Usage: python -m bench.app_drag [--steps 100] [--warmup 1] [--threads 1] [--sizes 512,1024]
+                                [--cases unmasked,quarter,painted] [--mask-steps 5] [--device cpu]
+
+For each size (random-weight StyleGAN2: the FFHQ-512 config of `bench.generator.ffhq512_generator`, and
+the same config at 1024 as NVIDIA's stylegan2-ffhq-1024x1024.pkl), seed-0 latent at ψ = 0.7, W+, one
+handle (points scaled from 512):
+- unmasked, handle dragged across the diagonal (452 px, not reached in 100 steps, so no step is a cheap
+  arrived one): `--steps` bare `DragSession.step()` calls, then a fresh session's
+  `run(max_steps=steps, policy=RenderPolicy())` as the app calls it: wall time, images and their kinds,
+  the longest time the view went without a new image (from the run's start to its last image), one full
+  render and one preview; ratio app/bare of the wall times.
+- quarter, handle 130 px from its target: a fixed region covering a quarter of the image (its top-left
+  quadrant, the handle at its corner); `--mask-steps` steps, beside as many unmasked steps.
+- painted: a painted flexible area (a disk around handle and target, 3/8 of the height across), fixed =
+  the rest; `--mask-steps` steps, beside one whole-map step (`DragConfig(windowed=False)`, no mask).
+Masked cases print the median seconds per step and the ratio of process-CPU seconds to the unmasked bare
+step's (with one thread CPU seconds are the work done, robust to other processes on a shared machine). The app's own
+image encoding and transfer are not included. The last line printed is `app/bare ratio R` for the
+512 unmasked case (when it ran). Not a test: numbers depend on the machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from bench.generator import ffhq512_generator
+from draggan.engine import DragConfig, DragSession, RenderPolicy
+from draggan.networks.stylegan2 import Generator
+
+
+def generator(size: int) -> Generator:
+    """Random-weight FFHQ config at 512 or 1024 (1024: NVIDIA's stylegan2-ffhq-1024x1024.pkl config)."""
+    if size == 512:
+        return ffhq512_generator()
+    return Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=size, img_channels=3,
+                     mapping_kwargs=dict(num_layers=8),
+                     synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256))
+
+
+def _points(size: int, far: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(x, y) handle and target: 130 px apart at 512 (scaled), or across the diagonal when `far` (452 px at
+    512: on these random weights a handle moves ~2 px per step, so 100 steps never arrive)."""
+    s = size / 512
+    if far:
+        return (round(100 * s), round(100 * s)), (round(420 * s), round(420 * s))
+    return (round(256 * s), round(200 * s)), (round(256 * s), round(330 * s))
+
+
+def _session(G: Generator, ws0: torch.Tensor, size: int, mask: np.ndarray | None = None,
+             windowed: bool = True, far: bool = False) -> DragSession:
+    session = DragSession(G, w=ws0, config=DragConfig(space="w+", windowed=windowed, max_steps=100000))
+    handle, target = _points(size, far)
+    session.set_points([handle], [target])
+    session.set_mask(mask)
+    return session
+
+
+def _step_times(session: DragSession, steps: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of each of `steps` steps after `warmup` ones."""
+    times, cpu = [], []
+    for i in range(warmup + steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        session.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    return times, cpu
+
+
+def masks(size: int) -> dict[str, np.ndarray]:
+    """quarter: fixed top-left quadrant; painted: fixed everywhere but a disk around handle and target."""
+    quarter = np.zeros([size, size], np.float32)
+    quarter[:size // 2, :size // 2] = 1
+    (hx, hy), (tx, ty) = _points(size)
+    yy, xx = np.mgrid[:size, :size]
+    centre = ((hx + tx) / 2, (hy + ty) / 2)
+    painted = (np.hypot(xx - centre[0], yy - centre[1]) > size * 3 / 16).astype(np.float32)
+    return dict(quarter=quarter, painted=painted)
+
+
+def run_size(size: int, args: argparse.Namespace) -> float | None:
+    """Print this size's numbers; return its app/bare ratio (None when the unmasked case did not run)."""
+    G = generator(size).eval().requires_grad_(False)
+    with torch.no_grad():
+        z = torch.from_numpy(np.random.RandomState(0).randn(1, G.z_dim))
+        ws0 = G.mapping(z, None, truncation_psi=0.7)
+    print(f"--- {size}x{size}: threads={torch.get_num_threads()} device=cpu")
+    ratio = None
+    if "unmasked" in args.cases:
+        bare, bare_cpu = _step_times(_session(G, ws0, size, far=True), args.steps, args.warmup)
+        session = _session(G, ws0, size, far=True)
+        _step_times(session, 0, args.warmup)
+        t0, c0 = time.perf_counter(), time.process_time()
+        image_times, kinds = [], []
+        for result in session.run(max_steps=args.steps, policy=RenderPolicy()):
+            last = result
+            if result.image is not None:
+                image_times.append(time.perf_counter())
+                kinds.append(result.image_kind)
+        app, app_cpu = time.perf_counter() - t0, time.process_time() - c0
+        gaps = np.diff([t0] + image_times)
+        c1 = time.process_time()
+        session.render()
+        full_cpu = time.process_time() - c1
+        c1 = time.process_time()
+        session.render(preview=True)
+        preview_cpu = time.process_time() - c1
+        ratio = app / sum(bare)
+        print(f"bare step: median {statistics.median(bare):.3f} s (CPU {statistics.median(bare_cpu):.3f} s), "
+              f"{args.steps} steps {sum(bare):.1f} s (CPU {sum(bare_cpu):.1f} s)")
+        print(f"app drag ({last.step} steps{', arrived' if last.done else ''}, RenderPolicy()): "
+              f"{app:.1f} s (CPU {app_cpu:.1f} s), "
+              f"{kinds.count('preview')} previews + {kinds.count('full')} full renders, "
+              f"longest view gap {gaps.max():.2f} s; one full render CPU {full_cpu:.2f} s, "
+              f"one preview CPU {preview_cpu:.2f} s")
+        print(f"{size} app/bare {ratio:.2f} (CPU {app_cpu / sum(bare_cpu):.2f})")
+    if {"quarter", "painted"} & set(args.cases):
+        bare, bare_cpu = _step_times(_session(G, ws0, size), args.mask_steps, args.warmup)
+        unmasked = statistics.median(bare_cpu)
+        for name, mask in masks(size).items():
+            if name not in args.cases:
+                continue
+            wall, cpu = _step_times(_session(G, ws0, size, mask), args.mask_steps, args.warmup)
+            t = statistics.median(cpu)
+            print(f"masked step ({name}, fixed {mask.mean():.0%} of the image): median {statistics.median(wall):.3f} s, "
+                  f"CPU {t:.3f} s = {t / unmasked:.2f}x unmasked")
+        if "painted" in args.cases:
+            wall, cpu = _step_times(_session(G, ws0, size, windowed=False), args.mask_steps, args.warmup)
+            whole = statistics.median(cpu)
+            print(f"whole-map step (no mask, windowed=False): median {statistics.median(wall):.3f} s, "
+                  f"CPU {whole:.3f} s = {whole / unmasked:.2f}x unmasked")
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--mask-steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sizes", default="512,1024")
+    parser.add_argument("--cases", default="unmasked,quarter,painted")
+    args = parser.parse_args()
+    args.cases = args.cases.split(",")
+    torch.set_num_threads(args.threads)
+    ratios = {size: run_size(size, args) for size in (int(s) for s in args.sizes.split(","))}
+    if ratios.get(512) is not None:
+        print(f"app/bare ratio {ratios[512]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
