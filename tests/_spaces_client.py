@@ -15,6 +15,8 @@ Scenarios (OUT gets a list of their results, in order):
 - "calls": `new_image`, then `drag` (a generator) on the fixture model: both results.
 - "follow": `handlers.make_state`, two points, `handlers.start_drag` + `handlers.follow` in chunks of
   `CHUNK_S`: the updates that came back, the error the handler raised (type, text), the state's last snapshot.
+- "app": the app launched on 127.0.0.1 (fixture models, CPU), its `/drag` API called twice with gradio_client,
+  the second time as a visitor with a ZeroGPU token (`X-IP-Token`): each call's result or error text.
 """
 
 from __future__ import annotations
@@ -84,10 +86,45 @@ def follow() -> dict:
     return {"updates": updates, "error": error, "snap": ui.snap, "running": ui.running}
 
 
+def app() -> dict:
+    import base64
+    import json
+    import os
+
+    import gradio_client
+
+    from _app_server import FIXTURE_MODELS, free_port
+
+    os.environ.update(DRAGGAN_EXTRA_MODELS=os.pathsep.join(f"{k}={v}" for k, v in FIXTURE_MODELS.items()),
+                      GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    import app as studio_app
+    from draggan import settings
+    from draggan.ui.studio import Studio
+
+    settings.reload()
+    demo = studio_app.build_demo(Studio(device="cpu", hub_online=False))
+    port = free_port()
+    studio_app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    payload = base64.urlsafe_b64encode(json.dumps({"user": "visitor"}).encode()).decode().rstrip("=")
+    results = []
+    try:
+        for headers in ({}, {"X-IP-Token": f"header.{payload}.signature"}):
+            client = gradio_client.Client(f"http://127.0.0.1:{port}/", headers=headers, verbose=False)
+            try:
+                _, info = client.predict("Tiny StyleGAN2 (local)", 0, json.dumps([[20, 20, 34, 30]]), 4, 0.7, "w+",
+                                         0.002, api_name="/drag")
+                results.append(("ok", info))
+            except Exception as exc:
+                results.append((type(exc).__name__, str(exc)))
+    finally:
+        demo.close()
+    return {"api": results}
+
+
 def main(out: str, scenarios: list[str]) -> None:
     torch.set_num_threads(1)
     shared_cache().get(REF.source, torch.device("cpu"))   # loaded before any fork, as the app's preload does
-    results = [{"calls": calls, "follow": follow}[name]() for name in scenarios]
+    results = [{"calls": calls, "follow": follow, "app": app}[name]() for name in scenarios]
     wrapped = sorted(name for name, fn in gpu.PLAIN.items() if fn in decorated_cache)
     Path(out).write_bytes(pickle.dumps({"results": results, "wrapped": wrapped}))
 

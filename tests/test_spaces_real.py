@@ -4,7 +4,8 @@
 to `tests/_zerogpu_service.py` (a stand-in of ZeroGPU's scheduler on 127.0.0.1), so `draggan.ui.gpu`'s
 functions are spaces' own wrappers: scheduled, run in a forked worker the service allowed, released. What came
 back must equal the in-process results; a grant that runs out mid-drag (the service ends the worker) and a
-refused grant (quota) must reach the visitor as a clear message with the last snapshot kept. The refusal
+refused grant (quota) must reach the visitor as a clear message with the last snapshot kept; the launched app
+serves its `/drag` API under spaces, and a visitor past their quota reads spaces' own words about it. The refusal
 texts themselves come from spaces' client code, run here against the same stand-in.
 """
 
@@ -14,6 +15,7 @@ import base64
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -38,8 +40,9 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
 HERE = Path(__file__).parent
 SG2 = HERE / "data" / "stylegan2-tiny-64.pkl"
 REF = ModelRef(str(SG2), "tiny")
-#  calls: new_image, drag | follow 1: make_state, chunk 1, chunk 2 ended mid-call | follow 2: ..., refused
-SCRIPT = ["ok", "ok", "ok", "ok", "kill=1.0", "ok", "ok", "quota"]
+# calls: new_image, drag | follow 1: make_state, chunk 1, chunk 2 ended mid-call | follow 2: ..., chunk 2 refused
+# | app: /drag (new_image, drag), /drag as a visitor (new_image, drag refused)
+SCRIPT = ["ok", "ok", "ok", "ok", "kill=1.0", "ok", "ok", "quota", "ok", "ok", "ok", "quota"]
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +56,20 @@ def zero(tmp_path_factory) -> dict:
         env = dict(os.environ, SPACES_ZERO_GPU="true", SPACES_ZERO_DEVICE_API_URL=service.url,
                    ZEROGPU_PROC_SELF_CGROUP_PATH=str(cgroup), ZEROGPU_OFFLOAD_DIR=str(tmp / "offload"),
                    OMP_NUM_THREADS="1", DRAGGAN_FORKED_GPU="0")
-        proc = subprocess.run([sys.executable, str(HERE / "_spaces_client.py"), str(out), "calls", "follow", "follow"],
-                              env=env, capture_output=True, text=True, timeout=150)
+        proc = subprocess.Popen([sys.executable, str(HERE / "_spaces_client.py"), str(out), "calls", "follow",
+                                 "follow", "app"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)     # its own process group: spaces' workers included
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
         if proc.returncode == 3:
-            pytest.skip(proc.stderr.strip().splitlines()[-1])
-        assert proc.returncode == 0, proc.stderr[-3000:]
+            pytest.skip(stderr.strip().splitlines()[-1])
+        assert proc.returncode == 0, stderr[-3000:]
         data = pickle.loads(out.read_bytes())
-        data.update(calls=service.calls, killed=service.killed, pid=os.getpid())
+        data.update(calls=service.calls, killed=service.killed)
     return data
 
 
@@ -119,6 +129,14 @@ def test_a_refused_grant_keeps_the_last_snapshot_and_says_so(zero):
     kind, text = result["error"]
     assert kind == "UserError" and text.startswith("No GPU time now")
     assert "Space app has reached its GPU limit" in text and "press Start" in text
+
+
+def test_the_launched_app_serves_drag_and_a_visitor_past_quota_reads_why(zero):
+    assert [p for p, _ in zero["calls"]].count("/startup-report") == 1, "spaces reported the app's launch"
+    (ok, info), (kind, text) = zero["results"][3]["api"]
+    assert ok == "ok" and info["steps"] == 4 and info["start_image_changed"]
+    assert kind == "AppError" and text.startswith("No GPU time now (You have exceeded your ZeroGPU quota")
+    assert "Try again in 0:05:00" in text
 
 
 # ----------------------------------------------------------------------------------------------------------
