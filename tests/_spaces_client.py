@@ -15,6 +15,8 @@ Scenarios (OUT gets a list of their results, in order):
 - "calls": `new_image`, then `drag` (a generator) on the fixture model: both results.
 - "follow": `handlers.make_state`, two points, `handlers.start_drag` + `handlers.follow` in chunks of
   `CHUNK_S`: the updates that came back, the error the handler raised (type, text), the state's last snapshot.
+- "stop": the same drag, Stop pressed (`job.stop.set()`, as `handlers.stop_drag` does) after 3 updates: the
+  updates and the state's last snapshot.
 - "app": the app launched on 127.0.0.1 (fixture models, CPU), its `/drag` API called twice with gradio_client,
   the second time as a visitor with a ZeroGPU token (`X-IP-Token`): each call's result or error text.
 """
@@ -86,6 +88,18 @@ def follow() -> dict:
     return {"updates": updates, "error": error, "snap": ui.snap, "running": ui.running}
 
 
+def stop() -> dict:
+    ui = handlers.make_state(REF, "cpu", 1, 0.7, "w+", handlers.make_config(lr=1e-3, max_steps=2000), 2)
+    ui.snap = snapshots.set_points(ui.snap, [(4, 4)], [(60, 60)])
+    job = handlers.start_drag(ui)
+    updates = []
+    for update in handlers.follow(ui, job, budget_s=60.0):
+        updates.append(update)
+        if len(updates) == 3:
+            job.stop.set()
+    return {"updates": updates, "snap": ui.snap, "running": ui.running}
+
+
 def app() -> dict:
     import base64
     import json
@@ -124,7 +138,7 @@ def app() -> dict:
 def main(out: str, scenarios: list[str]) -> None:
     torch.set_num_threads(1)
     shared_cache().get(REF.source, torch.device("cpu"))   # loaded before any fork, as the app's preload does
-    results = [{"calls": calls, "follow": follow, "app": app}[name]() for name in scenarios]
+    results = [{"calls": calls, "follow": follow, "stop": stop, "app": app}[name]() for name in scenarios]
     wrapped = sorted(name for name, fn in gpu.PLAIN.items() if fn in decorated_cache)
     Path(out).write_bytes(pickle.dumps({"results": results, "wrapped": wrapped}))
 

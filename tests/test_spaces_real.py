@@ -41,8 +41,8 @@ HERE = Path(__file__).parent
 SG2 = HERE / "data" / "stylegan2-tiny-64.pkl"
 REF = ModelRef(str(SG2), "tiny")
 # calls: new_image, drag | follow 1: make_state, chunk 1, chunk 2 ended mid-call | follow 2: ..., chunk 2 refused
-# | app: /drag (new_image, drag), /drag as a visitor (new_image, drag refused)
-SCRIPT = ["ok", "ok", "ok", "ok", "kill=1.0", "ok", "ok", "quota", "ok", "ok", "ok", "quota"]
+# | stop: make_state, the drag | app: /drag (new_image, drag), /drag as a visitor (new_image, drag refused)
+SCRIPT = ["ok", "ok", "ok", "ok", "kill=1.0", "ok", "ok", "quota", "ok", "ok", "ok", "ok", "ok", "quota"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def zero(tmp_path_factory) -> dict:
                    ZEROGPU_PROC_SELF_CGROUP_PATH=str(cgroup), ZEROGPU_OFFLOAD_DIR=str(tmp / "offload"),
                    OMP_NUM_THREADS="1", DRAGGAN_FORKED_GPU="0")
         proc = subprocess.Popen([sys.executable, str(HERE / "_spaces_client.py"), str(out), "calls", "follow",
-                                 "follow", "app"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 "follow", "stop", "app"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)     # its own process group: spaces' workers included
         try:
             _, stderr = proc.communicate(timeout=120)
@@ -131,9 +131,16 @@ def test_a_refused_grant_keeps_the_last_snapshot_and_says_so(zero):
     assert "Space app has reached its GPU limit" in text and "press Start" in text
 
 
+def test_stop_reaches_the_spaces_worker(zero):
+    result = zero["results"][3]
+    last = result["updates"][-1]
+    assert last.end == "stopped" and 3 <= last.step < 500 and not result["running"]   # goal: 2000 steps
+    assert result["snap"].drags()[-1].steps == last.step, "the stopped drag is one history entry, kept"
+
+
 def test_the_launched_app_serves_drag_and_a_visitor_past_quota_reads_why(zero):
     assert [p for p, _ in zero["calls"]].count("/startup-report") == 1, "spaces reported the app's launch"
-    (ok, info), (kind, text) = zero["results"][3]["api"]
+    (ok, info), (kind, text) = zero["results"][4]["api"]
     assert ok == "ok" and info["steps"] == 4 and info["start_image_changed"]
     assert kind == "AppError" and text.startswith("No GPU time now (You have exceeded your ZeroGPU quota")
     assert "Try again in 0:05:00" in text
