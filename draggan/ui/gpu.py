@@ -242,12 +242,28 @@ def chunk_seconds() -> float:
 
 
 def explain_failure(exc: BaseException) -> str:
-    """One sentence for a GPU call that failed; ZeroGPU's time and quota refusals say when to try again."""
-    text = str(exc).strip() or type(exc).__name__
-    lowered = text.lower()
-    if "quota" in lowered or "gpu task aborted" in lowered or "no gpu" in lowered or "zerogpu" in lowered:
-        return (f"The GPU time for this visit ran out ({text}). Your image is kept: press Start to continue "
-                f"once the GPU is available again.")
+    """One sentence for a GPU call that failed, the visitor's image being kept either way.
+
+    ZeroGPU (`spaces` 0.51) reports as `gr.Error(message, title=...)`: a grant that ran out mid-call ends the
+    worker, read as "GPU task aborted" (title "ZeroGPU worker error"); an exception raised inside the worker
+    arrives as that title with only its class name; a refused grant has a title "ZeroGPU quota exceeded",
+    "ZeroGPU queue timeout", "ZeroGPU client error", "ZeroGPU illegal duration"... and a message such as "You
+    have exceeded your free ZeroGPU quota (... left). Try again in 0:05:00.", "Space app has reached its GPU
+    limit." or "No GPU was available"; the time and refusal cases say that Start continues the drag."""
+    message = getattr(exc, "message", None)
+    text = (str(message) if isinstance(message, str) else str(exc)).strip() or type(exc).__name__
+    title = str(getattr(exc, "title", "") or "")
+    if "gpu task aborted" in text.lower():
+        return ("The GPU time granted for this step ran out (ZeroGPU: GPU task aborted). Your image is kept: "
+                "press Start to continue.")
+    if title == "ZeroGPU worker error":
+        return f"The drag failed on the GPU worker: {text}"
+    if title == "ZeroGPU illegal duration":
+        return f"ZeroGPU refused the GPU time this app asks for per step ({text})."
+    said = f"{title}: {text}".lower()
+    if any(word in said for word in ("zerogpu", "quota", "gpu limit", "no gpu was available")):
+        return (f"No GPU time now ({text}). Your image is kept: press Start to continue once the GPU is "
+                f"available again.")
     return f"The drag failed: {type(exc).__name__}: {text}"
 
 
