@@ -498,6 +498,7 @@ def state_from_recipe(recipe: Recipe, model: ModelRef, device: str, render_every
     The recipe's model (zoo key or content key) is checked against `model` first."""
     try:
         key = recipes.model_key(model.source)
+        recipes.check_model_key(recipe, key)     # here: an error raised in a ZeroGPU worker loses its text
         snap, start_image, results = gpu.replay(model, device, recipe, render_every, key, stop)
     except recipes.RecipeError as exc:
         raise UserError(str(exc)[:1].upper() + str(exc)[1:]) from None

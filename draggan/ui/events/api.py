@@ -24,7 +24,8 @@ class ApiPanel:
                 for c in self.studio.choices]
 
     def drag(self, model: str, seed: float, points: str, steps: float, psi: float, space: str, lr: float):
-        """Run one drag headlessly: returns the result image and a JSON summary."""
+        """Run one drag headlessly: returns the result image and a JSON summary (the model by its label, never
+        a server path)."""
         try:
             choice = self.studio.find_choice(model or (self.studio.default_model() or ""))
             if not choice.available:
@@ -35,7 +36,7 @@ class ApiPanel:
                                              lr)
         except UserError as exc:
             raise gr.Error(str(exc)) from None
-        info = {"model": choice.source, "steps": ui.snap.drags()[-1].steps if ui.snap.drags() else 0,
+        info = {"model": choice.label, "steps": ui.snap.drags()[-1].steps if ui.snap.drags() else 0,
                 "handles": [list(p) for p in ui.handles], "targets": [list(p) for p in ui.targets],
                 "distances": [float(np.hypot(tx - x, ty - y)) for (x, y), (tx, ty) in zip(ui.handles, ui.targets)],
                 "start_image_changed": bool((ui.image != ui.start_image).any())}
