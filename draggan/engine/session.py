@@ -40,7 +40,8 @@ import torch
 from ..images import to_uint8
 from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
-from .tracking import reference_features, track_points
+from .trackers import TRACKER_NAMES, make_tracker
+from .tracking import reference_features
 from .window import Box, WindowedSynthesis
 
 Point = tuple[float, float]
@@ -61,6 +62,7 @@ class DragConfig:
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
     windowed: bool = True             # StyleGAN2 without mask: compute the feature block only near the handles
+    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES ("official", "freedrag")
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -71,6 +73,8 @@ class DragConfig:
             raise ValueError(f"r1 and r2 must be positive, got {self.r1}, {self.r2}")
         if self.max_steps < 0 or self.num_layers < 1:
             raise ValueError("max_steps must be ≥ 0 and num_layers ≥ 1")
+        if self.tracker not in TRACKER_NAMES:
+            raise ValueError(f"tracker must be one of {TRACKER_NAMES}, got {self.tracker!r}")
 
 
 @dataclass
@@ -106,6 +110,7 @@ class _Drag:
         self.w_begin = w.detach().clone()        # latent of the first step, whose map is F0
         self.feat0: torch.Tensor | None = None   # [C, h, w] F0, computed when a mask term needs it
         self.ref: torch.Tensor | None = None     # [N, C] handle features in F0
+        self.tracker = None                      # trackers.Tracker, made at the first step
         self.points_rc = torch.tensor([[round(y), round(x)] for x, y in handles], dtype=torch.int64)  # CPU
         self.steps = 0
 
@@ -318,14 +323,16 @@ class DragSession:
                 if origin == (0, 0) and tuple(feat.shape) == self.feature_shape:
                     drag.feat0 = feat.detach().clone()
                 drag.ref = reference_features(self._view, feat, handles_rc, origin)
-            points = track_points(self._view, feat, drag.ref, handles_rc, self.r2_px, origin).cpu()
+                drag.tracker = make_tracker(self.config.tracker, self._view, drag.ref, feat, handles_rc, self.r2_px,
+                                            origin)
+            targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
+            points = drag.tracker(feat, handles_rc, targets_rc, origin).cpu()
             drag.points_rc = points
             self._handles = [(float(c), float(r)) for r, c in points.tolist()]
             distances = [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(self._handles, self._targets)]
             done = all(d <= self.arrive_px for d in distances)
             loss_motion = loss_mask = 0.0
             if not done:
-                targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
                 plan = plan_motion(points, targets_rc, self.r1_px, self._grid)
                 assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
                 zero = feat.new_zeros([])
