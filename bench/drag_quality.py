@@ -23,7 +23,7 @@ adds the 1-point and all-point sets.
 Usage:
   python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag|all] [--spaces w,w+] [--points 5]
                                [--full] [--jobs N] [--json out.json] [--plot out.png] [--markdown]
-  python -m bench.drag_quality --from-json out.json --markdown     # the README table of a saved run
+  python -m bench.drag_quality --from-json a.json,b.json --markdown [--plot p.png]   # table of saved runs
 """
 
 from __future__ import annotations
@@ -178,8 +178,8 @@ _WORKER: dict = {}
 
 
 def _init_worker(generator: str, judge: str, device: str, base: dict, psi: float, mirror: bool,
-                 curve_every: int) -> None:
-    torch.set_num_threads(1)
+                 curve_every: int, threads: int = 1) -> None:
+    torch.set_num_threads(threads)
     _WORKER.update(G=load_generator(generator, device=device), judge=load_regressor(judge), base=base, psi=psi,
                    mirror=mirror, curve_every=curve_every, lpips=find_lpips() if mirror else None)
 
@@ -198,14 +198,14 @@ def make_tasks(pairs: int, trackers: list[str], spaces: list[str], point_sets: l
 
 def run_tasks(tasks: list[Task], generator: str | Path, judge: str | Path, drag: DragConfig, psi: float = 1.0,
               mirror: bool = True, curve_every: int = 10, jobs: int = 1, device: str = "cpu",
-              progress=None) -> list[tuple[Task, DragOutcome]]:
-    """Run every task, in `jobs` one-thread worker processes (in this process when jobs == 1)."""
+              progress=None, threads: int = 1) -> list[tuple[Task, DragOutcome]]:
+    """Run every task in `jobs` worker processes of `threads` torch threads (in this process when jobs == 1)."""
     base = dataclasses.asdict(drag)
-    init = (str(generator), str(judge), device, base, psi, mirror, curve_every)
+    init = (str(generator), str(judge), device, base, psi, mirror, curve_every, threads)
     done: list[tuple[Task, DragOutcome]] = []
     if jobs <= 1:
         saved = dict(_WORKER)
-        threads = torch.get_num_threads()
+        saved_threads = torch.get_num_threads()
         try:
             _init_worker(*init)
             for task in tasks:
@@ -215,7 +215,7 @@ def run_tasks(tasks: list[Task], generator: str | Path, judge: str | Path, drag:
         finally:
             _WORKER.clear()
             _WORKER.update(saved)
-            torch.set_num_threads(threads)
+            torch.set_num_threads(saved_threads)
     else:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(jobs, initializer=_init_worker, initargs=init) as pool:
@@ -365,23 +365,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--r1", type=float, default=DragConfig.r1, help="motion-supervision radius (512-px scale)")
     parser.add_argument("--r2", type=float, default=DragConfig.r2, help="point-tracking radius (512-px scale)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="pair i uses seeds seed+2i, seed+2i+1")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="one-thread worker processes")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--device", default="cpu", help="where the generator runs (the judge stays on the CPU)")
     parser.add_argument("--json", default=None, help="write rows, curves and per-pair results here")
     parser.add_argument("--plot", default=None, help="write the mean-distance-over-steps plot here (PNG)")
-    parser.add_argument("--markdown", action="store_true", help="print only the README table at the end")
-    parser.add_argument("--from-json", default=None, help="no drags: table/plot from a saved --json run")
+    parser.add_argument("--markdown", action="store_true", help="print the README table on stdout (the default without --json/--plot)")
+    parser.add_argument("--from-json", default=None,
+                        help="no drags: table/plot from saved --json runs (comma list, rows in that order)")
     args = parser.parse_args(argv)
 
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        rows, curves = saved["rows"], {k: {int(s): v for s, v in c.items()} for k, c in saved["curves"].items()}
+        rows, curves = [], {}
+        for name in args.from_json.split(","):
+            saved = json.loads(Path(name).read_text())
+            rows += saved["rows"]
+            curves.update({k: {int(s): v for s, v in c.items()} for k, c in saved["curves"].items()})
     else:
         trackers = _split(args.tracker, TRACKER_NAMES, "--tracker", parser)
         spaces = _split(args.spaces, ("w", "w+"), "--spaces", parser)
         point_sets = list(POINT_SETS) if args.full else _split(args.points, tuple(POINT_SETS), "--points", parser)
-        if args.pairs < 1 or args.max_steps < 1 or args.jobs < 1:
-            parser.error("--pairs, --max-steps and --jobs must be ≥ 1")
+        if min(args.pairs, args.max_steps, args.jobs, args.threads) < 1:
+            parser.error("--pairs, --max-steps, --jobs and --threads must be ≥ 1")
         lr = args.lr if args.lr is not None else default_lr(args.generator)
         drag = DragConfig(lr=lr, r1=args.r1, r2=args.r2, max_steps=args.max_steps)
         tasks = make_tasks(args.pairs, trackers, spaces, point_sets, args.seed)
@@ -398,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr, flush=True)
 
         results = run_tasks(tasks, args.generator, args.judge, drag, psi=args.psi, mirror=mirror,
-                            curve_every=args.curve_every, jobs=args.jobs, device=args.device, progress=progress)
+                            curve_every=args.curve_every, jobs=args.jobs, device=args.device, progress=progress,
+                            threads=args.threads)
         height = int(load_generator(args.generator, device="cpu").img_height)
         rows, curves = summarise(results, height), mean_curves(results)
         if args.json:
@@ -409,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
                 pairs=[dict(dataclasses.asdict(t), **dataclasses.asdict(o)) for t, o in results]), indent=1))
     if args.plot:
         plot_curves(curves, args.plot)
-    print(format_table(rows))
+    if args.markdown or not (args.json or args.plot):
+        print(format_table(rows))
 
 
 if __name__ == "__main__":
