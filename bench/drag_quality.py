@@ -339,11 +339,14 @@ def default_lr(generator: str | Path) -> float:
     return PAPER_LR
 
 
-def _split(value: str, allowed: tuple[str, ...], flag: str, parser: argparse.ArgumentParser) -> list[str]:
-    items = list(allowed) if value == "all" else [v for v in value.split(",") if v]
+def _split(value: str, allowed: tuple[str, ...], flag: str, parser: argparse.ArgumentParser,
+           every: str | None = None) -> list[str]:
+    """A comma list of names from `allowed`; the word `every` (when given) stands for all of them."""
+    items = list(allowed) if every is not None and value == every else [v for v in value.split(",") if v]
     unknown = [v for v in items if v not in allowed]
     if unknown or not items:
-        parser.error(f"{flag}: unknown {unknown or value!r}; choose from {', '.join(allowed)} or 'all'")
+        hint = f" or '{every}'" if every else ""
+        parser.error(f"{flag}: unknown {unknown or value!r}; choose from {', '.join(allowed)}{hint}")
     return items
 
 
@@ -355,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--tracker", default="all", help=f"comma list of {', '.join(TRACKER_NAMES)}, or 'all'")
     parser.add_argument("--spaces", default="w,w+")
-    parser.add_argument("--points", default="5", help="comma list of 1, 5, all (or 'all' for every set)")
+    parser.add_argument("--points", default="5", help="comma list of point sets: 1, 5, all (all 11 keypoints)")
     parser.add_argument("--full", action="store_true", help="the full grid: every point set (1, 5, all)")
     parser.add_argument("--no-mirror", action="store_true", help="skip the mirror drag (halves the time)")
     parser.add_argument("--curve-every", type=int, default=10, help="judge the image every N steps for the plot")
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += saved["rows"]
             curves.update({k: {int(s): v for s, v in c.items()} for k, c in saved["curves"].items()})
     else:
-        trackers = _split(args.tracker, TRACKER_NAMES, "--tracker", parser)
+        trackers = _split(args.tracker, TRACKER_NAMES, "--tracker", parser, every="all")
         spaces = _split(args.spaces, ("w", "w+"), "--spaces", parser)
         point_sets = list(POINT_SETS) if args.full else _split(args.points, tuple(POINT_SETS), "--points", parser)
         if min(args.pairs, args.max_steps, args.jobs, args.threads) < 1:

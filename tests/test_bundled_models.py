@@ -100,3 +100,15 @@ def test_drag_benchmark_cli_runs_workers_and_writes_json_plot_and_table(tmp_path
     assert "| tracker | space |" in table and "after / before" in table and "| freedrag | w | 5 | 1 |" in table
     drag_quality.main(["--from-json", str(out), "--markdown"])
     assert capsys.readouterr().out == table
+
+
+def test_benchmark_flags_points_all_is_the_eleven_keypoint_set_and_tracker_all_is_every_tracker():
+    import argparse
+    parser = argparse.ArgumentParser()
+    assert drag_quality._split("all", tuple(drag_quality.POINT_SETS), "--points", parser) == ["all"]
+    assert drag_quality._split("1,5", tuple(drag_quality.POINT_SETS), "--points", parser) == ["1", "5"]
+    assert drag_quality._split("all", ("official", "freedrag"), "--tracker", parser, every="all") == [
+        "official", "freedrag"]
+    with pytest.raises(SystemExit):
+        drag_quality._split("7", tuple(drag_quality.POINT_SETS), "--points", parser)
+    assert len(drag_quality.POINT_SETS["all"]) == 11

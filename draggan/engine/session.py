@@ -10,6 +10,7 @@ window of round(r2·H/512) pixels, stop if every handle is within max(2·H/512, 
 otherwise take one Adam step on the motion-supervision loss (+ λ × the masked L1 to the first step's
 features). Only the first `num_layers` (6) style layers are optimised — per layer in W+, one shared vector
 in W — and the others stay at the start latent.
+`DragConfig.tracker` picks the tracking step (`trackers.py`); the default, "official", is the one above.
 
 Where we do less work than the original: a step runs the synthesis only up to the feature block, with
 unfused modulated convolutions (style gradients without per-sample weight gradients); without a mask it
