@@ -281,9 +281,14 @@ def plot_curves(curves: dict[str, dict[int, float]], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    groups = list(dict.fromkeys(key.split(" ", 1)[1] for key in curves))       # "space points", one colour each
+    trackers = list(dict.fromkeys(key.split(" ", 1)[0] for key in curves))      # one line style each
+    styles = ("-", "--", ":", "-.")
     for key, curve in curves.items():
+        tracker, group = key.split(" ", 1)
         steps = sorted(curve)
-        ax.plot(steps, [curve[s] for s in steps], label=key, linestyle="-" if key.startswith("official") else "--")
+        ax.plot(steps, [curve[s] for s in steps], label=key, color=f"C{groups.index(group) % 10}",
+                linestyle=styles[trackers.index(tracker) % len(styles)])
     ax.set_xlabel("drag step")
     ax.set_ylabel("mean distance to target (px, judge)")
     ax.set_title("Drag progress per tracker")
