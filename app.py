@@ -40,6 +40,7 @@ CSS = """
 .inv-status progress { width: 100%; height: 0.9em; }
 .inv-status { font-size: 0.9rem; }
 """
+TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag")]
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
 
@@ -107,6 +108,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                          minimum=1e-5, maximum=1.0, step=0.0005)
                         p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", minimum=0.0, step=1.0)
                     p.max_steps = gr.Slider(1, 1000, value=DragConfig.max_steps, step=1, label="Max steps per drag")
+                    p.tracker = gr.Dropdown(TRACKER_CHOICES, value=DragConfig.tracker, label="Point tracking",
+                                            info="Official: DragGAN's nearest-feature search. FreeDrag-style: an "
+                                                 "adaptive template and a bounded line search toward the target.")
                     p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
                                                label="Display interval: 0 = by time (a fresh view about every 2 s, "
                                                      "a cheap preview while dragging); k = every k steps")

@@ -404,18 +404,17 @@ def _engine_config(recipe: Recipe, overrides: dict[str, Any] | None) -> Any:
     if recipe.drags:
         first = recipe.drags[0]
         kwargs.update(lr=first.lr, mask_lambda=first.mask_lambda)
-        if first.tracker != DEFAULT_TRACKER:
-            kwargs["tracker"] = first.tracker
+        kwargs["tracker"] = first.tracker
     kwargs.update(overrides or {})
     _check_tracker(kwargs.get("tracker", DEFAULT_TRACKER))
     return DragConfig(**kwargs)
 
 
 def _check_tracker(tracker: str) -> None:
-    from .engine import DragConfig
+    from .engine.trackers import TRACKER_NAMES
 
-    if tracker != DEFAULT_TRACKER and "tracker" not in {f.name for f in dataclasses.fields(DragConfig)}:
-        raise RecipeError(f"this installation has no point tracker {tracker!r}")
+    if tracker not in TRACKER_NAMES:
+        raise RecipeError(f"this installation has no point tracker {tracker!r}; it has {', '.join(TRACKER_NAMES)}")
 
 
 def run_drag(session: Any, drag: DragRecord, on_step: Callable[[Any], None] | None = None,
@@ -429,11 +428,8 @@ def run_drag(session: Any, drag: DragRecord, on_step: Callable[[Any], None] | No
     """
     changes: dict[str, Any] = dict(mask_lambda=drag.mask_lambda)
     if not drag.resume:
-        changes["lr"] = drag.lr
-        if hasattr(session.config, "tracker"):
-            changes["tracker"] = drag.tracker
-        else:
-            _check_tracker(drag.tracker)
+        _check_tracker(drag.tracker)
+        changes.update(lr=drag.lr, tracker=drag.tracker)
     session.update_config(**changes)
     if not drag.resume:
         session.set_points(handles=drag.handles, targets=drag.targets)

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import json
+
+from bench import drag_quality
 from bench.drag_quality import DEFAULT_GENERATOR, DEFAULT_JUDGE, PAPER_LR, default_lr, run_benchmark
+from draggan.engine import DragConfig
 from draggan.checkpoints import load_generator
 from draggan.data import procedural
 from draggan.training.keypoints import load_regressor
@@ -65,4 +69,46 @@ def test_drag_benchmark_runs_end_to_end_on_two_pairs():
     assert [(r["space"], r["points"], r["pairs"]) for r in rows] == [("w", "5", 2), ("w+", "5", 2)]
     for r in rows:
         assert r["md_before"] > 0 and math.isfinite(r["md_after"]) and 1 <= r["steps"] <= 3
-        assert r["seconds_per_step"] > 0
+        assert r["seconds_per_step"] > 0 and r["tracker"] == "official"
+
+
+def test_drag_benchmark_measures_tracking_drift_and_mirror_for_both_trackers():
+    G = load_generator(DEFAULT_GENERATOR, device="cpu")
+    judge = load_regressor(DEFAULT_JUDGE)
+    rows = run_benchmark(G, judge, pairs=1, max_steps=4, spaces=["w+"], point_sets=["1"], seed=1000,
+                         drag=DragConfig(lr=4e-3), trackers=["official", "freedrag"], mirror=True, curve_every=2)
+    assert [r["tracker"] for r in rows] == ["official", "freedrag"]
+    for r in rows:
+        assert 0 <= r["track_fail"] <= 1 and r["track_error"] >= 0
+        assert r["drift"] > 0, "a drag moves the face a little, the undragged keypoints with it"
+        assert 0 < r["mirror_l1"] < 0.5 and math.isnan(r["mirror_lpips"]), "no LPIPS weights offline"
+        assert r["arrived"] in (0.0, 1.0) and 1 <= r["steps"] <= 4
+
+
+def test_drag_benchmark_cli_runs_workers_and_writes_json_plot_and_table(tmp_path, capsys):
+    out, plot = tmp_path / "out.json", tmp_path / "curves.png"
+    drag_quality.main(["--pairs", "1", "--max-steps", "3", "--spaces", "w", "--points", "5", "--tracker", "all",
+                       "--jobs", "2", "--curve-every", "1", "--json", str(out), "--plot", str(plot), "--markdown"])
+    table = capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert [(r["tracker"], r["space"], r["points"]) for r in saved["rows"]] == [("official", "w", "5"),
+                                                                               ("freedrag", "w", "5")]
+    assert len(saved["pairs"]) == 2 and all(len(p["track_errors"]) == 5 for p in saved["pairs"])
+    assert sorted(saved["curves"]) == ["freedrag w 5", "official w 5"]
+    assert all(len(c) >= 2 for c in saved["curves"].values()), "judge distance at step 0 and later"
+    assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+    assert "| tracker | space |" in table and "after / before" in table and "| freedrag | w | 5 | 1 |" in table
+    drag_quality.main(["--from-json", str(out), "--markdown"])
+    assert capsys.readouterr().out == table
+
+
+def test_benchmark_flags_points_all_is_the_eleven_keypoint_set_and_tracker_all_is_every_tracker():
+    import argparse
+    parser = argparse.ArgumentParser()
+    assert drag_quality._split("all", tuple(drag_quality.POINT_SETS), "--points", parser) == ["all"]
+    assert drag_quality._split("1,5", tuple(drag_quality.POINT_SETS), "--points", parser) == ["1", "5"]
+    assert drag_quality._split("all", ("official", "freedrag"), "--tracker", parser, every="all") == [
+        "official", "freedrag"]
+    with pytest.raises(SystemExit):
+        drag_quality._split("7", tuple(drag_quality.POINT_SETS), "--points", parser)
+    assert len(drag_quality.POINT_SETS["all"]) == 11

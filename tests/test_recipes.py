@@ -367,10 +367,16 @@ def test_tracker_is_recorded_and_replayed(G):
     data["drags"][0]["tracker"] = "other-tracker"
     recipe = recipes.load_recipe(data)
     assert recipe.drags[0].tracker == "other-tracker" and recipe.to_json()["drags"][0]["tracker"] == "other-tracker"
-    if "tracker" in {f.name for f in dataclasses.fields(DragConfig)}:
-        pytest.skip("this engine has trackers: replaying an unknown one is the engine's to refuse")
     with pytest.raises(RecipeError, match="no point tracker 'other-tracker'"):
         recipes.replay(recipe, G)
+
+    data["drags"][0]["tracker"] = "freedrag"
+    recipe = recipes.load_recipe(data)
+    result = recipes.replay(recipe, G)
+    drags = result.session.snapshot().drags()
+    assert [d.tracker for d in drags] == ["freedrag", "official"], "each drag replays with its recorded tracker"
+    again = recipes.replay(recipes.load_recipe(data), G).session
+    assert torch.equal(again.ws, result.session.ws)
 
 
 def test_state_from_recipe_checks_the_source(G, tmp_path):

@@ -47,9 +47,9 @@ def _plain(obj) -> None:
         _plain(getattr(obj, name))
 
 
-@pytest.mark.parametrize("mask", [False, True])
-def test_snapshot_continues_a_drag_bit_for_bit(G: Generator, mask: bool) -> None:
-    cfg = DragConfig(lr=5e-3)
+@pytest.mark.parametrize("mask, tracker", [(False, "official"), (True, "official"), (False, "freedrag")])
+def test_snapshot_continues_a_drag_bit_for_bit(G: Generator, mask: bool, tracker: str) -> None:
+    cfg = DragConfig(lr=5e-3, tracker=tracker)
     ref = DragSession(G, seed=2, config=cfg)
     ref.set_points([(10, 12)], [(20, 14)])
     fixed = np.zeros((32, 32), np.float32)
@@ -69,6 +69,25 @@ def test_snapshot_continues_a_drag_bit_for_bit(G: Generator, mask: bool) -> None
     rest = _steps(b, 3)
     assert [r.handles for r in first + rest] == [r.handles for r in expected]
     assert [r.loss for r in first + rest] == [r.loss for r in expected]
+    assert torch.equal(b.ws, ref.ws)
+
+
+def test_the_freedrag_trackers_learnt_template_travels_too(G: Generator) -> None:
+    """The line-search tracker adapts a template during the drag; a snapshot carries it (else tracking after a
+    ZeroGPU chunk would restart from the reference and the drag would go elsewhere)."""
+    cfg = DragConfig(lr=2e-2, tracker="freedrag")
+    points = ([(8, 8), (20, 24)], [(24, 12), (6, 20)])
+    ref = DragSession(G, seed=0, config=cfg)
+    ref.set_points(*points)
+    expected = _steps(ref, 16)
+    a = DragSession(G, seed=0, config=cfg)
+    a.set_points(*points)
+    first = _steps(a, 8)
+    snap = pickle.loads(pickle.dumps(a.snapshot()))
+    assert set(snap.drag.tracker_state) == {"template", "threshold", "trusted"}
+    b = DragSession.from_snapshot(G, snap)
+    rest = _steps(b, 8)
+    assert [r.handles for r in first + rest] == [r.handles for r in expected]
     assert torch.equal(b.ws, ref.ws)
 
 

@@ -453,3 +453,25 @@ def test_live_view_is_timed_by_the_render_policy(G):
     assert np.array_equal(ui.image, render(ui)), "the drag ends on the exact image"
     assert "live preview" not in handlers.stats_text(ui)
     assert ui.render_every == 0
+
+
+def test_the_tracker_setting_reaches_the_drag_and_the_recipe(G, tmp_path):
+    import json
+
+    import app
+    from draggan.engine.trackers import TRACKER_NAMES
+
+    assert [value for _, value in app.TRACKER_CHOICES] == list(TRACKER_NAMES), "the dropdown offers every tracker"
+    ui = new_state(G, max_steps=3)
+    click(ui, 20, 20)
+    click(ui, 30, 26)
+    handlers.update_params(ui, 2e-3, 3, 2, 20.0, "freedrag")
+    handlers.run_blocking(ui)
+    handlers.update_params(ui, 2e-3, 3, 2, 20.0, "official")
+    handlers.run_blocking(ui)                         # same points, another tracker: a new drag, not a resume
+    drags = ui.snap.drags()
+    assert [d.tracker for d in drags] == ["freedrag", "official"] and not drags[1].resume
+    recipe = json.loads(handlers.export_recipe(ui, tmp_path).read_text())
+    assert [d["tracker"] for d in recipe["drags"]] == ["freedrag", "official"]
+    with pytest.raises(UserError, match="point tracking"):
+        handlers.update_params(ui, 2e-3, 3, 2, 20.0, "magic")

@@ -10,6 +10,7 @@ window of round(r2·H/512) pixels, stop if every handle is within max(2·H/512, 
 otherwise take one Adam step on the motion-supervision loss (+ λ × the masked L1 to the first step's
 features). Only the first `num_layers` (6) style layers are optimised — per layer in W+, one shared vector
 in W — and the others stay at the start latent.
+`DragConfig.tracker` picks the tracking step (`trackers.py`); the default, "official", is the one above.
 
 Where we do less work than the original: a step runs the synthesis only up to the feature block, with
 unfused modulated convolutions (style gradients without per-sample weight gradients); it computes the
@@ -46,7 +47,8 @@ from .motion import motion_loss, official_grid, plan_motion
 from .snapshot import DragProgress, DragSnapshot
 from .preview import preview_supported, render_preview
 from .render_policy import RenderPolicy
-from .tracking import reference_features, track_points
+from .trackers import TRACKER_NAMES, make_tracker
+from .tracking import reference_features
 from .window import Box, WindowedSynthesis
 
 Point = tuple[float, float]
@@ -70,6 +72,7 @@ class DragConfig:
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
     windowed: bool = True             # StyleGAN2: compute the feature block only where the step reads it
+    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES ("official", "freedrag")
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -82,6 +85,8 @@ class DragConfig:
             raise ValueError(f"r1 and r2 must be positive, got {self.r1}, {self.r2}")
         if self.max_steps < 0 or self.num_layers < 1:
             raise ValueError("max_steps must be ≥ 0 and num_layers ≥ 1")
+        if self.tracker not in TRACKER_NAMES:
+            raise ValueError(f"tracker must be one of {TRACKER_NAMES}, got {self.tracker!r}")
 
 
 @dataclass
@@ -119,6 +124,9 @@ class _Drag:
         self.feat0: torch.Tensor | None = None   # F0 (or the window feat0_box of it), when a mask term needs it
         self.feat0_box: Box | None = None
         self.ref = None if progress.ref is None else torch.as_tensor(progress.ref).to(w.device).clone()  # [N, C]
+        self.tracker = None                      # trackers.Tracker, made at the first step (or from tracker_state)
+        self.tracker_name = progress.tracker      # fixed when the drag began, like its step size
+        self.tracker_state = progress.tracker_state
         self.points_rc = torch.as_tensor(progress.points_rc, dtype=torch.int64).clone()  # CPU
         self.steps = int(progress.steps)
         self.committed_steps = self.steps - int(progress.run_steps)  # steps recorded in earlier history entries
@@ -133,7 +141,9 @@ class _Drag:
                             ref=None if self.ref is None else self.ref.detach().cpu().numpy().copy(),
                             points_rc=self.points_rc.numpy().copy(), steps=self.steps,
                             start_handles=tuple(self.start_handles), adam=adam, lr=self.lr,
-                            run_steps=self.steps - self.committed_steps, resumed=self.resumed)
+                            run_steps=self.steps - self.committed_steps, resumed=self.resumed,
+                            tracker=self.tracker_name,
+                            tracker_state=self.tracker.state() if self.tracker is not None else self.tracker_state)
 
 
 def default_feature_block(G: torch.nn.Module) -> int:
@@ -398,14 +408,19 @@ class DragSession:
             if drag.ref is None:
                 drag.feat0, drag.feat0_box = fixed_feat.detach().clone(), _box_of(fixed_feat, fixed_origin)
                 drag.ref = reference_features(self._view, feat, handles_rc, origin)
-            points = track_points(self._view, feat, drag.ref, handles_rc, self.r2_px, origin).cpu()
+            if drag.tracker is None:               # the first step, or a drag continued from a snapshot
+                drag.tracker = make_tracker(drag.tracker_name, self._view, drag.ref, feat, handles_rc, self.r2_px,
+                                            origin)
+                if drag.tracker_state:
+                    drag.tracker.load_state(drag.tracker_state)
+            targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
+            points = drag.tracker(feat, handles_rc, targets_rc, origin).cpu()
             drag.points_rc = points
             self._handles = [(float(c), float(r)) for r, c in points.tolist()]
             distances = [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(self._handles, self._targets)]
             done = all(d <= self.arrive_px for d in distances)
             loss_motion = loss_mask = 0.0
             if not done:
-                targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
                 plan = plan_motion(points, targets_rc, self.r1_px, self._grid)
                 assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
                 zero = feat.new_zeros([])

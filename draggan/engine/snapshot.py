@@ -65,6 +65,8 @@ class DragProgress:
     lr: float
     run_steps: int = 0               # steps of the current run (since the last history entry)
     resumed: bool = False            # the current run continues a drag recorded in an earlier entry
+    tracker: str = "official"        # the point tracker of this drag (DragConfig.tracker when it began)
+    tracker_state: dict[str, Any] = dataclasses.field(default_factory=dict)  # the point tracker's own state
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def commit(snap: DragSnapshot) -> DragSnapshot:
     if drag is not None:
         summary = DragSummary(handles=drag.start_handles, targets=snap.targets, steps=drag.run_steps, lr=drag.lr,
                               mask_lambda=float(snap.config.mask_lambda), mask=snap.mask, resume=drag.resumed,
-                              tracker=str(getattr(snap.config, "tracker", "official")))
+                              tracker=drag.tracker)
         drag = dataclasses.replace(drag, run_steps=0, resumed=True, start_handles=snap.handles)
     entry = HistoryEntry(snap.next_id, snap.w.copy(), snap.handles, snap.targets, summary)
     return dataclasses.replace(snap, history=snap.history[:snap.hist_idx + 1] + (entry,),
@@ -188,7 +190,7 @@ def begin_drag(snap: DragSnapshot) -> DragSnapshot:
         history = history[:snap.hist_idx] + (entry,) + history[snap.hist_idx + 1:]
     rc = np.array([[round(y), round(x)] for x, y in snap.handles], dtype=np.int64)
     drag = DragProgress(w_begin=snap.w.copy(), ref=None, points_rc=rc, steps=0, start_handles=snap.handles,
-                        adam={}, lr=float(snap.config.lr))
+                        adam={}, lr=float(snap.config.lr), tracker=str(snap.config.tracker))
     return dataclasses.replace(snap, history=history, drag=drag)
 
 

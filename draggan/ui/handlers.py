@@ -23,6 +23,7 @@ from .. import export, limits, recipes
 from ..errors import UserError
 from ..engine import DragConfig
 from ..engine.session import SPACES
+from ..engine.trackers import TRACKER_NAMES
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
 from . import gpu
@@ -46,12 +47,15 @@ def _number(name: str, value: Any, integer: bool = False) -> float | int:
 
 
 def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
-                mask_lambda: Any = DragConfig.mask_lambda, space: str = DragConfig.space) -> DragConfig:
+                mask_lambda: Any = DragConfig.mask_lambda, space: str = DragConfig.space,
+                tracker: str = DragConfig.tracker) -> DragConfig:
     """A validated drag configuration from the page's values."""
     if space not in SPACES:
         raise UserError(f"latent space must be one of {SPACES}, got {space!r}")
+    if tracker not in TRACKER_NAMES:
+        raise UserError(f"point tracking must be one of {', '.join(TRACKER_NAMES)}, got {str(tracker)[:40]!r}")
     return DragConfig(space=space, lr=_number("lr", lr), max_steps=_number("max_steps", max_steps, integer=True),
-                      mask_lambda=_number("mask_lambda", mask_lambda))
+                      mask_lambda=_number("mask_lambda", mask_lambda), tracker=tracker)
 
 
 def session_dir() -> Path:
@@ -86,13 +90,14 @@ def ensure_idle(ui: UIState, action: str) -> None:
         raise UserError(f"A photo is being inverted: wait for it to finish or press Cancel before you {action}.")
 
 
-def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_lambda: Any) -> None:
-    """Change the drag settings; they apply from the next Start."""
-    config = make_config(lr, max_steps, mask_lambda, ui.space)
+def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_lambda: Any,
+                  tracker: str | None = None) -> None:
+    """Change the drag settings; they apply from the next Start (a new step size or tracker: a new drag)."""
+    config = make_config(lr, max_steps, mask_lambda, ui.space, tracker or ui.snap.config.tracker)
     render_every = _number("render_every", render_every, integer=True)
     with ui.lock:
         ui.snap = snapshots.with_config(ui.snap, lr=config.lr, max_steps=config.max_steps,
-                                        mask_lambda=config.mask_lambda)
+                                        mask_lambda=config.mask_lambda, tracker=config.tracker)
         ui.render_every = render_every
 
 
@@ -314,8 +319,8 @@ def start_drag(ui: UIState) -> Job:
     with ui.lock:
         check_points(ui.handles, ui.targets, ui.height, ui.width)
         snap = snapshots.set_mask(ui.snap, effective_fixed_mask(ui))
-        if snap.drag is not None and snap.drag.lr != snap.config.lr:
-            snap = snapshots.set_points(snap, snap.handles, snap.targets)   # a new step size: a new drag
+        if snap.drag is not None and (snap.drag.lr, snap.drag.tracker) != (snap.config.lr, snap.config.tracker):
+            snap = snapshots.set_points(snap, snap.handles, snap.targets)   # new step size or tracker: a new drag
         ui.snap = snap
         job = Job(kind="drag", stop=StopFlag(str(ui.workdir / "stop")))
         job.stop.clear()

@@ -136,11 +136,11 @@ class ModelPanel:
         return int(np.random.randint(0, 2**31 - 1))
 
     def update_params(self, ui: UIState | None, lr: Any, max_steps: Any, render_every: Any,
-                      mask_lambda: Any) -> None:
+                      mask_lambda: Any, tracker: str | None = None) -> None:
         if ui is None:
             return
         try:
-            handlers.update_params(ui, lr, max_steps, render_every, mask_lambda)
+            handlers.update_params(ui, lr, max_steps, render_every, mask_lambda, tracker)
         except (UserError, ValueError) as exc:
             gr.Warning(str(exc))
 
@@ -158,4 +158,5 @@ class ModelPanel:
               [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
         p.dice.click(self.random_seed, None, p.seed, **light).then(
             self.change_latent, [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
-        gr.on([c.change for c in settings], self.update_params, [p.state, *settings], None, **light)
+        gr.on([c.change for c in [*settings, p.tracker]], self.update_params, [p.state, *settings, p.tracker], None,
+              **light)

@@ -1,0 +1,67 @@
+"""The point trackers a drag can use, by name: `DragConfig.tracker` selects one from `TRACKERS`.
+
+A tracker is created once per drag, at its first step, from that step's feature map, and then called every
+step with the current map, handles and targets; it returns the new integer (row, col) handles.
+
+- "official": DragGAN's nearest-feature search in the r2 window (`tracking.track_points`), bit for bit.
+- "freedrag": FreeDrag-style adaptive template and bounded line search with backtracking
+  (`robust_tracking.LineSearchTracker`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from .features import UpsampledView
+from .robust_tracking import LineSearchTracker
+from .tracking import track_points
+
+
+class Tracker(Protocol):
+    def __call__(self, feat: torch.Tensor, handles_rc: torch.Tensor, targets_rc: torch.Tensor,
+                 origin: tuple[int, int] = (0, 0)) -> torch.Tensor: ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the tracker learnt during the drag, as CPU arrays (travels in a `DragSnapshot`)."""
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `state()` of the same drag's tracker (bit for bit)."""
+
+
+class OfficialTracker:
+    """DragGAN's tracking: every step, the nearest match of the first step's reference in the r2 window."""
+
+    def __init__(self, view: UpsampledView, ref: torch.Tensor, radius: int) -> None:
+        self.view, self.ref, self.radius = view, ref, radius
+
+    def __call__(self, feat: torch.Tensor, handles_rc: torch.Tensor, targets_rc: torch.Tensor,
+                 origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        return track_points(self.view, feat, self.ref, handles_rc, self.radius, origin)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}          # nothing learnt: the reference features travel with the drag already
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+
+TrackerFactory = Callable[[UpsampledView, torch.Tensor, torch.Tensor, torch.Tensor, int, tuple[int, int]], Tracker]
+
+TRACKERS: dict[str, TrackerFactory] = {
+    "official": lambda view, ref, feat0, handles, radius, origin: OfficialTracker(view, ref, radius),
+    "freedrag": lambda view, ref, feat0, handles, radius, origin: LineSearchTracker(view, ref, feat0, handles,
+                                                                                    radius, origin),
+}
+TRACKER_NAMES = tuple(TRACKERS)
+
+
+def make_tracker(name: str, view: UpsampledView, ref: torch.Tensor, feat0: torch.Tensor, handles_rc: torch.Tensor,
+                 radius: int, origin: tuple[int, int] = (0, 0)) -> Tracker:
+    """The tracker `name` for one drag. ref: [N, C] handle features of the first step's map feat0
+    (or its window at origin); handles_rc: [N, 2] int64 start handles; radius: r2 in pixels."""
+    if name not in TRACKERS:
+        raise ValueError(f"tracker must be one of {TRACKER_NAMES}, got {name!r}")
+    return TRACKERS[name](view, ref, feat0, handles_rc, radius, origin)
