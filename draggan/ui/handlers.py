@@ -270,11 +270,13 @@ def view(ui: UIState) -> Image.Image:
                               show_mask=ui.show_mask, scale=scale_of(ui), done=ui.points_done)
 
 
-def plain_view(ui: UIState) -> np.ndarray:
-    """The current result upscaled to display size, without overlays (the mask editor's background)."""
+def plain_view(ui: UIState, image: np.ndarray | None = None) -> np.ndarray:
+    """The current result (or `image`) upscaled to display size, without overlays (the mask editor's
+    background, the before / after view)."""
     s = scale_of(ui)
-    return np.asarray(Image.fromarray(ui.image).resize((ui.width * s, ui.height * s),
-                                                       Image.LANCZOS if s > 1 else Image.NEAREST))
+    image = ui.image if image is None else image
+    return np.asarray(Image.fromarray(image).resize((ui.width * s, ui.height * s),
+                                                    Image.LANCZOS if s > 1 else Image.NEAREST))
 
 
 def _distances(handles: Sequence[Point], targets: Sequence[Point]) -> str:
