@@ -28,9 +28,8 @@ from draggan.ui.studio import Studio
 
 TITLE = "DragGAN studio"
 INTRO = """# DragGAN studio
-Click the image to place a **handle** (red), then its **target** (blue); add as many pairs as you like and
-press **Start**. Paint a *flexible area* (green) in the **Mask** tab to say what may change, or a *fixed area*
-(red) for what must not. To edit your own picture, open **Edit your own photo**."""
+Click the image for a **handle** (red), then its **target** (blue), and press **Start**. The **Mask** tab says
+what may change; **Edit your own photo** starts from your picture."""
 CSS = """
 #canvas img { cursor: crosshair; }
 #stats { min-height: 3.2em; }
@@ -51,6 +50,7 @@ CSS = """
   #workspace { order: -1; }
   #main-row > div { min-width: 0 !important; width: 100% !important; }
   #toolbar button { font-size: 0.85rem !important; }
+  #intro p { font-size: 0.9rem; }
 }
 """
 IMAGE_HEIGHT = 512
@@ -95,7 +95,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(3600, hours)) as demo:
         p.demo = demo
         p.state = gr.State(None, delete_callback=handlers.release, time_to_live=hours)
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO, elem_id="intro")
         with gr.Row(equal_height=False, elem_id="main-row"):
             with gr.Column(scale=2, min_width=320, elem_id="controls"):
                 with gr.Accordion("Model", open=True):
@@ -181,8 +181,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 with gr.Tabs():
                     with gr.Tab("Points"):
                         p.image = gr.Image(label="Click: handle, then target", type="pil", interactive=False,
-                                           elem_id="canvas", buttons=["fullscreen"], show_label=False,
-                                           height=IMAGE_HEIGHT)
+                                           elem_id="canvas", buttons=["fullscreen"], show_label=False)
                         with gr.Row(elem_classes="compact-row"):
                             p.remove_last = gr.Button("Remove last point", size="sm")
                             p.clear = gr.Button("Clear points", size="sm")
@@ -201,8 +200,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             p.reset_mask = gr.Button("Reset mask", size="sm", scale=0)
                     with gr.Tab("Before / after"):
                         p.compare = gr.ImageSlider(label="Start image · result", type="numpy", interactive=False,
-                                                   elem_id="compare", height=IMAGE_HEIGHT, max_height=IMAGE_HEIGHT,
-                                                   buttons=[])
+                                                   elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
 
         with gr.Accordion("About this demo: models, licences, your photos", open=False, elem_id="about"):
             gr.Markdown(about_text(studio))

@@ -302,9 +302,9 @@ def stats_text(ui: UIState) -> str:
         ms = 1000.0 * (time.perf_counter() - job.started) / max(job.steps, 1)
         lines.append(f"running · step {last.step} of {last.max_steps} · {ms:.0f} ms/step · distance "
                      f"{_distances(last.handles, last.targets)}")
-    elif drags and ui.points_done:
-        lines.append(f"{len(drags)} drag(s) done · the last one arrived in {drags[-1].steps} steps · its points "
-                     f"are done (grey): click the image for new ones")
+    elif ui.points_done:
+        lines.append(f"{len(drags)} drag(s) done · the last one arrived · its points are done (grey): click the "
+                     f"image for new ones")
     elif drags:
         lines.append(f"{len(drags)} drag(s) done · last {drags[-1].steps} steps · distance "
                      f"{_distances(ui.handles, ui.targets) or '–'}")

@@ -73,10 +73,11 @@ class DragPanel:
             ui = need(ui)
             job = handlers.start_drag(ui)
         except UserError as exc:
-            if ui is not None:
-                ui.notice = str(exc)
-                yield {p.stats: handlers.stats_text(ui)}
-            gr.Warning(str(exc), duration=5)
+            if ui is None:
+                gr.Warning(str(exc), duration=5)
+                return
+            ui.notice = str(exc)                       # said in the status line, not in a toast
+            yield {p.stats: handlers.stats_text(ui)}
             return
         ui.notice = ""
         try:
