@@ -128,7 +128,9 @@ def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
     assert ui.space == "w+" and torch.equal(_ws(ui), torch.from_numpy(result.w))
     assert ui.photo.loss_name == "pixel+multiscale" and "LPIPS weights unavailable" in ui.photo.loss_note
     readout = photo.quality_html(ui.photo)
-    assert f"PSNR {result.psnr:.1f} dB" in readout and "LPIPS n/a" in readout and "Hub unreachable" in readout
+    assert f"PSNR {result.psnr:.1f} dB" in readout and "LPIPS" not in readout.split("<details>")[0]
+    assert "compared pixel by pixel" in readout and "timm" not in readout.split("<details>")[0]
+    assert "<details>" in readout and "Hub unreachable" in readout, "the reason is kept, collapsed"
     assert "photo *me.png*" in handlers.stats_text(ui)
 
     _click(ui, 20, 20)
