@@ -15,7 +15,7 @@ from draggan.engine import DragConfig
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
 from draggan.ui import examples, handlers
-from draggan.ui.drawing import FIXED_TINT, FLEXIBLE_TINT
+from draggan.ui.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
 from draggan.ui.events import Page
 from draggan.ui.events.api import ApiPanel
 from draggan.ui.events.drag import DragPanel
@@ -192,7 +192,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             brush=gr.Brush(colors=[FLEX_HEX, FIXED_HEX], default_color=FLEX_HEX,
                                            color_mode="fixed", default_size=24),
                             eraser=gr.Eraser(default_size=24), show_label=False, elem_id="mask-editor",
-                            height=IMAGE_HEIGHT + 60)
+                            height=IMAGE_HEIGHT + 60, canvas_size=(DISPLAY_MIN_SIZE, DISPLAY_MIN_SIZE))
                         with gr.Row():
                             gr.Markdown(f"<span style='color:{FLEX_HEX}'>■</span> flexible area (may change; "
                                         f"everything else stays) &nbsp; <span style='color:{FIXED_HEX}'>■</span> "

@@ -18,17 +18,14 @@ Page = SimpleNamespace
 
 
 def editor_value(ui: UIState) -> dict[str, Any]:
-    """The mask editor's value: the plain image and, when a mask is painted, the masks as one layer.
+    """The mask editor's value: the plain image and the painted masks as one layer (always sent: the editor
+    reports strokes only on a layer it was given).
 
-    No layer is sent when there is no mask: Gradio's ImageEditor frontend adds a layer from a URL while the new
-    background is still loading, and the background's canvas resize clears the layers' draw textures
-    meanwhile, which logs "No draw texture found for layer" in the browser console and drops that layer
-    (a race in its LayerManager.add_layer_from_url; reports of layers lost on value updates:
-    gradio-app/gradio#7522, #7408). An empty layer list skips that path; the editor makes its own blank layer.
-    """
-    has_mask = ui.fixed_mask is not None or ui.flexible_mask is not None
-    return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)] if has_mask else [],
-            "composite": None}
+    Known upstream race (Gradio 6 ImageEditor frontend): while `add_layers_from_url` loads this layer, the image
+    tool's background load, which it does not await, calls `reset_layers` and deletes it; the browser console
+    then logs "No draw texture found for layer" and the editor shows a fresh empty layer until the next value.
+    Related reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
+    return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)], "composite": None}
 
 
 def compare_value(ui: UIState) -> tuple[Any, Any]:
