@@ -482,6 +482,7 @@ def test_examples_load_their_model_seed_and_points(monkeypatch):
     assert ui.model.source == "cartoon-faces-128" and ui.seed == example.seed and out[page.model] == example.model
     assert ui.handles == list(example.handles) and ui.targets == list(example.targets)
     assert out[page.lr] == studio.drag_lr("cartoon-faces-128") and "press Start" in out[page.stats]
+    assert out[page.ai_mark] is False, "the visible mark starts off for a generated image"
     for e in (e for e in EXAMPLES if e.model == "cartoon-faces-128"):
         handlers.check_points(e.handles, e.targets, 128, 128)
     ffhq = next(e for e in EXAMPLES if e.model == "ffhq-512")

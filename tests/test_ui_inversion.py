@@ -322,6 +322,7 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     assert infos[-1].startswith("Photo inverted") and "PSNR" in handlers.stats_text(state)
     assert np.array_equal(np.asarray(final[page.image]), np.asarray(handlers.view(state)))
     assert "PSNR" in final[page.photo_status] and "compared pixel by pixel" in final[page.photo_status]
+    assert final[page.ai_mark] is True, "an edited photo's PNG gets the visible AI mark by default"
     assert final[page.space] == "w+"
     assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
     assert studio.cache.get(state.photo.base.source, studio.device) is shared

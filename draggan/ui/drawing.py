@@ -6,7 +6,7 @@ scales an image above its natural size, so the display image is an integer upsca
 cursor); `to_display` (to the centre of that pixel's block) and `from_display` are the only conversions.
 
 Masks live in generator pixels too. `upscale_mask` shows one at display size with smooth edges (bilinear, then
-cut at one half: no stair-steps of whole blocks), and `sample_mask` reads a display-size mask back at the centre
+cut at one half: no stair-steps of whole blocks; the tint on the Points view is also antialiased), and `sample_mask` reads a display-size mask back at the centre
 pixel of each block; the two are exact inverses (a block centre lies within 0.5/scale px of the generator pixel
 centre, where the bilinear value is above one half exactly when that pixel is set).
 """
@@ -88,13 +88,14 @@ def tint_mask(image: Image.Image, mask: np.ndarray, color: tuple[int, int, int],
     """Blend `color` over the pixels of `image` where the [h, w] `mask` is set (resized to the image), and
     outline the region in `color` so it stays visible on images of a similar hue."""
     assert mask.ndim == 2, f"mask must be [H, W], got {mask.shape}"
-    m = upscale_mask(mask, image.size)
+    scale = image.size[0] / mask.shape[1]
+    soft = upscale_mask(mask, image.size).filter(ImageFilter.GaussianBlur(max(0.8, 0.4 * scale)))
     base = image.convert("RGB")
     layer = Image.new("RGB", base.size, color)
-    base.paste(Image.blend(base, layer, alpha), (0, 0), m)
-    edge = m.filter(ImageFilter.MaxFilter(3)).point(lambda v: 255 if v else 0)
-    edge = Image.fromarray(np.asarray(edge) & ~np.asarray(m.filter(ImageFilter.MinFilter(3))))
-    base.paste(layer, (0, 0), edge)
+    base.paste(Image.blend(base, layer, alpha), (0, 0), soft)           # antialiased fill
+    v = np.asarray(soft).astype(np.int32)
+    edge = np.clip(255 - np.abs(v - 128) * 3, 0, 255).astype(np.uint8)  # a soft line along the contour
+    base.paste(layer, (0, 0), Image.fromarray(edge))
     return base
 
 
