@@ -15,8 +15,8 @@ from draggan.engine import DragConfig
 from draggan.engine.session import SPACES
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
-from draggan.ui import handlers
-from draggan.ui.drawing import FIXED_TINT, FLEXIBLE_TINT
+from draggan.ui import examples, handlers
+from draggan.ui.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
 from draggan.ui.events import Page
 from draggan.ui.events.api import ApiPanel
 from draggan.ui.events.drag import DragPanel
@@ -29,20 +29,56 @@ from draggan.ui.studio import Studio
 
 TITLE = "DragGAN studio"
 INTRO = """# DragGAN studio
-Click the image to place a **handle** (red), then its **target** (blue); add as many pairs as you like and
-press **Start**. Paint a *flexible area* (green) in the **Mask** tab to say what may change, or a *fixed area*
-(red) for what must not. To edit your own picture, open **Edit your own photo**."""
+Click the image for a **handle** (red), then its **target** (blue), and press **Start**. The **Mask** tab says
+what may change; **Edit your own photo** starts from your picture."""
 CSS = """
 #canvas img { cursor: crosshair; }
 #stats { min-height: 3.2em; }
 #models-note, #models-note * { font-size: 0.85rem !important; opacity: 0.85; }
 .compact-row button { min-width: 0 !important; }
-.inv-status progress { width: 100%; height: 0.9em; }
-.inv-status { font-size: 0.9rem; }
+.inv-status progress, .drag-progress progress { width: 100%; height: 0.9em; }
+.inv-status, .drag-progress { font-size: 0.9rem; }
+#toolbar { flex-wrap: nowrap !important; gap: 6px; }
+#toolbar button { min-width: 0 !important; flex: 1 1 0 !important; padding-left: 4px !important;
+                  padding-right: 4px !important; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#examples { flex-wrap: wrap; gap: 6px; align-items: center; }
+#examples button { flex: 0 1 auto !important; min-width: 0 !important; }
+#model-picker input { padding-right: 2.2em !important; text-overflow: ellipsis; }
+#photo-view { padding-top: 1.6em; }
+.toast-wrap { top: auto !important; bottom: 16px !important; }
+@media (max-width: 820px) {
+  #main-row { flex-direction: column !important; }
+  #workspace { order: -1; }
+  #main-row > div { min-width: 0 !important; width: 100% !important; }
+  #toolbar button { font-size: 0.85rem !important; }
+  #intro p { font-size: 0.9rem; }
+}
 """
 TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag")]
+IMAGE_HEIGHT = 512
+UPLOAD_CACHE_HOURS = 6          # Gradio's upload cache: files older than this are deleted (hourly check)
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
+
+
+def about_text(studio: Studio) -> str:
+    """The page's "what this runs on" note: the offered zoo models' licences and what happens to a photo."""
+    from draggan.checkpoints.licences import licence_markdown
+    from draggan.checkpoints.zoo import list_models
+
+    offered = {c.source for c in studio.available}
+    try:
+        entries = [e for e in list_models() if e.key in offered]
+    except (OSError, ValueError):
+        entries = []
+    licences = licence_markdown(entries) or "- (no zoo model is offered here)"
+    return (f"**Runs on** {studio.device.type.upper()}. Images are made by StyleGAN generators; most weights are "
+            f"NVIDIA's and licensed for **non-commercial use only**:\n\n{licences}\n\n"
+            "**Your photos**: an uploaded photo is used only in your browser session and never shown to other "
+            "visitors. What is made from it (its latent, its tuned copy of the model, your exports) is deleted "
+            "when the session ends (you close the page); the uploaded file itself leaves the server's upload "
+            f"cache within {UPLOAD_CACHE_HOURS} hours. Exported PNGs say in their metadata that they are "
+            "AI-generated or AI-edited.")
 
 
 def build_demo(studio: Studio | None = None) -> gr.Blocks:
@@ -54,16 +90,22 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
     p = Page()
     photo_panel = PhotoPanel(studio, p)
     default = studio.default_model()
+    bundled = studio.bundled_model()
+    example_list = examples.offered(c.source for c in studio.available)
 
-    with gr.Blocks(title=TITLE) as demo:
+    hours = UPLOAD_CACHE_HOURS * 3600
+    with gr.Blocks(title=TITLE, delete_cache=(3600, hours)) as demo:
         p.demo = demo
-        p.state = gr.State(None, delete_callback=handlers.release, time_to_live=6 * 3600)
-        gr.Markdown(INTRO)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
+        p.state = gr.State(None, delete_callback=handlers.release, time_to_live=hours)
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Row(equal_height=False, elem_id="main-row"):
+            with gr.Column(scale=2, min_width=320, elem_id="controls"):
                 with gr.Accordion("Model", open=True):
                     p.model = gr.Dropdown(studio.dropdown_choices(), value=default, label="Model",
-                                          info="Downloads on first use; loaded models are shared by all users.")
+                                          info="Downloads on first use; loaded models are shared by all users.",
+                                          elem_id="model-picker")
+                    p.use_bundled = gr.Button(f"Use {studio.label_of(bundled)} (no download)" if bundled else "",
+                                              size="sm", visible=bool(bundled and bundled != default))
                     gr.Markdown(studio.models_note(), elem_id="models-note")
                     if studio.unavailable_details():
                         with gr.Accordion("Unavailable models", open=False):
@@ -122,16 +164,26 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                                  for fmt in animation_formats()})
                         p.export_buttons["recipe"] = gr.Button("Recipe", size="sm")
                         p.export_buttons["tuned"] = gr.Button("Tuned generator", size="sm")
+                    p.ai_mark = gr.Checkbox(False, label='Stamp a visible "AI Generated" mark on the PNG',
+                                            info="On by default for an edited photo; the PNG always says in its "
+                                                 "metadata that it is AI-generated or AI-edited.")
                     p.exported = gr.File(label="Download", interactive=False, visible=False)
                     p.recipe_in = gr.File(label="Replay an edit recipe (.json)", file_types=[".json"])
-            with gr.Column(scale=3, min_width=420):
-                with gr.Row(elem_classes="compact-row"):
+            with gr.Column(scale=3, min_width=320, elem_id="workspace"):
+                p.example_buttons = {}
+                if example_list:
+                    with gr.Row(elem_id="examples"):
+                        gr.Markdown("**Try an example:**", container=False)
+                        for example in example_list:
+                            p.example_buttons[example] = gr.Button(example.label, size="sm")
+                with gr.Row(elem_id="toolbar"):
                     p.start = gr.Button("▶ Start", variant="primary")
                     p.stop = gr.Button("■ Stop", variant="stop")
                     p.undo = gr.Button("↶ Undo")
                     p.redo = gr.Button("↷ Redo")
-                    p.reset = gr.Button("⟲ Reset image")
+                    p.reset = gr.Button("⟲ Reset")
                 p.stats = gr.Markdown(elem_id="stats")
+                p.progress = gr.HTML(elem_id="drag-progress")
                 with gr.Tabs():
                     with gr.Tab("Points"):
                         p.image = gr.Image(label="Click: handle, then target", type="pil", interactive=False,
@@ -145,12 +197,19 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                             type="numpy", image_mode="RGBA", sources=[], transforms=[], layers=False,
                             brush=gr.Brush(colors=[FLEX_HEX, FIXED_HEX], default_color=FLEX_HEX,
                                            color_mode="fixed", default_size=24),
-                            eraser=gr.Eraser(default_size=24), show_label=False, elem_id="mask-editor")
+                            eraser=gr.Eraser(default_size=24), show_label=False, elem_id="mask-editor",
+                            height=IMAGE_HEIGHT + 60, canvas_size=(DISPLAY_MIN_SIZE, DISPLAY_MIN_SIZE))
                         with gr.Row():
                             gr.Markdown(f"<span style='color:{FLEX_HEX}'>■</span> flexible area (may change; "
                                         f"everything else stays) &nbsp; <span style='color:{FIXED_HEX}'>■</span> "
                                         "fixed area (must not change)")
                             p.reset_mask = gr.Button("Reset mask", size="sm", scale=0)
+                    with gr.Tab("Before / after"):
+                        p.compare = gr.ImageSlider(label="Start image · result", type="numpy", interactive=False,
+                                                   elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
+
+        with gr.Accordion("About this demo: models, licences, your photos", open=False, elem_id="about"):
+            gr.Markdown(about_text(studio))
 
         # Headless API: `gradio_client` calls /drag with these hidden inputs.
         with gr.Row(visible=False):
@@ -190,8 +249,15 @@ def main() -> None:
     studio = Studio(device=args.device)
     studio.preload()
     demo = build_demo(studio)
+    # quiet: Gradio's own banner tells people to "set share=True in launch()"; this app's switch is --share.
     launch(demo, share=args.share, server_name=args.host, server_port=args.port,
-           max_file_size=f"{studio.max_upload_mb:.0f}mb")
+           max_file_size=f"{studio.max_upload_mb:.0f}mb", quiet=True, prevent_thread_lock=True)
+    print(f"{TITLE} running on {demo.local_url}")
+    if demo.share_url:
+        print(f"Public link (temporary): {demo.share_url}")
+    elif not os.environ.get("SPACE_ID"):
+        print("For a public gradio.live link, start it with: python app.py --share")
+    demo.block_thread()
 
 
 if __name__ == "__main__":

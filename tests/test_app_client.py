@@ -38,7 +38,7 @@ def test_models_endpoint_lists_local_and_unavailable_models(client):
     tiny = by_source[str(FIXTURE_MODELS["Tiny StyleGAN2"].resolve())]
     assert tiny["available"] and tiny["label"] == "Tiny StyleGAN2 (local)"
     hub_only = [m for m in models if m["source"] == "ffhq-512"]
-    assert hub_only and not hub_only[0]["available"] and "unreachable" in hub_only[0]["reason"]
+    assert hub_only and not hub_only[0]["available"] and "offline mode is on" in hub_only[0]["reason"]
 
 
 def test_headless_drag_changes_the_image(client):

@@ -1,24 +1,27 @@
-"""A real browser drives the app: headless Debian Chromium via Playwright clicks a handle and a target on the
-image, presses Start, sees the image change, presses Stop and sees the drag recorded."""
+"""A real browser drives the app: headless Chromium via Playwright loads the default flow at desktop and phone
+widths (an example drag, Start, the image changes, no console error and no server traceback), clicks a handle
+and a target, presses Start and Stop, and inverts a photo."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import shutil
 from typing import Iterator
 
 import pytest
 
 from _app_server import running_app
+from conftest import CHROMIUM_HINT, find_chromium
 
-CHROMIUM = os.environ.get("DRAGGAN_CHROMIUM", "/usr/bin/chromium")
-if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-    pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
+CHROMIUM = find_chromium()
+if CHROMIUM is None:
+    pytest.skip(f"no Chromium found: {CHROMIUM_HINT}", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
+BUNDLED = "Cartoon faces (bundled, offline, 128)"
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +30,47 @@ def url():
         yield address
 
 
+class _Records(logging.Handler):
+    """Log records at WARNING or above with a traceback, or at ERROR or above (the server's own logs)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.bad: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.bad.append(f"{record.name}: {record.getMessage()}")
+
+
+@pytest.fixture()
+def server_log(capfd) -> Iterator[None]:
+    """Fail the test when the app server logged an error or wrote a traceback while it ran (uvicorn, asyncio
+    and Gradio log through `logging`; Gradio also prints tracebacks to stderr, which `capfd` reads)."""
+    records = _Records()
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "asyncio", "gradio")]
+    for logger in loggers:
+        logger.addHandler(records)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, f"the server wrote a traceback:\n{err[-3000:]}"
+    assert not records.bad, f"the server logged errors: {records.bad}"
+
+
 @contextlib.contextmanager
-def open_app(url: str, width: int, height: int) -> Iterator["sync_api.Page"]:
-    """A headless Chromium page of the given viewport size on the app, once its image is shown."""
-    executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+def open_app(url: str, width: int, height: int, errors: list[str] | None = None) -> Iterator["sync_api.Page"]:
+    """A headless Chromium page of the given viewport size on the app, once its image is shown; browser console
+    errors and page errors are appended to `errors`."""
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
+            if errors is not None:
+                page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
             page.goto(url)
             page.wait_for_selector("#canvas img", timeout=120_000)
             yield page
@@ -46,6 +82,49 @@ def open_app(url: str, width: int, height: int) -> Iterator["sync_api.Page"]:
 def page(url):
     with open_app(url, 1280, 960) as page:
         yield page
+
+
+def pick_model(page, name: str) -> None:
+    page.get_by_label("Model", exact=True).first.click()
+    page.get_by_role("option", name=name).first.click()
+    sync_api.expect(page.locator("#stats")).to_contain_text(name, timeout=60_000)
+
+
+@pytest.mark.parametrize("width,height,shot", [(1280, 960, "screenshot.png"), (390, 844, "screenshot-phone.png")])
+def test_default_flow_example_drag_without_errors(url, server_log, width, height, shot):
+    """The first minute of a visitor: the bundled model, an example, Start, the result and a before/after view;
+    on a phone the image comes before the controls and the toolbar stays one row."""
+    errors: list[str] = []
+    with open_app(url, width, height, errors) as page:
+        stats = page.locator("#stats")
+        image = page.locator("#canvas img")
+        sync_api.expect(stats).to_contain_text(BUNDLED, timeout=60_000)
+        page.get_by_role("button", name="Smile", exact=True).click()
+        sync_api.expect(stats).to_contain_text("seed 3", timeout=60_000)
+        sync_api.expect(stats).to_contain_text("press Start", timeout=30_000)
+        before = image.get_attribute("src")
+
+        start, reset = page.get_by_role("button", name="Start"), page.get_by_role("button", name="⟲ Reset", exact=True)
+        toolbar = [start.bounding_box(), reset.bounding_box()]
+        assert abs(toolbar[0]["y"] - toolbar[1]["y"]) < 2 and toolbar[0]["height"] < 60, "toolbar is one row"
+        if width < 600:
+            model = page.get_by_label("Model", exact=True).first.bounding_box()
+            assert image.bounding_box()["y"] < model["y"], "on a phone the image comes before the controls"
+
+        start.click()
+        sync_api.expect(page.locator("#drag-progress progress")).to_have_count(1, timeout=60_000)
+        sync_api.expect(stats).to_contain_text("drag(s) done", timeout=180_000)
+        sync_api.expect(stats).to_contain_text("Arrived", timeout=10_000)
+        assert image.get_attribute("src") != before, "the drag changed the image"
+        folder = os.environ.get("DRAGGAN_SCREENSHOT_DIR")
+        if folder:
+            page.screenshot(path=os.path.join(folder, shot), full_page=width < 600)
+        start.click()                                                   # arrived points are not dragged again
+        sync_api.expect(stats).to_contain_text("Those points have arrived", timeout=30_000)
+
+        page.get_by_role("tab", name="Before / after").click()
+        sync_api.expect(page.locator("#compare img")).to_have_count(2, timeout=30_000)
+    assert not errors, errors
 
 
 def test_click_points_start_and_stop(page):
@@ -80,27 +159,27 @@ def test_picking_a_model_shows_it_with_its_step_size(page):
     stats = page.locator("#stats")
     page.get_by_text("Drag settings").click()
     lr = page.get_by_label("Step size (lr)")
-    sync_api.expect(lr).to_have_value("0.001", timeout=30_000)
-    for name, value in [("Cartoon faces (bundled, offline, 128)", "0.004"), ("Tiny StyleGAN2", "0.001")]:
-        page.get_by_label("Model", exact=True).first.click()
-        page.get_by_role("option", name=name).first.click()
+    sync_api.expect(lr).to_have_value("0.004", timeout=30_000)
+    for name, value in [("Tiny StyleGAN2", "0.001"), (BUNDLED, "0.004")]:
+        pick_model(page, name)
         sync_api.expect(stats).to_contain_text(name, timeout=60_000)
         sync_api.expect(lr).to_have_value(value, timeout=30_000)
 
 
-def _red_dot_centre(page, src: str) -> tuple[float, float]:
-    """Centre (as a fraction of width/height) of the red handle marker in the displayed image."""
+def _red_dot_centre(page, before: str, after: str) -> tuple[float, float]:
+    """Centre (as a fraction of width/height) of the red handle marker that a click drew: the pixels that
+    changed between the two displayed images and are red now."""
     import io
 
     import numpy as np
     from PIL import Image
 
-    data = page.request.get(src).body()
-    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
-    red = (rgb[..., 0] > 170) & (rgb[..., 1] < 100) & (rgb[..., 2] < 100)
+    old, new = (np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")).astype(int)
+                for src in (before, after))
+    red = (new[..., 0] > 170) & (new[..., 1] < 100) & (new[..., 2] < 100) & (np.abs(new - old).max(axis=2) > 40)
     ys, xs = np.nonzero(red)
     assert xs.size > 10, "no handle marker found in the displayed image"
-    return (xs.mean() + 0.5) / rgb.shape[1], (ys.mean() + 0.5) / rgb.shape[0]
+    return (xs.mean() + 0.5) / new.shape[1], (ys.mean() + 0.5) / new.shape[0]
 
 
 @pytest.mark.parametrize("width", [560])
@@ -113,7 +192,7 @@ def test_clicks_land_where_the_user_clicked_on_a_shrunk_image(url, width):
         start_src = image.get_attribute("src")
         image.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.70})
         sync_api.expect(image).not_to_have_attribute("src", start_src, timeout=30_000)
-        fx, fy = _red_dot_centre(page, image.get_attribute("src"))
+        fx, fy = _red_dot_centre(page, start_src, image.get_attribute("src"))
     assert abs(fx - 0.25) < 1.5 / 64 and abs(fy - 0.70) < 1.5 / 64, (fx, fy)
 
 
@@ -133,6 +212,7 @@ def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
     canvas.paste(Image.fromarray(made).resize((90, 90), Image.BICUBIC), (15, 0))
     canvas.save(file)
     with open_app(url, 1280, 1100) as page:
+        pick_model(page, "Tiny StyleGAN2")
         page.get_by_role("button", name="Edit your own photo").click()
         page.locator("#photo-upload input[type=file]").set_input_files(str(file))
         status = page.locator("#photo-status")
@@ -157,7 +237,7 @@ def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
         sync_api.expect(page.get_by_text("20 steps")).to_be_visible(timeout=10_000)
         page.get_by_role("button", name="Invert photo").click()
         sync_api.expect(status).to_contain_text("PSNR", timeout=60_000)
-        sync_api.expect(status).to_contain_text("pixel + multi-scale")
+        sync_api.expect(status).to_contain_text("compared pixel by pixel")
         sync_api.expect(page.locator("#stats")).to_contain_text("photo holiday.png", timeout=10_000)
         page.locator("#photo-panel").screenshot(path=str(tmp_path / "photo-panel.png"))
         shot = os.environ.get("DRAGGAN_SCREENSHOT_DIR")

@@ -290,6 +290,9 @@ def test_uploads_are_checked(tmp_path):
 
 
 def _demo(monkeypatch, **studio_kw):
+    """The app's handlers without a server: (studio, page, panels); the setting names an offered local file
+    as the start model."""
+    monkeypatch.setenv("DRAGGAN_DEFAULT_MODEL", str(SG2))
     return app_panels(monkeypatch, **studio_kw)
 
 
@@ -337,7 +340,8 @@ def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
     panels.model.load_own_model(state, None, "not a hub ref", 0, 0.7, "w+", progress=None)
     assert "not a Hub file" in warnings_shown[-1]
 
-    assert list(panels.drag.start(state)) == [] and "add a handle" in warnings_shown[-1]
+    refused = list(panels.drag.start(state))
+    assert len(refused) == 1 and "add a handle" in refused[0][page.stats], "a refused Start says why in the status"
 
     class Click:
         index = (900, 900)
@@ -475,3 +479,139 @@ def test_the_tracker_setting_reaches_the_drag_and_the_recipe(G, tmp_path):
     assert [d["tracker"] for d in recipe["drags"]] == ["freedrag", "official"]
     with pytest.raises(UserError, match="point tracking"):
         handlers.update_params(ui, 2e-3, 3, 2, 20.0, "magic")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Space as visitors meet it: default model, examples, arrived points, smooth masks, PNG provenance.
+
+def test_default_model_follows_the_policy(monkeypatch, tmp_path):
+    """GPU (a ZeroGPU Space) with the Hub reachable: FFHQ-512, with the bundled model one click away; a CPU:
+    the bundled model; the setting wins when this app offers what it names. No network: the Hub's answer is
+    given to the Studio."""
+    import app
+    from conftest import private_caches
+    from draggan.ui.studio import Studio
+
+    private_caches(monkeypatch, tmp_path)
+    monkeypatch.delenv("DRAGGAN_EXTRA_MODELS", raising=False)
+    monkeypatch.delenv("DRAGGAN_DEFAULT_MODEL", raising=False)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    settings.reload()
+    gpu_space = Studio(device="cpu", hub_online=True)
+    assert gpu_space.default_model() == "ffhq-512" and gpu_space.bundled_model() == "cartoon-faces-128"
+    page = app.build_demo(gpu_space).page
+    assert page.model.value == "ffhq-512" and page.use_bundled.visible
+    assert gpu_space.models_note() == "", "every zoo model can be downloaded"
+    assert Studio(device="cpu", hub_online=False).default_model() == "cartoon-faces-128", "no Hub, not cached"
+
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    settings.reload()
+    cpu = Studio(device="cpu", hub_online=True)
+    assert cpu.default_model() == "cartoon-faces-128"
+    assert not app.build_demo(cpu).page.use_bundled.visible, "the bundled model is the one shown"
+    monkeypatch.setenv("DRAGGAN_DEFAULT_MODEL", "cartoon-faces-64")
+    settings.reload()
+    assert Studio(device="cpu", hub_online=False).default_model() == "cartoon-faces-64"
+    monkeypatch.setenv("DRAGGAN_DEFAULT_MODEL", "ffhq-512")                 # named, but not available here
+    settings.reload()
+    offline = Studio(device="cpu", hub_online=False)
+    assert offline.default_model() == "cartoon-faces-128"
+    assert "offline mode is on" in offline.models_note()
+    assert all("offline mode is on" in c.reason for c in offline.choices if not c.available)
+
+
+def test_examples_load_their_model_seed_and_points(monkeypatch):
+    """Each example offered sits inside its model's image; clicking one starts a session there with its points,
+    ready for Start; FFHQ examples are offered only where FFHQ-512 is."""
+    import gradio as gr
+
+    from draggan.ui.examples import EXAMPLES, offered
+
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: None)
+    assert {e.model for e in offered(["cartoon-faces-128"])} == {"cartoon-faces-128"}
+    assert any(e.model == "ffhq-512" for e in offered(["cartoon-faces-128", "ffhq-512"]))
+    studio, page, panels = _demo(monkeypatch)
+    assert list(page.example_buttons) == offered(c.source for c in studio.available)
+    example = next(e for e in EXAMPLES if e.model == "cartoon-faces-128")
+    out = panels.model.load_example(None, example, "w+", progress=None)
+    ui = out[page.state]
+    assert ui.model.source == "cartoon-faces-128" and ui.seed == example.seed and out[page.model] == example.model
+    assert ui.handles == list(example.handles) and ui.targets == list(example.targets)
+    assert out[page.lr] == studio.drag_lr("cartoon-faces-128") and "press Start" in out[page.stats]
+    assert out[page.ai_mark] is False, "the visible mark starts off for a generated image"
+    for e in (e for e in EXAMPLES if e.model == "cartoon-faces-128"):
+        handlers.check_points(e.handles, e.targets, 128, 128)
+    ffhq = next(e for e in EXAMPLES if e.model == "ffhq-512")
+    assert panels.model.load_example(ui, ffhq, "w+", progress=None) == {}, "not available offline"
+    before, after = out[page.compare]
+    assert before.shape == after.shape == (512, 512, 3)
+
+
+def test_arrived_points_are_done_and_start_asks_for_new_ones(G):
+    """An arrived drag greys its points and refuses to drag them again; the next click starts a new set. A drag
+    stopped by the step limit keeps its points for resuming; undo restores points as before."""
+    ui = new_state(G, max_steps=3)
+    click(ui, 30, 30)
+    click(ui, 31, 30)                                    # within the arrival distance: arrives at once
+    handlers.run_blocking(ui)
+    assert ui.points_done and "Arrived" in handlers.stats_text(ui) and "points are done" in handlers.stats_text(ui)
+    shown = np.asarray(handlers.view(ui)).astype(int)
+    red = (shown[..., 0] > 200) & (shown[..., 1] < 60) & (shown[..., 2] < 60)
+    assert not red.any(), "done points are drawn grey, not as a red handle"
+    with pytest.raises(UserError, match="arrived"):
+        handlers.start_drag(ui)
+    click(ui, 10, 10)
+    assert not ui.points_done and ui.handles == [(10.0, 10.0)] and ui.targets == [], "a new set of points"
+    click(ui, 50, 40)
+    handlers.run_blocking(ui)
+    assert not ui.points_done and "Step limit" in handlers.stats_text(ui)
+    assert ui.handles and ui.targets == [(50.0, 40.0)], "the points stay for resuming"
+    job = handlers.start_drag(ui)                       # resuming is allowed
+    for _ in handlers.follow(ui, job):
+        pass
+    handlers.undo(ui)
+    assert not ui.points_done and ui.handles, "undo restores the points as before"
+
+
+def test_mask_edges_are_smooth_and_read_back_exactly(G):
+    """The mask layer and the tint are upscaled without whole-block stair-steps, and reading the layer back
+    gives the painted mask exactly (also for single pixels and noise)."""
+    from draggan.ui.drawing import sample_mask, upscale_mask
+
+    ui = new_state(G)
+    s = display_scale(64, 64)
+    yy, xx = np.mgrid[:64, :64]
+    disk = (xx - 30) ** 2 + (yy - 34) ** 2 <= 14 ** 2
+    handlers.set_masks(ui, None, disk)
+    alpha = handlers.mask_layer(ui)[..., 3] > 0
+    blocky = np.kron(disk, np.ones((s, s), bool))
+    assert alpha.shape == blocky.shape and (alpha != blocky).sum() > 4 * s, "edges are not whole blocks"
+
+    def changing_rows(m):                                # rows where the outline's left edge moves
+        starts = np.array([np.flatnonzero(r)[0] for r in m if r.any()])
+        return (np.diff(starts) != 0).mean()
+
+    assert changing_rows(blocky) <= 1 / s + 0.01 and changing_rows(alpha) > 0.5, "a slope, not whole blocks"
+    assert np.array_equal(handlers.masks_from_editor({"layers": [handlers.mask_layer(ui)]}, 64, 64)[1], disk)
+    rng = np.random.default_rng(0)
+    for scale in (1, 2, 3, 4, 8):
+        noise = rng.random((32, 32)) < 0.3
+        up = np.asarray(upscale_mask(noise, (32 * scale, 32 * scale))) > 0
+        assert np.array_equal(sample_mask(up, 32, 32), noise), scale
+
+
+def test_png_export_says_what_it_is(G, tmp_path):
+    """The PNG carries model, seed and every drag's points, says AI-generated; the visible mark is optional."""
+    from PIL import Image
+
+    ui = new_state(G, max_steps=2)
+    click(ui, 20, 20)
+    click(ui, 30, 26)
+    handlers.run_blocking(ui)
+    plain = handlers.export_png(ui, tmp_path)
+    text = Image.open(plain).text
+    assert text["AI"] == "AI-generated" and text["Seed"] == "0" and text["Model"] == "tiny"
+    assert text["Points"] == "[[20, 20, 30, 26]]", "the drag's starting handle and target"
+    assert np.array_equal(np.asarray(Image.open(plain).convert("RGB")), ui.image), "no mark by default"
+    marked = np.asarray(Image.open(handlers.export_png(ui, tmp_path / "..", mark=True)).convert("RGB"))
+    assert not np.array_equal(marked, ui.image), "the visible mark is stamped"

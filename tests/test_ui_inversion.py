@@ -129,7 +129,9 @@ def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
     assert ui.space == "w+" and torch.equal(_ws(ui), torch.from_numpy(result.w))
     assert ui.photo.loss_name == "pixel+multiscale" and "LPIPS weights unavailable" in ui.photo.loss_note
     readout = photo.quality_html(ui.photo)
-    assert f"PSNR {result.psnr:.1f} dB" in readout and "LPIPS n/a" in readout and "Hub unreachable" in readout
+    assert f"PSNR {result.psnr:.1f} dB" in readout and "LPIPS" not in readout.split("<details>")[0]
+    assert "compared pixel by pixel" in readout and "timm" not in readout.split("<details>")[0]
+    assert "<details>" in readout and "Hub unreachable" in readout, "the reason is kept, collapsed"
     assert "photo *me.png*" in handlers.stats_text(ui)
 
     _click(ui, 20, 20)
@@ -312,7 +314,8 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     assert final[page.state] is state and state.photo is not None and state.model.private
     assert infos[-1].startswith("Photo inverted") and "PSNR" in handlers.stats_text(state)
     assert np.array_equal(np.asarray(final[page.image]), np.asarray(handlers.view(state)))
-    assert "PSNR" in final[page.photo_status] and "pixel + multi-scale" in final[page.photo_status]
+    assert "PSNR" in final[page.photo_status] and "compared pixel by pixel" in final[page.photo_status]
+    assert final[page.ai_mark] is True, "an edited photo's PNG gets the visible AI mark by default"
     assert final[page.space] == "w+"
     assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
     assert studio.cache.get(state.photo.base.source, studio.device) is shared

@@ -4,6 +4,11 @@ Generator images are small (a tiny test model is 64 px, real ones 256–1024 px)
 scales an image above its natural size, so the display image is an integer upscale of the generator image
 (`display_scale`). Points live in whole generator pixels everywhere else (a click picks the pixel under the
 cursor); `to_display` (to the centre of that pixel's block) and `from_display` are the only conversions.
+
+Masks live in generator pixels too. `upscale_mask` shows one at display size with smooth edges (bilinear, then
+cut at one half: no stair-steps of whole blocks; the tint on the Points view is also antialiased), and `sample_mask` reads a display-size mask back at the centre
+pixel of each block; the two are exact inverses (a block centre lies within 0.5/scale px of the generator pixel
+centre, where the bilinear value is above one half exactly when that pixel is set).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ DISPLAY_MIN_SIZE = 512
 HANDLE_COLOR = (230, 40, 40)
 TARGET_COLOR = (40, 90, 235)
 ARROW_COLOR = (255, 255, 255)
+DONE_COLOR = (150, 150, 150)     # the points of a drag that arrived
 FIXED_TINT = (255, 70, 70)       # area that must not change
 FLEXIBLE_TINT = (60, 200, 90)    # area allowed to change
 
@@ -38,6 +44,24 @@ def to_display(point: Point, scale: int) -> Point:
 def from_display(point: Point, scale: int) -> Point:
     """Display pixel (x, y) (as reported by a click) → the generator pixel whose block contains it."""
     return (float(math.floor(point[0] / scale)), float(math.floor(point[1] / scale)))
+
+
+def upscale_mask(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """A bool [h, w] mask as a binary "L" image of `size` (width, height) with smooth edges (see module doc)."""
+    assert mask.ndim == 2, f"mask must be [H, W], got {mask.shape}"
+    m = Image.fromarray((mask > 0.5).astype(np.uint8) * 255)
+    if m.size == tuple(size):
+        return m
+    return m.resize(size, Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
+
+
+def sample_mask(display: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A display-size bool mask read back at generator size: the pixel at the centre of each block."""
+    scale = max(1, display.shape[1] // width)
+    if display.shape[:2] != (height * scale, width * scale):
+        img = Image.fromarray(display.astype(np.uint8) * 255).resize((width * scale, height * scale), Image.NEAREST)
+        display = np.asarray(img) > 127
+    return display[scale // 2::scale, scale // 2::scale][:height, :width].copy()
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -64,22 +88,24 @@ def tint_mask(image: Image.Image, mask: np.ndarray, color: tuple[int, int, int],
     """Blend `color` over the pixels of `image` where the [h, w] `mask` is set (resized to the image), and
     outline the region in `color` so it stays visible on images of a similar hue."""
     assert mask.ndim == 2, f"mask must be [H, W], got {mask.shape}"
-    m = Image.fromarray((mask > 0.5).astype(np.uint8) * 255).resize(image.size, Image.NEAREST)
+    scale = image.size[0] / mask.shape[1]
+    soft = upscale_mask(mask, image.size).filter(ImageFilter.GaussianBlur(max(0.8, 0.4 * scale)))
     base = image.convert("RGB")
     layer = Image.new("RGB", base.size, color)
-    base.paste(Image.blend(base, layer, alpha), (0, 0), m)
-    edge = m.filter(ImageFilter.MaxFilter(3)).point(lambda v: 255 if v else 0)
-    edge = Image.fromarray(np.asarray(edge) & ~np.asarray(m.filter(ImageFilter.MinFilter(3))))
-    base.paste(layer, (0, 0), edge)
+    base.paste(Image.blend(base, layer, alpha), (0, 0), soft)           # antialiased fill
+    v = np.asarray(soft).astype(np.int32)
+    edge = np.clip(255 - np.abs(v - 128) * 3, 0, 255).astype(np.uint8)  # a soft line along the contour
+    base.paste(layer, (0, 0), Image.fromarray(edge))
     return base
 
 
 def render_overlay(image: np.ndarray, handles: Sequence[Point], targets: Sequence[Point],
                    fixed_mask: np.ndarray | None = None, flexible_mask: np.ndarray | None = None,
-                   show_mask: bool = True, scale: int | None = None) -> Image.Image:
+                   show_mask: bool = True, scale: int | None = None, done: bool = False) -> Image.Image:
     """Upscale a generator image [H, W, 3] uint8 and draw masks, arrows and numbered points on it.
 
-    `handles` may hold one more point than `targets` (a handle waiting for its target).
+    `handles` may hold one more point than `targets` (a handle waiting for its target). `done` draws the points
+    grey with a check mark: their drag arrived.
     """
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, \
         f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}"
@@ -102,13 +128,24 @@ def render_overlay(image: np.ndarray, handles: Sequence[Point], targets: Sequenc
         if i < len(targets):
             _arrow(draw, p, to_display(targets[i], s), line, ARROW_COLOR)
     for i, handle in enumerate(handles):
-        pairs = [(to_display(handle, s), HANDLE_COLOR)]
+        pairs = [(to_display(handle, s), DONE_COLOR if done else HANDLE_COLOR)]
         if i < len(targets):
-            pairs.append((to_display(targets[i], s), TARGET_COLOR))
+            pairs.append((to_display(targets[i], s), DONE_COLOR if done else TARGET_COLOR))
         for (x, y), color in pairs:
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color, outline=(255, 255, 255),
                          width=max(1, line // 2))
         x, y = pairs[0][0]
         draw.text((x + radius + 2, y - radius - 2), str(i + 1), fill=(255, 255, 255), font=font,
                   stroke_width=2, stroke_fill=(0, 0, 0))
+        if done:
+            _check(draw, pairs[-1][0], radius, line)
     return out
+
+
+def _check(draw: ImageDraw.ImageDraw, centre: Point, radius: float, width: int) -> None:
+    """A check mark drawn over a point."""
+    x, y = centre
+    r = radius * 0.7
+    tick = [(x - r, y), (x - r * 0.3, y + r * 0.7), (x + r, y - r * 0.7)]
+    draw.line(tick, fill=(0, 0, 0), width=width + 2, joint="curve")
+    draw.line(tick, fill=(255, 255, 255), width=max(1, width), joint="curve")

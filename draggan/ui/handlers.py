@@ -27,7 +27,7 @@ from ..engine.trackers import TRACKER_NAMES
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
 from . import gpu
-from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay
+from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay, sample_mask, upscale_mask
 from .gpu import DragUpdate, StopFlag
 from .models import ModelRef
 from .state import Job, Point, UIState
@@ -136,6 +136,9 @@ def add_point(ui: UIState, display_xy: Sequence[float] | None) -> str:
     if not (0 <= x <= ui.width - 1 and 0 <= y <= ui.height - 1):
         raise UserError(f"That point ({x:.0f}, {y:.0f}) is outside the {ui.width}×{ui.height} image.")
     with ui.lock:
+        if ui.points_done:
+            ui.snap = snapshots.set_points(ui.snap, (), ())
+            ui.points_done = False
         if ui.pending is None:
             ui.pending = (x, y)
             return f"Handle {len(ui.handles)} placed; now click where it should go."
@@ -148,6 +151,7 @@ def add_point(ui: UIState, display_xy: Sequence[float] | None) -> str:
 def remove_last_point(ui: UIState) -> str:
     ensure_idle(ui, "remove points")
     with ui.lock:
+        ui.points_done = False
         if ui.pending is not None:
             ui.pending = None
             return "Removed the last handle."
@@ -163,6 +167,7 @@ def clear_points(ui: UIState) -> str:
     ensure_idle(ui, "clear points")
     with ui.lock:
         ui.pending = None
+        ui.points_done = False
         ui.snap = snapshots.set_points(ui.snap, (), ())
     return "Points cleared."
 
@@ -191,11 +196,10 @@ def _color_masks(layer: np.ndarray, height: int, width: int) -> tuple[np.ndarray
     arr = np.asarray(layer)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise UserError(f"the mask layer must be an RGBA image, got shape {arr.shape}")
-    img = Image.fromarray(arr.astype(np.uint8)).convert("RGBA").resize((width, height), Image.BILINEAR)
-    rgba = np.asarray(img).astype(np.int32)
-    painted = rgba[..., 3] >= 96
+    rgba = np.asarray(Image.fromarray(arr.astype(np.uint8)).convert("RGBA")).astype(np.int32)
+    painted = rgba[..., 3] >= 128
     red, green = rgba[..., 0], rgba[..., 1]
-    return painted & (red > green), painted & (green >= red)
+    return sample_mask(painted & (red > green), height, width), sample_mask(painted & (green >= red), height, width)
 
 
 def masks_from_editor(value: Any, height: int, width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -249,14 +253,16 @@ def effective_fixed_mask(ui: UIState) -> np.ndarray | None:
 
 
 def mask_layer(ui: UIState) -> np.ndarray:
-    """The masks painted as an RGBA layer at display size, in the brush colours (for the image editor)."""
+    """The masks painted as an RGBA layer at display size, in the brush colours (for the image editor), with
+    smooth edges; `masks_from_editor` reads it back exactly."""
     s = scale_of(ui)
-    layer = np.zeros((ui.height, ui.width, 4), np.uint8)
+    size = (ui.width * s, ui.height * s)
+    layer = np.zeros((size[1], size[0], 4), np.uint8)
     if ui.flexible_mask is not None:
-        layer[ui.flexible_mask] = (*FLEXIBLE_TINT, 255)
+        layer[np.asarray(upscale_mask(ui.flexible_mask, size)) > 0] = (*FLEXIBLE_TINT, 255)
     if ui.fixed_mask is not None:
-        layer[ui.fixed_mask] = (*FIXED_TINT, 255)
-    return np.asarray(Image.fromarray(layer).resize((ui.width * s, ui.height * s), Image.NEAREST))
+        layer[np.asarray(upscale_mask(ui.fixed_mask, size)) > 0] = (*FIXED_TINT, 255)
+    return layer
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,14 +272,16 @@ def view(ui: UIState) -> Image.Image:
     """The display image: the current result with masks, arrows and numbered points."""
     with ui.lock:
         return render_overlay(ui.image, ui.handles, ui.targets, ui.fixed_mask, ui.flexible_mask,
-                              show_mask=ui.show_mask, scale=scale_of(ui))
+                              show_mask=ui.show_mask, scale=scale_of(ui), done=ui.points_done)
 
 
-def plain_view(ui: UIState) -> np.ndarray:
-    """The current result upscaled to display size, without overlays (the mask editor's background)."""
+def plain_view(ui: UIState, image: np.ndarray | None = None) -> np.ndarray:
+    """The current result (or `image`) upscaled to display size, without overlays (the mask editor's
+    background, the before / after view)."""
     s = scale_of(ui)
-    return np.asarray(Image.fromarray(ui.image).resize((ui.width * s, ui.height * s),
-                                                       Image.LANCZOS if s > 1 else Image.NEAREST))
+    image = ui.image if image is None else image
+    return np.asarray(Image.fromarray(image).resize((ui.width * s, ui.height * s),
+                                                    Image.LANCZOS if s > 1 else Image.NEAREST))
 
 
 def _distances(handles: Sequence[Point], targets: Sequence[Point]) -> str:
@@ -298,8 +306,11 @@ def stats_text(ui: UIState) -> str:
     elif ui.running and isinstance(last, DragUpdate):
         ms = 1000.0 * (time.perf_counter() - job.started) / max(job.steps, 1)
         view = " · live preview (exact image at the end)" if job.view_kind == "preview" else ""
-        lines.append(f"running · step {last.step} · {ms:.0f} ms/step · distance "
+        lines.append(f"running · step {last.step} of {last.max_steps} · {ms:.0f} ms/step · distance "
                      f"{_distances(last.handles, last.targets)}{view}")
+    elif ui.points_done:
+        lines.append(f"{len(drags)} drag(s) done · the last one arrived · its points are done (grey): click the "
+                     f"image for new ones")
     elif drags:
         lines.append(f"{len(drags)} drag(s) done · last {drags[-1].steps} steps · distance "
                      f"{_distances(ui.handles, ui.targets) or '–'}")
@@ -307,7 +318,27 @@ def stats_text(ui: UIState) -> str:
         pairs = len(ui.targets)
         lines.append(f"{pairs} point pair(s) · click the image: handle (red) then target (blue)")
     lines.append(mask_text(ui))
+    if ui.notice and not ui.running:
+        lines.append(ui.notice)
     return "  \n".join(lines)
+
+
+def progress_html(ui: UIState) -> str:
+    """A drag progress bar: steps taken of the drag's step limit, and the largest distance left (HTML)."""
+    job = ui.job
+    last = job.last if job is not None else None
+    if not ui.running or not isinstance(last, DragUpdate) or not job.goal:
+        return ""
+    left = max(last.distances) if last.distances else 0.0
+    return (f"<div class='drag-progress'><progress value='{last.step}' max='{job.goal}'></progress>"
+            f"<span>step {last.step} of {job.goal} · {left:.1f} px to go</span></div>")
+
+
+END_NOTICES = {
+    "arrived": "Arrived: every handle reached its target in {steps} steps. Click the image to place new points.",
+    "limit": "Step limit reached after {steps} steps; press Start to continue with the same points.",
+    "stopped": "Stopped after {steps} steps; press Start to continue with the same points.",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -317,6 +348,9 @@ def start_drag(ui: UIState) -> Job:
     """Validate the points and mark a drag (or the resumption of the stopped one) as this session's job."""
     ensure_idle(ui, "start another drag")
     with ui.lock:
+        if ui.points_done and ui.pending is None:
+            raise UserError("Those points have arrived: click the image to place a new handle and target, "
+                            "then press Start.")
         check_points(ui.handles, ui.targets, ui.height, ui.width)
         snap = snapshots.set_mask(ui.snap, effective_fixed_mask(ui))
         if snap.drag is not None and (snap.drag.lr, snap.drag.tracker) != (snap.config.lr, snap.config.tracker):
@@ -361,6 +395,10 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
         with ui.lock:
             if ui.snap.entry.id != first_entry:
                 ui.keep_frames(ui.snap.entry.id, frames)
+            if final is not None and final.end in END_NOTICES:
+                ui.points_done = final.end == "arrived"
+                steps = ui.snap.drags()[-1].steps if ui.snap.drags() else final.step
+                ui.notice = END_NOTICES[final.end].format(steps=steps)
     finally:
         with ui.lock:
             job.done.set()
@@ -397,7 +435,7 @@ def _move_in_history(ui: UIState, action: str, move) -> bool:
         snap = move(ui.snap)
         if snap is None:
             return False
-        ui.snap, ui.pending = snap, None
+        ui.snap, ui.pending, ui.points_done = snap, None, False
         _show_entry(ui)
     return True
 
@@ -416,7 +454,7 @@ def reset_image(ui: UIState) -> str:
     ensure_idle(ui, "reset the image")
     with ui.lock:
         ui.snap = snapshots.reset(ui.snap)
-        ui.pending = None
+        ui.pending, ui.points_done = None, False
         ui.frames = {}
         ui.image = ui.start_image
     return "Back to the start image."
@@ -453,8 +491,17 @@ def _out_dir(ui: UIState, out_dir: str | Path | None) -> Path:
     return folder
 
 
-def export_png(ui: UIState, out_dir: str | Path | None = None) -> Path:
-    return export.save_png(ui.image, _out_dir(ui, out_dir) / f"{file_stem(ui)}.png")
+def export_png(ui: UIState, out_dir: str | Path | None = None, mark: bool | None = None) -> Path:
+    """The image shown as PNG that says what it is: model, seed (none for a photo), every drag's points (the
+    drags that lead to this image) and AI-generated / AI-edited; `mark` stamps the visible "AI Generated"
+    label (None: on for an edited photo, off otherwise)."""
+    drags = ui.snap.drags()
+    points = [(h, t) for d in drags for h, t in zip(d.handles, d.targets)]
+    base = ui.base_model
+    model = base.source if recipes.is_zoo_key(base.source) else base.label      # a zoo key, never a path
+    return export.save_png(ui.image, _out_dir(ui, out_dir) / f"{file_stem(ui)}.png", model=model,
+                           seed=None if ui.photo is not None else ui.seed, points=points,
+                           edited_photo=ui.photo is not None, mark=mark)
 
 
 def export_latent(ui: UIState, out_dir: str | Path | None = None) -> Path:

@@ -89,9 +89,16 @@ def zoo_choices(hub_online: bool | None = None) -> list[ModelChoice]:
             online = hub_online if hub_online is not None else (not hub.is_offline() and hub.hub_reachable())
         mb = f", ~{entry.approx_size_mb:.0f} MB download" if entry.approx_size_mb else ", download"
         choices.append(ModelChoice(source=entry.key, label=label + mb if online else label, available=online,
-                                   reason="" if online else f"not cached and the Hub is unreachable ({entry.hub_ref})",
+                                   reason="" if online else _unavailable_reason(hub.is_offline()),
                                    drag_lr=entry.drag_lr))
     return choices
+
+
+def _unavailable_reason(offline: bool) -> str:
+    """Why a Hub model that is not cached cannot be used now, in `hub.availability`'s terms."""
+    if offline:
+        return "unavailable offline: not cached, and offline mode is on (HF_HUB_OFFLINE=1)"
+    return "not reachable: not cached, and the Hugging Face Hub does not answer"
 
 
 def model_choices(hub_online: bool | None = None) -> list[ModelChoice]:

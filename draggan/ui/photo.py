@@ -269,14 +269,15 @@ def progress_html(job: InversionJob) -> str:
 
 
 def quality_html(photo: PhotoStart) -> str:
-    """The quality readout of a finished inversion: PSNR, LPIPS (when available) and which loss was used."""
-    lpips = "n/a (no LPIPS weights)" if photo.lpips is None else f"{photo.lpips:.3f}"
-    loss = "LPIPS (VGG16)" if photo.lpips is not None else "pixel + multi-scale"
+    """The quality readout of a finished inversion in short plain words: time, PSNR, LPIPS when measured, and
+    which comparison guided the fit; why the simpler one was used sits in a collapsed note."""
+    lpips = "" if photo.lpips is None else f" · LPIPS {photo.lpips:.3f}"
+    loss = ("compared by a perceptual network (LPIPS)" if photo.lpips is not None
+            else "compared pixel by pixel (the perceptual network could not be loaded)")
     text = (f"<div class='inv-status'><b>Inverted</b> in {_duration(photo.seconds)} ({photo.steps} steps) · "
-            f"PSNR {photo.psnr:.1f} dB · LPIPS {lpips} · loss: {html.escape(loss)} "
-            f"(<code>{html.escape(photo.loss_name)}</code>)")
+            f"PSNR {photo.psnr:.1f} dB{lpips} · {html.escape(loss)}")
     if photo.loss_note and photo.loss_name != "lpips-vgg16":
-        text += f"<br><small>{html.escape(photo.loss_note)}</small>"
+        text += f"<details><summary>details</summary><small>{html.escape(photo.loss_note)}</small></details>"
     return text + "</div>"
 
 

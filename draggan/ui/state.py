@@ -98,6 +98,8 @@ class UIState:
     fixed_mask: np.ndarray | None = None      # bool [H, W] as painted (red)
     flexible_mask: np.ndarray | None = None   # bool [H, W] as painted (green)
     show_mask: bool = True
+    points_done: bool = False         # the last drag arrived: its points are shown as done, the next click starts anew
+    notice: str = ""                  # the last action's outcome, shown in the status line (not a toast)
     frames: dict[int, list[np.ndarray]] = dataclasses.field(default_factory=dict)  # history entry id → frames
     photo: PhotoStart | None = None   # set when the start image is an inverted photo
     job: Job | None = None

@@ -48,7 +48,37 @@ class Studio:
         return [(c.label, c.source) for c in self.available]
 
     def default_model(self) -> str | None:
-        return self.available[0].source if self.available else None
+        """The model a new page starts on: the policy of `checkpoints.default_model` (the DRAGGAN_DEFAULT_MODEL
+        setting; else FFHQ-512 on a GPU when it is cached or the Hub is reachable, which is what its entry's
+        availability here says; else the bundled model) when this app offers that model, else the bundled
+        model, else the first model offered (None: none is)."""
+        from ..checkpoints.default_model import GPU_DEFAULT_MODEL, default_model
+
+        offered = [c.source for c in self.available]
+        ffhq = any(c.source == GPU_DEFAULT_MODEL for c in self.available)
+        try:
+            wanted = default_model(device=self.device, hub_online=ffhq, cached=ffhq)
+        except (OSError, ValueError):
+            wanted = None
+        if wanted:
+            try:
+                choice = self.find_choice(wanted)      # a zoo key, a label or an offered local file
+                if choice.available:
+                    return choice.source
+            except UserError:
+                pass
+        bundled = self.bundled_model()
+        return bundled or (offered[0] if offered else None)
+
+    def bundled_model(self) -> str | None:
+        """The bundled model (no download, fast on a CPU) when it is offered here."""
+        from ..checkpoints.default_model import bundled_default
+
+        try:
+            source = bundled_default()
+        except (OSError, ValueError):
+            return None
+        return source if any(c.source == source for c in self.available) else None
 
     def drag_lr(self, source: str | None) -> float:
         """The step size the app starts with for a model: the zoo's recommendation, else the default."""
@@ -64,8 +94,12 @@ class Studio:
             return "**No model is available offline**: upload one under *Your own model*."
         if not missing:
             return ""
-        return (f"{len(missing)} zoo model(s) cannot be fetched right now (the Hugging Face Hub is unreachable "
-                f"and they are not cached); they are listed under *Unavailable models*.")
+        from ..checkpoints.hub import is_offline
+
+        why = ("offline mode is on (HF_HUB_OFFLINE=1)" if is_offline()
+               else "the Hugging Face Hub does not answer")
+        return (f"{len(missing)} zoo model(s) are not cached and cannot be downloaded now: {why}. They are "
+                f"listed under *Unavailable models*.")
 
     def unavailable_details(self) -> str:
         return "\n".join(f"- {c.label}: {c.reason}" for c in self.choices if not c.available)

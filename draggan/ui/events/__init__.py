@@ -18,14 +18,32 @@ Page = SimpleNamespace
 
 
 def editor_value(ui: UIState) -> dict[str, Any]:
-    """The mask editor's value: the plain image and the painted masks as one layer."""
+    """The mask editor's value: the plain image and the painted masks as one layer (always sent: the editor
+    reports strokes only on a layer it was given).
+
+    Known upstream race (Gradio 6 ImageEditor frontend): while `add_layers_from_url` loads this layer, the image
+    tool's background load, which it does not await, calls `reset_layers` and deletes it; the browser console
+    then logs "No draw texture found for layer" and the editor shows a fresh empty layer until the next value.
+    Related reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
     return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)], "composite": None}
 
 
+def compare_value(ui: UIState) -> tuple[Any, Any]:
+    """The before / after pair: the start image and the current result, at display size."""
+    return handlers.plain_view(ui, ui.start_image), handlers.plain_view(ui)
+
+
+def whole_outputs(page: Page) -> list[Any]:
+    """The components `whole` fills."""
+    return [page.state, page.image, page.editor, page.stats, page.compare, page.progress, page.ai_mark]
+
+
 def whole(page: Page, ui: UIState) -> dict[Any, Any]:
-    """Every output of a session that changed wholesale (new image, model, photo or recipe)."""
+    """Every output of a session that changed wholesale (new image, model, photo or recipe); the visible
+    "AI Generated" mark starts on for an edited photo, off for a generated image."""
     return {page.state: ui, page.image: handlers.view(ui), page.editor: editor_value(ui),
-            page.stats: handlers.stats_text(ui)}
+            page.stats: handlers.stats_text(ui), page.compare: compare_value(ui), page.progress: "",
+            page.ai_mark: ui.photo is not None}
 
 
 def need(ui: UIState | None) -> UIState:

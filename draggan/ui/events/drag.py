@@ -10,7 +10,7 @@ from .. import handlers
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
-from . import Page, editor_value, need
+from . import Page, compare_value, editor_value, need
 
 
 class DragPanel:
@@ -21,9 +21,9 @@ class DragPanel:
     def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
         try:
             ui = need(ui)
-            action(ui)
+            ui.notice = action(ui)
         except UserError as exc:
-            gr.Warning(str(exc))
+            gr.Warning(str(exc), duration=5)
             return {}
         return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui)}
 
@@ -62,22 +62,31 @@ class DragPanel:
                 self.page.stats: handlers.stats_text(ui)}
 
     def _shown(self, ui: UIState) -> dict:
-        return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui),
-                self.page.editor: editor_value(ui)}
+        p = self.page
+        return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui), p.editor: editor_value(ui),
+                p.compare: compare_value(ui), p.progress: handlers.progress_html(ui)}
 
     def start(self, ui: UIState | None) -> Iterator[dict]:
         """Start (or resume) a drag and stream the image and stats until it ends or is stopped."""
+        p = self.page
         try:
             ui = need(ui)
             job = handlers.start_drag(ui)
         except UserError as exc:
-            gr.Warning(str(exc))
+            if ui is None:
+                gr.Warning(str(exc), duration=5)
+                return
+            ui.notice = str(exc)                       # said in the status line, not in a toast
+            yield {p.stats: handlers.stats_text(ui)}
             return
+        ui.notice = ""
         try:
             for update in handlers.follow(ui, job):
                 if update.image is not None:
-                    yield {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui)}
+                    yield {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui),
+                           p.progress: handlers.progress_html(ui)}
         except UserError as exc:
+            ui.notice = str(exc)
             gr.Warning(str(exc))
         yield self._shown(ui)
 
@@ -85,19 +94,17 @@ class DragPanel:
         if ui is None:
             return {}
         message = handlers.stop_drag(ui)
-        if ui.job is None:
-            gr.Info(message)
+        if message.startswith("Nothing"):
+            ui.notice = message
         return self._shown(ui)
 
     def _history(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
         try:
             ui = need(ui)
-            message = action(ui)
+            ui.notice = action(ui)
         except UserError as exc:
-            gr.Warning(str(exc))
+            gr.Warning(str(exc), duration=5)
             return {}
-        if message.startswith("Nothing"):
-            gr.Info(message)
         return self._shown(ui)
 
     def undo(self, ui: UIState | None) -> dict:
@@ -111,7 +118,7 @@ class DragPanel:
 
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
-        shown = [p.image, p.stats, p.editor]
+        shown = [p.image, p.stats, p.editor, p.compare, p.progress]
         p.image.select(self.click, p.state, [p.image, p.stats], **light)
         p.remove_last.click(self.remove_last, p.state, [p.image, p.stats], **light)
         p.clear.click(self.clear_points, p.state, [p.image, p.stats], **light)

@@ -11,7 +11,7 @@ from .. import handlers, photo
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
-from . import Page, need, whole
+from . import Page, need, whole, whole_outputs
 
 
 class ExportPanel:
@@ -19,8 +19,9 @@ class ExportPanel:
         self.studio = studio
         self.page = page
 
-    def export(self, ui: UIState | None, what: str) -> dict:
-        writers = {"png": handlers.export_png, "latent": handlers.export_latent, "recipe": handlers.export_recipe,
+    def export(self, ui: UIState | None, what: str, mark: bool | None = None) -> dict:
+        """Write one export of the session; `mark` stamps the visible "AI Generated" label on a PNG."""
+        writers = {"png": lambda u: handlers.export_png(u, mark=None if mark is None else bool(mark)), "latent": handlers.export_latent, "recipe": handlers.export_recipe,
                    "gif": lambda u: handlers.export_animation(u, "gif"),
                    "mp4": lambda u: handlers.export_animation(u, "mp4"), "tuned": photo.export_tuned_generator}
         try:
@@ -76,6 +77,7 @@ class ExportPanel:
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
         for what, button in p.export_buttons.items():
-            button.click(lambda ui, what=what: self.export(ui, what), p.state, p.exported, **light)
-        p.recipe_in.upload(self.load_recipe, [p.state, p.recipe_in], [p.state, p.image, p.editor, p.stats], **heavy,
+            button.click(lambda ui, mark, what=what: self.export(ui, what, mark), [p.state, p.ai_mark], p.exported,
+                         **light)
+        p.recipe_in.upload(self.load_recipe, [p.state, p.recipe_in], whole_outputs(p), **heavy,
                            api_visibility="private")

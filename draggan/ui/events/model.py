@@ -9,12 +9,14 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from ...engine import snapshot as snapshots
 from .. import handlers
+from ..examples import Example
 from ..handlers import UserError
 from ..models import check_upload
 from ..state import UIState
 from ..studio import Studio
-from . import Page, whole
+from . import Page, whole, whole_outputs
 
 
 class ModelPanel:
@@ -131,6 +133,32 @@ class ModelPanel:
             return {}
         return self._replace(ui, new)
 
+    def load_example(self, ui: UIState | None, example: Example, space: str,
+                     progress: gr.Progress = gr.Progress()) -> dict:
+        """An example button: its model at its seed and ψ with its points set, ready for Start."""
+        p = self.page
+        lr = self.studio.drag_lr(example.model)
+        try:
+            choice = self.studio.find_choice(example.model)
+            if not choice.available:
+                raise UserError(f"{choice.label} is not available here: {choice.reason}")
+            new = self._new_state(ui, choice.source, choice.label, example.seed, example.psi, space, progress,
+                                  lr=lr)
+            handlers.check_points(example.handles, example.targets, new.height, new.width)
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return {}
+        new.snap = snapshots.set_points(new.snap, example.handles, example.targets)
+        new.notice = f"Example “{example.label}”: press Start to drag the points."
+        if ui is not None:
+            handlers.release(ui)
+        return {**whole(p, new), p.model: choice.source, p.seed: example.seed, p.psi: example.psi, p.lr: lr}
+
+    def bundled(self) -> dict:
+        """The "use the bundled model" button: pick it in the dropdown (whose change loads it)."""
+        source = self.studio.bundled_model()
+        return {self.page.model: source} if source else {}
+
     @staticmethod
     def random_seed() -> int:
         return int(np.random.randint(0, 2**31 - 1))
@@ -146,7 +174,7 @@ class ModelPanel:
 
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
-        full = [p.state, p.image, p.editor, p.stats]
+        full = whole_outputs(p)
         settings = [p.lr, p.max_steps, p.render_every, p.mask_lambda]
         p.demo.load(self.init_session, [p.model, p.seed, p.psi, p.space, *settings], full, **heavy,
                     api_visibility="private")
@@ -160,3 +188,9 @@ class ModelPanel:
             self.change_latent, [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
         gr.on([c.change for c in [*settings, p.tracker]], self.update_params, [p.state, *settings, p.tracker], None,
               **light)
+        p.use_bundled.click(self.bundled, None, p.model, **light)
+        for example, button in p.example_buttons.items():
+            button.click(lambda ui, space, progress=gr.Progress(), example=example:
+                         self.load_example(ui, example, space, progress),
+                         [p.state, p.space], [*full, p.model, p.seed, p.psi, p.lr], **heavy,
+                         api_visibility="private")

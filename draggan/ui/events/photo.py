@@ -11,7 +11,7 @@ from .. import gpu, handlers, photo
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
-from . import Page, need, whole
+from . import Page, need, whole, whole_outputs
 
 
 def _status(text: str, extra_html: str = "") -> str:
@@ -112,7 +112,7 @@ class PhotoPanel:
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
         steps = [p.w_steps, p.wplus_steps, p.pti_steps]
-        full = [p.state, p.image, p.editor, p.stats]
+        full = whole_outputs(p)
         p.photo_file.upload(self.prepare_photo, [p.state, p.photo_file, p.face_align], [p.photo_view, p.photo_status],
                             **light)
         p.face_align.input(self.prepare_photo, [p.state, p.photo_file, p.face_align], [p.photo_view, p.photo_status],
