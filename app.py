@@ -11,6 +11,7 @@ import os
 
 import gradio as gr
 
+from draggan import settings
 from draggan.engine import DragConfig
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
@@ -23,8 +24,10 @@ from draggan.ui.events.export import ExportPanel
 from draggan.ui.events.model import ModelPanel
 from draggan.ui.events.photo import PhotoPanel
 from draggan.ui.photo import PRESETS
+from draggan.ui.sessions import SessionReaper
 from draggan.ui.state import DEFAULT_RENDER_EVERY
 from draggan.ui.studio import Studio
+from draggan.ui.tempdir import delete_cache_policy, use_for_gradio
 
 TITLE = "DragGAN studio"
 INTRO = """# DragGAN studio
@@ -53,7 +56,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
     photo_panel = PhotoPanel(studio, p)
     default = studio.default_model()
 
-    with gr.Blocks(title=TITLE) as demo:
+    config = settings.get()
+    use_for_gradio()   # uploads and downloads in the app's temp folder, aged out by delete_cache
+    with gr.Blocks(title=TITLE, delete_cache=delete_cache_policy()) as demo:
         p.demo = demo
         p.state = gr.State(None, delete_callback=handlers.release, time_to_live=6 * 3600)
         gr.Markdown(INTRO)
@@ -164,7 +169,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         for panel in vars(demo.panels).values():
             panel.wire(heavy, light)
     demo.page = p
-    demo.queue(default_concurrency_limit=studio.concurrency)
+    demo.queue(default_concurrency_limit=studio.concurrency, max_size=config.queue_max)
+    demo.reaper = SessionReaper(demo, config.session_ttl_s, config.closed_session_ttl_s).start()
     return demo
 
 
@@ -182,6 +188,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="torch device (default: CUDA, then MPS, then CPU)")
     args = parser.parse_args()
     studio = Studio(device=args.device)
+    studio.apply_thread_policy()
     studio.preload()
     demo = build_demo(studio)
     launch(demo, share=args.share, server_name=args.host, server_port=args.port,

@@ -56,9 +56,8 @@ def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
 
 def session_dir() -> Path:
     """A new private folder for one session's files (stop flags, exports), removed by `release`."""
-    root = Path(tempfile.gettempdir()) / "draggan-sessions"
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="s-", dir=root))
+    from .tempdir import sessions_dir
+    return Path(tempfile.mkdtemp(prefix="s-", dir=sessions_dir()))
 
 
 def make_state(model: ModelRef, device: str, seed: Any, psi: Any, space: str, config: DragConfig | None = None,
@@ -112,6 +111,8 @@ def release(ui: UIState | None) -> None:
     if ui.workdir is not None:
         shutil.rmtree(ui.workdir, ignore_errors=True)
     ui.photo = None
+    from .memory import trim_memory
+    trim_memory(collect=False)
 
 
 # ----------------------------------------------------------------------------------------------------------

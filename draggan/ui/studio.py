@@ -17,6 +17,8 @@ from ..devices import pick_device
 from ..engine import DragConfig
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
+from .threads import ThreadPolicy, apply_thread_policy, thread_policy
+from .visitors import Visitors
 
 
 
@@ -37,7 +39,9 @@ class Studio:
         self.max_upload_mb = config.max_upload_mb if max_upload_mb is None else float(max_upload_mb)
         self.cache = set_shared_cache(cache) if cache is not None else shared_cache()
         self.choices: list[ModelChoice] = model_choices(hub_online)
-        self.concurrency = config.concurrency_for(self.device.type)
+        self.policy: ThreadPolicy = thread_policy(self.device.type, config=config)
+        self.concurrency = self.policy.concurrency     # jobs at once; jobs x torch threads <= cores on a CPU
+        self.visitors = Visitors()                     # one running job per visitor (session and address)
         self.step_seconds: dict[tuple[str, str], float] = {}   # measured inversion time per step, per model
 
     @property
@@ -106,6 +110,10 @@ class Studio:
             return str(convert_untrusted(file, name=file.name))
         except load_errors() as exc:
             raise UserError(f"Could not load the model: {exc}") from None
+
+    def apply_thread_policy(self) -> None:
+        """Set torch's thread count for this process from `policy` (once, at start-up)."""
+        apply_thread_policy(self.policy)
 
     def preload(self) -> None:
         """Load the default model at start-up (and keep it): the first visitor does not wait for it, and

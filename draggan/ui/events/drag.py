@@ -65,10 +65,20 @@ class DragPanel:
         return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui),
                 self.page.editor: editor_value(ui)}
 
-    def start(self, ui: UIState | None) -> Iterator[dict]:
-        """Start (or resume) a drag and stream the image and stats until it ends or is stopped."""
+    def start(self, ui: UIState | None, request: gr.Request = None) -> Iterator[dict]:
+        """Start (or resume) a drag and stream the image and stats until it ends or is stopped; one running
+        job per visitor (`Studio.visitors`), held until the drag ends."""
         try:
             ui = need(ui)
+            slot = self.studio.visitors.claim(request, "a drag")
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return
+        with slot:
+            yield from self._run(ui)
+
+    def _run(self, ui: UIState) -> Iterator[dict]:
+        try:
             job = handlers.start_drag(ui)
         except UserError as exc:
             gr.Warning(str(exc))
