@@ -57,7 +57,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
     default = studio.default_model()
 
     config = settings.get()
-    use_for_gradio()   # uploads and downloads in the app's temp folder, aged out by delete_cache
+    gradio_files = use_for_gradio()   # uploads and downloads in the app's temp folder, aged out
     with gr.Blocks(title=TITLE, delete_cache=delete_cache_policy()) as demo:
         p.demo = demo
         p.state = gr.State(None, delete_callback=handlers.release, time_to_live=6 * 3600)
@@ -170,7 +170,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             panel.wire(heavy, light)
     demo.page = p
     demo.queue(default_concurrency_limit=studio.concurrency, max_size=config.queue_max)
-    demo.reaper = SessionReaper(demo, config.session_ttl_s, config.closed_session_ttl_s).start()
+    demo.reaper = SessionReaper(demo, config.session_ttl_s, config.closed_session_ttl_s, files=gradio_files,
+                                file_ttl_s=config.file_ttl_s).start()
     return demo
 
 

@@ -224,3 +224,16 @@ def test_sessions_and_gradio_files_share_one_app_temp_folder(demo, monkeypatch, 
 
 def test_trim_memory_is_safe_to_call() -> None:
     assert memory.trim_memory() in (True, False)
+
+
+def test_age_out_deletes_old_unkept_files_and_empty_folders(tmp_path) -> None:
+    import os
+
+    for name in ("a/old.webp", "b/kept.webp", "c/new.webp"):
+        (tmp_path / name).parent.mkdir()
+        (tmp_path / name).write_bytes(b"x")
+    now = os.lstat(tmp_path / "a/old.webp").st_ctime + 100
+    keep = {str(tmp_path / "b/kept.webp")}
+    assert tempdir.age_out(tmp_path, 50, keep, now=now - 100) == 0           # nothing is old yet
+    assert tempdir.age_out(tmp_path, 50, keep, now=now) == 2                 # old.webp and new.webp
+    assert (tmp_path / "b/kept.webp").exists() and not (tmp_path / "a").exists()

@@ -12,6 +12,8 @@ once a second, using the time of each session's last request:
 
 Releasing runs every state's `delete_callback` (`handlers.release`: job stopped, frames, files and private
 model dropped), removes the session from Gradio's table and then hands freed memory back (`memory.py`).
+Given Gradio's cache folder, it also ages its files out (`tempdir.age_out`, every `DRAGGAN_FILE_TTL_S` or
+30 s), since Gradio's own `delete_cache` misses the outputs it did not record.
 A later request of an expired session starts from an empty state ("Load a model first").
 """
 
@@ -19,11 +21,14 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 import weakref
+from pathlib import Path
 from typing import Any
 
 from .memory import trim_memory
 from .state import UIState
+from .tempdir import age_out
 
 
 def _busy(session: Any) -> bool:
@@ -31,8 +36,10 @@ def _busy(session: Any) -> bool:
     return any(isinstance(v, UIState) and v.job is not None for v in values)
 
 
-def sweep(holder: Any, ttl_s: float, closed_ttl_s: float, now: datetime.datetime | None = None) -> int:
-    """Release the sessions of Gradio's `StateHolder` that are due (see the module docstring); returns how many."""
+def sweep(holder: Any, ttl_s: float, closed_ttl_s: float, now: datetime.datetime | None = None,
+          errors: list[str] | None = None) -> int:
+    """Release the sessions of Gradio's `StateHolder` that are due (see the module docstring); returns how many.
+    A session whose release fails is removed all the same (the failure is appended to `errors`)."""
     now = now or datetime.datetime.now()
     released = 0
     for session_id in list(holder.session_data):
@@ -44,10 +51,15 @@ def sweep(holder: Any, ttl_s: float, closed_ttl_s: float, now: datetime.datetime
         idle = (now - last).total_seconds() if last is not None else float("inf")
         if idle <= (closed_ttl_s if closed else ttl_s) or (not closed and _busy(session)):
             continue
-        holder.delete_state(session_id)
-        with holder.lock:
-            holder.session_data.pop(session_id, None)
-            holder.time_last_used.pop(session_id, None)
+        try:
+            holder.delete_state(session_id)
+        except Exception as exc:   # one bad session must not keep the others (or itself) alive
+            if errors is not None:
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            with holder.lock:
+                holder.session_data.pop(session_id, None)
+                holder.time_last_used.pop(session_id, None)
         released += 1
     if released:
         trim_memory()
@@ -58,10 +70,14 @@ class SessionReaper:
     """A daemon thread that calls `sweep` on a demo's sessions every `every_s` seconds until `stop()` or
     until the demo is garbage-collected."""
 
-    def __init__(self, demo: Any, ttl_s: float, closed_ttl_s: float, every_s: float = 1.0) -> None:
+    def __init__(self, demo: Any, ttl_s: float, closed_ttl_s: float, every_s: float = 1.0,
+                 files: Path | None = None, file_ttl_s: float | None = None) -> None:
         self._demo = weakref.ref(demo)
         self.ttl_s, self.closed_ttl_s, self.every_s = float(ttl_s), float(closed_ttl_s), float(every_s)
+        self.files, self.file_ttl_s = files, file_ttl_s    # Gradio's cache folder, aged out as well
+        self._files_due = 0.0
         self.released = 0
+        self.errors: list[str] = []       # failed releases and sweeps (the first 100), for tests and the soak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="draggan-session-reaper", daemon=True)
 
@@ -78,8 +94,14 @@ class SessionReaper:
         holder = getattr(demo, "state_holder", None) if demo is not None else None
         if holder is None:
             return 0
-        count = sweep(holder, self.ttl_s, self.closed_ttl_s)
+        errors: list[str] = []
+        count = sweep(holder, self.ttl_s, self.closed_ttl_s, errors=errors)
         self.released += count
+        self.errors.extend(errors[:100 - len(self.errors)])
+        if self.files is not None and self.file_ttl_s is not None and time.monotonic() >= self._files_due:
+            self._files_due = time.monotonic() + min(self.file_ttl_s, 30.0)
+            keep = set().union(*(getattr(b, "keep_in_cache", set()) for b in list(demo.blocks.values())))
+            age_out(self.files, self.file_ttl_s, keep)
         return count
 
     def _loop(self) -> None:
@@ -88,5 +110,6 @@ class SessionReaper:
                 return
             try:
                 self.sweep_now()
-            except Exception:   # a sweep must never end the reaper; the next one retries
-                continue
+            except Exception as exc:   # a sweep must never end the reaper; the next one retries
+                if len(self.errors) < 100:
+                    self.errors.append(f"sweep: {type(exc).__name__}: {exc}"[:300])

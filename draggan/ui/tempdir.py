@@ -51,3 +51,31 @@ def file_count(folder: Path | None = None) -> int:
     """Files under `folder` (default: the app's temp folder); the soak's leak measure."""
     root = folder or app_temp_dir()
     return sum(len(files) for _, _, files in os.walk(root))
+
+
+def age_out(folder: Path, age_s: float, keep: set[str] = frozenset(), now: float | None = None) -> int:
+    """Delete the files under `folder` whose status changed more than `age_s` ago (Gradio's own measure),
+    except the paths in `keep`, and the folders left empty; returns the files deleted.
+
+    Gradio's `delete_cache` only deletes the files it recorded, and some outputs (the image editor's
+    background, updated components) are written to its cache without being recorded, so they would stay
+    for ever; this sweeps the whole folder the app owns."""
+    import time
+
+    now = time.time() if now is None else now
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                if path not in keep and now - os.lstat(path).st_ctime > age_s:
+                    os.remove(path)
+                    removed += 1
+            except OSError:
+                continue
+        if dirpath != str(folder):
+            try:
+                os.rmdir(dirpath)       # only succeeds when empty
+            except OSError:
+                pass
+    return removed
