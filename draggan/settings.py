@@ -60,6 +60,8 @@ class Settings:
     # DRAGGAN_TORCH_THREADS, default None (= max(1, cores // concurrency)): torch's CPU threads, set once at
     # start-up for the whole process, so that concurrent jobs x threads stays within the cores.
     torch_threads: int | None = _var("DRAGGAN_TORCH_THREADS", int, None, 1, 1024)
+    # DRAGGAN_MALLOC_ARENAS, default 2 (0 = glibc's default): malloc arenas of the process (draggan/ui/memory.py).
+    malloc_arenas: int = _var("DRAGGAN_MALLOC_ARENAS", int, 2, 0, 1024)
     # DRAGGAN_QUEUE_MAX, default 64: requests that may wait in the queue; past it a visitor is refused at once.
     queue_max: int = _var("DRAGGAN_QUEUE_MAX", int, 64, 1, 100000)
     # Sessions and their files.

@@ -112,7 +112,10 @@ class Studio:
             raise UserError(f"Could not load the model: {exc}") from None
 
     def apply_thread_policy(self) -> None:
-        """Set torch's thread count for this process from `policy` (once, at start-up)."""
+        """Start-up, once per process: torch's thread count from `policy`, and glibc's malloc arenas capped
+        (`DRAGGAN_MALLOC_ARENAS`) so that released sessions' memory can go back to the system."""
+        from .memory import limit_arenas
+        limit_arenas(settings.get().malloc_arenas)
         apply_thread_policy(self.policy)
 
     def preload(self) -> None:
