@@ -90,6 +90,7 @@ def demo(monkeypatch, tmp_path):
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
     monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
     monkeypatch.setenv("DRAGGAN_TEMP_DIR", str(tmp_path / "app-tmp"))
+    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
     settings.reload()
     d = app.build_demo(Studio(device="cpu", hub_online=False))
     d.reaper.stop()
@@ -188,6 +189,11 @@ def test_the_reaper_releases_closed_and_idle_sessions_but_not_busy_ones(demo) ->
         ui = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
         holder[sid][page.state._id] = ui
         states[sid] = ui
+    from draggan.ui.models import shared_cache, store_private_model
+
+    private = store_private_model(shared_cache().get(str(SG2), torch.device("cpu")), "tuned copy")
+    states["closed"].model = private                        # a photo session's own generator
+    assert Path(private.source).is_dir()
     now = datetime.datetime.now()
     holder.session_data["closed"].is_closed = True
     holder.time_last_used["closed"] = now - datetime.timedelta(seconds=5)
@@ -198,6 +204,7 @@ def test_the_reaper_releases_closed_and_idle_sessions_but_not_busy_ones(demo) ->
     assert set(holder.session_data) == {"fresh", "busy"} and set(holder.time_last_used) == {"fresh", "busy"}
     for sid in ("closed", "idle"):
         assert not states[sid].workdir.exists() and states[sid].frames == {}
+    assert not Path(private.source).exists(), "the closed session's private model is forgotten"
     assert states["fresh"].workdir.is_dir() and states["busy"].workdir.is_dir()
     states["busy"].job = None
     assert sweep(holder, ttl_s=50, closed_ttl_s=2, now=now) == 1

@@ -27,8 +27,10 @@ from ..export import DragRecord, Recipe
 from . import gpu
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay
 from .gpu import DragUpdate, StopFlag
+from .memory import trim_memory
 from .models import ModelRef
 from .state import Job, Point, UIState
+from .tempdir import sessions_dir
 
 SPACES = ("w", "w+")
 LIMITS = limits.LIMITS
@@ -56,7 +58,6 @@ def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
 
 def session_dir() -> Path:
     """A new private folder for one session's files (stop flags, exports), removed by `release`."""
-    from .tempdir import sessions_dir
     return Path(tempfile.mkdtemp(prefix="s-", dir=sessions_dir()))
 
 
@@ -111,8 +112,7 @@ def release(ui: UIState | None) -> None:
     if ui.workdir is not None:
         shutil.rmtree(ui.workdir, ignore_errors=True)
     ui.photo = None
-    from .memory import trim_memory
-    trim_memory(collect=False)
+    trim_memory(collect=False)      # hand the freed frames' pages back to the system (memory.py)
 
 
 # ----------------------------------------------------------------------------------------------------------
