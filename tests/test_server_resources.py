@@ -114,6 +114,10 @@ def test_a_second_tab_of_a_visitor_is_refused_while_its_drag_runs(demo) -> None:
     tabs[0].job.stop.set()                         # Stop (the press waits for a drag that runs in a thread)
     list(first)
     assert demo.panels.drag.studio.visitors.running() == {}
+    with panels.drag.studio.visitors.claim(request("93.184.216.1", "tab-3"), "a drag"):
+        assert panels.model.load_own_model(tabs[1], str(SG2), "", 0, 0.7, "w+", None,
+                                           request("93.184.216.1", "tab-2")) == {}
+        assert "already have a drag running" in demo.warnings[-1] and tabs[1].model.source == str(SG2)
     other = panels.drag.start(tabs[1], request("93.184.216.1", "tab-2"))
     next(other)
     assert tabs[1].running
