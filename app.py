@@ -11,6 +11,7 @@ import os
 
 import gradio as gr
 
+from draggan import settings
 from draggan.engine import DragConfig
 from draggan.engine.session import SPACES
 from draggan.export import animation_formats
@@ -24,8 +25,10 @@ from draggan.ui.events.export import ExportPanel
 from draggan.ui.events.model import ModelPanel
 from draggan.ui.events.photo import PhotoPanel
 from draggan.ui.photo import PRESETS
+from draggan.ui.sessions import SessionReaper
 from draggan.ui.state import DEFAULT_RENDER_EVERY
 from draggan.ui.studio import Studio
+from draggan.ui.tempdir import delete_cache_policy, use_for_gradio
 
 TITLE = "DragGAN studio"
 INTRO = """# DragGAN studio
@@ -56,9 +59,12 @@ CSS = """
 """
 TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag")]
 IMAGE_HEIGHT = 512
-UPLOAD_CACHE_HOURS = 6          # Gradio's upload cache: files older than this are deleted (hourly check)
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} hour(s)" if seconds >= 3600 else f"{max(1, round(seconds / 60))} minute(s)"
 
 
 def about_text(studio: Studio) -> str:
@@ -77,7 +83,7 @@ def about_text(studio: Studio) -> str:
             "**Your photos**: an uploaded photo is used only in your browser session and never shown to other "
             "visitors. What is made from it (its latent, its tuned copy of the model, your exports) is deleted "
             "when the session ends (you close the page); the uploaded file itself leaves the server's upload "
-            f"cache within {UPLOAD_CACHE_HOURS} hours. Exported PNGs say in their metadata that they are "
+            f"cache within {_duration(settings.get().file_ttl_s)}. Exported PNGs say in their metadata that they are "
             "AI-generated or AI-edited.")
 
 
@@ -93,10 +99,11 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
     bundled = studio.bundled_model()
     example_list = examples.offered(c.source for c in studio.available)
 
-    hours = UPLOAD_CACHE_HOURS * 3600
-    with gr.Blocks(title=TITLE, delete_cache=(3600, hours)) as demo:
+    config = settings.get()
+    gradio_files = use_for_gradio()   # uploads and downloads in the app's temp folder, aged out
+    with gr.Blocks(title=TITLE, delete_cache=delete_cache_policy()) as demo:
         p.demo = demo
-        p.state = gr.State(None, delete_callback=handlers.release, time_to_live=hours)
+        p.state = gr.State(None, delete_callback=handlers.release, time_to_live=6 * 3600)  # backstop: the reaper expires idle sessions
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Row(equal_height=False, elem_id="main-row"):
             with gr.Column(scale=2, min_width=320, elem_id="controls"):
@@ -229,7 +236,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         for panel in vars(demo.panels).values():
             panel.wire(heavy, light)
     demo.page = p
-    demo.queue(default_concurrency_limit=studio.concurrency)
+    demo.queue(default_concurrency_limit=studio.concurrency, max_size=config.queue_max)
+    demo.reaper = SessionReaper(demo, config.session_ttl_s, config.closed_session_ttl_s, files=gradio_files,
+                                file_ttl_s=config.file_ttl_s).start()
     return demo
 
 
@@ -247,6 +256,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="torch device (default: CUDA, then MPS, then CPU)")
     args = parser.parse_args()
     studio = Studio(device=args.device)
+    studio.apply_thread_policy()
     studio.preload()
     demo = build_demo(studio)
     # quiet: Gradio's own banner tells people to "set share=True in launch()"; this app's switch is --share.

@@ -57,6 +57,23 @@ class Settings:
     # Work per visitor.
     # DRAGGAN_CONCURRENCY, default None (= 4 on CUDA, else 2): drags / inversions that may run at once.
     concurrency: int | None = _var("DRAGGAN_CONCURRENCY", int, None, 1, 256)
+    # DRAGGAN_TORCH_THREADS, default None (= max(1, cores // concurrency)): torch's CPU threads, set once at
+    # start-up for the whole process, so that concurrent jobs x threads stays within the cores.
+    torch_threads: int | None = _var("DRAGGAN_TORCH_THREADS", int, None, 1, 1024)
+    # DRAGGAN_MALLOC_ARENAS, default 2 (0 = glibc's default): malloc arenas of the process (draggan/ui/memory.py).
+    malloc_arenas: int = _var("DRAGGAN_MALLOC_ARENAS", int, 2, 0, 1024)
+    # DRAGGAN_QUEUE_MAX, default 64: requests that may wait in the queue; past it a visitor is refused at once.
+    queue_max: int = _var("DRAGGAN_QUEUE_MAX", int, 64, 1, 100000)
+    # Sessions and their files.
+    # DRAGGAN_TEMP_DIR, default None (= $TMPDIR/draggan): the one folder for session files, exports and Gradio's
+    # copies of uploads and downloads (GRADIO_TEMP_DIR points under it unless set).
+    temp_dir: Path | None = _var("DRAGGAN_TEMP_DIR", Path, None)
+    # DRAGGAN_SESSION_TTL_S, default 3600: a session idle this long is released (its files and memory freed).
+    session_ttl_s: float = _var("DRAGGAN_SESSION_TTL_S", float, 3600.0, 1.0, 7 * 86400.0)
+    # DRAGGAN_CLOSED_SESSION_TTL_S, default 60: a session whose tab closed is released after this long.
+    closed_session_ttl_s: float = _var("DRAGGAN_CLOSED_SESSION_TTL_S", float, 60.0, 0.0, 86400.0)
+    # DRAGGAN_FILE_TTL_S, default 3600: Gradio's copies of uploads and downloads are deleted at this age.
+    file_ttl_s: float = _var("DRAGGAN_FILE_TTL_S", float, 3600.0, 1.0, 7 * 86400.0)
     # DRAGGAN_MAX_PHOTO_MP, default 50: largest photo accepted for inversion, megapixels.
     max_photo_mp: float = _var("DRAGGAN_MAX_PHOTO_MP", float, 50.0, 0.01, 1000.0)
     # ZeroGPU time slots (`spaces.GPU(duration=...)`), seconds.

@@ -409,8 +409,9 @@ def test_a_file_that_needs_too_much_memory_or_time_is_killed(env) -> None:
     slow.write_bytes(P2 + b"N0" * 1_990_000 + NONE + STOP)
     start = time.perf_counter()
     with pytest.raises(ModelFormatError, match=r"^slow\.pkl: converting it took longer than"):
-        convert_untrusted(slow, limits=SandboxLimits(wall_s=base.wall_s + 1.0))
-    assert time.perf_counter() - start < base.wall_s + 1.0 + 5
+        # far below what importing torch and parsing it take on any machine: the kill, not a race, is tested
+        convert_untrusted(slow, limits=SandboxLimits(wall_s=0.3))
+    assert time.perf_counter() - start < 0.3 + 5
     assert _rss_mb() - server_before < 30, "the server process did not grow"
     assert not any(p.name.startswith(("hungry", "slow")) for p in cache.converted_cache_dir().iterdir())
 

@@ -29,8 +29,10 @@ from ..export import DragRecord, Recipe
 from . import gpu
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay, sample_mask, upscale_mask
 from .gpu import DragUpdate, StopFlag
+from .memory import trim_memory
 from .models import ModelRef
 from .state import Job, Point, UIState
+from .tempdir import sessions_dir
 
 LIMITS = limits.LIMITS
 
@@ -60,9 +62,7 @@ def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
 
 def session_dir() -> Path:
     """A new private folder for one session's files (stop flags, exports), removed by `release`."""
-    root = Path(tempfile.gettempdir()) / "draggan-sessions"
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="s-", dir=root))
+    return Path(tempfile.mkdtemp(prefix="s-", dir=sessions_dir()))
 
 
 def make_state(model: ModelRef, device: str, seed: Any, psi: Any, space: str, config: DragConfig | None = None,
@@ -117,6 +117,7 @@ def release(ui: UIState | None) -> None:
     if ui.workdir is not None:
         shutil.rmtree(ui.workdir, ignore_errors=True)
     ui.photo = None
+    trim_memory(collect=False)      # hand the freed frames' pages back to the system (memory.py)
 
 
 # ----------------------------------------------------------------------------------------------------------

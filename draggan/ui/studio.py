@@ -17,6 +17,8 @@ from ..devices import pick_device
 from ..engine import DragConfig
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
+from .threads import ThreadPolicy, apply_thread_policy, thread_policy
+from .visitors import Visitors
 
 
 
@@ -37,7 +39,9 @@ class Studio:
         self.max_upload_mb = config.max_upload_mb if max_upload_mb is None else float(max_upload_mb)
         self.cache = set_shared_cache(cache) if cache is not None else shared_cache()
         self.choices: list[ModelChoice] = model_choices(hub_online)
-        self.concurrency = config.concurrency_for(self.device.type)
+        self.policy: ThreadPolicy = thread_policy(self.device.type, config=config)
+        self.concurrency = self.policy.concurrency     # jobs at once; jobs x torch threads <= cores on a CPU
+        self.visitors = Visitors()                     # one running job per visitor (session and address)
         self.step_seconds: dict[tuple[str, str], float] = {}   # measured inversion time per step, per model
 
     @property
@@ -140,6 +144,13 @@ class Studio:
             return str(convert_untrusted(file, name=file.name))
         except load_errors() as exc:
             raise UserError(f"Could not load the model: {exc}") from None
+
+    def apply_thread_policy(self) -> None:
+        """Start-up, once per process: torch's thread count from `policy`, and glibc's malloc arenas capped
+        (`DRAGGAN_MALLOC_ARENAS`) so that released sessions' memory can go back to the system."""
+        from .memory import limit_arenas
+        limit_arenas(settings.get().malloc_arenas)
+        apply_thread_policy(self.policy)
 
     def preload(self) -> list[str]:
         """Load, at start-up, the default model and every model that is already on this machine (bundled, local

@@ -23,9 +23,18 @@ class ApiPanel:
         return [{"source": c.source, "label": c.label, "available": c.available, "reason": c.reason}
                 for c in self.studio.choices]
 
-    def drag(self, model: str, seed: float, points: str, steps: float, psi: float, space: str, lr: float):
-        """Run one drag headlessly: returns the result image and a JSON summary (the model by its label, never
-        a server path)."""
+    def drag(self, model: str, seed: float, points: str, steps: float, psi: float, space: str, lr: float,
+             request: gr.Request = None):
+        """Run one drag headlessly: returns the result image and a JSON summary (one running job per
+        visitor; the model named by its label, never a server path)."""
+        try:
+            slot = self.studio.visitors.claim(request, "a drag")
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        with slot:
+            return self._drag(model, seed, points, steps, psi, space, lr)
+
+    def _drag(self, model: str, seed: float, points: str, steps: float, psi: float, space: str, lr: float):
         try:
             choice = self.studio.find_choice(model or (self.studio.default_model() or ""))
             if not choice.available:

@@ -66,11 +66,21 @@ class DragPanel:
         return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui), p.editor: editor_value(ui),
                 p.compare: compare_value(ui), p.progress: handlers.progress_html(ui)}
 
-    def start(self, ui: UIState | None) -> Iterator[dict]:
-        """Start (or resume) a drag and stream the image and stats until it ends or is stopped."""
-        p = self.page
+    def start(self, ui: UIState | None, request: gr.Request = None) -> Iterator[dict]:
+        """Start (or resume) a drag and stream the image and stats until it ends or is stopped; one running
+        job per visitor (`Studio.visitors`), held until the drag ends."""
         try:
             ui = need(ui)
+            slot = self.studio.visitors.claim(request, "a drag")
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return
+        with slot:
+            yield from self._run(ui)
+
+    def _run(self, ui: UIState) -> Iterator[dict]:
+        p = self.page
+        try:
             job = handlers.start_drag(ui)
         except UserError as exc:
             if ui is None:

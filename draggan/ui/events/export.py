@@ -52,9 +52,20 @@ class ExportPanel:
         gr.Info(f"The recipe's model {Path(model).name!r} is not available here; replaying it on {ui.model.label}.")
         return ui.model
 
-    def load_recipe(self, ui: UIState | None, file: str | None, progress: gr.Progress = gr.Progress()) -> dict:
+    def load_recipe(self, ui: UIState | None, file: str | None, progress: gr.Progress = gr.Progress(),
+                    request: gr.Request = None) -> dict:
+        """Replay an uploaded recipe into a new session state (one running job per visitor)."""
         if not file:
             return {}
+        try:
+            slot = self.studio.visitors.claim(request, "a recipe replay")
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return {}
+        with slot:
+            return self._replay(ui, file)
+
+    def _replay(self, ui: UIState | None, file: str) -> dict:
         try:
             if ui is not None:
                 handlers.ensure_idle(ui, "load a recipe")

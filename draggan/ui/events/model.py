@@ -86,8 +86,19 @@ class ModelPanel:
         return {**self._replace(ui, new), self.page.lr: lr}
 
     def load_own_model(self, ui: UIState | None, upload: str | None, hub_ref: str, seed: Any, psi: Any,
-                       space: str, progress: gr.Progress = gr.Progress()) -> dict:
-        """'Your own model': an uploaded .pkl/.safetensors file, else a Hub `repo_id/filename`."""
+                       space: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> dict:
+        """'Your own model': an uploaded .pkl/.safetensors file, else a Hub `repo_id/filename`. Converting
+        an upload is a job: one at a time per visitor (`Studio.visitors`)."""
+        try:
+            slot = self.studio.visitors.claim(request, "a model conversion")
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return {}
+        with slot:
+            return self._load_own(ui, upload, hub_ref, seed, psi, space, progress)
+
+    def _load_own(self, ui: UIState | None, upload: str | None, hub_ref: str, seed: Any, psi: Any, space: str,
+                  progress: gr.Progress | None) -> dict:
         from ...checkpoints.hub import parse_hub_ref
 
         try:

@@ -66,9 +66,19 @@ class PhotoPanel:
                 self.page.photo_status: _status(message, " Press <b>Invert photo</b> to fit the model to it.")}
 
     def invert_photo(self, ui: UIState | None, file: str | None, face_align: bool, w_steps: Any,
-                     wplus_steps: Any, pti_steps: Any) -> Iterator[dict]:
+                     wplus_steps: Any, pti_steps: Any, request: gr.Request = None) -> Iterator[dict]:
         """Invert the uploaded photo and stream progress; when it succeeds the session drags the inverted
-        latent on its own tuned generator."""
+        latent on its own tuned generator. One running job per visitor (`Studio.visitors`)."""
+        try:
+            slot = self.studio.visitors.claim(request, "a photo inversion")
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return
+        with slot:
+            yield from self._invert(ui, file, face_align, w_steps, wplus_steps, pti_steps)
+
+    def _invert(self, ui: UIState | None, file: str | None, face_align: bool, w_steps: Any, wplus_steps: Any,
+                pti_steps: Any) -> Iterator[dict]:
         p = self.page
         try:
             ui = need(ui)
@@ -120,6 +130,7 @@ class PhotoPanel:
         p.preset.input(self.preset, p.preset, steps, **light)
         gr.on([c.change for c in steps], self.estimate, [*steps, p.state], p.estimate, **light)
         p.invert.click(self.invert_photo, [p.state, p.photo_file, p.face_align, *steps],
-                       [*full, p.photo_view, p.photo_status, p.space], show_progress="hidden", **heavy,
+                       [*full, p.photo_view, p.photo_status, p.space], show_progress="minimal",
+                       show_progress_on=p.photo_status, **heavy,
                        api_visibility="private").then(self.estimate, [*steps, p.state], p.estimate, **light)
         p.cancel.click(self.cancel_photo, p.state, [p.stats, p.photo_status], **light)
