@@ -18,14 +18,19 @@ class DragPanel:
         self.studio = studio
         self.page = page
 
-    def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
+    def _act(self, ui: UIState | None, action: Callable[[UIState], str], shown: Callable[[UIState], dict]) -> dict:
+        """Run `action` (its sentence goes to the status line) and return `shown(ui)`; a refusal is a toast."""
         try:
             ui = need(ui)
             ui.notice = action(ui)
         except UserError as exc:
             gr.Warning(str(exc), duration=5)
             return {}
-        return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui)}
+        return shown(ui)
+
+    def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
+        return self._act(ui, action, lambda u: {self.page.image: handlers.view(u),
+                                               self.page.stats: handlers.stats_text(u)})
 
     def click(self, ui: UIState | None, evt: gr.SelectData) -> dict:
         return self._points(ui, lambda u: handlers.add_point(u, evt.index))
@@ -109,13 +114,7 @@ class DragPanel:
         return self._shown(ui)
 
     def _history(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
-        try:
-            ui = need(ui)
-            ui.notice = action(ui)
-        except UserError as exc:
-            gr.Warning(str(exc), duration=5)
-            return {}
-        return self._shown(ui)
+        return self._act(ui, action, self._shown)
 
     def undo(self, ui: UIState | None) -> dict:
         return self._history(ui, handlers.undo)
