@@ -18,14 +18,25 @@ Page = SimpleNamespace
 
 
 def editor_value(ui: UIState) -> dict[str, Any]:
-    """The mask editor's value: the plain image and the painted masks as one layer (always sent: the editor
-    reports strokes only on a layer it was given).
+    """The mask editor's value: the plain image, and the painted masks as one layer only when there are any.
 
-    Known upstream race (Gradio 6 ImageEditor frontend): while `add_layers_from_url` loads this layer, the image
-    tool's background load, which it does not await, calls `reset_layers` and deletes it; the browser console
-    then logs "No draw texture found for layer" and the editor shows a fresh empty layer until the next value.
-    Related reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
-    return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)], "composite": None}
+    Why no empty layer: Gradio 6's ImageEditor (gradio 6.31, `InteractiveImageEditor`) loads the value it holds
+    when it first becomes visible twice at once, from its mount code (`await ue(background); await
+    de(layers)`) and from its reactive effects that fire as the editor turns ready; two `add_layers_from_url`
+    then run together, each deleting the other's layer while its image loads, and the browser console logs
+    "No draw texture found for layer" (`LayerManager.add_layer_from_url`). With no layer in the value both
+    calls return at once; the editor's own layer (its `layer_options`) takes the strokes, which
+    `masks_from_editor` reads back. Once the editor is shown, a value with the mask layer loads once (one
+    background load, then the layer, awaited) and shows the mask again after a drag. Related upstream reports:
+    gradio-app/gradio#7522 (layers lost on value updates), #7408."""
+    layers = [handlers.mask_layer(ui)] if ui.fixed_mask is not None or ui.flexible_mask is not None else []
+    return {"background": handlers.plain_view(ui), "layers": layers, "composite": None}
+
+
+def layer_value(ui: UIState) -> dict[str, Any]:
+    """The mask editor's value that gives a shown editor its layer (the painted masks, or an empty one) and
+    keeps the background it shows: no background load runs, so nothing can delete the layer while it loads."""
+    return {"background": None, "layers": [handlers.mask_layer(ui)], "composite": None}
 
 
 def compare_value(ui: UIState) -> tuple[Any, Any]:
