@@ -18,25 +18,20 @@ Page = SimpleNamespace
 
 
 def editor_value(ui: UIState) -> dict[str, Any]:
-    """The mask editor's value: the plain image, and the painted masks as one layer only when there are any.
+    """The mask editor's value: the plain image and the painted masks as one layer (always sent: an editor
+    shown with a value without a layer has no layer to paint on, and the strokes never reach the server).
 
-    Why no empty layer: Gradio 6's ImageEditor (gradio 6.31, `InteractiveImageEditor`) loads the value it holds
-    when it first becomes visible twice at once, from its mount code (`await ue(background); await
-    de(layers)`) and from its reactive effects that fire as the editor turns ready; two `add_layers_from_url`
-    then run together, each deleting the other's layer while its image loads, and the browser console logs
-    "No draw texture found for layer" (`LayerManager.add_layer_from_url`). With no layer in the value both
-    calls return at once; the editor's own layer (its `layer_options`) takes the strokes, which
-    `masks_from_editor` reads back. Once the editor is shown, a value with the mask layer loads once (one
-    background load, then the layer, awaited) and shows the mask again after a drag. Related upstream reports:
-    gradio-app/gradio#7522 (layers lost on value updates), #7408."""
-    layers = [handlers.mask_layer(ui)] if ui.fixed_mask is not None or ui.flexible_mask is not None else []
-    return {"background": handlers.plain_view(ui), "layers": layers, "composite": None}
-
-
-def layer_value(ui: UIState) -> dict[str, Any]:
-    """The mask editor's value that gives a shown editor its layer (the painted masks, or an empty one) and
-    keeps the background it shows: no background load runs, so nothing can delete the layer while it loads."""
-    return {"background": None, "layers": [handlers.mask_layer(ui)], "composite": None}
+    Known upstream race (gradio 6.31, templates/frontend/assets/Index-CsUOoOcz.js, line 522): when the editor
+    is first shown (the Mask tab's first opening) with a value that has a layer, its mount code loads the value
+    (col 102380: `await ue(background); await de(layers)`) while the reactive effects that fire as it turns
+    ready load it again (col 105088); the two `add_layers_from_url` (col 38387) each delete the layers, so one
+    `add_layer_from_url` finds its layer gone and logs "No draw texture found for layer" (col 17938); the other
+    load wins and painting works. Later values reach a shown editor once and load cleanly. Tried, all worse:
+    no layer until a mask exists (strokes are lost), the layer in a second value after the editor's first
+    `change` (the same error), that second value without a background (the editor shows a blank canvas), the
+    tab's children rendered up front (`render_children=True`: the editor still starts on first show).
+    Related upstream reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
+    return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)], "composite": None}
 
 
 def compare_value(ui: UIState) -> tuple[Any, Any]:

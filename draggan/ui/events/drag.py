@@ -11,7 +11,7 @@ from .. import handlers
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
-from . import Page, compare_value, editor_value, layer_value, need
+from . import Page, compare_value, editor_value, need
 
 
 def _same_masks(ui: UIState, fixed: np.ndarray | None, flexible: np.ndarray | None) -> bool:
@@ -51,15 +51,11 @@ class DragPanel:
         return {self.page.image: handlers.view(ui)}
 
     def paint_mask(self, ui: UIState | None, editor: Any) -> dict:
-        """Read the painted masks into the state. An editor that reports no layer at all has just been shown
-        with a value without one (see `editor_value`): it gets its layer now, without a new background. The
-        editor also reports the values the server sends it; such an echo of the masks the state holds changes
-        nothing and warns nobody."""
+        """Read the painted masks into the state. The editor also reports the values the server sends it (after
+        every drag update); such an echo of the masks the state holds changes nothing and warns nobody."""
         p = self.page
         if ui is None:
             return {p.stats: gr.skip()}
-        if isinstance(editor, dict) and not editor.get("layers"):
-            return {p.editor: layer_value(ui)}
         try:
             fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
             if _same_masks(ui, fixed, flexible):
@@ -140,7 +136,7 @@ class DragPanel:
         p.remove_last.click(self.remove_last, p.state, [p.image, p.stats], **light)
         p.clear.click(self.clear_points, p.state, [p.image, p.stats], **light)
         p.show_mask.change(self.toggle_mask, [p.state, p.show_mask], p.image, **light)
-        p.editor.change(self.paint_mask, [p.state, p.editor], [p.image, p.stats, p.editor], trigger_mode="always_last",
+        p.editor.change(self.paint_mask, [p.state, p.editor], [p.image, p.stats], trigger_mode="always_last",
                         **light)
         p.reset_mask.click(self.reset_mask, p.state, shown, **light)
         p.start.click(self.start, p.state, shown, **heavy, api_visibility="private")
