@@ -27,9 +27,11 @@ def editor_value(ui: UIState) -> dict[str, Any]:
     ready load it again (col 105088); the two `add_layers_from_url` (col 38387) each delete the layers, so one
     `add_layer_from_url` finds its layer gone and logs "No draw texture found for layer" (col 17938); the other
     load wins and painting works. Later values reach a shown editor once and load cleanly. Tried, all worse:
-    no layer until a mask exists (strokes are lost), the layer in a second value after the editor's first
-    `change` (the same error), that second value without a background (the editor shows a blank canvas), the
-    tab's children rendered up front (`render_children=True`: the editor still starts on first show).
+    no layer until a mask exists (strokes are lost: the editor then has no layer), the layer in a second value
+    sent on the editor's first `change` (the same error: the mount code is still running and, stack traces
+    show, its `de` and the effect's `de` both call `add_layers_from_url`), that second value without a
+    background (a blank canvas), the tab's children rendered up front (`render_children=True`: the editor
+    still starts on first show).
     Related upstream reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
     return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)], "composite": None}
 
