@@ -18,13 +18,21 @@ Page = SimpleNamespace
 
 
 def editor_value(ui: UIState) -> dict[str, Any]:
-    """The mask editor's value: the plain image and the painted masks as one layer (always sent: the editor
-    reports strokes only on a layer it was given).
+    """The mask editor's value: the plain image and the painted masks as one layer (always sent: an editor
+    shown with a value without a layer has no layer to paint on, and the strokes never reach the server).
 
-    Known upstream race (Gradio 6 ImageEditor frontend): while `add_layers_from_url` loads this layer, the image
-    tool's background load, which it does not await, calls `reset_layers` and deletes it; the browser console
-    then logs "No draw texture found for layer" and the editor shows a fresh empty layer until the next value.
-    Related reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
+    Known upstream race (gradio 6.31, templates/frontend/assets/Index-CsUOoOcz.js, line 522): when the editor
+    is first shown (the Mask tab's first opening) with a value that has a layer, its mount code loads the value
+    (col 102380: `await ue(background); await de(layers)`) while the reactive effects that fire as it turns
+    ready load it again (col 105088); the two `add_layers_from_url` (col 38387) each delete the layers, so one
+    `add_layer_from_url` finds its layer gone and logs "No draw texture found for layer" (col 17938); the other
+    load wins and painting works. Later values reach a shown editor once and load cleanly. Tried, all worse:
+    no layer until a mask exists (strokes are lost: the editor then has no layer), the layer in a second value
+    sent on the editor's first `change` (the same error: the mount code is still running and, stack traces
+    show, its `de` and the effect's `de` both call `add_layers_from_url`), that second value without a
+    background (a blank canvas), the tab's children rendered up front (`render_children=True`: the editor
+    still starts on first show).
+    Related upstream reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
     return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)], "composite": None}
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 import gradio as gr
+import numpy as np
 
 from .. import handlers
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
 from . import Page, compare_value, editor_value, need
+
+
+def _same_masks(ui: UIState, fixed: np.ndarray | None, flexible: np.ndarray | None) -> bool:
+    """Whether (fixed, flexible), None meaning empty, are the masks the state holds."""
+    def same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+        return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+    return same(fixed, ui.fixed_mask) and same(flexible, ui.flexible_mask)
 
 
 class DragPanel:
@@ -48,16 +56,21 @@ class DragPanel:
         return {self.page.image: handlers.view(ui)}
 
     def paint_mask(self, ui: UIState | None, editor: Any) -> dict:
+        """Read the painted masks into the state. The editor also reports the values the server sends it (after
+        every drag update); such an echo of the masks the state holds changes nothing and warns nobody."""
+        p = self.page
         if ui is None:
-            return {}
+            return {p.stats: gr.skip()}
         try:
-            handlers.ensure_idle(ui, "change the mask")
             fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
+            if _same_masks(ui, fixed, flexible):
+                return {p.stats: gr.skip()}
+            handlers.ensure_idle(ui, "change the mask")
             handlers.set_masks(ui, fixed, flexible)
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
-        return {self.page.image: handlers.view(ui), self.page.stats: handlers.stats_text(ui)}
+            return {p.stats: gr.skip()}
+        return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
 
     def reset_mask(self, ui: UIState | None) -> dict:
         if ui is None:
