@@ -484,13 +484,13 @@ class DragSession:
                 result = self.step()
                 last = result
                 elapsed = time.perf_counter() - started
-                paused = (budget_s is not None and not result.done and i < limit - 1
+                stopped = stopping()
+                paused = (budget_s is not None and not result.done and i < limit - 1 and not stopped
                           and elapsed * (i + 2) / (i + 1) > budget_s)
-                final = result.done or i == limit - 1 or stopping() or paused
+                final = result.done or i == limit - 1 or stopped or paused
                 if final:
-                    result.end = ("arrived" if result.done else "stopped" if stopping()
+                    result.end = ("arrived" if result.done else "stopped" if stopped
                                   else "budget" if paused else "limit")
-                if final:
                     result.image, result.image_kind = self.render(), "full"
                 elif schedule is not None:
                     if schedule.step_done(time.perf_counter(), result.seconds):

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .. import export, limits, recipes
+from ..limits import check_points, parse_points  # LimitError is a UserError: refusals read as they are
 from ..errors import UserError
 from ..engine import DragConfig
 from ..engine.session import SPACES
@@ -40,14 +41,6 @@ LIMITS = limits.LIMITS
 # ----------------------------------------------------------------------------------------------------------
 # Settings and state creation.
 
-def _number(name: str, value: Any, integer: bool = False) -> float | int:
-    """`value` checked against the limits table (`draggan.limits`); `integer` is the table's to decide."""
-    try:
-        return limits.check_number(name, value)
-    except limits.LimitError as exc:
-        raise UserError(str(exc)) from None
-
-
 def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
                 mask_lambda: Any = DragConfig.mask_lambda, space: str = DragConfig.space,
                 tracker: str = DragConfig.tracker) -> DragConfig:
@@ -56,8 +49,9 @@ def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
         raise UserError(f"latent space must be one of {SPACES}, got {space!r}")
     if tracker not in TRACKER_NAMES:
         raise UserError(f"point tracking must be one of {', '.join(TRACKER_NAMES)}, got {str(tracker)[:40]!r}")
-    return DragConfig(space=space, lr=_number("lr", lr), max_steps=_number("max_steps", max_steps, integer=True),
-                      mask_lambda=_number("mask_lambda", mask_lambda), tracker=tracker)
+    return DragConfig(space=space, lr=limits.check_number("lr", lr),
+                      max_steps=limits.check_number("max_steps", max_steps),
+                      mask_lambda=limits.check_number("mask_lambda", mask_lambda), tracker=tracker)
 
 
 def session_dir() -> Path:
@@ -68,12 +62,12 @@ def session_dir() -> Path:
 def make_state(model: ModelRef, device: str, seed: Any, psi: Any, space: str, config: DragConfig | None = None,
                render_every: Any = 0) -> UIState:
     """A fresh editor state: a new drag session at (seed, ψ, space) on the model, no points, no mask."""
-    seed = _number("seed", seed, integer=True)
-    psi = _number("psi", psi)
+    seed = limits.check_number("seed", seed)
+    psi = limits.check_number("psi", psi)
     config = dataclasses.replace(config or DragConfig(), space=make_config(space=space).space)
     snap, image = gpu.new_image(model, device, seed, psi, config)
     return UIState(model=model, device=device, seed=seed, psi=psi, snap=snap, image=image, start_image=image,
-                   render_every=_number("render_every", render_every, integer=True), workdir=session_dir())
+                   render_every=limits.check_number("render_every", render_every), workdir=session_dir())
 
 
 def from_latent_state(model: ModelRef, device: str, w: np.ndarray, config: DragConfig, **fields: Any) -> UIState:
@@ -94,7 +88,7 @@ def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_
                   tracker: str | None = None) -> None:
     """Change the drag settings; they apply from the next Start (a new step size or tracker: a new drag)."""
     config = make_config(lr, max_steps, mask_lambda, ui.space, tracker or ui.snap.config.tracker)
-    render_every = _number("render_every", render_every, integer=True)
+    render_every = limits.check_number("render_every", render_every)
     with ui.lock:
         ui.snap = snapshots.with_config(ui.snap, lr=config.lr, max_steps=config.max_steps,
                                         mask_lambda=config.mask_lambda, tracker=config.tracker)
@@ -171,22 +165,6 @@ def clear_points(ui: UIState) -> str:
         ui.points_done = False
         ui.snap = snapshots.set_points(ui.snap, (), ())
     return "Points cleared."
-
-
-def parse_points(points: Any) -> tuple[list[Point], list[Point]]:
-    """Handles and targets from `[[hx, hy, tx, ty], ...]`, `[[[hx, hy], [tx, ty]], ...]` or that as JSON text."""
-    try:
-        return limits.parse_points(points)
-    except limits.LimitError as exc:
-        raise UserError(str(exc)) from None
-
-
-def check_points(handles: Sequence[Point], targets: Sequence[Point], height: int, width: int) -> None:
-    """Refuse a drag whose points are missing, unpaired, too many or outside the image."""
-    try:
-        limits.check_points(handles, targets, height, width)
-    except limits.LimitError as exc:
-        raise UserError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
