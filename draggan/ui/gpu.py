@@ -109,23 +109,11 @@ def generator(ref: ModelRef, device: str) -> torch.nn.Module:
     return shared_cache().get(ref.source, torch.device(device))
 
 
-def preload(refs: list[ModelRef], device: str) -> None:
-    """Load models in the server process at start-up, so that forked GPU workers inherit them."""
-    for ref in refs:
-        generator(ref, device)
-
-
 # ----------------------------------------------------------------------------------------------------------
 
 def _new_image(ref: ModelRef, device: str, seed: int, psi: float, config: DragConfig) -> tuple[DragSnapshot, np.ndarray]:
     """A new session's snapshot at (seed, ψ) and its image."""
     session = DragSession(generator(ref, device), seed=seed, psi=psi, config=config)
-    return session.snapshot(), session.render()
-
-
-def _from_latent(ref: ModelRef, device: str, w: np.ndarray, config: DragConfig) -> tuple[DragSnapshot, np.ndarray]:
-    """A new session's snapshot starting at latent `w` ([1, num_ws, w_dim]) and its image."""
-    session = DragSession(generator(ref, device), w=w, config=config)
     return session.snapshot(), session.render()
 
 
@@ -268,10 +256,9 @@ def explain_failure(exc: BaseException) -> str:
 
 
 new_image = gpu(_new_image)
-from_latent = gpu(_from_latent)
 render = gpu(_render)
 drag = gpu(_drag)
 replay = gpu_long(_replay)
 invert = gpu_long(_invert)
-PLAIN = {"new_image": _new_image, "from_latent": _from_latent, "render": _render, "drag": _drag, "replay": _replay,
+PLAIN = {"new_image": _new_image, "render": _render, "drag": _drag, "replay": _replay,
          "invert": _invert}

@@ -70,13 +70,6 @@ def make_state(model: ModelRef, device: str, seed: Any, psi: Any, space: str, co
                    render_every=limits.check_number("render_every", render_every), workdir=session_dir())
 
 
-def from_latent_state(model: ModelRef, device: str, w: np.ndarray, config: DragConfig, **fields: Any) -> UIState:
-    """A fresh editor state starting at latent `w` (a photo's inversion)."""
-    snap, image = gpu.from_latent(model, device, w, config)
-    return UIState(model=model, device=device, seed=0, psi=1.0, snap=snap, image=image, start_image=image,
-                   workdir=session_dir(), **fields)
-
-
 def ensure_idle(ui: UIState, action: str) -> None:
     if ui.running:
         raise UserError(f"A drag is running: press Stop before you {action}.")
