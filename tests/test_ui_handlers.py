@@ -615,3 +615,22 @@ def test_png_export_says_what_it_is(G, tmp_path):
     assert np.array_equal(np.asarray(Image.open(plain).convert("RGB")), ui.image), "no mark by default"
     marked = np.asarray(Image.open(handlers.export_png(ui, tmp_path / "..", mark=True)).convert("RGB"))
     assert not np.array_equal(marked, ui.image), "the visible mark is stamped"
+
+
+def test_frames_stay_bounded_while_a_drag_runs(G, monkeypatch):
+    """A long drag that renders every step never holds more than twice the per-drag frame cap."""
+    from draggan.ui import state as state_module
+
+    monkeypatch.setattr(handlers, "MAX_FRAMES_PER_DRAG", 4)
+    monkeypatch.setattr(state_module, "MAX_FRAMES_PER_DRAG", 4)
+    seen = []
+    keep = state_module.UIState.keep_frames
+    monkeypatch.setattr(state_module.UIState, "keep_frames",
+                        lambda self, entry, frames: (seen.append(len(frames)), keep(self, entry, frames)))
+    ui = new_state(G, max_steps=30, render_every=1)
+    click(ui, 5, 5)
+    click(ui, 60, 60)
+    handlers.run_blocking(ui)
+    assert ui.snap.drags()[0].steps == 30
+    assert seen and 4 < seen[0] <= 8, seen
+    assert len(ui.frames[ui.snap.entry.id]) == 4

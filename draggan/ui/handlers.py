@@ -32,7 +32,7 @@ from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, ren
 from .gpu import DragUpdate, StopFlag
 from .memory import trim_memory
 from .models import ModelRef
-from .state import Job, Point, UIState
+from .state import MAX_FRAMES_PER_DRAG, Job, Point, UIState
 from .tempdir import sessions_dir
 
 LIMITS = limits.LIMITS
@@ -356,6 +356,8 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
                             ui.image = update.image
                             job.view_kind = update.image_kind
                             frames.append(update.image)
+                            if len(frames) > 2 * MAX_FRAMES_PER_DRAG:   # bounded while the drag runs, too
+                                frames[:] = frames[::2]
                         if update.snapshot is not None:
                             ui.snap = update.snapshot
                             final = update
