@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bench.nvidia_format import write_nvidia_pickle
+from bench.soak import rss_mb
 from draggan.checkpoints.sandbox import SandboxLimits, convert_report
 from draggan.networks.stylegan2 import Generator
 
@@ -31,14 +32,6 @@ def ffhq_generator(resolution: int) -> Generator:
                      mapping_kwargs=dict(num_layers=8),
                      synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4,
                                            conv_clamp=256)).eval().requires_grad_(False)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:
@@ -56,9 +49,9 @@ def main() -> None:
             print(f"wrote {pkl.name}: {pkl.stat().st_size / 2**20:.0f} MB in {time.perf_counter() - t:.1f} s")
         os.environ["DRAGGAN_CACHE"] = str(Path(tmp) / "cache")
         limits = SandboxLimits.from_env()
-        before = _rss_mb()
+        before = rss_mb(os.getpid())
         report = convert_report(pkl, limits=limits)
-        after = _rss_mb()
+        after = rss_mb(os.getpid())
         print(f"input {pkl.stat().st_size / 2**20:.0f} MB; limits: {limits.max_rss_mb:.0f} MB RSS, "
               f"{limits.wall_s:.0f} s wall, {limits.cpu_s:.0f} s CPU")
         print(f"converted in {report.wall_s:.1f} s wall, child peak RSS {report.peak_rss_mb:.0f} MB")

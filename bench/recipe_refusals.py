@@ -33,11 +33,11 @@ def _base() -> dict[str, Any]:
                        "mask_lambda": 20.0, "tracker": "official", "resume": False, "mask": None}]}
 
 
-def _drag(**fields: Any) -> Callable[[dict[str, Any]], Any]:
+def set_drag(**fields: Any) -> Callable[[dict[str, Any]], Any]:
     return lambda d: d["drags"][0].update(fields)
 
 
-def _deep(depth: int) -> list:
+def nested_list(depth: int) -> list:
     value: list = [1.0, 2.0]
     for _ in range(depth):
         value = [value]
@@ -45,13 +45,13 @@ def _deep(depth: int) -> list:
 
 
 CASES: list[Case] = [
-    ("rle claims 1.9 GB (200 bytes)", _drag(mask={"size": [43590, 43590], "counts": [1900046100]})),
+    ("rle claims 1.9 GB (200 bytes)", set_drag(mask={"size": [43590, 43590], "counts": [1900046100]})),
     ("rle + image 100k x 100k", lambda d: (d.update(image_size=[100_000, 100_000]),
-                                           _drag(mask={"size": [100_000, 100_000], "counts": [10**10]})(d))),
-    ("steps = 1e9", _drag(steps=1e9)),
-    ("lr = NaN", _drag(lr=float("nan"))),
-    ("NaN coordinates", _drag(handles=[[float("nan"), 1.0]])),
-    ("5000 point pairs", _drag(handles=[[1.0, 1.0]] * 5000, targets=[[2.0, 2.0]] * 5000)),
+                                           set_drag(mask={"size": [100_000, 100_000], "counts": [10**10]})(d))),
+    ("steps = 1e9", set_drag(steps=1e9)),
+    ("lr = NaN", set_drag(lr=float("nan"))),
+    ("NaN coordinates", set_drag(handles=[[float("nan"), 1.0]])),
+    ("5000 point pairs", set_drag(handles=[[1.0, 1.0]] * 5000, targets=[[2.0, 2.0]] * 5000)),
     ("201 drags", lambda d: d.update(drags=d["drags"] * 201)),
     ("points nested 5000 deep", None),
     ("5 MiB file", lambda d: d.update(model_label="x" * (5 * 2**20))),

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Iterator
 
+from bench.soak import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 FIXTURE_MODELS = {"Tiny StyleGAN2": DATA / "stylegan2-tiny-64.pkl", "Tiny StyleGAN3": DATA / "stylegan3-t-tiny-64.pkl"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

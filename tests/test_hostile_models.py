@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 
 from bench.nvidia_format import write_nvidia_pickle
+from bench.soak import rss_mb
 from draggan import settings
 from draggan.checkpoints import (ModelFormatError, UnsafePickleError, cache, generator_from_pickle,
                                  load_generator)
@@ -112,14 +113,6 @@ def tensor(storage: bytes, size: tuple[int, ...], stride: tuple[int, ...]) -> by
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def refused(payload: bytes, error: type[Exception] = UnsafePickleError, match: str | None = None,
@@ -396,7 +389,7 @@ def test_sandbox_refusals_name_the_upload_not_the_server_path(env) -> None:
 def test_a_file_that_needs_too_much_memory_or_time_is_killed(env) -> None:
     base = convert_report(fixture_path("stylegan2-tiny-64.pkl"), limits=SandboxLimits())
     assert not base.cached and base.peak_rss_mb > 0
-    server_before = _rss_mb()
+    server_before = rss_mb(os.getpid())
 
     hungry = env / "hungry.pkl"  # ~900k empty lists kept in the memo: ~100 MB from a 3 MB file
     hungry.write_bytes(P2 + b"]\x940" * 900_000 + NONE + STOP)
@@ -412,7 +405,7 @@ def test_a_file_that_needs_too_much_memory_or_time_is_killed(env) -> None:
         # far below what importing torch and parsing it take on any machine: the kill, not a race, is tested
         convert_untrusted(slow, limits=SandboxLimits(wall_s=0.3))
     assert time.perf_counter() - start < 0.3 + 5
-    assert _rss_mb() - server_before < 30, "the server process did not grow"
+    assert rss_mb(os.getpid()) - server_before < 30, "the server process did not grow"
     assert not any(p.name.startswith(("hungry", "slow")) for p in cache.converted_cache_dir().iterdir())
 
 

@@ -29,6 +29,7 @@ from draggan.engine import snapshot as snapshots
 from draggan.ui import handlers
 from draggan.ui.models import ModelRef
 
+from bench.recipe_refusals import nested_list, set_drag
 from conftest import fixture_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,49 +163,38 @@ def _with(change):
     return data
 
 
-def _set_drag(**fields):
-    return lambda d: d["drags"][0].update(fields)
-
-
-def _deep(depth: int) -> list:
-    value: list = [1.0, 2.0]
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 HOSTILE = {
-    "rle-claims-1.9GB": (_set_drag(mask={"size": [43590, 43590], "counts": [1900046100]}), "differs from the image"),
+    "rle-claims-1.9GB": (set_drag(mask={"size": [43590, 43590], "counts": [1900046100]}), "differs from the image"),
     "rle-and-image-100k": (lambda d: (d.update(image_size=[100_000, 100_000]),
                                       d["drags"][0].update(mask={"size": [100_000, 100_000], "counts": [10**10]})),
                            "image_size must be"),
-    "rle-short-sum": (_set_drag(mask={"size": [64, 64], "counts": [100, 5]}), "do not cover"),
-    "rle-negative": (_set_drag(mask={"size": [64, 64], "counts": [-1, 4097]}), "whole numbers"),
-    "rle-float-runs": (_set_drag(mask={"size": [64, 64], "counts": [4096.0]}), "whole numbers"),
-    "rle-too-many-runs": (_set_drag(mask={"size": [64, 64], "counts": [0] * 5000 + [4096]}), "at most 4097 run"),
-    "steps-1e9": (_set_drag(steps=1e9), "steps: max_steps must be between 1 and 2000"),
-    "steps-negative": (_set_drag(steps=-1), "max_steps must be between"),
-    "lr-nan": (_set_drag(lr=float("nan")), "lr must be a finite number"),
-    "lr-zero": (_set_drag(lr=0.0), r"lr must be between 0 \(exclusive\) and 1"),
-    "lr-huge": (_set_drag(lr=5.0), "lr must be between"),
-    "lambda-inf": (_set_drag(mask_lambda=float("inf")), "mask_lambda must be a finite"),
-    "nan-coordinate": (_set_drag(handles=[[float("nan"), 3.0]]), "handles point 1 must hold finite numbers"),
-    "outside-coordinate": (_set_drag(targets=[[64.0, 3.0]]), "outside the 64×64 image"),
-    "string-coordinate": (_set_drag(handles=[["1", "2"]]), "finite numbers"),
-    "deep-nesting": (_set_drag(handles=_deep(5000)), "nested too deeply"),
-    "5000-pairs": (_set_drag(handles=[[1.0, 1.0]] * 5000, targets=[[2.0, 2.0]] * 5000), "at most 64 point pairs"),
+    "rle-short-sum": (set_drag(mask={"size": [64, 64], "counts": [100, 5]}), "do not cover"),
+    "rle-negative": (set_drag(mask={"size": [64, 64], "counts": [-1, 4097]}), "whole numbers"),
+    "rle-float-runs": (set_drag(mask={"size": [64, 64], "counts": [4096.0]}), "whole numbers"),
+    "rle-too-many-runs": (set_drag(mask={"size": [64, 64], "counts": [0] * 5000 + [4096]}), "at most 4097 run"),
+    "steps-1e9": (set_drag(steps=1e9), "steps: max_steps must be between 1 and 2000"),
+    "steps-negative": (set_drag(steps=-1), "max_steps must be between"),
+    "lr-nan": (set_drag(lr=float("nan")), "lr must be a finite number"),
+    "lr-zero": (set_drag(lr=0.0), r"lr must be between 0 \(exclusive\) and 1"),
+    "lr-huge": (set_drag(lr=5.0), "lr must be between"),
+    "lambda-inf": (set_drag(mask_lambda=float("inf")), "mask_lambda must be a finite"),
+    "nan-coordinate": (set_drag(handles=[[float("nan"), 3.0]]), "handles point 1 must hold finite numbers"),
+    "outside-coordinate": (set_drag(targets=[[64.0, 3.0]]), "outside the 64×64 image"),
+    "string-coordinate": (set_drag(handles=[["1", "2"]]), "finite numbers"),
+    "deep-nesting": (set_drag(handles=nested_list(5000)), "nested too deeply"),
+    "5000-pairs": (set_drag(handles=[[1.0, 1.0]] * 5000, targets=[[2.0, 2.0]] * 5000), "at most 64 point pairs"),
     "201-drags": (lambda d: d.update(drags=d["drags"][1:] * 201), "at most 200 drags"),
     "seed-huge": (lambda d: d.update(seed=2**40), "seed must be between"),
     "psi-nan": (lambda d: d.update(psi=float("nan")), "psi must be a finite"),
     "space": (lambda d: d.update(space="z"), "latent space"),
-    "tracker-path": (_set_drag(tracker="../../etc/passwd"), "tracker must be a short"),
+    "tracker-path": (set_drag(tracker="../../etc/passwd"), "tracker must be a short"),
     "sha-not-hex": (lambda d: d.update(model_sha256="../x"), "model_sha256"),
     "version-newer": (lambda d: d.update(version=3), "newer"),
     "version-text": (lambda d: d.update(version="2"), "bad recipe version"),
-    "first-resumed": (_set_drag(resume=True), "first drag"),
+    "first-resumed": (set_drag(resume=True), "first drag"),
     "drag-not-object": (lambda d: d.update(drags=[[1, 2]]), "drag 1 must be an object"),
     "resume-text": (lambda d: d["drags"][1].update(resume="false"), "drag 2: resume must be true or false"),
-    "lr-long-list": (_set_drag(lr=[1] * 100_000), r"lr must be a number, got \[1, 1, 1, 1, \.\.\.\]"),
+    "lr-long-list": (set_drag(lr=[1] * 100_000), r"lr must be a number, got \[1, 1, 1, 1, \.\.\.\]"),
     "label-not-text": (lambda d: d.update(model_label=["x"]), "model and model_label must be text"),
 }
 
