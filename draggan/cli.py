@@ -20,7 +20,6 @@ from . import settings
 from .errors import CommandError, DragGANError
 from .images import to_uint8
 from .networks.stylegan2 import NOISE_MODES
-from .recipes import RecipeError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1

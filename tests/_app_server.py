@@ -39,11 +39,16 @@ def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
         demo.close()
 
 
-def app_panels(monkeypatch, extra_models: dict[str, Path] | None = None, **studio_kw):
-    """The app's handlers without a server, on the given local models (default: the tiny StyleGAN2 fixture):
-    (studio, page, panels) of `app.build_demo`; offline, CPU."""
+def build_app(monkeypatch, tmp_path: Path | None = None, extra_models: dict[str, Path] | None = None,
+              **studio_kw):
+    """`app.build_demo` without a server, on the given local models (default: the tiny StyleGAN2 fixture),
+    offline, CPU, its session reaper stopped; with `tmp_path` the converted cache and the app's temp folder
+    live there. The handlers are `demo.panels`, the components `demo.page`."""
     models = extra_models if extra_models is not None else {"Tiny": FIXTURE_MODELS["Tiny StyleGAN2"]}
     monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", os.pathsep.join(f"{k}={v}" for k, v in models.items()))
+    if tmp_path is not None:
+        monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
+        monkeypatch.setenv("DRAGGAN_TEMP_DIR", str(tmp_path / "app-tmp"))
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import app
@@ -51,7 +56,13 @@ def app_panels(monkeypatch, extra_models: dict[str, Path] | None = None, **studi
     from draggan.ui.studio import Studio
 
     settings.reload()
-    studio = Studio(device="cpu", hub_online=False, **studio_kw)
-    demo = app.build_demo(studio)
-    return studio, demo.page, demo.panels
+    demo = app.build_demo(Studio(device="cpu", hub_online=False, **studio_kw))
+    demo.reaper.stop()
+    return demo
+
+
+def app_panels(monkeypatch, extra_models: dict[str, Path] | None = None, **studio_kw):
+    """(studio, page, panels) of `build_app`."""
+    demo = build_app(monkeypatch, extra_models=extra_models, **studio_kw)
+    return demo.panels.model.studio, demo.page, demo.panels
 

@@ -8,7 +8,6 @@ import gradio as gr
 import numpy as np
 
 from _app_server import app_panels
-from draggan.ui import handlers
 from draggan.ui.events import editor_value
 from draggan.ui.gpu import StopFlag
 from draggan.ui.state import Job

@@ -82,18 +82,12 @@ def test_claims_are_atomic_under_threads() -> None:
 def demo(monkeypatch, tmp_path):
     import gradio as gr
 
-    import app
-    from draggan.ui.studio import Studio
+    from _app_server import build_app
 
     warnings: list[str] = []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings.append(str(msg)))
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-    monkeypatch.setenv("DRAGGAN_TEMP_DIR", str(tmp_path / "app-tmp"))
-    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
-    settings.reload()
-    d = app.build_demo(Studio(device="cpu", hub_online=False))
-    d.reaper.stop()
+    d = build_app(monkeypatch, tmp_path)
     d.warnings = warnings
     return d
 

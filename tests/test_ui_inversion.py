@@ -20,11 +20,8 @@ import torch
 from PIL import Image
 
 from draggan.checkpoints import ModelUnavailableError, load_generator
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.inversion import align, losses
 from _app_server import app_panels
-from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers, photo
 from draggan.ui.drawing import display_scale, to_display

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from draggan import settings
 from test_hostile_models import call, glob, integer, memo_bomb, network, persistent, text, tiny_generator, tup
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,21 +124,14 @@ def app_demo(monkeypatch, tmp_path):
     converted cache and temp folder live in tmp_path."""
     import gradio as gr
 
-    import app
-    from draggan.ui.studio import Studio
+    from _app_server import build_app
 
     warnings: list[str] = []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings.append(str(msg)))
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", f"Tiny={SG2}")
-    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "converted"))
-    monkeypatch.setenv("DRAGGAN_TEMP_DIR", str(tmp_path / "app-tmp"))
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "app-tmp" / "gradio"))
-    settings.reload()
-    studio = Studio(device="cpu", hub_online=False)
-    demo = app.build_demo(studio)
-    demo.reaper.stop()
-    yield studio, demo.page, demo.panels, warnings
+    demo = build_app(monkeypatch, tmp_path)
+    yield demo.panels.model.studio, demo.page, demo.panels, warnings
 
 
 def _session(page, panels):

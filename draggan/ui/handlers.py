@@ -9,7 +9,6 @@ session's `DragSnapshot` here, on the server.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import tempfile
 import time

@@ -29,7 +29,7 @@ from ..engine import snapshot as snapshots
 from . import gpu
 from .gpu import InversionDone, StopFlag
 from .handlers import UserError, ensure_idle, file_stem
-from .models import ModelRef, forget_private_model
+from .models import forget_private_model
 from .state import InversionJob, PhotoStart, UIState
 
 # (W steps, W+ steps, PTI steps). CPU inversion is slow: on 2 busy CPU cores a 256 px StyleGAN2 took 7.5 s per

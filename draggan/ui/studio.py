@@ -8,7 +8,7 @@ bundled models before the first visitor comes (ZeroGPU's forked workers then inh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
