@@ -410,8 +410,10 @@ def test_a_file_that_needs_too_much_memory_or_time_is_killed(env) -> None:
 
 
 def test_cpu_time_limit_kills_the_child(env) -> None:
+    slow = env / "busy.pkl"  # seconds of pure-Python unpickling on any machine (the tiny fixture can take < 1 s)
+    slow.write_bytes(P2 + b"N0" * 1_990_000 + NONE + STOP)
     with pytest.raises(ModelFormatError, match=r"used more than 1 s of CPU time|took longer than"):
-        convert_untrusted(fixture_path("stylegan2-tiny-64.pkl"), limits=SandboxLimits(cpu_s=1, wall_s=60))
+        convert_untrusted(slow, limits=SandboxLimits(cpu_s=1, wall_s=60))
 
 
 # ------------------------------------------------------------------ the converted cache is bounded
