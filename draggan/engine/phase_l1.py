@@ -45,19 +45,17 @@ def phase_l1(diff: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int], cols
     nb, nc = b - a, d - c
     assert mask.shape == (sy * nb, sx * nc), (tuple(mask.shape), (sy * nb, sx * nc))
     channels, win_h, win_w = diff.shape
-    device = diff.device
     # Block rows a − 1 .. b and columns c − 1 .. d (one neighbour each side), clamped to the window: at the map
     # border that is the clamp rule itself; elsewhere only pixels of zero mask read beyond the window.
-    row_ids = (torch.arange(a - 1, b + 1, device=device) - origin[0]).clamp(0, win_h - 1)
-    col_ids = (torch.arange(c - 1, d + 1, device=device) - origin[1]).clamp(0, win_w - 1)
+    halo = _Halo.of((a - 1 - origin[0], b + 1 - origin[0]), (c - 1 - origin[1], d + 1 - origin[1]), (win_h, win_w))
     weights = mask.abs().reshape(nb, sy, nc, sx).permute(1, 3, 0, 2).contiguous()  # [sy, sx, nb, nc]
     ones = bool((weights == 1).all())
     row_phases, col_phases = phase_weights(sy), phase_weights(sx)
     grad = torch.zeros_like(diff) if want_grad else None
-    chunk = max(1, chunk_elems // (nb * nc)) if device.type == "cpu" else channels
+    chunk = max(1, chunk_elems // (nb * nc)) if diff.device.type == "cpu" else channels
     total = diff.new_zeros([], dtype=torch.float64)
     for c0 in range(0, channels, chunk):
-        part = diff[c0:c0 + chunk].index_select(1, row_ids).index_select(2, col_ids)  # [k, nb + 2, nc + 2]
+        part = halo.read(diff[c0:c0 + chunk])  # [k, nb + 2, nc + 2]
         k = part.shape[0]
         blend = part.new_empty([k, nb, nc + 2])
         up = part.new_empty([k, nb, nc])
@@ -67,7 +65,8 @@ def phase_l1(diff: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int], cols
         for p, (ty, dy) in enumerate(row_phases):
             torch.lerp(part[:, 1:nb + 1], part[:, 1 + dy:nb + 1 + dy], ty, out=blend)
             if want_grad:
-                g_blend.zero_()
+                g_blend[:, :, 0].zero_()
+                g_blend[:, :, nc + 1].zero_()
             for q, (tx, dx) in enumerate(col_phases):
                 torch.lerp(blend[:, :, 1:nc + 1], blend[:, :, 1 + dx:nc + 1 + dx], tx, out=up)
                 torch.sign(up, out=sign)
@@ -76,14 +75,64 @@ def phase_l1(diff: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int], cols
                 if not want_grad:
                     total += torch.dot(sign.view(-1), up.view(-1)).double()
                     continue
-                g_blend[:, :, 1:nc + 1].add_(sign, alpha=1 - tx)
+                if q == 0:
+                    torch.mul(sign, 1 - tx, out=g_blend[:, :, 1:nc + 1])
+                else:
+                    g_blend[:, :, 1:nc + 1].add_(sign, alpha=1 - tx)
                 g_blend[:, :, 1 + dx:nc + 1 + dx].add_(sign, alpha=tx)
             if want_grad:
                 g_part[:, 1:nb + 1].add_(g_blend, alpha=1 - ty)
                 g_part[:, 1 + dy:nb + 1 + dy].add_(g_blend, alpha=ty)
         if want_grad:
             total += torch.dot(g_part.view(-1), part.view(-1)).double()
-            g_rows = part.new_zeros([k, nb + 2, win_w])
-            g_rows.index_add_(2, col_ids, g_part)
-            grad[c0:c0 + k].index_add_(1, row_ids, g_rows)
+            halo.add_adjoint(grad[c0:c0 + k], g_part)
     return total, grad
+
+
+class _Halo:
+    """A block window with one neighbour row/column each side, read from a feature window where it lies
+    inside and replicated from the window's edge where it does not (a clamped index), and the adjoint."""
+
+    def __init__(self, rows: tuple[int, int], cols: tuple[int, int], pad: tuple[int, int, int, int]) -> None:
+        self.rows, self.cols = rows, cols  # source rows/columns [lo, hi) inside the window
+        self.top, self.bottom, self.left, self.right = pad
+
+    @staticmethod
+    def of(rows: tuple[int, int], cols: tuple[int, int], window_hw: tuple[int, int]) -> "_Halo":
+        """Rows/columns [lo, hi) in window coordinates, at most one beyond each window edge."""
+        top, bottom = int(rows[0] < 0), int(rows[1] > window_hw[0])
+        left, right = int(cols[0] < 0), int(cols[1] > window_hw[1])
+        assert rows[0] >= -1 and cols[0] >= -1 and rows[1] <= window_hw[0] + 1 and cols[1] <= window_hw[1] + 1
+        return _Halo((rows[0] + top, rows[1] - bottom), (cols[0] + left, cols[1] - right), (top, bottom, left, right))
+
+    def _inner(self, t: torch.Tensor) -> torch.Tensor:
+        return t[:, self.top:t.shape[1] - self.bottom, self.left:t.shape[2] - self.right]
+
+    def read(self, feat: torch.Tensor) -> torch.Tensor:
+        (r0, r1), (c0, c1) = self.rows, self.cols
+        out = feat.new_empty([feat.shape[0], r1 - r0 + self.top + self.bottom, c1 - c0 + self.left + self.right])
+        self._inner(out).copy_(feat[:, r0:r1, c0:c1])
+        inner_rows = slice(self.top, out.shape[1] - self.bottom)
+        if self.left:
+            out[:, inner_rows, 0] = out[:, inner_rows, 1]
+        if self.right:
+            out[:, inner_rows, -1] = out[:, inner_rows, -2]
+        if self.top:
+            out[:, 0] = out[:, 1]
+        if self.bottom:
+            out[:, -1] = out[:, -2]
+        return out
+
+    def add_adjoint(self, grad: torch.Tensor, g: torch.Tensor) -> None:
+        """grad (the window) += the adjoint of `read` applied to g (g is modified)."""
+        if self.bottom:
+            g[:, -2] += g[:, -1]
+        if self.top:
+            g[:, 1] += g[:, 0]
+        inner_rows = slice(self.top, g.shape[1] - self.bottom)
+        if self.right:
+            g[:, inner_rows, -2] += g[:, inner_rows, -1]
+        if self.left:
+            g[:, inner_rows, 1] += g[:, inner_rows, 0]
+        (r0, r1), (c0, c1) = self.rows, self.cols
+        grad[:, r0:r1, c0:c1] += self._inner(g)
