@@ -167,16 +167,17 @@ class _PhaseL1(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, diff: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int],
-                scale: tuple[int, int], origin: tuple[int, int], chunk_elems: int) -> torch.Tensor:
-        total, grad = phase_l1(diff, mask, rows, cols, scale, origin, ctx.needs_input_grad[0], chunk_elems)
+    def forward(ctx, feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int],
+                cols: tuple[int, int], scale: tuple[int, int], origin: tuple[int, int], chunk_elems: int
+                ) -> torch.Tensor:
+        total, grad = phase_l1(feat, feat0, mask, rows, cols, scale, origin, ctx.needs_input_grad[0], chunk_elems)
         ctx.save_for_backward(grad)
-        return total.to(diff.dtype)
+        return total.to(feat.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None, None, None, None
+        return grad * grad_out, None, None, None, None, None, None, None
 
 
 def _upsample_chunk(diff: torch.Tensor, row_ids: torch.Tensor, col_lo: int, col_hi: int,
@@ -214,7 +215,6 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
     col_lo, col_hi = int(col_ids[0]), int(col_ids[-1]) + 1
     mask_rows = mask[row_ids, col_lo:col_hi].abs()
     chunk_rows = max(1, (chunk_elems or 1 << 22) // (channels * (col_hi - col_lo)))
-    diff = feat - feat0.detach()
     r0, c0 = origin
     (h, w), (height, width) = view.feature_hw, view.image_hw
     assert (r0 <= int(view.rows.idx0[row_ids[0]]) and int(view.rows.idx1[row_ids[-1]]) < r0 + feat.shape[1]
@@ -224,8 +224,8 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
         sy, sx = height // h, width // w
         y0, y1 = int(row_ids[0]) // sy, -(-(int(row_ids[-1]) + 1) // sy)
         x0, x1 = col_lo // sx, -(-col_hi // sx)
-        total = _PhaseL1.apply(diff, mask[sy * y0:sy * y1, sx * x0:sx * x1], (y0, y1), (x0, x1), (sy, sx), origin,
+        total = _PhaseL1.apply(feat, feat0.detach(), mask[sy * y0:sy * y1, sx * x0:sx * x1], (y0, y1), (x0, x1), (sy, sx), origin,
                                chunk_elems or PHASE_ELEMS)
     else:
-        total = _MaskedUpsampledL1.apply(diff, mask_rows, row_ids, col_lo, col_hi, view, chunk_rows, origin)
+        total = _MaskedUpsampledL1.apply(feat - feat0.detach(), mask_rows, row_ids, col_lo, col_hi, view, chunk_rows, origin)
     return total / (channels * height * width)

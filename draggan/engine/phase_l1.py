@@ -31,31 +31,34 @@ def phase_weights(scale: int) -> list[tuple[float, int]]:
     return out
 
 
-def phase_l1(diff: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int],
-             scale: tuple[int, int], origin: tuple[int, int],
+def phase_l1(feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int],
+             cols: tuple[int, int], scale: tuple[int, int], origin: tuple[int, int],
              want_grad: bool, chunk_elems: int = PHASE_ELEMS) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(Σ |mask| · |up(diff)| over block rows [rows) × columns [cols) of the map, its gradient or None).
+    """(Σ |mask| · |up(diff)| over block rows [rows) × columns [cols) of the map, its gradient or None), where
+    diff = feat − feat0 (formed chunk by chunk: no map-sized difference is built).
 
-    diff: [C, h, w] window of the block map whose first row/column is `origin`; it must
+    feat/feat0: [C, h, w] the same window of two block maps, its first row/column `origin`; it must
     hold both taps of every image pixel with a non-zero mask. mask: [s_y·(rows[1] − rows[0]),
     s_x·(cols[1] − cols[0])] weights of the image pixels of those block rows/columns (zero outside the
-    region). `chunk_elems` bounds one chunk's phase image on the CPU. The value is a float64 scalar tensor on diff's device (no host sync); the gradient has diff's shape.
+    region). `chunk_elems` bounds one chunk's phase image on the CPU. The value is a float64 scalar tensor on
+    feat's device (no host sync); the gradient (with respect to feat) has feat's shape.
     """
     (sy, sx), (a, b), (c, d) = scale, rows, cols
     nb, nc = b - a, d - c
     assert mask.shape == (sy * nb, sx * nc), (tuple(mask.shape), (sy * nb, sx * nc))
-    channels, win_h, win_w = diff.shape
+    assert feat.shape == feat0.shape
+    channels, win_h, win_w = feat.shape
     # Block rows a − 1 .. b and columns c − 1 .. d (one neighbour each side), clamped to the window: at the map
     # border that is the clamp rule itself; elsewhere only pixels of zero mask read beyond the window.
     halo = _Halo.of((a - 1 - origin[0], b + 1 - origin[0]), (c - 1 - origin[1], d + 1 - origin[1]), (win_h, win_w))
     weights = mask.abs().reshape(nb, sy, nc, sx).permute(1, 3, 0, 2).contiguous()  # [sy, sx, nb, nc]
     ones = bool((weights == 1).all())
     row_phases, col_phases = phase_weights(sy), phase_weights(sx)
-    grad = torch.zeros_like(diff) if want_grad else None
-    chunk = max(1, chunk_elems // (nb * nc)) if diff.device.type == "cpu" else channels
-    total = diff.new_zeros([], dtype=torch.float64)
+    grad = torch.zeros_like(feat) if want_grad else None
+    chunk = max(1, chunk_elems // (nb * nc)) if feat.device.type == "cpu" else channels
+    total = feat.new_zeros([], dtype=torch.float64)
     for c0 in range(0, channels, chunk):
-        part = halo.read(diff[c0:c0 + chunk])  # [k, nb + 2, nc + 2]
+        part = halo.read(feat[c0:c0 + chunk], feat0[c0:c0 + chunk])  # diff, [k, nb + 2, nc + 2]
         k = part.shape[0]
         blend = part.new_empty([k, nb, nc + 2])
         up = part.new_empty([k, nb, nc])
@@ -108,10 +111,11 @@ class _Halo:
     def _inner(self, t: torch.Tensor) -> torch.Tensor:
         return t[:, self.top:t.shape[1] - self.bottom, self.left:t.shape[2] - self.right]
 
-    def read(self, feat: torch.Tensor) -> torch.Tensor:
+    def read(self, feat: torch.Tensor, feat0: torch.Tensor) -> torch.Tensor:
+        """The halo of feat − feat0."""
         (r0, r1), (c0, c1) = self.rows, self.cols
         out = feat.new_empty([feat.shape[0], r1 - r0 + self.top + self.bottom, c1 - c0 + self.left + self.right])
-        self._inner(out).copy_(feat[:, r0:r1, c0:c1])
+        torch.sub(feat[:, r0:r1, c0:c1], feat0[:, r0:r1, c0:c1], out=self._inner(out))
         inner_rows = slice(self.top, out.shape[1] - self.bottom)
         if self.left:
             out[:, inner_rows, 0] = out[:, inner_rows, 1]
