@@ -1,8 +1,9 @@
-"""The masked L1 on the block map's phases (integer scale factors) equals `F.interpolate` + `F.l1_loss`.
+"""The masked L1 on the block map (integer scale factors; phases and cells) equals `F.interpolate` + `F.l1_loss`.
 
 Value and gradient against the official formula, for even and odd block maps, equal and unequal factors,
 binary and non-binary masks, masks at every border, feature windows with an origin, several channel
-chunks, exact zeros of the difference (sign(0) = 0) and the no-grad path.
+chunks, exact zeros of the difference (sign(0) = 0), smooth and rough differences, the cell form forced,
+the phase form forced, and the no-grad path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from draggan.engine.features import UpsampledView, masked_l1
+from draggan.engine import phase_l1
 from draggan.engine.phase_l1 import phase_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,13 +43,24 @@ def _masks(image_hw: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
     return dict(inner=inner, corner=corner, far_corner=far_corner, weights=weights, painted=painted, pixel=pixel)
 
 
+def _smooth(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """A difference that varies slowly (most cells of one sign, as on drags), with sign changes."""
+    coarse = torch.randn(shape[0], 1, 2, 2, generator=gen) + 0.3
+    return F.interpolate(coarse, list(shape[1:]), mode="bilinear", align_corners=True)[:, 0]
+
+
+# cells: the cell form wherever a chunk has any unmixed cell (MIXED_MAX 1), never (−1), or as shipped.
+@pytest.mark.parametrize("mixed_max", [1.0, -1.0, None])
+@pytest.mark.parametrize("smooth", [True, False])
 @pytest.mark.parametrize("feat_hw,scale", [((6, 8), (4, 4)), ((7, 5), (2, 3)), ((5, 7), (3, 2)), ((9, 4), (1, 2))])
-def test_phase_l1_equals_interpolate_for_every_mask_and_window(feat_hw, scale):
+def test_phase_l1_equals_interpolate_for_every_mask_and_window(feat_hw, scale, smooth, mixed_max, monkeypatch):
+    if mixed_max is not None:
+        monkeypatch.setattr(phase_l1, "MIXED_MAX", mixed_max)
     image_hw = (feat_hw[0] * scale[0], feat_hw[1] * scale[1])
     view = UpsampledView.create(feat_hw, image_hw)
     gen = torch.Generator().manual_seed(sum(feat_hw))
     feat0 = torch.randn(5, *feat_hw, generator=gen)
-    base = feat0 + 0.5 * torch.randn(5, *feat_hw, generator=gen)
+    base = feat0 + (_smooth((5, *feat_hw), gen) if smooth else 0.5 * torch.randn(5, *feat_hw, generator=gen))
     base[1] = feat0[1]                                   # a channel with no difference: sign(0) = 0
     base[3, :, :2] = feat0[3, :, :2]
     for name, mask in _masks(image_hw, seed=feat_hw[0]).items():
@@ -71,12 +84,14 @@ def test_phase_l1_equals_interpolate_for_every_mask_and_window(feat_hw, scale):
             torch.testing.assert_close(value, expected.detach(), rtol=1e-5, atol=1e-7, msg=f"{name} {window}")
 
 
-def test_phase_l1_at_the_app_scale():
+@pytest.mark.parametrize("mixed_max", [1.0, -1.0])
+def test_phase_l1_at_the_app_scale(mixed_max, monkeypatch):
     """128 → 512 (factor 4, the FFHQ-512 feature block) with a painted flexible area, in several chunks."""
+    monkeypatch.setattr(phase_l1, "MIXED_MAX", mixed_max)
     feat_hw, image_hw = (128, 128), (512, 512)
     gen = torch.Generator().manual_seed(0)
     feat0 = torch.randn(3, *feat_hw, generator=gen)
-    feat = (feat0 + 0.1 * torch.randn(3, *feat_hw, generator=gen)).requires_grad_(True)
+    feat = (feat0 + _smooth((3, *feat_hw), gen) + 0.05 * torch.randn(3, *feat_hw, generator=gen)).requires_grad_(True)
     mask = _masks(image_hw, seed=0)["painted"]
     expected = _official(feat, feat0, mask)
     (g_expected,) = torch.autograd.grad(expected, [feat])

@@ -1,18 +1,25 @@
-"""The masked L1 of a bilinear upsampling by integer factors, computed on the block map's phases.
+"""The masked L1 of a bilinear upsampling by integer factors, computed on the block map, not the image.
 
 With integer factors (s_y, s_x), `F.interpolate(mode='bilinear', align_corners=False)` maps image pixel
-(s_y·i + p, s_x·j + q) to source (i + λ_p, j + λ_q), λ_p = (p + 0.5)/s − 0.5 ∈ (−½, ½): every output pixel of
-phase (p, q) is the same two-step blend of block pixel (i, j) with its row neighbour i ± 1 (weight |λ_p|, the
-sign of λ_p choosing the neighbour) and then with its column neighbour j ± 1 (weight |λ_q|); neighbours
-outside the map clamp to the edge. So the upsampled map is s_y·s_x phase images, each the size of the block
-map, made of shifted block maps by elementwise blends (`torch.lerp`): no image-size map, no gather, no
-resampling kernel — a few vectorised passes per output value.
+(s_y·i + p, s_x·j + q) to source (i + λ_p, j + λ_q), λ_p = (p + 0.5)/s − 0.5 ∈ (−½, ½); neighbours outside
+the map clamp to the edge. `phase_l1` = Σ over image pixels of |mask| · Σ_c |up(diff)_c| and its gradient
+with respect to diff, the adjoint of the upsampling applied to sign(up)·|mask| (sign(0) = 0), two ways:
 
-`phase_l1(diff, mask, ...)` = Σ over image pixels of |mask| · Σ_c |up(diff)_c|, and when asked its
-gradient with respect to `diff` — the adjoint blends of sign(up)·|mask| (sign(0) = 0), applied phase by
-phase. The sum is positively homogeneous of degree 1 in `diff`, so it equals ⟨gradient, diff⟩ (Euler), which
-gives the value from the block-size gradient without another pass over the phases. Work is done in chunks of
-channels so each phase image stays cache-sized; sums are accumulated per chunk in float64.
+- phases: every output pixel of phase (p, q) is the same two-step blend of block pixel (i, j) with its row
+  neighbour i ± 1 (weight |λ_p|, the sign of λ_p choosing the neighbour), then with its column neighbour
+  j ± 1 (weight |λ_q|). The upsampled map is s_y·s_x phase images of the block map's size, made by
+  elementwise blends (`torch.lerp`) of shifted block maps: a few vectorised passes per output value.
+- cells: the pixels whose source lies in the cell between block pixels (i, j) and (i + 1, j + 1) blend its
+  four corners with the same non-negative weights (summing to 1) in every cell. Where the four
+  corners of a channel have one strict sign σ (or are all zero, σ = 0), every such pixel has sign σ, so
+  |up| = σ·up is linear there: the cell adds σ·Σ_corners diff·M_corner, M_corner = Σ over its pixels of
+  |mask| × the corner's weight (per mask, for all channels), and its gradient is σ·M_corner — block-size
+  work. Only the other ("mixed") cells, about a tenth on drag differences, have their pixels computed, as
+  one small matrix product of their gathered corners. Used on the CPU while few cells are mixed.
+
+The sum is positively homogeneous of degree 1 in diff, so it equals ⟨gradient, diff⟩ (Euler): the value
+comes from the block-size gradient. Work is done in chunks of channels (phase images cache-sized), sums
+accumulated per chunk in float64.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import torch
 
 PHASE_ELEMS = 1 << 18  # values per phase image of one channel chunk (1 MiB of float32)
+MIXED_MAX = 0.35       # above this share of mixed cells in a chunk the phases are cheaper than the cells
 
 
 def phase_weights(scale: int) -> list[tuple[float, int]]:
@@ -33,63 +41,168 @@ def phase_weights(scale: int) -> list[tuple[float, int]]:
 
 def phase_l1(feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int],
              cols: tuple[int, int], scale: tuple[int, int], origin: tuple[int, int],
-             want_grad: bool, chunk_elems: int = PHASE_ELEMS) -> tuple[torch.Tensor, torch.Tensor | None]:
+             want_grad: bool, chunk_elems: int = PHASE_ELEMS, cells: bool | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(Σ |mask| · |up(diff)| over block rows [rows) × columns [cols) of the map, its gradient or None), where
     diff = feat − feat0 (formed chunk by chunk: no map-sized difference is built).
 
     feat/feat0: [C, h, w] the same window of two block maps, its first row/column `origin`; it must
     hold both taps of every image pixel with a non-zero mask. mask: [s_y·(rows[1] − rows[0]),
     s_x·(cols[1] − cols[0])] weights of the image pixels of those block rows/columns (zero outside the
-    region). `chunk_elems` bounds one chunk's phase image on the CPU. The value is a float64 scalar tensor on
-    feat's device (no host sync); the gradient (with respect to feat) has feat's shape.
+    region). `chunk_elems` bounds one chunk's phase image on the CPU. `cells`: use the cell form (True),
+    the phases (False), or the cells where few are mixed on the CPU and the phases elsewhere (None, no
+    host sync on other devices). The value is a float64 scalar tensor on feat's device; the gradient
+    (with respect to feat) has feat's shape.
     """
     (sy, sx), (a, b), (c, d) = scale, rows, cols
     nb, nc = b - a, d - c
     assert mask.shape == (sy * nb, sx * nc), (tuple(mask.shape), (sy * nb, sx * nc))
     assert feat.shape == feat0.shape
     channels, win_h, win_w = feat.shape
+    cpu = feat.device.type == "cpu"
     # Block rows a − 1 .. b and columns c − 1 .. d (one neighbour each side), clamped to the window: at the map
     # border that is the clamp rule itself; elsewhere only pixels of zero mask read beyond the window.
     halo = _Halo.of((a - 1 - origin[0], b + 1 - origin[0]), (c - 1 - origin[1], d + 1 - origin[1]), (win_h, win_w))
     weights = mask.abs().reshape(nb, sy, nc, sx).permute(1, 3, 0, 2).contiguous()  # [sy, sx, nb, nc]
-    ones = bool((weights == 1).all())
-    row_phases, col_phases = phase_weights(sy), phase_weights(sx)
+    phases = _Phases(weights)
+    table = _Cells.of(weights) if cells or (cells is None and cpu) else None
     grad = torch.zeros_like(feat) if want_grad else None
-    chunk = max(1, chunk_elems // (nb * nc)) if feat.device.type == "cpu" else channels
+    chunk = max(1, chunk_elems // (nb * nc)) if cpu else channels
     total = feat.new_zeros([], dtype=torch.float64)
+    scratch = _Scratch(feat)
     for c0 in range(0, channels, chunk):
-        part = halo.read(feat[c0:c0 + chunk], feat0[c0:c0 + chunk])  # diff, [k, nb + 2, nc + 2]
-        k = part.shape[0]
-        blend = part.new_empty([k, nb, nc + 2])
-        up = part.new_empty([k, nb, nc])
-        sign = torch.empty_like(up)
-        g_part = torch.zeros_like(part) if want_grad else None
-        g_blend = part.new_empty([k, nb, nc + 2]) if want_grad else None
-        for p, (ty, dy) in enumerate(row_phases):
+        part = halo.read(feat[c0:c0 + chunk], feat0[c0:c0 + chunk], scratch)  # diff, [k, nb + 2, nc + 2]
+        g_part = None if table is None else table.gradient(part, scratch, always=bool(cells))
+        if g_part is None:
+            g_part = phases.gradient(part, scratch)
+        total += torch.dot(g_part.view(-1), part.view(-1)).double()
+        if want_grad:
+            halo.add_adjoint(grad[c0:c0 + part.shape[0]], g_part)
+    return total, grad
+
+
+class _Phases:
+    """The phase form (module docstring) for one mask: the gradient of a chunk's sum."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        self.weights = weights  # |mask| by phase, [sy, sx, nb, nc]
+        self.ones = bool((weights == 1).all())
+        self.row_phases, self.col_phases = phase_weights(weights.shape[0]), phase_weights(weights.shape[1])
+
+    def gradient(self, part: torch.Tensor, scratch: "_Scratch") -> torch.Tensor:
+        """Gradient [k, nb + 2, nc + 2] of Σ |mask|·|up| with respect to the halo `part` of diff."""
+        k, nb, nc = part.shape[0], part.shape[1] - 2, part.shape[2] - 2
+        blend = scratch.get("blend", [k, nb, nc + 2])
+        up = scratch.get("up", [k, nb, nc])
+        sign = scratch.get("sign", [k, nb, nc])
+        g_part = scratch.get("g_part", part.shape).zero_()
+        g_blend = scratch.get("g_blend", [k, nb, nc + 2])
+        for p, (ty, dy) in enumerate(self.row_phases):
             torch.lerp(part[:, 1:nb + 1], part[:, 1 + dy:nb + 1 + dy], ty, out=blend)
-            if want_grad:
-                g_blend[:, :, 0].zero_()
-                g_blend[:, :, nc + 1].zero_()
-            for q, (tx, dx) in enumerate(col_phases):
+            g_blend[:, :, 0].zero_()
+            g_blend[:, :, nc + 1].zero_()
+            for q, (tx, dx) in enumerate(self.col_phases):
                 torch.lerp(blend[:, :, 1:nc + 1], blend[:, :, 1 + dx:nc + 1 + dx], tx, out=up)
                 torch.sign(up, out=sign)
-                if not ones:
-                    sign.mul_(weights[p, q])
-                if not want_grad:
-                    total += torch.dot(sign.view(-1), up.view(-1)).double()
-                    continue
+                if not self.ones:
+                    sign.mul_(self.weights[p, q])
                 if q == 0:
                     torch.mul(sign, 1 - tx, out=g_blend[:, :, 1:nc + 1])
                 else:
                     g_blend[:, :, 1:nc + 1].add_(sign, alpha=1 - tx)
                 g_blend[:, :, 1 + dx:nc + 1 + dx].add_(sign, alpha=tx)
-            if want_grad:
-                g_part[:, 1:nb + 1].add_(g_blend, alpha=1 - ty)
-                g_part[:, 1 + dy:nb + 1 + dy].add_(g_blend, alpha=ty)
-        if want_grad:
-            total += torch.dot(g_part.view(-1), part.view(-1)).double()
-            halo.add_adjoint(grad[c0:c0 + k], g_part)
-    return total, grad
+            g_part[:, 1:nb + 1].add_(g_blend, alpha=1 - ty)
+            g_part[:, 1 + dy:nb + 1 + dy].add_(g_blend, alpha=ty)
+        return g_part
+
+
+def _cell_slots(scale: int) -> list[tuple[int, int, float]]:
+    """Per phase p: (δ, slot, f) — its pixels lie in cell i + δ of block row i (cells indexed by their upper
+    halo row), at in-cell position `slot`, with weight f on the cell's lower corner row."""
+    ordered = [p for p, (_, side) in enumerate(phase_weights(scale)) if side > 0] + \
+        [p for p, (_, side) in enumerate(phase_weights(scale)) if side < 0]
+    out = []
+    for p, (t, side) in enumerate(phase_weights(scale)):
+        out.append((1, ordered.index(p), t) if side > 0 else (0, ordered.index(p), 1 - t))
+    return out
+
+
+class _Cells:
+    """The cell form (module docstring) for one mask: per-cell corner weights M and per-pixel |mask|."""
+
+    def __init__(self, corner_weights: torch.Tensor, pixel_weights: torch.Tensor, blend: torch.Tensor) -> None:
+        self.corner_weights = corner_weights  # [4, nb + 1, nc + 1]: corners (0,0), (0,1), (1,0), (1,1)
+        self.pixel_weights = pixel_weights    # [(nb + 1)·(nc + 1), sy·sx]
+        self.blend = blend                    # [4, sy·sx]: each corner's weight at each in-cell pixel
+        self.ones = bool((pixel_weights == 1).all())
+
+    @staticmethod
+    def of(weights: torch.Tensor) -> "_Cells":
+        sy, sx, nb, nc = weights.shape
+        rows, cols = _cell_slots(sy), _cell_slots(sx)
+        pixels = weights.new_zeros([nb + 1, nc + 1, sy, sx])
+        fy = weights.new_zeros([sy])
+        fx = weights.new_zeros([sx])
+        for p, (dy, u, f) in enumerate(rows):
+            fy[u] = f
+            for q, (dx, v, g) in enumerate(cols):
+                fx[v] = g
+                pixels[dy:dy + nb, dx:dx + nc, u, v] = weights[p, q]
+        blend = torch.stack([torch.outer(1 - fy, 1 - fx), torch.outer(1 - fy, fx), torch.outer(fy, 1 - fx),
+                             torch.outer(fy, fx)]).reshape(4, sy * sx)
+        pixels = pixels.reshape((nb + 1) * (nc + 1), sy * sx)
+        corner_weights = (pixels @ blend.t()).t().reshape(4, nb + 1, nc + 1).contiguous()
+        return _Cells(corner_weights, pixels, blend)
+
+    def gradient(self, part: torch.Tensor, scratch: "_Scratch", always: bool = False) -> torch.Tensor | None:
+        """Gradient [k, nb + 2, nc + 2] of Σ |mask|·|up| with respect to the halo `part` of diff; None when more
+        than MIXED_MAX of the cells are mixed (unless `always`)."""
+        k, height, width = part.shape
+        cell_shape = [k, height - 1, width - 1]
+        sign = torch.sign(part, out=scratch.get("sign", part.shape))
+        total = torch.add(sign[:, :-1, :-1], sign[:, :-1, 1:], out=scratch.get("total", cell_shape))
+        total += sign[:, 1:, :-1]
+        total += sign[:, 1:, 1:]
+        nonzero = sign.abs_()
+        count = torch.add(nonzero[:, :-1, :-1], nonzero[:, :-1, 1:], out=scratch.get("count", cell_shape))
+        count += nonzero[:, 1:, :-1]
+        count += nonzero[:, 1:, 1:]
+        sigma = total.div_(4, rounding_mode="trunc")  # ±1 where all four share a strict sign, else 0
+        mixed = torch.nonzero(((sigma == 0) & (count != 0)).view(-1)).flatten()
+        if not always and mixed.numel() > MIXED_MAX * sigma.numel():
+            return None
+        g_part = scratch.get("g_part", part.shape).zero_()
+        for corner, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            g_part[:, r:height - 1 + r, c:width - 1 + c].addcmul_(sigma, self.corner_weights[corner])
+        if mixed.numel():
+            cells = (height - 1) * (width - 1)
+            channel, cell = mixed // cells, mixed % cells
+            base = channel * (height * width) + (cell // (width - 1)) * width + cell % (width - 1)
+            index = torch.stack([base, base + 1, base + width, base + width + 1], dim=1)  # [M, 4]
+            values = part.view(-1).index_select(0, index.view(-1)).view(-1, 4) @ self.blend  # [M, sy·sx]: pixels
+            signs = torch.sign(values)
+            if not self.ones:
+                signs.mul_(self.pixel_weights.index_select(0, cell))
+            g_part.view(-1).index_add_(0, index.view(-1), (signs @ self.blend.t()).view(-1))
+        return g_part
+
+
+class _Scratch:
+    """Float buffers reused by every chunk of one call, one per name, viewed at the shape asked for: fresh
+    chunk-sized tensors would fault in new pages each time, which costs about as much as the arithmetic."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.like = like
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape) -> torch.Tensor:
+        numel = 1
+        for n in shape:
+            numel *= int(n)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self.buffers[name] = self.like.new_empty([numel])
+        return buf[:numel].view(*shape)
 
 
 class _Halo:
@@ -111,10 +224,10 @@ class _Halo:
     def _inner(self, t: torch.Tensor) -> torch.Tensor:
         return t[:, self.top:t.shape[1] - self.bottom, self.left:t.shape[2] - self.right]
 
-    def read(self, feat: torch.Tensor, feat0: torch.Tensor) -> torch.Tensor:
-        """The halo of feat − feat0."""
+    def read(self, feat: torch.Tensor, feat0: torch.Tensor, scratch: "_Scratch") -> torch.Tensor:
+        """The halo of feat − feat0 (in scratch memory)."""
         (r0, r1), (c0, c1) = self.rows, self.cols
-        out = feat.new_empty([feat.shape[0], r1 - r0 + self.top + self.bottom, c1 - c0 + self.left + self.right])
+        out = scratch.get("part", [feat.shape[0], r1 - r0 + self.top + self.bottom, c1 - c0 + self.left + self.right])
         torch.sub(feat[:, r0:r1, c0:c1], feat0[:, r0:r1, c0:c1], out=self._inner(out))
         inner_rows = slice(self.top, out.shape[1] - self.bottom)
         if self.left:
