@@ -50,9 +50,9 @@ def phase_l1(feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: 
     hold both taps of every image pixel with a non-zero mask. mask: [s_y·(rows[1] − rows[0]),
     s_x·(cols[1] − cols[0])] weights of the image pixels of those block rows/columns (zero outside the
     region). `chunk_elems` bounds one chunk's phase image on the CPU. `cells`: use the cell form (True),
-    the phases (False), or the cells where few are mixed on the CPU and the phases elsewhere (None, no
-    host sync on other devices). The value is a float64 scalar tensor on feat's device; the gradient
-    (with respect to feat) has feat's shape.
+    the phases (False), or the cells where few are mixed on the CPU and the phases elsewhere (None: on
+    other devices all channels at once, no host sync). The value is a float64 scalar tensor on feat's
+    device; the gradient (with respect to feat) has feat's shape.
     """
     (sy, sx), (a, b), (c, d) = scale, rows, cols
     nb, nc = b - a, d - c
@@ -86,7 +86,7 @@ class _Phases:
 
     def __init__(self, weights: torch.Tensor) -> None:
         self.weights = weights  # |mask| by phase, [sy, sx, nb, nc]
-        self.ones = bool((weights == 1).all())
+        self.ones = weights.device.type == "cpu" and bool((weights == 1).all())  # skip the mask product
         self.row_phases, self.col_phases = phase_weights(weights.shape[0]), phase_weights(weights.shape[1])
 
     def gradient(self, part: torch.Tensor, scratch: "_Scratch") -> torch.Tensor:
