@@ -196,8 +196,9 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
               chunk_elems: int | None = None, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """`F.l1_loss(up(feat) · mask, up(feat0) · mask)` (mean over C × H × W) without building up(feat).
 
-    Integer scale factors go through the block map's phases (`phase_l1.py`), others through row chunks of
-    gathers; `chunk_elems` (default: each path's own) bounds the values one chunk holds (per phase image).
+    Integer scale factors go through the block map (`phase_l1.py`: its phases or cells), others through row
+    chunks of gathers; `chunk_elems` (default: each path's own) bounds the values one chunk holds (for the
+    block-map path: per phase image).
 
     feat/feat0: [C, h, w] (feat0 constant), or the same window of both whose first row/column is `origin`
     and which holds every block pixel that reads of the mask's non-zero pixels touch (the term is zero
@@ -213,8 +214,6 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
     if row_ids.numel() == 0:
         return (feat * 0).sum()
     col_lo, col_hi = int(col_ids[0]), int(col_ids[-1]) + 1
-    mask_rows = mask[row_ids, col_lo:col_hi].abs()
-    chunk_rows = max(1, (chunk_elems or 1 << 22) // (channels * (col_hi - col_lo)))
     r0, c0 = origin
     (h, w), (height, width) = view.feature_hw, view.image_hw
     assert (r0 <= int(view.rows.idx0[row_ids[0]]) and int(view.rows.idx1[row_ids[-1]]) < r0 + feat.shape[1]
@@ -224,8 +223,12 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
         sy, sx = height // h, width // w
         y0, y1 = int(row_ids[0]) // sy, -(-(int(row_ids[-1]) + 1) // sy)
         x0, x1 = col_lo // sx, -(-col_hi // sx)
-        total = _PhaseL1.apply(feat, feat0.detach(), mask[sy * y0:sy * y1, sx * x0:sx * x1], (y0, y1), (x0, x1), (sy, sx), origin,
+        region = mask[sy * y0:sy * y1, sx * x0:sx * x1]
+        total = _PhaseL1.apply(feat, feat0.detach(), region, (y0, y1), (x0, x1), (sy, sx), origin,
                                chunk_elems or PHASE_ELEMS)
     else:
-        total = _MaskedUpsampledL1.apply(feat - feat0.detach(), mask_rows, row_ids, col_lo, col_hi, view, chunk_rows, origin)
+        mask_rows = mask[row_ids, col_lo:col_hi].abs()
+        chunk_rows = max(1, (chunk_elems or 1 << 22) // (channels * (col_hi - col_lo)))
+        total = _MaskedUpsampledL1.apply(feat - feat0.detach(), mask_rows, row_ids, col_lo, col_hi, view,
+                                         chunk_rows, origin)
     return total / (channels * height * width)
