@@ -134,7 +134,7 @@ class _Cells:
         self.corner_weights = corner_weights  # [4, nb + 1, nc + 1]: corners (0,0), (0,1), (1,0), (1,1)
         self.pixel_weights = pixel_weights    # [(nb + 1)·(nc + 1), sy·sx]
         self.blend = blend                    # [4, sy·sx]: each corner's weight at each in-cell pixel
-        self.ones = bool((pixel_weights == 1).all())
+        self.full = (pixel_weights == 1).all(dim=1)  # [(nb + 1)·(nc + 1)]: every pixel of the cell has weight 1
 
     @staticmethod
     def of(weights: torch.Tensor) -> "_Cells":
@@ -179,11 +179,16 @@ class _Cells:
             channel, cell = mixed // cells, mixed % cells
             base = channel * (height * width) + (cell // (width - 1)) * width + cell % (width - 1)
             index = torch.stack([base, base + 1, base + width, base + width + 1], dim=1)  # [M, 4]
-            values = part.view(-1).index_select(0, index.view(-1)).view(-1, 4) @ self.blend  # [M, sy·sx]: pixels
-            signs = torch.sign(values)
-            if not self.ones:
-                signs.mul_(self.pixel_weights.index_select(0, cell))
-            g_part.view(-1).index_add_(0, index.view(-1), (signs @ self.blend.t()).view(-1))
+            count = index.shape[0]
+            corners = torch.index_select(part.view(-1), 0, index.view(-1), out=scratch.get("corners", [4 * count]))
+            signs = torch.mm(corners.view(count, 4), self.blend, out=scratch.get("pixels", [count, self.blend.shape[1]]))
+            signs.sign_()                                                       # the cells' pixels' signs
+            partial = torch.nonzero(~self.full[cell]).flatten()                 # cells not wholly of weight 1
+            if partial.numel():
+                signs.index_copy_(0, partial, signs.index_select(0, partial)
+                                  * self.pixel_weights.index_select(0, cell.index_select(0, partial)))
+            back = torch.mm(signs, self.blend.t(), out=scratch.get("back", [count, 4]))
+            g_part.view(-1).index_add_(0, index.view(-1), back.view(-1))
         return g_part
 
 
