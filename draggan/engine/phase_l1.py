@@ -135,6 +135,7 @@ class _Cells:
         self.pixel_weights = pixel_weights    # [(nb + 1)·(nc + 1), sy·sx]
         self.blend = blend                    # [4, sy·sx]: each corner's weight at each in-cell pixel
         self.full = (pixel_weights == 1).all(dim=1)  # [(nb + 1)·(nc + 1)]: every pixel of the cell has weight 1
+        self.weighted = (corner_weights != 0).any(dim=0)  # [nb + 1, nc + 1]: some pixel of the cell counts
 
     @staticmethod
     def of(weights: torch.Tensor) -> "_Cells":
@@ -168,7 +169,7 @@ class _Cells:
         count += nonzero[:, 1:, :-1]
         count += nonzero[:, 1:, 1:]
         sigma = total.div_(4, rounding_mode="trunc")  # ±1 where all four share a strict sign, else 0
-        mixed = torch.nonzero(((sigma == 0) & (count != 0)).view(-1)).flatten()
+        mixed = torch.nonzero(((sigma == 0) & (count != 0) & self.weighted).view(-1)).flatten()
         if not always and mixed.numel() > MIXED_MAX * sigma.numel():
             return None
         g_part = scratch.get("g_part", part.shape).zero_()
