@@ -128,14 +128,21 @@ def _cell_slots(scale: int) -> list[tuple[int, int, float]]:
 
 
 class _Cells:
-    """The cell form (module docstring) for one mask: per-cell corner weights M and per-pixel |mask|."""
+    """The cell form (module docstring) for one mask: per-cell corner weights M and per-pixel |mask|.
+
+    A cell is named by its upper-left corner in the halo grid [nb + 2, nc + 2] (the last row and column name
+    no cell), so the flat index of a mixed cell in a chunk's [k, nb + 2, nc + 2] flags is the flat index of
+    that corner in the chunk's halo: no index arithmetic per cell."""
 
     def __init__(self, corner_weights: torch.Tensor, pixel_weights: torch.Tensor, blend: torch.Tensor) -> None:
+        height, width = corner_weights.shape[1] + 1, corner_weights.shape[2] + 1
         self.corner_weights = corner_weights  # [4, nb + 1, nc + 1]: corners (0,0), (0,1), (1,0), (1,1)
-        self.pixel_weights = pixel_weights    # [(nb + 1)·(nc + 1), sy·sx]
         self.blend = blend                    # [4, sy·sx]: each corner's weight at each in-cell pixel
-        self.full = (pixel_weights == 1).all(dim=1)  # [(nb + 1)·(nc + 1)]: every pixel of the cell has weight 1
-        self.weighted = (corner_weights != 0).any(dim=0)  # [nb + 1, nc + 1]: some pixel of the cell counts
+        grid = pixel_weights.new_zeros([height, width, pixel_weights.shape[1]])
+        grid[:-1, :-1] = pixel_weights.view(height - 1, width - 1, -1)
+        self.pixel_weights = grid.view(height * width, -1)       # [(nb + 2)·(nc + 2), sy·sx]
+        self.full = (self.pixel_weights == 1).all(dim=1)        # every pixel of the cell has weight 1
+        self.weighted = (corner_weights != 0).any(dim=0)         # [nb + 1, nc + 1]: some pixel of the cell counts
 
     @staticmethod
     def of(weights: torch.Tensor) -> "_Cells":
@@ -169,21 +176,23 @@ class _Cells:
         count += nonzero[:, 1:, :-1]
         count += nonzero[:, 1:, 1:]
         sigma = total.div_(4, rounding_mode="trunc")  # ±1 where all four share a strict sign, else 0
-        mixed = torch.nonzero(((sigma == 0) & (count != 0) & self.weighted).view(-1)).flatten()
-        if not always and mixed.numel() > MIXED_MAX * sigma.numel():
+        flags = torch.zeros(part.shape, dtype=torch.bool, device=part.device)
+        cells = flags[:, :-1, :-1]
+        torch.logical_and(sigma == 0, count != 0, out=cells)
+        cells &= self.weighted
+        base = torch.nonzero(flags.view(-1)).flatten()  # mixed cells = their upper-left corners in part
+        if not always and base.numel() > MIXED_MAX * sigma.numel():
             return None
         g_part = scratch.get("g_part", part.shape).zero_()
         for corner, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
             g_part[:, r:height - 1 + r, c:width - 1 + c].addcmul_(sigma, self.corner_weights[corner])
-        if mixed.numel():
-            cells = (height - 1) * (width - 1)
-            channel, cell = mixed // cells, mixed % cells
-            base = channel * (height * width) + (cell // (width - 1)) * width + cell % (width - 1)
+        if base.numel():
             index = torch.stack([base, base + 1, base + width, base + width + 1], dim=1)  # [M, 4]
+            cell = base % (height * width)
             count = index.shape[0]
             corners = torch.index_select(part.view(-1), 0, index.view(-1), out=scratch.get("corners", [4 * count]))
-            signs = torch.mm(corners.view(count, 4), self.blend, out=scratch.get("pixels", [count, self.blend.shape[1]]))
-            signs.sign_()                                                       # the cells' pixels' signs
+            pixels = scratch.get("pixels", [count, self.blend.shape[1]])
+            signs = torch.mm(corners.view(count, 4), self.blend, out=pixels).sign_()  # the cells' pixels' signs
             partial = torch.nonzero(~self.full[cell]).flatten()                 # cells not wholly of weight 1
             if partial.numel():
                 signs.index_copy_(0, partial, signs.index_select(0, partial)
