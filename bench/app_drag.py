@@ -14,9 +14,11 @@ handle (points scaled from 512):
 - quarter, handle 130 px from its target: a fixed region covering a quarter of the image (its top-left
   quadrant, the handle at its corner); `--mask-steps` steps, beside as many unmasked steps.
 - painted: a painted flexible area (a disk around handle and target, 3/8 of the height across), fixed =
-  the rest; `--mask-steps` steps, beside one whole-map step (`DragConfig(windowed=False)`, no mask).
-Masked cases print the median seconds per step and the ratio of process-CPU seconds to the unmasked bare
-step's (with one thread CPU seconds are the work done, robust to other processes on a shared machine). The app's own
+  the rest; `--mask-steps` steps, beside as many whole-map steps (`DragConfig(windowed=False)`, no mask).
+The masked cases' sessions (unmasked, quarter, painted, whole-map) step in turns, one step each per round,
+so a change in the machine's speed (other processes) hits all alike. They print the median seconds per step
+and the ratio of process-CPU seconds to the unmasked step's (with one thread CPU seconds are the work done,
+robust to other processes on a shared machine), and painted/whole-map. The app's own
 image encoding and transfer are not included. The last line printed is `app/bare ratio R` for the
 512 unmasked case (when it ran). Not a test: numbers depend on the machine and on whatever else runs on it.
 """
@@ -74,6 +76,22 @@ def _step_times(session: DragSession, steps: int, warmup: int) -> tuple[list[flo
     return times, cpu
 
 
+def _interleaved_times(sessions: dict[str, DragSession], steps: int, warmup: int
+                       ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds of `steps` steps of every session, taken in turns (one step each per
+    round, after `warmup` rounds) so that a drift in the machine's speed hits every case alike."""
+    wall = {name: [] for name in sessions}
+    cpu = {name: [] for name in sessions}
+    for i in range(warmup + steps):
+        for name, session in sessions.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            session.step()
+            if i >= warmup:
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
 def masks(size: int) -> dict[str, np.ndarray]:
     """quarter: fixed top-left quadrant; painted: fixed everywhere but a disk around handle and target."""
     quarter = np.zeros([size, size], np.float32)
@@ -122,20 +140,25 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
               f"one preview CPU {preview_cpu:.2f} s")
         print(f"{size} app/bare {ratio:.2f} (CPU {app_cpu / sum(bare_cpu):.2f})")
     if {"quarter", "painted"} & set(args.cases):
-        bare, bare_cpu = _step_times(_session(G, ws0, size), args.mask_steps, args.warmup)
-        unmasked = statistics.median(bare_cpu)
+        sessions = {"unmasked": _session(G, ws0, size)}
         for name, mask in masks(size).items():
-            if name not in args.cases:
-                continue
-            wall, cpu = _step_times(_session(G, ws0, size, mask), args.mask_steps, args.warmup)
-            t = statistics.median(cpu)
-            print(f"masked step ({name}, fixed {mask.mean():.0%} of the image): median {statistics.median(wall):.3f} s, "
-                  f"CPU {t:.3f} s = {t / unmasked:.2f}x unmasked")
+            if name in args.cases:
+                sessions[name] = _session(G, ws0, size, mask)
         if "painted" in args.cases:
-            wall, cpu = _step_times(_session(G, ws0, size, windowed=False), args.mask_steps, args.warmup)
-            whole = statistics.median(cpu)
-            print(f"whole-map step (no mask, windowed=False): median {statistics.median(wall):.3f} s, "
-                  f"CPU {whole:.3f} s = {whole / unmasked:.2f}x unmasked")
+            sessions["whole"] = _session(G, ws0, size, windowed=False)
+        wall, cpu = _interleaved_times(sessions, args.mask_steps, args.warmup)
+        unmasked = statistics.median(cpu["unmasked"])
+        for name, mask in masks(size).items():
+            if name in sessions:
+                t = statistics.median(cpu[name])
+                print(f"masked step ({name}, fixed {mask.mean():.0%} of the image): median "
+                      f"{statistics.median(wall[name]):.3f} s, CPU {t:.3f} s = {t / unmasked:.2f}x unmasked "
+                      f"(CPU {unmasked:.3f} s)")
+        if "whole" in sessions:
+            whole = statistics.median(cpu["whole"])
+            painted = statistics.median(cpu["painted"])
+            print(f"whole-map step (no mask, windowed=False): median {statistics.median(wall['whole']):.3f} s, "
+                  f"CPU {whole:.3f} s = {whole / unmasked:.2f}x unmasked; painted/whole-map {painted / whole:.2f}")
     return ratio
 
 

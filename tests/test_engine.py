@@ -430,6 +430,28 @@ def test_windowed_feature_block_equals_full_map(square):
     assert len(windowed.plan(Box(20, 31, 5, 17))) >= 2, "the small window must skip whole-map work"
 
 
+def test_windowed_synthesis_of_the_whole_map_with_grad_layers_equals_the_synthesis():
+    """box None: every block in full; grad_layers: the same features and the same gradient of the optimised
+    layers, and no gradient path through the latent of the layers above them."""
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=128, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=1024, channel_max=16)).eval().requires_grad_(False)
+    ws = G.mapping(torch.randn(1, 16), None).requires_grad_(True)
+    block, n_opt = 4, 4
+    probe = torch.randn(G.synthesis.feature_shapes()[block])
+    full = G.synthesis(ws, until_block=block, fused_modconv=False, noise_mode="const")[-1][0]
+    (g_full,) = torch.autograd.grad((full * probe).sum(), [ws])
+    windowed = WindowedSynthesis(G.synthesis, block)
+    got, origin = windowed(ws, None, grad_layers=n_opt)
+    assert origin == (0, 0)
+    torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-6)
+    (g_got,) = torch.autograd.grad((got * probe).sum(), [ws])
+    torch.testing.assert_close(g_got[:, :n_opt], g_full[:, :n_opt], rtol=1e-4, atol=1e-6)
+    frozen = windowed.ws_start[3]  # the first block whose layers all lie above n_opt
+    assert frozen >= n_opt and g_full[:, frozen:].abs().sum() > 0
+    assert not g_got[:, frozen:].any(), "no style gradients above the optimised layers"
+
+
 def test_windowed_drag_equals_whole_map_drag():
     G = small_generator(resolution=64)
     points = dict(handles=[(20, 22), (28, 26)], targets=[(26, 30), (22, 34)])

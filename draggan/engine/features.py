@@ -15,11 +15,12 @@ counting as zero (`padding_mode='zeros'`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .phase_l1 import PHASE_ELEMS, phase_l1
 
 
 @dataclass(frozen=True)
@@ -158,113 +159,25 @@ class _MaskedUpsampledL1(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
-class _MaskedInterpolatedL1(torch.autograd.Function):
-    """`_MaskedUpsampledL1` for integer scale factors, on slabs of block rows with `F.interpolate`.
+class _PhaseL1(torch.autograd.Function):
+    """`_MaskedUpsampledL1` for integer scale factors, on the block map's phases (`phase_l1.py`).
 
-    With an integer factor s, `F.interpolate(scale_factor=s)` of a slab starting at block row a maps its
-    output row y' to source (y' + 0.5)/s − 0.5 = the whole map's source for image row y' + s·a minus a,
-    in the same float32 arithmetic, so every output row whose taps lie in the slab equals the whole map's
-    (likewise for columns of a window). One library kernel per slab replaces four gathers. The gradient
-    of the sum is linear in the upstream gradient, so the forward also accumulates it, per slab, as the
-    interpolation's adjoint (`_interpolate_adjoint`) of sign(up)·mask — a block-sized tensor — and the
-    backward only scales it: no slab is computed twice.
+    The gradient of the sum is linear in the upstream gradient, so the forward computes it with the value
+    (one pass over the phases) and the backward only scales it.
     """
 
     @staticmethod
-    def forward(ctx, diff: torch.Tensor, mask_rows: torch.Tensor, y0: int, col_lo: int, col_hi: int,
-                view: UpsampledView, chunk_rows: int, origin: tuple[int, int], scale: tuple[int, int]) -> torch.Tensor:
-        want_grad = ctx.needs_input_grad[0]
-        grad = torch.zeros_like(diff) if want_grad else None
-        scratch = _Scratch(diff)
-        total = diff.new_zeros([], dtype=torch.float32)
-        cols = col_hi - col_lo
-        for start in range(0, mask_rows.shape[0], chunk_rows):
-            rows = min(chunk_rows, mask_rows.shape[0] - start)
-            mask = mask_rows[start:start + rows]
-            up, r, c, (lo, hi) = _interpolated_slab(diff, y0 + start, rows, col_lo, view, origin, scale, scratch)
-            crop = up[:, r:r + rows, c:c + cols]
-            if not want_grad:
-                total = total + torch.einsum("chw,hw->", crop.abs_(), mask)
-                continue
-            sign = torch.sign(up, out=scratch.get("sign", up.shape))
-            sign_crop = sign[:, r:r + rows, c:c + cols].mul_(mask)
-            total = total + torch.einsum("chw,chw->", sign_crop, crop)  # Σ |up|·mask = Σ sign(up)·mask·up
-            sign[:, :r] = 0
-            sign[:, r + rows:] = 0
-            sign[:, :, :c] = 0
-            sign[:, :, c + cols:] = 0
-            cols_adjoint = _interpolate_adjoint(sign, 2, scale[1], scratch)
-            grad[:, lo:hi] += _interpolate_adjoint(cols_adjoint, 1, scale[0], scratch)
+    def forward(ctx, feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int],
+                cols: tuple[int, int], scale: tuple[int, int], origin: tuple[int, int], chunk_elems: int
+                ) -> torch.Tensor:
+        total, grad = phase_l1(feat, feat0, mask, rows, cols, scale, origin, ctx.needs_input_grad[0], chunk_elems)
         ctx.save_for_backward(grad)
-        return total
+        return total.to(feat.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None, None, None, None, None, None
-
-
-class _Scratch:
-    """Reusable flat float buffers, one per name, viewed at the shape asked for: slabs of one masked L1 share
-    memory instead of faulting in fresh pages for every chunk (which costs as much as the arithmetic)."""
-
-    def __init__(self, like: torch.Tensor) -> None:
-        self.like = like
-        self.buffers: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...] | list[int]) -> torch.Tensor:
-        numel = math.prod(shape)
-        buf = self.buffers.get(name)
-        if buf is None or buf.numel() < numel:
-            buf = self.buffers[name] = self.like.new_empty([numel + numel // 8])
-        return buf[:numel].view(*shape)
-
-
-def _interpolate_adjoint(g: torch.Tensor, dim: int, s: int, scratch: _Scratch) -> torch.Tensor:
-    """Adjoint of `F.interpolate(scale_factor=s, mode='bilinear', align_corners=False)` along `dim` (1 or 2)
-    of g [C, ·, ·] (size n·s there → n).
-
-    Output index s·i + p reads source i + λ_p, λ_p = (p + 0.5)/s − 0.5: weight 1 − |λ_p| on i and |λ_p| on
-    i + 1 (λ_p > 0) or i − 1 (λ_p < 0), a neighbour outside [0, n) clamping to i itself. The three
-    per-phase weighted sums are one matrix product over the phase axis; the shifts are then slices.
-    """
-    channels = g.shape[0]
-    n = g.shape[dim] // s
-    lam = (torch.arange(s, dtype=torch.float32, device=g.device) + 0.5) / s - 0.5
-    weights = torch.stack([1 - lam.abs(), lam.clamp(min=0), (-lam).clamp(min=0)], dim=1).to(g.dtype)  # [s, 3]
-    if dim == 2:
-        rows = g.shape[1]
-        parts = torch.mm(weights.t(), g.reshape(-1, s).t(), out=scratch.get("parts2", [3, channels * rows * n]))
-        parts = [part.view(channels, rows, n) for part in parts]
-    else:
-        cols = g.shape[2]
-        batch = channels * n
-        parts = torch.bmm(weights.t().expand(batch, 3, s), g.reshape(batch, s, cols),
-                          out=scratch.get("parts1", [batch, 3, cols]))
-        parts = parts.view(channels, n, 3, cols).unbind(dim=2)        # each [C, n, cols]
-    to_i, to_next, to_prev = parts
-    out = to_i.clone()
-    out.narrow(dim, 1, n - 1).add_(to_next.narrow(dim, 0, n - 1))
-    out.narrow(dim, n - 1, 1).add_(to_next.narrow(dim, n - 1, 1))
-    out.narrow(dim, 0, n - 1).add_(to_prev.narrow(dim, 1, n - 1))
-    out.narrow(dim, 0, 1).add_(to_prev.narrow(dim, 0, 1))
-    return out
-
-
-def _interpolated_slab(diff: torch.Tensor, y: int, rows: int, col_lo: int, view: UpsampledView,
-                       origin: tuple[int, int], scale: tuple[int, int], scratch: _Scratch
-                       ) -> tuple[torch.Tensor, int, int, tuple[int, int]]:
-    """The upsampled slab of the window `diff` (first block row/column `origin`) that holds image rows
-    [y, y + rows): (a [C, s·(hi − lo), s·width] view of scratch memory, the row and column in it of image
-    row y and column col_lo, the window rows (lo, hi) of the slab). Same kernel and numbers as
-    `F.interpolate(scale_factor=scale, mode='bilinear', align_corners=False)`."""
-    lo = int(view.rows.idx0[y]) - origin[0]
-    hi = int(view.rows.idx1[y + rows - 1]) + 1 - origin[0]
-    size = [scale[0] * (hi - lo), scale[1] * diff.shape[2]]
-    up = scratch.get("up", [1, diff.shape[0], *size])
-    torch.ops.aten.upsample_bilinear2d.out(diff[None, :, lo:hi], size, False, float(scale[0]), float(scale[1]),
-                                           out=up)
-    return up[0], y - scale[0] * (lo + origin[0]), col_lo - scale[1] * origin[1], (lo, hi)
+        return grad * grad_out, None, None, None, None, None, None, None
 
 
 def _upsample_chunk(diff: torch.Tensor, row_ids: torch.Tensor, col_lo: int, col_hi: int,
@@ -280,8 +193,12 @@ def _upsample_chunk(diff: torch.Tensor, row_ids: torch.Tensor, col_lo: int, col_
 
 
 def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor,
-              chunk_elems: int = 1 << 22, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+              chunk_elems: int | None = None, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """`F.l1_loss(up(feat) · mask, up(feat0) · mask)` (mean over C × H × W) without building up(feat).
+
+    Integer scale factors go through the block map (`phase_l1.py`: its phases or cells), others through row
+    chunks of gathers; `chunk_elems` (default: each path's own) bounds the values one chunk holds (for the
+    block-map path: per phase image).
 
     feat/feat0: [C, h, w] (feat0 constant), or the same window of both whose first row/column is `origin`
     and which holds every block pixel that reads of the mask's non-zero pixels touch (the term is zero
@@ -297,19 +214,21 @@ def masked_l1(view: UpsampledView, feat: torch.Tensor, feat0: torch.Tensor, mask
     if row_ids.numel() == 0:
         return (feat * 0).sum()
     col_lo, col_hi = int(col_ids[0]), int(col_ids[-1]) + 1
-    mask_rows = mask[row_ids, col_lo:col_hi].abs()
-    chunk_rows = max(1, chunk_elems // (channels * (col_hi - col_lo)))
-    diff = feat - feat0.detach()
     r0, c0 = origin
     (h, w), (height, width) = view.feature_hw, view.image_hw
     assert (r0 <= int(view.rows.idx0[row_ids[0]]) and int(view.rows.idx1[row_ids[-1]]) < r0 + feat.shape[1]
             and c0 <= int(view.cols.idx0[col_lo]) and int(view.cols.idx1[col_hi - 1]) < c0 + feat.shape[2]), \
         "the feature window does not hold the masked region"
     if height % h == 0 and width % w == 0:
-        y0, y1 = int(row_ids[0]), int(row_ids[-1]) + 1
-        mask_block = mask[y0:y1, col_lo:col_hi].abs()
-        total = _MaskedInterpolatedL1.apply(diff, mask_block, y0, col_lo, col_hi, view, chunk_rows, origin,
-                                            (height // h, width // w))
+        sy, sx = height // h, width // w
+        y0, y1 = int(row_ids[0]) // sy, -(-(int(row_ids[-1]) + 1) // sy)
+        x0, x1 = col_lo // sx, -(-col_hi // sx)
+        region = mask[sy * y0:sy * y1, sx * x0:sx * x1]
+        total = _PhaseL1.apply(feat, feat0.detach(), region, (y0, y1), (x0, x1), (sy, sx), origin,
+                               chunk_elems or PHASE_ELEMS)
     else:
-        total = _MaskedUpsampledL1.apply(diff, mask_rows, row_ids, col_lo, col_hi, view, chunk_rows, origin)
+        mask_rows = mask[row_ids, col_lo:col_hi].abs()
+        chunk_rows = max(1, (chunk_elems or 1 << 22) // (channels * (col_hi - col_lo)))
+        total = _MaskedUpsampledL1.apply(feat - feat0.detach(), mask_rows, row_ids, col_lo, col_hi, view,
+                                         chunk_rows, origin)
     return total / (channels * height * width)

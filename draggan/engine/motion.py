@@ -80,8 +80,27 @@ def plan_motion(handles_rc: torch.Tensor, targets_rc: torch.Tensor, radius: int,
 def motion_loss(view: UpsampledView, feat: torch.Tensor, plan: MotionPlan,
                 origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Σ over handles of L1-mean(F(q).detach(), F(q + d/|d|)) for the block map feat [C, h, w] (or a
-    window of it at `origin`)."""
+    window of it at `origin`).
+
+    The reads are gathered from the crop of feat they touch, so the gathers' backward builds crop-sized
+    gradients, not one map-sized zero tensor per gather (16 of them at the whole 512 map's 4M values)."""
     assert feat.ndim == 3
+    r0, r1, c0, c1 = _read_box(view, plan, origin, feat.shape[1:])
+    feat = feat[:, r0:r1, c0:c1]
+    origin = (origin[0] + r0, origin[1] + c0)
     fixed = view.pixels(feat.detach(), plan.rows, plan.cols, origin)          # [C, P]
     moved = view.grid_sample(feat, plan.ys, plan.xs, origin)                  # [C, P]
     return ((fixed - moved).abs().sum(dim=0) * plan.weights).sum() / feat.shape[0]
+
+
+def _read_box(view: UpsampledView, plan: MotionPlan, origin: tuple[int, int],
+              window_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Rows [r0, r1) × columns [c0, c1) of the window (first block row/column `origin`) that the plan's
+    reads touch: q itself and the integer pixels around q + d/|d|, clamped to the image."""
+    height, width = view.image_hw
+    y_lo = max(min(int(plan.rows.min()), int(torch.floor(plan.ys.min()))), 0)
+    y_hi = min(max(int(plan.rows.max()), int(torch.floor(plan.ys.max())) + 1), height - 1)
+    x_lo = max(min(int(plan.cols.min()), int(torch.floor(plan.xs.min()))), 0)
+    x_hi = min(max(int(plan.cols.max()), int(torch.floor(plan.xs.max())) + 1), width - 1)
+    return (max(int(view.rows.idx0[y_lo]) - origin[0], 0), min(int(view.rows.idx1[y_hi]) + 1 - origin[0], window_hw[0]),
+            max(int(view.cols.idx0[x_lo]) - origin[1], 0), min(int(view.cols.idx1[x_hi]) + 1 - origin[1], window_hw[1]))

@@ -303,9 +303,10 @@ class DragSession:
 
     def _features(self, ws: torch.Tensor, box: Box | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         """The feature block of ws (float32), running only the blocks up to it: the window `box` of it when
-        windowed synthesis applies, else the whole [C, h, w] map; and the origin of what is returned."""
-        if box is not None and self._windowed is not None:
-            return self._windowed(ws, box)
+        windowed synthesis applies (which also skips the style gradients of the layers not optimised), else
+        the whole [C, h, w] map; and the origin of what is returned."""
+        if self._windowed is not None:
+            return self._windowed(ws, box, grad_layers=self._n_opt)
         kwargs = dict(until_block=self.feature_block, noise_mode=self.config.noise_mode)
         if self.family == "stylegan2":
             kwargs["fused_modconv"] = False

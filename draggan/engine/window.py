@@ -54,7 +54,8 @@ def block_margin(block: torch.nn.Module) -> int:
 
 
 class WindowedSynthesis:
-    """`synthesis(ws, until_block=block)`'s last feature map, on a window: full blocks below, windows above."""
+    """`synthesis(ws, until_block=block)`'s last feature map, on a window: full blocks below, windows above
+    (or the whole map: every block in full)."""
 
     def __init__(self, synthesis: torch.nn.Module, block: int, noise_mode: str = "const") -> None:
         assert noise_mode in ("const", "none"), "windows need deterministic noise"
@@ -85,22 +86,35 @@ class WindowedSynthesis:
             need = window
         return windows[::-1]
 
-    def __call__(self, ws: torch.Tensor, box: Box) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Feature map [C, box rows, box cols] (float32) of `ws` [1, num_ws, w_dim] and its origin."""
+    def __call__(self, ws: torch.Tensor, box: Box | None = None,
+                 grad_layers: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Feature map [C, box rows, box cols] (float32) of `ws` [1, num_ws, w_dim] and its origin; the whole
+        map when `box` is None.
+
+        `grad_layers`: only style layers below it need gradients (the drag optimises the first few); blocks
+        whose layers all lie above it read a detached `ws`, so the backward computes no style gradients there.
+        """
         _, height, width = self.shapes[self.block]
-        box = Box(max(box.r0, 0), min(box.r1, height), max(box.c0, 0), min(box.c1, width))
-        windows = self.plan(box)
-        split = windows[0][0] if windows else self.block + 1
-        x = self.synthesis(ws, until_block=split - 1, noise_mode=self.noise_mode, fused_modconv=False)[-1]
-        current = Box(0, x.shape[2], 0, x.shape[3])
-        for k, window, out in windows:
-            blk = self.blocks[k]
+        box = Box(0, height, 0, width) if box is None else \
+            Box(max(box.r0, 0), min(box.r1, height), max(box.c0, 0), min(box.c1, width))
+        windows = {k: (window, out) for k, window, out in self.plan(box)}
+        ws = ws.to(torch.float32)
+        frozen = ws.detach()
+        x = None
+        current = None
+        for k, blk in enumerate(self.blocks):
+            source = frozen if grad_layers is not None and self.ws_start[k] >= grad_layers else ws
+            cur_ws = source.narrow(1, self.ws_start[k], blk.num_conv + blk.num_torgb)
+            if k not in windows:
+                x, _ = blk(x, None, cur_ws, noise_mode=self.noise_mode, fused_modconv=False, skip_rgb=True)
+                current = Box(0, x.shape[2], 0, x.shape[3])
+                continue
+            window, out = windows[k]
             x = x[:, :, window.r0 - current.r0:window.r1 - current.r0, window.c0 - current.c0:window.c1 - current.c0]
             rows = slice(2 * window.r0, 2 * window.r1)
             cols = slice(2 * window.c0, 2 * window.c1)
             noise = {name: getattr(blk, name).noise_const[rows, cols] for name in ("conv0", "conv1")
                      if getattr(blk, name).use_noise}
-            cur_ws = ws.narrow(1, self.ws_start[k], blk.num_conv + blk.num_torgb)
             x, _ = blk(x, None, cur_ws, noise_mode=self.noise_mode, fused_modconv=False, skip_rgb=True,
                        noise_bufs=noise)
             x = x[:, :, out.r0 - rows.start:out.r1 - rows.start, out.c0 - cols.start:out.c1 - cols.start]
