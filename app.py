@@ -16,7 +16,7 @@ from draggan.engine import DragConfig
 from draggan.engine.session import SPACES
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
-from draggan.ui import examples, handlers
+from draggan.ui import examples, handlers, served
 from draggan.ui.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
 from draggan.ui.events import Page
 from draggan.ui.events.api import ApiPanel
@@ -141,7 +141,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                            height=110, elem_id="photo-upload")
                     p.face_align = gr.Checkbox(False, label="Align face (FFHQ-style crop, for face models)",
                                                visible=face_alignment_available())
-                    p.photo_view = gr.Image(label="Your photo · the model's reconstruction", type="numpy",
+                    p.photo_view = served.Image(label="Your photo · the model's reconstruction", type="numpy",
                                             interactive=False, elem_id="photo-view", buttons=[])
                     with gr.Accordion("Inversion steps", open=False):
                         preset = photo_panel.default_preset()
@@ -198,14 +198,14 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 p.progress = gr.HTML(elem_id="drag-progress")
                 with gr.Tabs():
                     with gr.Tab("Points"):
-                        p.image = gr.Image(label="Click: handle, then target", type="pil", interactive=False,
+                        p.image = served.Image(label="Click: handle, then target", type="pil", interactive=False,
                                            elem_id="canvas", buttons=["fullscreen"], show_label=False)
                         with gr.Row(elem_classes="compact-row"):
                             p.remove_last = gr.Button("Remove last point", size="sm")
                             p.clear = gr.Button("Clear points", size="sm")
                             p.show_mask = gr.Checkbox(True, label="Show mask", min_width=80)
                     with gr.Tab("Mask"):
-                        p.editor = gr.ImageEditor(
+                        p.editor = served.ImageEditor(
                             type="numpy", image_mode="RGBA", sources=[], transforms=[], layers=False,
                             brush=gr.Brush(colors=[FLEX_HEX, FIXED_HEX], default_color=FLEX_HEX,
                                            color_mode="fixed", default_size=24),
@@ -217,7 +217,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                         "fixed area (must not change)")
                             p.reset_mask = gr.Button("Reset mask", size="sm", scale=0)
                     with gr.Tab("Before / after"):
-                        p.compare = gr.ImageSlider(label="Start image · result", type="numpy", interactive=False,
+                        p.compare = served.ImageSlider(label="Start image · result", type="numpy", interactive=False,
                                                    elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
 
         with gr.Accordion("About this demo: models, licences, your photos", open=False, elem_id="about"):
@@ -232,7 +232,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             p.api_psi = gr.Number(0.7, label="psi")
             p.api_space = gr.Textbox(DragConfig.space, label="space")
             p.api_lr = gr.Number(DragConfig.lr, label="lr")
-            p.api_image = gr.Image(type="numpy", format="png", label="image")
+            p.api_image = served.Image(type="numpy", format="png", label="image")
             p.api_info = gr.JSON(label="info")
             p.api_button = gr.Button("drag")
 

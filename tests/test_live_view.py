@@ -131,17 +131,25 @@ def test_policy_run_yields_previews_and_ends_on_the_exact_full_render():
     s = DragSession(_load("stylegan2-tiny-64.pkl"), seed=0, config=DragConfig(lr=2e-3))
     s.set_points([(20, 30)], [(50, 30)])
     results = list(s.run(max_steps=6, policy=RenderPolicy(share=0.9, max_age_s=2.0, max_share=0.95)))
-    assert len(results) == 6
+    assert [r.step for r in results] == [1, 2, 3, 4, 5, 6, 6], "the last step comes twice: preview, then exact"
     kinds = [r.image_kind for r in results]
     assert all((r.image is None) == (r.image_kind is None) for r in results)
-    assert kinds[0] == "preview" and "preview" in kinds[:-1] and kinds[-1] == "full"
+    assert kinds[0] == "preview" and kinds[-2:] == ["preview", "full"]
+    assert results[-2].end is None and results[-1].end == "limit"
     assert np.array_equal(results[-1].image, s.render())
+    assert np.array_equal(results[-2].image, s.render(preview=True)), "the closing preview shows the last latent"
     # a stop between steps: the extra result carries the full render too
     steps = s.run(max_steps=50, policy=RenderPolicy())
     next(steps)
     s.stop()
     rest = list(steps)
-    assert rest[-1].image_kind == "full" and np.array_equal(rest[-1].image, s.render())
+    assert [r.image_kind for r in rest[-2:]] == ["preview", "full"] and rest[-1].end == "stopped"
+    assert np.array_equal(rest[-1].image, s.render())
+    # without previews (render_every) the run ends on the exact image alone
+    s.set_points([(20, 30)], [(50, 30)])
+    plain = list(s.run(max_steps=3, policy=RenderPolicy(preview=False)))
+    assert len(plain) == len({r.step for r in plain}) == 3 and plain[-1].image_kind == "full"
+    assert "preview" not in {r.image_kind for r in plain}
 
 
 def test_render_every_still_renders_full_images():

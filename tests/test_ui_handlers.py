@@ -554,7 +554,9 @@ def test_arrived_points_are_done_and_start_asks_for_new_ones(G):
     click(ui, 30, 30)
     click(ui, 31, 30)                                    # within the arrival distance: arrives at once
     handlers.run_blocking(ui)
-    assert ui.points_done and "Arrived" in handlers.stats_text(ui) and "points are done" in handlers.stats_text(ui)
+    text = handlers.stats_text(ui)
+    assert ui.points_done and "Arrived" in text and "points are done" in text
+    assert text.lower().count("arrived") == 1 and text.count("Click the image") == 1, "said once, not twice"
     shown = np.asarray(handlers.view(ui)).astype(int)
     red = (shown[..., 0] > 200) & (shown[..., 1] < 60) & (shown[..., 2] < 60)
     assert not red.any(), "done points are drawn grey, not as a red handle"

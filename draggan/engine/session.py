@@ -46,7 +46,7 @@ from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
 from .snapshot import DragProgress, DragSnapshot
 from .preview import preview_supported, render_preview
-from .render_policy import RenderPolicy
+from .render_policy import RenderPolicy, RenderSchedule
 from .trackers import TRACKER_NAMES, make_tracker
 from .tracking import reference_features
 from .window import Box, WindowedSynthesis
@@ -457,7 +457,8 @@ class DragSession:
         says so, from measured step and render times — a preview when `policy.preview` and the device has
         one, `image_kind` saying which; without one it is rendered in full every `render_every` steps. The
         last result always carries the exact full render (`image_kind` "full") and says why the run ended
-        (`end`). A stop that arrives between steps yields one extra result repeating the last step, with the
+        (`end`); a previewing policy yields that last step once before, with its preview, so that the view
+        shows where the drag ended without waiting for the exact render. A stop that arrives between steps yields one extra result repeating the last step, with the
         image. The run's end is one history entry. Call run() again to resume (the drag state is kept).
 
         `budget_s` bounds the run's wall time (a ZeroGPU grant): the run ends ("budget") before a step that
@@ -489,6 +490,7 @@ class DragSession:
                           and elapsed * (i + 2) / (i + 1) > budget_s)
                 final = result.done or i == limit - 1 or stopped or paused
                 if final:
+                    yield from self._closing_preview(result, schedule, policy)
                     result.end = ("arrived" if result.done else "stopped" if stopped
                                   else "budget" if paused else "limit")
                     result.image, result.image_kind = self.render(), "full"
@@ -507,10 +509,22 @@ class DragSession:
                 yield result
             if last is not None:
                 self._commit()
+                yield from self._closing_preview(last, schedule, policy)
                 yield dataclasses.replace(last, image=self.render(), image_kind="full", end="stopped")
         finally:
             if not paused:
                 self._commit()
+
+    def _closing_preview(self, result: StepResult, schedule: RenderSchedule | None,
+                         policy: RenderPolicy | None) -> Iterator[StepResult]:
+        """Before a previewing run's exact closing render (several previews' time), a copy of its last
+        result with the preview of where the drag ended, so that the view does not wait for the exact image."""
+        if schedule is None or not policy.preview or not self.has_preview:
+            return
+        t0 = time.perf_counter()
+        image, kind = self._render_view(True)
+        schedule.rendered(time.perf_counter(), time.perf_counter() - t0)
+        yield dataclasses.replace(result, image=image, image_kind=kind, end=None)
 
     def stop(self) -> None:
         """Ask a running `run()` to return after its current step (safe from any thread)."""

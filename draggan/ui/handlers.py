@@ -280,8 +280,7 @@ def stats_text(ui: UIState) -> str:
         lines.append(f"running · step {last.step} of {last.max_steps} · {ms:.0f} ms/step · distance "
                      f"{_distances(last.handles, last.targets)}{view}")
     elif ui.points_done:
-        lines.append(f"{len(drags)} drag(s) done · the last one arrived · its points are done (grey): click the "
-                     f"image for new ones")
+        lines.append(f"{len(drags)} drag(s) done · its points are done (grey)")
     elif drags:
         lines.append(f"{len(drags)} drag(s) done · last {drags[-1].steps} steps · distance "
                      f"{_distances(ui.handles, ui.targets) or '–'}")
