@@ -1,8 +1,9 @@
 """The Mask tab's paint handler and the mask editor's values without a browser: strokes reach the state and the
 drag, the editor's echo of the value the server sent changes nothing and warns nobody, a real stroke during a
-drag is refused with a warning, and every answer names a component (Gradio rejects an empty dict). The editor
-gets no mask layer until a mask exists, and a drag's outputs leave the editor out (a `.then` sends it once):
-both keep its layer loads from overlapping (see `draggan.ui.events.editor_value`)."""
+drag is refused with a warning (so are Reset mask and Undo), and every answer names a component (Gradio
+rejects an empty dict). The editor gets no mask layer until a mask exists, and a drag's outputs leave the
+editor out (a `.then` sends it once): both keep its layer loads from overlapping (see
+`draggan.ui.events.editor_value`)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def test_paint_reaches_the_state_and_echoes_are_silent(monkeypatch, G, tmp_path)
 
     ui.job = Job(kind="drag", stop=StopFlag(str(tmp_path / "stop")))        # a drag under way
     assert ui.running
+    for refused in (drag.reset_mask, drag.undo):                            # a toast, and an answer Gradio takes
+        out = refused(ui)
+        assert list(out) == [page.stats] and np.array_equal(ui.flexible_mask, painted)
+        assert "press Stop" in warnings.pop()
     out = drag.paint_mask(ui, editor_value(ui))                             # the echo of a drag update
     assert page.image not in out and not warnings and np.array_equal(ui.flexible_mask, painted)
     out = drag.paint_mask(ui, _stroke(ui, slice(0, h // 8), slice(0, w // 8)))

@@ -33,7 +33,7 @@ class DragPanel:
             ui.notice = action(ui)
         except UserError as exc:
             gr.Warning(str(exc), duration=5)
-            return {}
+            return {self.page.stats: gr.skip()}        # Gradio takes an empty dict for one missing output
         return shown(ui)
 
     def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
@@ -73,11 +73,17 @@ class DragPanel:
         return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
 
     def reset_mask(self, ui: UIState | None) -> dict:
-        if ui is None:
-            return {}
+        """Clear both masks; refused while a drag runs, as painting is (the drag keeps the mask it started
+        with)."""
+        p = self.page
+        try:
+            ui = need(ui)
+            handlers.ensure_idle(ui, "reset the mask")
+        except UserError as exc:
+            gr.Warning(str(exc), duration=5)
+            return {p.stats: gr.skip()}
         handlers.reset_mask(ui)
-        return {self.page.image: handlers.view(ui), self.page.editor: editor_value(ui),
-                self.page.stats: handlers.stats_text(ui)}
+        return {p.image: handlers.view(ui), p.editor: editor_value(ui), p.stats: handlers.stats_text(ui)}
 
     def _shown(self, ui: UIState, editor: bool = True) -> dict:
         """Everything a drag or a history step changes; the mask editor too unless `editor` is False."""
