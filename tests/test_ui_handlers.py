@@ -346,8 +346,8 @@ def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
     class Click:
         index = (900, 900)
 
-    assert panels.drag.click(state, Click()) == {} and "outside" in warnings_shown[-1]
-    assert panels.drag.click(None, Click()) == {} and "Load a model" in warnings_shown[-1]
+    assert list(panels.drag.click(state, Click())) == [page.stats] and "outside" in warnings_shown[-1]
+    assert list(panels.drag.click(None, Click())) == [page.stats] and "Load a model" in warnings_shown[-1]
     panels.model.update_params(state, "fast", 3, 1, 20)
     assert "lr" in warnings_shown[-1]
     assert panels.export.export(state, "gif") == {}
