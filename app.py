@@ -55,6 +55,11 @@ CSS = """
   #main-row > div { min-width: 0 !important; width: 100% !important; }
   #toolbar button { font-size: 0.85rem !important; }
   #intro p { font-size: 0.9rem; }
+  /* Gradio's zoom-to-fit keeps 30 px around the image: widened by that and square (at most the desktop's
+     512 + 60 px), the mask editor shows the image as wide as the Points tab does. */
+  #mask-editor { width: calc(100% + 60px) !important; max-width: 572px;
+                 margin: 0 max(-30px, calc((100% - 572px) / 2)) !important;
+                 height: auto !important; aspect-ratio: 1 / 1; }
 }
 """
 TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag")]

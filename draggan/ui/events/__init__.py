@@ -18,22 +18,23 @@ Page = SimpleNamespace
 
 
 def editor_value(ui: UIState) -> dict[str, Any]:
-    """The mask editor's value: the plain image and the painted masks as one layer (always sent: an editor
-    shown with a value without a layer has no layer to paint on, and the strokes never reach the server).
+    """The mask editor's value: the plain image as its background and, only while a mask is painted, the
+    masks as one layer. Before that the editor paints on the empty layer it makes itself.
 
-    Known upstream race (gradio 6.31, templates/frontend/assets/Index-CsUOoOcz.js, line 522): when the editor
-    is first shown (the Mask tab's first opening) with a value that has a layer, its mount code loads the value
-    (col 102380: `await ue(background); await de(layers)`) while the reactive effects that fire as it turns
-    ready load it again (col 105088); the two `add_layers_from_url` (col 38387) each delete the layers, so one
-    `add_layer_from_url` finds its layer gone and logs "No draw texture found for layer" (col 17938); the other
-    load wins and painting works. Later values reach a shown editor once and load cleanly. Tried, all worse:
-    no layer until a mask exists (strokes are lost: the editor then has no layer), the layer in a second value
-    sent on the editor's first `change` (the same error: the mount code is still running and, stack traces
-    show, its `de` and the effect's `de` both call `add_layers_from_url`), that second value without a
-    background (a blank canvas), the tab's children rendered up front (`render_children=True`: the editor
-    still starts on first show).
-    Related upstream reports: gradio-app/gradio#7522 (layers lost on value updates), #7408."""
-    return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)], "composite": None}
+    Why no layer without a mask (Gradio 6.31's ImageEditor, `templates/frontend/assets/Index-CsUOoOcz.js`,
+    line 522): the editor mounts when the Mask tab is first opened, and as it turns ready both its mount code
+    (`await ue(background); await de(layers)`) and its reactive effects (`ue(...)`, `de(layers)`) load the
+    value it holds; each `de` calls `add_layers_from_url`, which deletes every layer and adds its own, so one
+    `add_layer_from_url` finds its layer deleted and logs "No draw texture found for layer". Two loads of a
+    background alone are harmless, and a mask exists only once the visitor painted in the editor (a new
+    image, model, photo or recipe starts without one), so the editor is first shown without a layer. The same
+    race follows two values with a layer sent within one load, which is why a drag's outputs leave the editor
+    out (`DragPanel.wire`). The strokes are read from the editor's `input` event (`DragPanel.paint_mask`),
+    not `change`: the editor drops its first `change`, which without a layer to load is the first stroke.
+    Nearest upstream report: gradio-app/gradio#7522 (ImageEditor layers lost on value updates)."""
+    masked = ui.fixed_mask is not None or ui.flexible_mask is not None
+    return {"background": handlers.plain_view(ui), "layers": [handlers.mask_layer(ui)] if masked else [],
+            "composite": None}
 
 
 def compare_value(ui: UIState) -> tuple[Any, Any]:

@@ -33,7 +33,7 @@ class DragPanel:
             ui.notice = action(ui)
         except UserError as exc:
             gr.Warning(str(exc), duration=5)
-            return {}
+            return {self.page.stats: gr.skip()}        # Gradio takes an empty dict for one missing output
         return shown(ui)
 
     def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
@@ -56,8 +56,8 @@ class DragPanel:
         return {self.page.image: handlers.view(ui)}
 
     def paint_mask(self, ui: UIState | None, editor: Any) -> dict:
-        """Read the painted masks into the state. The editor also reports the values the server sends it (after
-        every drag update); such an echo of the masks the state holds changes nothing and warns nobody."""
+        """Read the painted masks into the state (the editor's `input`: each stroke, and each value the server
+        sends it once loaded); an echo of the masks the state holds changes nothing and warns nobody."""
         p = self.page
         if ui is None:
             return {p.stats: gr.skip()}
@@ -73,16 +73,28 @@ class DragPanel:
         return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
 
     def reset_mask(self, ui: UIState | None) -> dict:
-        if ui is None:
-            return {}
-        handlers.reset_mask(ui)
-        return {self.page.image: handlers.view(ui), self.page.editor: editor_value(ui),
-                self.page.stats: handlers.stats_text(ui)}
-
-    def _shown(self, ui: UIState) -> dict:
+        """Clear both masks; refused while a drag runs, as painting is (the drag keeps the mask it started
+        with)."""
         p = self.page
-        return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui), p.editor: editor_value(ui),
-                p.compare: compare_value(ui), p.progress: handlers.progress_html(ui)}
+        try:
+            ui = need(ui)
+            handlers.ensure_idle(ui, "reset the mask")
+        except UserError as exc:
+            gr.Warning(str(exc), duration=5)
+            return {p.stats: gr.skip()}
+        handlers.reset_mask(ui)
+        return {p.image: handlers.view(ui), p.editor: editor_value(ui), p.stats: handlers.stats_text(ui)}
+
+    def _shown(self, ui: UIState, editor: bool = True) -> dict:
+        """Everything a drag or a history step changes; the mask editor too unless `editor` is False."""
+        p = self.page
+        shown = {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui), p.compare: compare_value(ui),
+                 p.progress: handlers.progress_html(ui)}
+        return {**shown, p.editor: editor_value(ui)} if editor else shown
+
+    def show_editor(self, ui: UIState | None) -> dict:
+        """The mask editor's value once a drag has ended (see `wire`)."""
+        return {self.page.editor: gr.skip() if ui is None else editor_value(ui)}
 
     def start(self, ui: UIState | None, request: gr.Request = None) -> Iterator[dict]:
         """Start (or resume) a drag and stream the image and stats until it ends or is stopped; one running
@@ -116,7 +128,7 @@ class DragPanel:
         except UserError as exc:
             ui.notice = str(exc)
             gr.Warning(str(exc))
-        yield self._shown(ui)
+        yield self._shown(ui, editor=False)
 
     def stop(self, ui: UIState | None) -> dict:
         if ui is None:
@@ -124,7 +136,7 @@ class DragPanel:
         message = handlers.stop_drag(ui)
         if message.startswith("Nothing"):
             ui.notice = message
-        return self._shown(ui)
+        return self._shown(ui, editor=False)
 
     def _history(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
         return self._act(ui, action, self._shown)
@@ -141,15 +153,21 @@ class DragPanel:
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
         shown = [p.image, p.stats, p.editor, p.compare, p.progress]
+        # A drag's outputs leave the mask editor out: Gradio applies a generator's last output twice (its last
+        # `process_generating` and its `process_completed` message both carry it), and Stop answers while the
+        # drag's own end is on its way; values that close together load their mask layers at the same time
+        # (see `editor_value`). The editor gets its value once, after the drag.
+        dragged = [p.image, p.stats, p.compare, p.progress]
         p.image.select(self.click, p.state, [p.image, p.stats], **light)
         p.remove_last.click(self.remove_last, p.state, [p.image, p.stats], **light)
         p.clear.click(self.clear_points, p.state, [p.image, p.stats], **light)
         p.show_mask.change(self.toggle_mask, [p.state, p.show_mask], p.image, **light)
-        p.editor.change(self.paint_mask, [p.state, p.editor], [p.image, p.stats], trigger_mode="always_last",
-                        **light)
+        p.editor.input(self.paint_mask, [p.state, p.editor], [p.image, p.stats], trigger_mode="always_last",
+                       **light)
         p.reset_mask.click(self.reset_mask, p.state, shown, **light)
-        p.start.click(self.start, p.state, shown, **heavy, api_visibility="private")
-        p.stop.click(self.stop, p.state, shown, **light)
+        p.start.click(self.start, p.state, dragged, **heavy, api_visibility="private").then(
+            self.show_editor, p.state, p.editor, **light)
+        p.stop.click(self.stop, p.state, dragged, **light)
         p.undo.click(self.undo, p.state, shown, **heavy)
         p.redo.click(self.redo, p.state, shown, **heavy)
         p.reset.click(self.reset_image, p.state, shown, **light)
