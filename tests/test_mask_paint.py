@@ -12,7 +12,7 @@ import numpy as np
 
 from _app_server import app_panels, build_app
 from draggan.ui import handlers
-from draggan.ui.events import editor_value
+from draggan.ui.events import editor_value, unchanged
 from draggan.ui.gpu import StopFlag
 from draggan.ui.state import Job
 from test_ui_handlers import G, click, new_state  # noqa: F401  (G: the shared generator fixture)
@@ -32,7 +32,7 @@ def test_paint_reaches_the_state_and_echoes_are_silent(monkeypatch, G, tmp_path)
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings.append(msg))
     _, page, panels = app_panels(monkeypatch)
     drag = panels.drag
-    assert page.stats in drag.paint_mask(None, None), "an answer for no session still names a component"
+    assert drag.paint_mask(None, None) == unchanged(), "an answer for no session leaves the page as it was"
 
     ui = new_state(G)
     h, w = handlers.mask_layer(ui).shape[:2]
@@ -46,7 +46,7 @@ def test_paint_reaches_the_state_and_echoes_are_silent(monkeypatch, G, tmp_path)
     assert ui.running
     for refused in (drag.reset_mask, drag.undo):                            # a toast, and an answer Gradio takes
         out = refused(ui)
-        assert list(out) == [page.stats] and np.array_equal(ui.flexible_mask, painted)
+        assert out == unchanged() and np.array_equal(ui.flexible_mask, painted)
         assert "press Stop" in warnings.pop()
     out = drag.paint_mask(ui, editor_value(ui))                             # the echo of a drag update
     assert page.image not in out and not warnings and np.array_equal(ui.flexible_mask, painted)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from draggan.ui.events import unchanged
 from draggan import recipes
 from draggan.checkpoints import cache, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
@@ -406,5 +407,5 @@ def test_the_app_replays_a_v1_path_recipe_on_the_session_model(G, tmp_path, monk
     assert torch.equal(torch.from_numpy(snapshots.full_latent(new_state.snap)), expected)
     hostile = _with(HOSTILE["rle-claims-1.9GB"][0])
     file.write_text(json.dumps(hostile))
-    assert panels.export.load_recipe(new_state, str(file), progress=None) == {}
+    assert panels.export.load_recipe(new_state, str(file), progress=None) == unchanged()
     assert "differs from the image size" in shown[-1] and str(tmp_path) not in shown[-1]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from _app_server import app_panels
+from _app_server import app_panels, build_app
+from draggan.ui.events import unchanged
 from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers
@@ -310,7 +311,7 @@ def test_picking_a_model_sets_its_recommended_step_size(monkeypatch):
     assert cartoon.snap.config.max_steps == 3, "other settings carry over"
     out = panels.model.change_model(cartoon, str(SG2.resolve()), 0, 0.7, "w+", progress=None)
     assert out[page.lr] == 1e-3 and out[page.state].snap.config.lr == 1e-3
-    assert panels.model.change_model(out[page.state], str(SG2.resolve()), 0, 0.7, "w+", progress=None) == {}
+    assert panels.model.change_model(out[page.state], str(SG2.resolve()), 0, 0.7, "w+", progress=None) == unchanged()
 
 
 def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
@@ -327,7 +328,7 @@ def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
 
     bad = tmp_path / "notes.txt"
     bad.write_text("x")
-    assert panels.model.load_own_model(state, str(bad), "", 0, 0.7, "w+", progress=None) == {}
+    assert panels.model.load_own_model(state, str(bad), "", 0, 0.7, "w+", progress=None) == unchanged()
     assert "not a model file" in warnings_shown[-1]
     big = tmp_path / "huge.pkl"
     big.write_bytes(b"\0" * (2 * 2**20))
@@ -346,11 +347,11 @@ def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
     class Click:
         index = (900, 900)
 
-    assert list(panels.drag.click(state, Click())) == [page.stats] and "outside" in warnings_shown[-1]
-    assert list(panels.drag.click(None, Click())) == [page.stats] and "Load a model" in warnings_shown[-1]
+    assert panels.drag.click(state, Click()) == unchanged() and "outside" in warnings_shown[-1]
+    assert panels.drag.click(None, Click()) == unchanged() and "Load a model" in warnings_shown[-1]
     panels.model.update_params(state, "fast", 3, 1, 20)
     assert "lr" in warnings_shown[-1]
-    assert panels.export.export(state, "gif") == {}
+    assert panels.export.export(state, "gif") == unchanged()
     assert state.snap is not None and state.workdir.is_dir(), "the session survives every refusal"
 
 
@@ -415,7 +416,7 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     assert "Replayed 1 drag" in infos[-1], "a path in a recipe means the current model, checked by content"
     assert new_state is not state and torch.equal(ws(new_state), latent) and new_state.model == state.model
     assert not workdir.exists(), "the replaced session was released"
-    assert panels.export.load_recipe(None, str(moved), progress=None) == {}
+    assert panels.export.load_recipe(None, str(moved), progress=None) == unchanged()
     assert "not available here" in warnings_shown[-1]
 
 
@@ -542,7 +543,7 @@ def test_examples_load_their_model_seed_and_points(monkeypatch):
     for e in (e for e in EXAMPLES if e.model == "cartoon-faces-128"):
         handlers.check_points(e.handles, e.targets, 128, 128)
     ffhq = next(e for e in EXAMPLES if e.model == "ffhq-512")
-    assert panels.model.load_example(ui, ffhq, "w+", progress=None) == {}, "not available offline"
+    assert panels.model.load_example(ui, ffhq, "w+", progress=None) == unchanged(), "not available offline"
     before, after = out[page.compare]
     assert before.shape == after.shape == (512, 512, 3)
 
@@ -636,3 +637,43 @@ def test_frames_stay_bounded_while_a_drag_runs(G, monkeypatch):
     assert ui.snap.drags()[0].steps == 30
     assert seen and 4 < seen[0] <= 8, seen
     assert len(ui.frames[ui.snap.entry.id]) == 4
+
+
+def test_every_refusal_is_an_answer_gradio_accepts(monkeypatch, tmp_path):
+    """A refused action leaves the page as it was: its answer goes through Gradio's own output processing for
+    the outputs the handler is wired to (an empty dict did not: "didn't return enough output values")."""
+    import asyncio
+
+    import gradio as gr
+
+    warnings_shown = []
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: None)
+    demo = build_app(monkeypatch)
+    page, panels = demo.page, demo.panels
+    state = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
+    bad = tmp_path / "notes.txt"
+    bad.write_text("x")
+
+    def through_gradio(method, answer) -> None:
+        fns = [fn for fn in demo.fns.values() if getattr(fn.fn, "__func__", None) is method.__func__
+               or (method == panels.export.export and fn.outputs == [page.exported])]   # wired by lambdas
+        assert fns, f"{method.__name__} is wired"
+        for fn in fns:
+            asyncio.run(demo.postprocess_data(fn, answer, None))
+
+    refusals = [
+        (panels.model.load_own_model, (state, str(bad), "", 0, 0.7, "w+"), {"progress": None}),
+        (panels.model.change_model, (state, state.model.source, 0, 0.7, "w+"), {"progress": None}),
+        (panels.export.export, (state, "gif"), {}),
+        (panels.export.load_recipe, (None, str(bad)), {"progress": None}),
+        (panels.photo.prepare_photo, (state, None, False), {}),
+        (panels.drag.stop, (None,), {}),
+        (panels.drag.undo, (None,), {}),
+        (panels.drag.click, (state, type("Click", (), {"index": (900, 900)})()), {}),
+        (panels.drag.paint_mask, (None, None), {}),
+        (panels.drag.reset_mask, (None,), {}),
+    ]
+    for method, args, kwargs in refusals:
+        through_gradio(method, method(*args, **kwargs))
+    assert any("not a model file" in w for w in warnings_shown), "the refusals were refusals"

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from draggan.ui.events import unchanged
 from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.inversion import align, losses
 from _app_server import app_panels
@@ -303,7 +304,7 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     assert out[page.photo_view].shape[0] >= 64 and "Centre-cropped" in out[page.photo_status]
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    assert panels.photo.prepare_photo(state, str(bad), False) == {}
+    assert panels.photo.prepare_photo(state, str(bad), False) == unchanged()
     assert "not an image" in warnings_shown[-1]
 
     outputs = list(panels.photo.invert_photo(state, str(file), False, 6, 4, 6))
@@ -322,7 +323,7 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     out = panels.model.change_latent(state, 0, 0.7, "w")
     assert out == {page.space: "w+"} and "W+" in warnings_shown[-1] and state.photo is not None
     assert panels.export.export(state, "tuned")[page.exported]["value"].endswith("-tuned-generator.zip")
-    assert panels.export.export(state, "recipe") == {} and "started from your photo" in warnings_shown[-1]
+    assert panels.export.export(state, "recipe") == unchanged() and "started from your photo" in warnings_shown[-1]
 
     folder, base = Path(state.model.source), state.photo.base
     new_state = panels.model.change_latent(state, 5, 0.7, "w+")[page.state]

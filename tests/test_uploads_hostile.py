@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from draggan.ui.events import unchanged
 from test_hostile_models import call, glob, integer, memo_bomb, network, persistent, text, tiny_generator, tup
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -148,13 +149,13 @@ def test_hostile_photo_is_refused_on_upload_and_on_invert(app_demo, tmp_path, ca
     file = tmp_path / name
     file.write_bytes(make())
     with Bounded(warnings) as upload:
-        assert panels.photo.prepare_photo(ui, str(file), False) == {}
+        assert panels.photo.prepare_photo(ui, str(file), False) == unchanged()
     assert words in upload.message()
     with Bounded(warnings) as invert:
         assert list(panels.photo.invert_photo(ui, str(file), False, 2, 0, 0)) == []
     assert words in invert.message()
     assert ui.job is None and ui.photo is None and ui.workdir.is_dir(), "the session survives the refusal"
-    assert panels.photo.prepare_photo(ui, None, False) == {}
+    assert panels.photo.prepare_photo(ui, None, False) == unchanged()
 
 
 def _torch_zip_running(marker: Path) -> bytes:
@@ -200,7 +201,7 @@ def test_hostile_model_upload_is_refused_through_the_app(app_demo, tmp_path, cas
     file.parent.mkdir()
     file.write_bytes(make(tmp_path))
     with Bounded(warnings) as bounded:
-        assert panels.model.load_own_model(ui, str(file), "", 0, 0.7, "w+", progress=None) == {}
+        assert panels.model.load_own_model(ui, str(file), "", 0, 0.7, "w+", progress=None) == unchanged()
     message = bounded.message()
     assert words in message, message
     assert not (tmp_path / "RAN").exists(), "the pickle ran code"

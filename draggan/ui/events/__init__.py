@@ -11,6 +11,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import gradio as gr
+
 from .. import handlers
 from ..state import UIState
 
@@ -53,6 +55,12 @@ def whole(page: Page, ui: UIState) -> dict[Any, Any]:
     return {page.state: ui, page.image: handlers.view(ui), page.editor: editor_value(ui),
             page.stats: handlers.stats_text(ui), page.compare: compare_value(ui), page.progress: "",
             page.ai_mark: ui.photo is not None}
+
+
+def unchanged() -> dict:
+    """A handler's answer that leaves every one of its outputs as it was. (Not `{}`: Gradio reads an empty
+    dict as one value, and with several outputs logs "didn't return enough output values" with a traceback.)"""
+    return gr.skip()
 
 
 def need(ui: UIState | None) -> UIState:

@@ -11,7 +11,7 @@ from .. import handlers
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
-from . import Page, compare_value, editor_value, need
+from . import Page, compare_value, editor_value, need, unchanged
 
 
 def _same_masks(ui: UIState, fixed: np.ndarray | None, flexible: np.ndarray | None) -> bool:
@@ -33,7 +33,7 @@ class DragPanel:
             ui.notice = action(ui)
         except UserError as exc:
             gr.Warning(str(exc), duration=5)
-            return {self.page.stats: gr.skip()}        # Gradio takes an empty dict for one missing output
+            return unchanged()
         return shown(ui)
 
     def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
@@ -51,7 +51,7 @@ class DragPanel:
 
     def toggle_mask(self, ui: UIState | None, show: bool) -> dict:
         if ui is None:
-            return {}
+            return unchanged()
         ui.show_mask = bool(show)
         return {self.page.image: handlers.view(ui)}
 
@@ -60,16 +60,16 @@ class DragPanel:
         sends it once loaded); an echo of the masks the state holds changes nothing and warns nobody."""
         p = self.page
         if ui is None:
-            return {p.stats: gr.skip()}
+            return unchanged()
         try:
             fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
             if _same_masks(ui, fixed, flexible):
-                return {p.stats: gr.skip()}
+                return unchanged()
             handlers.ensure_idle(ui, "change the mask")
             handlers.set_masks(ui, fixed, flexible)
         except UserError as exc:
             gr.Warning(str(exc))
-            return {p.stats: gr.skip()}
+            return unchanged()
         return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
 
     def reset_mask(self, ui: UIState | None) -> dict:
@@ -81,7 +81,7 @@ class DragPanel:
             handlers.ensure_idle(ui, "reset the mask")
         except UserError as exc:
             gr.Warning(str(exc), duration=5)
-            return {p.stats: gr.skip()}
+            return unchanged()
         handlers.reset_mask(ui)
         return {p.image: handlers.view(ui), p.editor: editor_value(ui), p.stats: handlers.stats_text(ui)}
 
@@ -94,7 +94,7 @@ class DragPanel:
 
     def show_editor(self, ui: UIState | None) -> dict:
         """The mask editor's value once a drag has ended (see `wire`)."""
-        return {self.page.editor: gr.skip() if ui is None else editor_value(ui)}
+        return unchanged() if ui is None else {self.page.editor: editor_value(ui)}
 
     def start(self, ui: UIState | None, request: gr.Request = None) -> Iterator[dict]:
         """Start (or resume) a drag and stream the image and stats until it ends or is stopped; one running
@@ -132,7 +132,7 @@ class DragPanel:
 
     def stop(self, ui: UIState | None) -> dict:
         if ui is None:
-            return {}
+            return unchanged()
         message = handlers.stop_drag(ui)
         if message.startswith("Nothing"):
             ui.notice = message

@@ -11,7 +11,7 @@ from .. import handlers, photo
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
-from . import Page, need, whole, whole_outputs
+from . import Page, need, unchanged, whole, whole_outputs
 
 
 class ExportPanel:
@@ -32,7 +32,7 @@ class ExportPanel:
             path = writers[what](ui)
         except (UserError, ValueError, RuntimeError) as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         return {self.page.exported: gr.update(value=str(path), visible=True)}
 
     def _recipe_model(self, ui: UIState | None, model: str):
@@ -56,12 +56,12 @@ class ExportPanel:
                     request: gr.Request = None) -> dict:
         """Replay an uploaded recipe into a new session state (one running job per visitor)."""
         if not file:
-            return {}
+            return unchanged()
         try:
             slot = self.studio.visitors.claim(request, "a recipe replay")
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         with slot:
             return self._replay(ui, file)
 
@@ -79,7 +79,7 @@ class ExportPanel:
                                              ui.render_every if ui is not None else 0)
         except (UserError, export.RecipeError) as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         if ui is not None:
             handlers.release(ui)
         gr.Info(f"Replayed {len(recipe.drags)} drag(s) from the recipe.")

@@ -16,7 +16,7 @@ from ..handlers import UserError
 from ..models import check_upload
 from ..state import UIState
 from ..studio import Studio
-from . import Page, whole, whole_outputs
+from . import Page, unchanged, whole, whole_outputs
 
 
 class ModelPanel:
@@ -76,13 +76,13 @@ class ModelPanel:
                      progress: gr.Progress = gr.Progress()) -> dict:
         """Model picked: a new image, with the model's recommended step size."""
         if not model or (ui is not None and ui.photo is None and ui.model.source == model):
-            return {}
+            return unchanged()
         lr = self.studio.drag_lr(model)
         try:
             new = self._new_state(ui, model, self.studio.label_of(model), seed, psi, space, progress, lr=lr)
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         return {**self._replace(ui, new), self.page.lr: lr}
 
     def load_own_model(self, ui: UIState | None, upload: str | None, hub_ref: str, seed: Any, psi: Any,
@@ -93,7 +93,7 @@ class ModelPanel:
             slot = self.studio.visitors.claim(request, "a model conversion")
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         with slot:
             return self._load_own(ui, upload, hub_ref, seed, psi, space, progress)
 
@@ -117,7 +117,7 @@ class ModelPanel:
             new = self._new_state(ui, source, label, seed, psi, space, progress)
         except (UserError, ValueError, OSError) as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         return self._replace(ui, new)
 
     def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str) -> dict:
@@ -125,7 +125,7 @@ class ModelPanel:
         shared W code would change the image): choosing W there flips the radio back. A new seed or ψ replaces
         the photo with a generated image of the model it was made from."""
         if ui is None:
-            return {}
+            return unchanged()
         try:
             same_start = int(seed) == ui.seed and float(psi) == ui.psi
         except (TypeError, ValueError):
@@ -135,13 +135,13 @@ class ModelPanel:
                        "the seed or ψ to start a generated image instead.")
             return {self.page.space: ui.space}
         if same_start and space == ui.space and ui.photo is None:
-            return {}
+            return unchanged()
         base = ui.photo.base if ui.photo is not None else ui.model
         try:
             new = self._new_state(ui, base.source, base.label, seed, psi, space, None)
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         return self._replace(ui, new)
 
     def load_example(self, ui: UIState | None, example: Example, space: str,
@@ -158,7 +158,7 @@ class ModelPanel:
             handlers.check_points(example.handles, example.targets, new.height, new.width)
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         new.snap = snapshots.set_points(new.snap, example.handles, example.targets)
         new.notice = f"Example “{example.label}”: press Start to drag the points."
         if ui is not None:

@@ -11,7 +11,7 @@ from .. import gpu, handlers, photo
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
-from . import Page, need, whole, whole_outputs
+from . import Page, need, unchanged, whole, whole_outputs
 
 
 def _status(text: str, extra_html: str = "") -> str:
@@ -30,7 +30,7 @@ class PhotoPanel:
             w, wp, pti = photo.preset_steps(name)
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         return {p.w_steps: w, p.wplus_steps: wp, p.pti_steps: pti}
 
     def default_preset(self) -> str:
@@ -49,19 +49,19 @@ class PhotoPanel:
 
     def estimate(self, w_steps: Any, wplus_steps: Any, pti_steps: Any, ui: UIState | None = None) -> dict:
         text = self.estimate_text(w_steps, wplus_steps, pti_steps, ui)
-        return {} if text is None else {self.page.estimate: text}
+        return unchanged() if text is None else {self.page.estimate: text}
 
     def prepare_photo(self, ui: UIState | None, file: str | None, face_align: bool) -> dict:
         """Upload (or the face-align box): check the photo and show the crop the model will be fitted to."""
         if not file:
-            return {}
+            return unchanged()
         try:
             ui = need(ui)
             G = gpu.generator(ui.base_model, ui.device)
             target, message = photo.prepare_photo(G, file, bool(face_align))
         except UserError as exc:
             gr.Warning(str(exc))
-            return {}
+            return unchanged()
         return {self.page.photo_view: photo.comparison(target, None),
                 self.page.photo_status: _status(message, " Press <b>Invert photo</b> to fit the model to it.")}
 
@@ -114,7 +114,7 @@ class PhotoPanel:
     def cancel_photo(self, ui: UIState | None) -> dict:
         """Cancel a running inversion; the session keeps its image."""
         if ui is None:
-            return {}
+            return unchanged()
         message = photo.cancel_inversion(ui)
         gr.Info(message)
         return {self.page.stats: handlers.stats_text(ui), self.page.photo_status: _status(message)}
