@@ -62,7 +62,8 @@ CSS = """
                  height: auto !important; aspect-ratio: 1 / 1; }
 }
 """
-TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag")]
+TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag"),
+                   ("Centroid (stays on the content)", "centroid")]
 IMAGE_HEIGHT = 512
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
@@ -164,7 +165,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     p.max_steps = gr.Slider(1, 1000, value=DragConfig.max_steps, step=1, label="Max steps per drag")
                     p.tracker = gr.Dropdown(TRACKER_CHOICES, value=DragConfig.tracker, label="Point tracking",
                                             info="Official: DragGAN's nearest-feature search. FreeDrag-style: an "
-                                                 "adaptive template and a bounded line search toward the target.")
+                                                 "adaptive template and a bounded line search toward the target. "
+                                                 "Centroid: the centre of the official search's best matches.")
                     p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
                                                label="Display interval: 0 = by time (a fresh view about every 2 s, "
                                                      "a cheap preview while dragging); k = every k steps")

@@ -13,6 +13,7 @@ import json
 from bench import drag_quality
 from bench.drag_quality import DEFAULT_GENERATOR, DEFAULT_JUDGE, PAPER_LR, default_lr, run_benchmark
 from draggan.engine import DragConfig
+from draggan.engine.trackers import TRACKER_NAMES
 from draggan.checkpoints import load_generator
 from draggan.data import procedural
 from draggan.training.keypoints import load_regressor
@@ -91,10 +92,9 @@ def test_drag_benchmark_cli_runs_workers_and_writes_json_plot_and_table(tmp_path
                        "--jobs", "2", "--curve-every", "1", "--json", str(out), "--plot", str(plot), "--markdown"])
     table = capsys.readouterr().out
     saved = json.loads(out.read_text())
-    assert [(r["tracker"], r["space"], r["points"]) for r in saved["rows"]] == [("official", "w", "5"),
-                                                                               ("freedrag", "w", "5")]
-    assert len(saved["pairs"]) == 2 and all(len(p["track_errors"]) == 5 for p in saved["pairs"])
-    assert sorted(saved["curves"]) == ["freedrag w 5", "official w 5"]
+    assert [(r["tracker"], r["space"], r["points"]) for r in saved["rows"]] == [(t, "w", "5") for t in TRACKER_NAMES]
+    assert len(saved["pairs"]) == len(TRACKER_NAMES) and all(len(p["track_errors"]) == 5 for p in saved["pairs"])
+    assert sorted(saved["curves"]) == sorted(f"{t} w 5" for t in TRACKER_NAMES)
     assert all(len(c) >= 2 for c in saved["curves"].values()), "judge distance at step 0 and later"
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
     assert "| tracker | space |" in table and "after / before" in table and "| freedrag | w | 5 | 1 |" in table

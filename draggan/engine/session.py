@@ -72,7 +72,7 @@ class DragConfig:
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
     windowed: bool = True             # StyleGAN2: compute the feature block only where the step reads it
-    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES ("official", "freedrag")
+    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES (official, freedrag, centroid)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:

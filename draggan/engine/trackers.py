@@ -6,6 +6,9 @@ step with the current map, handles and targets; it returns the new integer (row,
 - "official": DragGAN's nearest-feature search in the r2 window (`tracking.track_points`), bit for bit.
 - "freedrag": FreeDrag-style adaptive template and bounded line search with backtracking
   (`robust_tracking.LineSearchTracker`).
+- "centroid": the official search, read as the soft-argmin centre of the matching valley instead of its
+  argmin (`centroid_tracking.CentroidTracker`): the handle stays on the content instead of running ahead on
+  the feature smear that motion supervision leaves.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from .centroid_tracking import CentroidTracker
 from .features import UpsampledView
 from .robust_tracking import LineSearchTracker
 from .tracking import track_points
@@ -54,6 +58,7 @@ TRACKERS: dict[str, TrackerFactory] = {
     "official": lambda view, ref, feat0, handles, radius, origin: OfficialTracker(view, ref, radius),
     "freedrag": lambda view, ref, feat0, handles, radius, origin: LineSearchTracker(view, ref, feat0, handles,
                                                                                     radius, origin),
+    "centroid": lambda view, ref, feat0, handles, radius, origin: CentroidTracker(view, ref, radius),
 }
 TRACKER_NAMES = tuple(TRACKERS)
 
