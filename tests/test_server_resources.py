@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from draggan.ui.events import unchanged
 from draggan import settings
 from draggan.errors import UserError
 from draggan.ui import handlers, memory, tempdir
@@ -111,7 +112,7 @@ def test_a_second_tab_of_a_visitor_is_refused_while_its_drag_runs(demo) -> None:
     model_before = tabs[1].model
     with panels.drag.studio.visitors.claim(request("93.184.216.1", "tab-3"), "a drag"):
         assert panels.model.load_own_model(tabs[1], str(SG2), "", 0, 0.7, "w+", None,
-                                           request("93.184.216.1", "tab-2")) == {}
+                                           request("93.184.216.1", "tab-2")) == unchanged()
         assert "already have a drag running" in demo.warnings[-1] and tabs[1].model == model_before
     other = panels.drag.start(tabs[1], request("93.184.216.1", "tab-2"))
     next(other)
