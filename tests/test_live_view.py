@@ -121,6 +121,28 @@ def test_preview_of_non_square_and_orig_networks(square, architecture):
     assert _psnr(quiet.render(preview=True), quiet.render()) > 35 and not np.array_equal(quiet.render(), full)
 
 
+@pytest.mark.parametrize("model", ["fixture", "bundled"])
+def test_the_direct_float32_render_is_the_synthesis_image(model):
+    """The session's exact image on CPU (preview.render_direct in float32) equals `synthesis(ws)` up to float
+    rounding: |Δ| < 1e-4 and uint8 values at most one apart."""
+    from draggan.checkpoints import load_generator
+    from draggan.engine.preview import render_direct
+    from draggan.images import to_uint8
+
+    G = _load("stylegan2-tiny-64.pkl") if model == "fixture" else load_generator("cartoon-faces-128", device="cpu")
+    for seed in (0, 1):
+        ws = G.latent_from_seed(seed, 0.7)
+        with torch.no_grad():
+            ref = G.synthesis(ws, noise_mode="const")
+        direct = render_direct(G.synthesis, ws, "const")
+        assert direct.dtype == torch.float32 and direct.shape == ref.shape
+        assert (direct - ref).abs().max().item() < 1e-4
+        a, b = to_uint8(direct).astype(int), to_uint8(ref).astype(int)
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
+        session = DragSession(G, w=ws)
+        assert np.array_equal(session.render(), to_uint8(direct)), "the session shows that image"
+
+
 def test_stylegan3_preview_falls_back_to_the_full_render():
     s = DragSession(_load("stylegan3-t-tiny-64.pkl"), seed=0)
     assert not s.has_preview
@@ -138,18 +160,41 @@ def test_policy_run_yields_previews_and_ends_on_the_exact_full_render():
     assert results[-2].end is None and results[-1].end == "limit"
     assert np.array_equal(results[-1].image, s.render())
     assert np.array_equal(results[-2].image, s.render(preview=True)), "the closing preview shows the last latent"
-    # a stop between steps: the extra result carries the full render too
+    # a stop between steps: the extra result carries the full render too; the exact render's cost is known
+    # now (milliseconds here), so no closing preview goes before it
     steps = s.run(max_steps=50, policy=RenderPolicy())
     next(steps)
     s.stop()
     rest = list(steps)
-    assert [r.image_kind for r in rest[-2:]] == ["preview", "full"] and rest[-1].end == "stopped"
+    assert [r.image_kind for r in rest] == ["full"] and rest[-1].end == "stopped"
     assert np.array_equal(rest[-1].image, s.render())
     # without previews (render_every) the run ends on the exact image alone
     s.set_points([(20, 30)], [(50, 30)])
     plain = list(s.run(max_steps=3, policy=RenderPolicy(preview=False)))
     assert len(plain) == len({r.step for r in plain}) == 3 and plain[-1].image_kind == "full"
     assert "preview" not in {r.image_kind for r in plain}
+
+
+def test_render_costs_are_remembered_per_network_and_seed_the_schedule():
+    """A run that knows what a render costs does not render right after its first step to find out."""
+    import gc
+
+    from draggan.engine import render_costs
+
+    G = _load("stylegan2-tiny-64.pkl")
+    assert render_costs.cost(G.synthesis, "preview") is None
+    s = DragSession(G, seed=0)
+    s.render(preview=True)
+    s.render()
+    assert render_costs.cost(G.synthesis, "preview") > 0 and render_costs.cost(G.synthesis, "full") > 0
+    render_costs.record(G.synthesis, "full", 3.0)
+    assert render_costs.cost(G.synthesis, "full") > 1.5, "a moving average of the recent renders"
+    assert RenderPolicy().start(0.0).step_done(0.1, 0.1), "unknown cost: render after the first step"
+    assert not RenderPolicy().start(0.0, render_s=0.5).step_done(0.1, 0.1), "known cost: the view is fresh"
+    entries = len(render_costs._costs)
+    del s, G
+    gc.collect()
+    assert len(render_costs._costs) == entries - 1, "a network let go takes its entry with it"
 
 
 def test_render_every_still_renders_full_images():

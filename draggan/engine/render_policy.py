@@ -13,8 +13,9 @@ Freshness wins over cost (a view older than max_age_s is what the user sees as a
 to `max_share` of the wall time: on a CPU shared with other work a render takes longer in wall-clock terms
 and freshness alone would spend most of the drag rendering; there the view ages past max_age_s instead
 (the render cost and budget are counted in the same way as for `share`). Estimates are
-exponential moving averages (weight 0.5) of the measured step and render seconds; before any render the
-render cost is unknown and counted as zero, so the first step is followed by a render, which measures it.
+exponential moving averages (weight 0.5) of the measured step and render seconds; a run may start knowing
+the render cost (render_costs.py keeps the last ones); when it is unknown it is counted as zero, so the first
+step is followed by a render, which measures it.
 `preview=True` asks for the cheap preview image during the drag (see `preview.py`); the final image of a
 run is always the exact full render. Times are plain floats (seconds on any monotonic clock), so the
 decisions are pure functions of the numbers fed in and testable with a fake clock.
@@ -43,9 +44,10 @@ class RenderPolicy:
         if not self.max_age_s > 0:
             raise ValueError(f"max_age_s must be positive, got {self.max_age_s}")
 
-    def start(self, now: float) -> "RenderSchedule":
-        """A schedule for one run that starts at time `now` (the view is fresh at the start)."""
-        return RenderSchedule(self, now)
+    def start(self, now: float, render_s: float | None = None) -> "RenderSchedule":
+        """A schedule for one run that starts at time `now` (the view is fresh at the start), knowing that a
+        render costs `render_s` seconds, or not yet (None)."""
+        return RenderSchedule(self, now, render_s)
 
 
 class RenderSchedule:
@@ -53,13 +55,13 @@ class RenderSchedule:
 
     _ALPHA = 0.5
 
-    def __init__(self, policy: RenderPolicy, now: float) -> None:
+    def __init__(self, policy: RenderPolicy, now: float, render_s: float | None = None) -> None:
         self.policy = policy
         self.start = now
         self.view_time = now          # when the shown view was last refreshed
         self.rendered_s = 0.0         # total seconds spent rendering in this run
         self.step_s: float | None = None
-        self.render_s: float | None = None
+        self.render_s = render_s      # estimated seconds of one render (None: not known yet)
 
     @classmethod
     def _average(cls, old: float | None, new: float) -> float:

@@ -41,11 +41,12 @@ import numpy as np
 import torch
 
 from ..images import to_uint8
+from . import render_costs
 from . import snapshot as snapshots
 from .features import UpsampledView, masked_l1
 from .motion import motion_loss, official_grid, plan_motion
 from .snapshot import DragProgress, DragSnapshot
-from .preview import preview_supported, render_preview
+from .preview import direct_supported, render_direct, render_preview
 from .render_policy import RenderPolicy, RenderSchedule
 from .trackers import TRACKER_NAMES, make_tracker
 from .tracking import reference_features
@@ -476,7 +477,10 @@ class DragSession:
             return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
 
         started = time.perf_counter()
-        schedule = policy.start(started) if policy is not None else None
+        schedule = None
+        if policy is not None:
+            kind = "preview" if policy.preview and self.has_preview else "full"
+            schedule = policy.start(started, render_costs.cost(self.G.synthesis, kind))
         last = None
         paused = False
         try:
@@ -518,9 +522,12 @@ class DragSession:
 
     def _closing_preview(self, result: StepResult, schedule: RenderSchedule | None,
                          policy: RenderPolicy | None) -> Iterator[StepResult]:
-        """Before a previewing run's exact closing render (several previews' time), a copy of its last
-        result with the preview of where the drag ended, so that the view does not wait for the exact image."""
+        """Before a previewing run's exact closing render, a copy of its last result with the preview of where
+        the drag ended — unless the exact image, at its known cost, will come within the policy's view age."""
         if schedule is None or not policy.preview or not self.has_preview:
+            return
+        full_s = render_costs.cost(self.G.synthesis, "full")
+        if full_s is not None and time.perf_counter() - schedule.view_time + full_s <= policy.max_age_s:
             return
         t0 = time.perf_counter()
         image, kind = self._render_view(True)
@@ -534,23 +541,32 @@ class DragSession:
     # ------------------------------------------------------------------ rendering and state
 
     def render(self, preview: bool = False) -> np.ndarray:
-        """The image of the current latent, uint8 [H, W, 3]: the exact full synthesis (no grad), or with
-        `preview` the cheaper preview where `has_preview` (preview.py), else the full one."""
+        """The image of the current latent, uint8 [H, W, 3]: the exact full synthesis (no grad; on CPU for
+        StyleGAN2 its direct float32 form, preview.py), or with `preview` the cheaper preview where
+        `has_preview`, else the full one."""
         return self._render_view(preview)[0]
 
     @property
     def has_preview(self) -> bool:
         """Whether `render(preview=True)` is a preview cheaper than the full render on this device."""
-        return preview_supported(self.G.synthesis, self.device)
+        return direct_supported(self.G.synthesis, self.device)
 
     def _render_view(self, preview: bool) -> tuple[np.ndarray, str]:
-        """The image of the current latent and its kind, "preview" or "full"."""
-        ws = self.ws
-        if preview and self.has_preview:
-            return to_uint8(render_preview(self.G.synthesis, ws, self.config.noise_mode)), "preview"
-        with torch.no_grad():
-            img = self.G.synthesis(ws, noise_mode=self.config.noise_mode)
-        return to_uint8(img), "full"
+        """The image of the current latent and its kind, "preview" or "full" (its time is recorded in
+        render_costs.py)."""
+        t0 = time.perf_counter()
+        ws, synthesis = self.ws, self.G.synthesis
+        kind = "preview" if preview and self.has_preview else "full"
+        if kind == "preview":
+            img = render_preview(synthesis, ws, self.config.noise_mode)
+        elif direct_supported(synthesis, self.device):
+            img = render_direct(synthesis, ws, self.config.noise_mode)
+        else:
+            with torch.no_grad():
+                img = synthesis(ws, noise_mode=self.config.noise_mode)
+        image = to_uint8(img)
+        render_costs.record(synthesis, kind, time.perf_counter() - t0)
+        return image, kind
 
     @property
     def ws(self) -> torch.Tensor:
