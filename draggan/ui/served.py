@@ -64,21 +64,31 @@ def cached_image(value: Any, cache_dir: str | Path, fmt: str) -> Any:
     return str(path)
 
 
-class Image(gr.Image):
+class _BuiltIn:
+    """The frontend component of a subclass is its built-in one's (`BLOCK`), as for Gradio's templates."""
+
+    BLOCK = ""
+
+    def get_block_name(self) -> str:
+        return self.BLOCK
+
+    def get_block_class(self) -> str:
+        return self.BLOCK
+
+
+class Image(_BuiltIn, gr.Image):
     """`gr.Image` whose outputs are served from files written once (module docstring)."""
+
+    BLOCK = "image"
 
     def postprocess(self, value: Any) -> Any:
         return super().postprocess(cached_image(value, self.GRADIO_CACHE, self.format))
 
-    def get_block_name(self) -> str:
-        return "image"
 
-    def get_block_class(self) -> str:
-        return "image"
-
-
-class ImageEditor(gr.ImageEditor):
+class ImageEditor(_BuiltIn, gr.ImageEditor):
     """`gr.ImageEditor` whose background, layers and composite are served from files written once."""
+
+    BLOCK = "imageeditor"
 
     def postprocess(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -89,23 +99,13 @@ class ImageEditor(gr.ImageEditor):
             value = cached_image(value, self.GRADIO_CACHE, self.format)
         return super().postprocess(value)
 
-    def get_block_name(self) -> str:
-        return "imageeditor"
 
-    def get_block_class(self) -> str:
-        return "imageeditor"
-
-
-class ImageSlider(gr.ImageSlider):
+class ImageSlider(_BuiltIn, gr.ImageSlider):
     """`gr.ImageSlider` whose two images are served from files written once."""
+
+    BLOCK = "imageslider"
 
     def postprocess(self, value: Any) -> Any:
         if isinstance(value, (tuple, list)):
             value = tuple(cached_image(v, self.GRADIO_CACHE, self.format) for v in value)
         return super().postprocess(value)
-
-    def get_block_name(self) -> str:
-        return "imageslider"
-
-    def get_block_class(self) -> str:
-        return "imageslider"
