@@ -67,7 +67,7 @@ TRACKERS: dict[str, TrackerFactory] = {
                                                                                     radius, origin),
     "centroid": lambda view, ref, feat0, handles, radius, origin: CentroidTracker(view, ref, radius),
     "freedrag-ms": lambda view, ref, feat0, handles, radius, origin: FreeDragTracker(view, feat0, handles, radius,
-                                                                                     origin,
+                                                                                     origin),
 }
 TRACKER_NAMES = tuple(TRACKERS)
 
