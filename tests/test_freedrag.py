@@ -101,7 +101,7 @@ def test_the_template_learns_from_a_trusted_match_by_the_logistic_weight():
 
 def test_a_bad_match_backtracks_to_where_the_feature_still_is():
     view, feat = _scene(4)
-    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)
+    tracker = FreeDragTracker(view, feat, HANDLE, radius=4, ratio=1.0)     # a first move of more than 0.5 px
     tracker(feat, HANDLE, TARGET)
     ahead = float(tracker.pos[0, 1])
     for _ in range(SUBSTEPS):
@@ -109,7 +109,7 @@ def test_a_bad_match_backtracks_to_where_the_feature_still_is():
     tracker(feat, HANDLE, TARGET)
     assert float(tracker.loss_end[0]) >= 0.5 * float(tracker.expected[0])
     pos = tracker.pos[0]
-    assert pos[0] == 12 and abs(float(pos[1]) - 6) < abs(ahead - 6) and abs(float(pos[1]) - 6) <= 0.31, \
+    assert ahead - 6 > 0.5 and pos[0] == 12 and abs(float(pos[1]) - 6) < abs(ahead - 6) and abs(float(pos[1]) - 6) <= 0.31, \
         "back on the line to the best match, the handle's unmoved feature"
 
 
@@ -140,7 +140,7 @@ def test_a_drag_on_the_bundled_model_arrives_with_its_handle_on_the_target():
     G = load_generator(str(BUNDLED))
     s = DragSession(G, seed=0, config=DragConfig(lr=4e-3, tracker="freedrag-ms"))
     s.set_points([(60, 70)], [(68, 70)])
-    results = list(s.run(max_steps=80, render_every=0))
+    results = list(s.run(max_steps=150, render_every=0))
     assert results[-1].end == "arrived" and results[-1].distances[0] <= 2
     assert len({r.handles[0] for r in results}) >= 3, "the handle moved in several bounded sub-motions"
 
