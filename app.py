@@ -63,7 +63,8 @@ CSS = """
 }
 """
 TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag"),
-                   ("Centroid (stays on the content)", "centroid")]
+                   ("Centroid (stays on the content)", "centroid"),
+                   ("FreeDrag (template supervision + line search)", "freedrag-ms")]
 IMAGE_HEIGHT = 512
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)

@@ -48,7 +48,7 @@ def _plain(obj) -> None:
 
 
 @pytest.mark.parametrize("mask, tracker", [(False, "official"), (True, "official"), (False, "freedrag"),
-                                           (False, "centroid")])
+                                           (False, "centroid"), (False, "freedrag-ms")])
 def test_snapshot_continues_a_drag_bit_for_bit(G: Generator, mask: bool, tracker: str) -> None:
     cfg = DragConfig(lr=5e-3, tracker=tracker)
     ref = DragSession(G, seed=2, config=cfg)

@@ -73,7 +73,7 @@ class DragConfig:
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
     windowed: bool = True             # StyleGAN2: compute the feature block only where the step reads it
-    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES (official, freedrag, centroid)
+    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES (official, freedrag, centroid, freedrag-ms)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -420,13 +420,17 @@ class DragSession:
             drag.points_rc = points
             self._handles = [(float(c), float(r)) for r, c in points.tolist()]
             distances = [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(self._handles, self._targets)]
-            done = all(d <= self.arrive_px for d in distances)
+            supervise = getattr(drag.tracker, "supervise", None)   # a tracker that replaces motion supervision
+            done = all(d <= self.arrive_px for d in distances) if supervise is None else bool(drag.tracker.settled)
             loss_motion = loss_mask = 0.0
             if not done:
-                plan = plan_motion(points, targets_rc, self.r1_px, self._grid)
-                assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
                 zero = feat.new_zeros([])
-                motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
+                if supervise is not None:
+                    motion = supervise(feat, origin)
+                else:
+                    plan = plan_motion(points, targets_rc, self.r1_px, self._grid)
+                    assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
+                    motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
                 fixed = zero
                 if mask_on:
                     rows = slice(fixed_box.r0 - fixed_origin[0], fixed_box.r1 - fixed_origin[0])

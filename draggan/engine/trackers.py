@@ -6,6 +6,9 @@ step with the current map, handles and targets; it returns the new integer (row,
 - "official": DragGAN's nearest-feature search in the r2 window (`tracking.track_points`), bit for bit.
 - "freedrag": FreeDrag-style adaptive template and bounded line search with backtracking
   (`robust_tracking.LineSearchTracker`).
+- "freedrag-ms": FreeDrag's actual method (`freedrag.FreeDragTracker`): no tracking search; the handle is a
+  line-searched next point and the tracker also supplies the motion-supervision loss (`supervise`) and the
+  arrival test (`settled`), which replace the session's own.
 - "centroid": the official search, read as the soft-argmin centre of the matching valley instead of its
   argmin (`centroid_tracking.CentroidTracker`): the handle stays on the content instead of running ahead on
   the feature smear that motion supervision leaves.
@@ -20,6 +23,7 @@ import torch
 
 from .centroid_tracking import CentroidTracker
 from .features import UpsampledView
+from .freedrag import FreeDragTracker
 from .robust_tracking import LineSearchTracker
 from .tracking import track_points
 
@@ -33,6 +37,9 @@ class Tracker(Protocol):
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Continue from `state()` of the same drag's tracker (bit for bit)."""
+
+    # Optional, for a method that replaces motion supervision (FreeDrag): `supervise(feat, origin) -> loss`
+    # is the step's motion loss instead of the official one, and `settled: bool` says the drag arrived.
 
 
 class OfficialTracker:
@@ -59,6 +66,8 @@ TRACKERS: dict[str, TrackerFactory] = {
     "freedrag": lambda view, ref, feat0, handles, radius, origin: LineSearchTracker(view, ref, feat0, handles,
                                                                                     radius, origin),
     "centroid": lambda view, ref, feat0, handles, radius, origin: CentroidTracker(view, ref, radius),
+    "freedrag-ms": lambda view, ref, feat0, handles, radius, origin: FreeDragTracker(view, feat0, handles, radius,
+                                                                                     origin),
 }
 TRACKER_NAMES = tuple(TRACKERS)
 

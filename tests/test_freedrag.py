@@ -1,0 +1,168 @@
+"""FreeDrag's feature dragging (`freedrag-ms`): the line search (bounded move on, stay, backtrack), the template
+update rule and the supervision loss on synthetic feature maps; the registry, a drag, and a recipe replay."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fixture_path
+from draggan import recipes
+from draggan.checkpoints import load_generator
+from draggan.checkpoints.builders import generator_from_persistent
+from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.engine import DragConfig, DragSession
+from draggan.engine.features import UpsampledView
+from draggan.engine.freedrag import SUBSTEPS, FreeDragTracker
+from draggan.engine.trackers import TRACKER_NAMES, make_tracker
+from draggan.recipes import CURRENT_MODEL, DragRecord, Recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = 24
+CHANNELS = 8
+HANDLE = torch.tensor([[12, 6]])
+TARGET = torch.tensor([[12.0, 18.0]], dtype=torch.float64)
+SG2 = fixture_path("stylegan2-tiny-64.pkl")
+BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "cartoon-faces-128"
+
+
+def _scene(seed: int = 0) -> tuple[UpsampledView, torch.Tensor]:
+    """A random [C, 24, 24] map read at its own size (no upsampling)."""
+    feat = torch.randn(CHANNELS, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    return UpsampledView.create((SIZE, SIZE), (SIZE, SIZE)), feat
+
+
+def _loss_at(tracker: FreeDragTracker, feat: torch.Tensor, point: torch.Tensor) -> float:
+    """ℓ: mean |F(point + O) − T| over the 3×3 patch (spacing 1 at radius 4) and the channels, by hand."""
+    total = 0.0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            y, x = float(point[0]) + dy, float(point[1]) + dx
+            y0, x0 = math.floor(y), math.floor(x)
+            fy, fx = y - y0, x - x0
+            value = ((1 - fy) * (1 - fx) * feat[:, y0, x0] + (1 - fy) * fx * feat[:, y0, x0 + 1]
+                     + fy * (1 - fx) * feat[:, y0 + 1, x0] + fy * fx * feat[:, y0 + 1, x0 + 1])
+            total += float((value - tracker.template[0, (dy + 1) * 3 + dx + 1]).abs().mean())
+    return total / 9
+
+
+def test_the_first_sub_motion_moves_a_bounded_step_along_the_line_to_the_expected_loss():
+    view, feat = _scene(1)
+    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)       # d = 3 px
+    assert torch.equal(tracker.template[0, 4], feat[:, 12, 6])    # T starts as the handle's patch
+    moved = tracker(feat, HANDLE, TARGET)
+    pos = tracker.pos[0]
+    assert pos[0] == 12 and 6 < pos[1] <= 9, "on the handle → target line, at most d = 3 px on"
+    assert moved.tolist() == [[12, round(float(pos[1]))]]
+    candidates = [torch.tensor([12.0, 6 + 0.3 * i]) for i in range(1, 11)]
+    gaps = [abs(_loss_at(tracker, feat, c) - float(tracker.expected[0])) for c in candidates]
+    assert float(pos[1]) == pytest.approx(6 + 0.3 * (1 + gaps.index(min(gaps))))
+
+
+def test_the_loss_pulls_the_next_points_features_to_the_template_and_ends_the_sub_motion():
+    view, feat = _scene(2)
+    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)
+    tracker(feat, HANDLE, TARGET)
+    live = feat.clone().requires_grad_(True)
+    loss = tracker.supervise(live)
+    assert float(loss.detach()) == pytest.approx(_loss_at(tracker, feat, tracker.pos[0]), rel=1e-5)
+    (grad,) = torch.autograd.grad(loss, [live])
+    assert grad.abs().sum() > 0 and float(tracker.loss_ini[0]) == pytest.approx(float(loss.detach()), rel=1e-6)
+    for _ in range(SUBSTEPS - 1):
+        assert tracker.substep != 0
+        tracker.supervise(feat)
+    assert tracker.substep == 0, "a sub-motion ends after SUBSTEPS steps"
+
+
+def test_the_template_learns_from_a_trusted_match_by_the_logistic_weight():
+    view, feat = _scene(3)
+    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)
+    tracker(feat, HANDLE, TARGET)
+    for _ in range(SUBSTEPS):
+        tracker.supervise(feat)
+    pos = tracker.pos[0].clone()
+    # the content followed exactly: the handle's patch now sits at pos (a whole-pixel shift of the map)
+    shift = round(float(pos[1])) - 6
+    followed = torch.roll(feat, shifts=shift, dims=2)
+    old = tracker.template.clone()
+    loss_end = _loss_at(tracker, followed, pos)
+    L = float(tracker.expected[0])
+    weight = 1 / (1 + math.exp(math.log(9) / (0.6 * L) * (loss_end - 0.2 * L)))
+    tracker(followed, HANDLE, TARGET)
+    assert float(tracker.loss_end[0]) == pytest.approx(loss_end, rel=1e-5)
+    patch = tracker._patch(followed, pos[None], (0, 0))
+    assert torch.allclose(tracker.template, weight * patch + (1 - weight) * old, atol=1e-6)
+
+
+def test_a_bad_match_backtracks_to_where_the_feature_still_is():
+    view, feat = _scene(4)
+    tracker = FreeDragTracker(view, feat, HANDLE, radius=4, ratio=1.0)     # a first move of more than 0.5 px
+    tracker(feat, HANDLE, TARGET)
+    ahead = float(tracker.pos[0, 1])
+    for _ in range(SUBSTEPS):
+        tracker.supervise(feat)         # the content did not move: ℓ stays high, never below ℓ_ini
+    tracker(feat, HANDLE, TARGET)
+    assert float(tracker.loss_end[0]) >= 0.5 * float(tracker.expected[0])
+    pos = tracker.pos[0]
+    assert ahead - 6 > 0.5 and pos[0] == 12 and abs(float(pos[1]) - 6) < abs(ahead - 6) and abs(float(pos[1]) - 6) <= 0.31, \
+        "back on the line to the best match, the handle's unmoved feature"
+
+
+def test_a_converging_sub_motion_stays():
+    view, feat = _scene(5)
+    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)
+    tracker(feat, HANDLE, TARGET)
+    for _ in range(SUBSTEPS):
+        tracker.supervise(feat)
+    tracker.loss_ini = torch.tensor([1e9], dtype=torch.float64)   # the loss went down since the sub-motion began
+    before = tracker.pos.clone()
+    tracker(feat, HANDLE, TARGET)
+    assert torch.equal(tracker.pos, before)
+
+
+def test_settings_are_validated_and_the_name_is_offered_everywhere():
+    view, feat = _scene(6)
+    with pytest.raises(ValueError):
+        FreeDragTracker(view, feat, HANDLE, radius=4, ratio=0)
+    assert "freedrag-ms" in TRACKER_NAMES and DragConfig(tracker="freedrag-ms").tracker == "freedrag-ms"
+    tracker = make_tracker("freedrag-ms", view, feat[:, 12, 6][None], feat, HANDLE, 4)
+    assert isinstance(tracker, FreeDragTracker) and set(tracker.state()) >= {"pos", "template", "counters"}
+    import app
+    assert [value for _, value in app.TRACKER_CHOICES] == list(TRACKER_NAMES)
+
+
+def test_a_drag_on_the_bundled_model_arrives_with_its_handle_on_the_target():
+    G = load_generator(str(BUNDLED))
+    s = DragSession(G, seed=0, config=DragConfig(lr=4e-3, tracker="freedrag-ms"))
+    s.set_points([(60, 70)], [(68, 70)])
+    results = list(s.run(max_steps=150, render_every=0))
+    assert results[-1].end == "arrived" and results[-1].distances[0] <= 2
+    assert len({r.handles[0] for r in results}) >= 3, "the handle moved in several bounded sub-motions"
+
+
+@pytest.fixture(scope="module")
+def G() -> torch.nn.Module:
+    return generator_from_persistent(read_network_pickle(SG2)["G_ema"]).requires_grad_(False)
+
+
+def test_a_recipe_records_it_and_replays_the_same_drag(G):
+    recipe = Recipe(model=CURRENT_MODEL, model_sha256=hashlib.sha256(SG2.read_bytes()).hexdigest(),
+                    model_label="tiny", seed=3, psi=0.6, space="w+", image_size=(64, 64),
+                    drags=[DragRecord(handles=[(10.0, 11.0)], targets=[(30.0, 21.5)], steps=8, lr=3e-3,
+                                      mask_lambda=5.0, tracker="freedrag-ms")])
+    loaded = recipes.load_recipe(recipe.to_json())
+    assert loaded.drags[0].tracker == "freedrag-ms"
+    replayed = recipes.replay(loaded, G).session
+    assert [d.tracker for d in replayed.snapshot().drags()] == ["freedrag-ms"]
+    direct = DragSession(G, seed=3, psi=0.6, config=DragConfig(lr=3e-3, space="w+", mask_lambda=5.0,
+                                                                tracker="freedrag-ms"))
+    direct.set_points([(10.0, 11.0)], [(30.0, 21.5)])
+    for _ in range(8):
+        direct.step()
+    assert torch.equal(replayed.ws, direct.ws) and replayed.handles == direct.handles
+    assert not torch.equal(replayed.ws, DragSession(G, seed=3, psi=0.6).ws), "the replay moved the latent"
