@@ -21,7 +21,7 @@ pairs, 5 points, W and W+, every tracker, ≤ 200 steps) takes about 10 minutes 
 `--full` adds the 1-point and all-point sets.
 
 Usage:
-  python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag,centroid|all] [--spaces w,w+] [--points 5]
+  python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag,centroid,freedrag-ms|all] [--spaces w,w+] [--points 5]
                                [--full] [--jobs N] [--json out.json] [--plot out.png] [--markdown]
   python -m bench.drag_quality --from-json a.json,b.json --markdown [--plot p.png]   # table of saved runs
 """
