@@ -7,8 +7,9 @@ For each size (random-weight StyleGAN2: the FFHQ-512 config of `bench.generator.
 the same config at 1024 as NVIDIA's stylegan2-ffhq-1024x1024.pkl), seed-0 latent at ψ = 0.7, W+, one
 handle (points scaled from 512):
 - unmasked, handle dragged across the diagonal (452 px, not reached in 100 steps, so no step is a cheap
-  arrived one): `--steps` bare `DragSession.step()` calls, then a fresh session's
-  `run(max_steps=steps, policy=RenderPolicy())` as the app calls it: wall time, images and their kinds,
+  arrived one): `--steps` bare `DragSession.step()` calls, then a fresh session that renders its start
+  image (as the app shows it before any drag) and `run(max_steps=steps, policy=RenderPolicy())` as the app
+  calls it (the first drag of the process: the preview's cost is not known yet): wall time, images and their kinds,
   the longest time the view went without a new image (from the run's start to its last image), one full
   render and one preview; ratio app/bare of the wall times.
 - quarter, handle 130 px from its target: a fixed region covering a quarter of the image (its top-left
