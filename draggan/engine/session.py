@@ -73,7 +73,7 @@ class DragConfig:
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
     windowed: bool = True             # StyleGAN2: compute the feature block only where the step reads it
-    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES (official, freedrag, centroid, freedrag-ms)
+    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -464,8 +464,10 @@ class DragSession:
         one, `image_kind` saying which; without one it is rendered in full every `render_every` steps. The
         last result always carries the exact full render (`image_kind` "full") and says why the run ended
         (`end`); a previewing policy yields that last step once before, with its preview, so that the view
-        shows where the drag ended without waiting for the exact render. A stop that arrives between steps yields one extra result repeating the last step, with the
-        image. The run's end is one history entry. Call run() again to resume (the drag state is kept).
+        shows where the drag ended without waiting for the exact render (unless that render's known cost
+        keeps the view within its age). A stop that arrives between steps yields one extra result repeating
+        the last step, with the image. The run's end is one history entry. Call run() again to resume (the
+        drag state is kept).
 
         `budget_s` bounds the run's wall time (a ZeroGPU grant): the run ends ("budget") before a step that
         would probably not finish within it, and records no history entry, so the next run continues the same
