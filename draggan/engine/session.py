@@ -485,8 +485,7 @@ class DragSession:
         started = time.perf_counter()
         schedule = None
         if policy is not None:
-            kind = "preview" if policy.preview and self.has_preview else "full"
-            schedule = policy.start(started, render_costs.cost(self.G.synthesis, kind))
+            schedule = policy.start(started, render_costs.cost(self.G.synthesis, self._view_kind(policy.preview)))
         last = None
         paused = False
         try:
@@ -507,9 +506,7 @@ class DragSession:
                     result.image, result.image_kind = self.render(), "full"
                 elif schedule is not None:
                     if schedule.step_done(time.perf_counter(), result.seconds):
-                        t0 = time.perf_counter()
-                        result.image, result.image_kind = self._render_view(policy.preview)
-                        schedule.rendered(time.perf_counter(), time.perf_counter() - t0)
+                        result.image, result.image_kind = self._scheduled_view(schedule, policy.preview)
                 elif render_every > 0 and (i + 1) % render_every == 0:
                     result.image, result.image_kind = self.render(), "full"
                 if final:
@@ -535,9 +532,7 @@ class DragSession:
         full_s = render_costs.cost(self.G.synthesis, "full")
         if full_s is not None and time.perf_counter() - schedule.view_time + full_s <= policy.max_age_s:
             return
-        t0 = time.perf_counter()
-        image, kind = self._render_view(True)
-        schedule.rendered(time.perf_counter(), time.perf_counter() - t0)
+        image, kind = self._scheduled_view(schedule, True)
         yield dataclasses.replace(result, image=image, image_kind=kind, end=None)
 
     def stop(self) -> None:
@@ -557,12 +552,23 @@ class DragSession:
         """Whether `render(preview=True)` is a preview cheaper than the full render on this device."""
         return direct_supported(self.G.synthesis, self.device)
 
+    def _view_kind(self, preview: bool) -> str:
+        """The kind of image `render(preview)` gives here: "preview" where this device has one, else "full"."""
+        return "preview" if preview and self.has_preview else "full"
+
+    def _scheduled_view(self, schedule: RenderSchedule, preview: bool) -> tuple[np.ndarray, str]:
+        """`_render_view`, its time told to the run's render `schedule`."""
+        t0 = time.perf_counter()
+        view = self._render_view(preview)
+        schedule.rendered(time.perf_counter(), time.perf_counter() - t0)
+        return view
+
     def _render_view(self, preview: bool) -> tuple[np.ndarray, str]:
         """The image of the current latent and its kind, "preview" or "full" (its time is recorded in
         render_costs.py)."""
         t0 = time.perf_counter()
         ws, synthesis = self.ws, self.G.synthesis
-        kind = "preview" if preview and self.has_preview else "full"
+        kind = self._view_kind(preview)
         if kind == "preview":
             img = render_preview(synthesis, ws, self.config.noise_mode)
         elif direct_supported(synthesis, self.device):
