@@ -1,31 +1,25 @@
 """The centroid tracker: the soft-argmin centre of the official search's matching valley, on synthetic feature
-maps where the answer is known; the registry, the app's choice, a recipe replay and a drag with it."""
+maps where the answer is known; the registry, the app's choice and a drag with it (recipe replay:
+tests/test_recipes.py, for every tracker)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import fixture_path
-from draggan import recipes
 from draggan.checkpoints import load_generator
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragConfig, DragSession
 from draggan.engine.centroid_tracking import CentroidTracker
 from draggan.engine.features import UpsampledView
 from draggan.engine.trackers import TRACKER_NAMES, make_tracker
 from draggan.engine.tracking import reference_features, track_points
-from draggan.recipes import CURRENT_MODEL, DragRecord, Recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE = 16
 CHANNELS = 8
-SG2 = fixture_path("stylegan2-tiny-64.pkl")
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "cartoon-faces-128"
 
 
@@ -113,10 +107,6 @@ def test_settings_are_validated_and_the_name_is_offered_everywhere():
     assert [value for _, value in app.TRACKER_CHOICES] == list(TRACKER_NAMES)
 
 
-@pytest.fixture(scope="module")
-def G() -> torch.nn.Module:
-    return generator_from_persistent(read_network_pickle(SG2)["G_ema"]).requires_grad_(False)
-
 
 def test_a_drag_on_the_bundled_model_moves_its_handle_to_the_target():
     """On a trained model (the bundled 128-px faces); the tiny random fixture's feature maps are too flat
@@ -127,20 +117,3 @@ def test_a_drag_on_the_bundled_model_moves_its_handle_to_the_target():
     results = list(s.run(max_steps=60, render_every=0))
     assert results[0].distances[0] == 8.0
     assert results[-1].distances[0] <= 3 and results[-1].handles[0][0] >= 65
-
-
-def test_a_recipe_records_it_and_replays_the_same_drag(G):
-    recipe = Recipe(model=CURRENT_MODEL, model_sha256=hashlib.sha256(SG2.read_bytes()).hexdigest(),
-                    model_label="tiny", seed=3, psi=0.6, space="w+", image_size=(64, 64),
-                    drags=[DragRecord(handles=[(10.0, 11.0)], targets=[(30.0, 21.5)], steps=6, lr=3e-3, mask_lambda=5.0,
-                                      tracker="centroid")])
-    loaded = recipes.load_recipe(recipe.to_json())
-    assert loaded.drags[0].tracker == "centroid"
-    replayed = recipes.replay(loaded, G).session
-    assert [d.tracker for d in replayed.snapshot().drags()] == ["centroid"]
-    direct = DragSession(G, seed=3, psi=0.6, config=DragConfig(lr=3e-3, space="w+", mask_lambda=5.0,
-                                                                tracker="centroid"))
-    direct.set_points([(10.0, 11.0)], [(30.0, 21.5)])
-    for _ in range(6):
-        direct.step()
-    assert torch.equal(replayed.ws, direct.ws) and replayed.handles == direct.handles

@@ -1,25 +1,19 @@
 """FreeDrag's feature dragging (`freedrag-ms`): the line search (bounded move on, stay, backtrack), the template
-update rule and the supervision loss on synthetic feature maps; the registry, a drag, and a recipe replay."""
+update rule and the supervision loss on synthetic feature maps; the registry and a drag (recipe replay: tests/test_recipes.py, for every tracker)."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import fixture_path
-from draggan import recipes
 from draggan.checkpoints import load_generator
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragConfig, DragSession
 from draggan.engine.features import UpsampledView
 from draggan.engine.freedrag import SUBSTEPS, FreeDragTracker
 from draggan.engine.trackers import TRACKER_NAMES, make_tracker
-from draggan.recipes import CURRENT_MODEL, DragRecord, Recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,7 +21,6 @@ SIZE = 24
 CHANNELS = 8
 HANDLE = torch.tensor([[12, 6]])
 TARGET = torch.tensor([[12.0, 18.0]], dtype=torch.float64)
-SG2 = fixture_path("stylegan2-tiny-64.pkl")
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "cartoon-faces-128"
 
 
@@ -79,12 +72,19 @@ def test_the_loss_pulls_the_next_points_features_to_the_template_and_ends_the_su
     assert tracker.substep == 0, "a sub-motion ends after SUBSTEPS steps"
 
 
-def test_the_template_learns_from_a_trusted_match_by_the_logistic_weight():
-    view, feat = _scene(3)
-    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)
+def _after_a_sub_motion(seed: int, **settings) -> tuple[torch.Tensor, FreeDragTracker]:
+    """A tracker that chose its first next point on `_scene(seed)` and was supervised for a whole sub-motion
+    on the same, unmoved map."""
+    view, feat = _scene(seed)
+    tracker = FreeDragTracker(view, feat, HANDLE, radius=4, **settings)
     tracker(feat, HANDLE, TARGET)
     for _ in range(SUBSTEPS):
         tracker.supervise(feat)
+    return feat, tracker
+
+
+def test_the_template_learns_from_a_trusted_match_by_the_logistic_weight():
+    feat, tracker = _after_a_sub_motion(3)
     pos = tracker.pos[0].clone()
     # the content followed exactly: the handle's patch now sits at pos (a whole-pixel shift of the map)
     shift = round(float(pos[1])) - 6
@@ -100,12 +100,9 @@ def test_the_template_learns_from_a_trusted_match_by_the_logistic_weight():
 
 
 def test_a_bad_match_backtracks_to_where_the_feature_still_is():
-    view, feat = _scene(4)
-    tracker = FreeDragTracker(view, feat, HANDLE, radius=4, ratio=1.0)     # a first move of more than 0.5 px
-    tracker(feat, HANDLE, TARGET)
-    ahead = float(tracker.pos[0, 1])
-    for _ in range(SUBSTEPS):
-        tracker.supervise(feat)         # the content did not move: ℓ stays high, never below ℓ_ini
+    # a first move of more than 0.5 px; the content did not move: ℓ stays high, never below ℓ_ini
+    feat, tracker = _after_a_sub_motion(4, ratio=1.0)
+    ahead = float(tracker.pos[0, 1])    # supervision leaves the next point where the sub-motion put it
     tracker(feat, HANDLE, TARGET)
     assert float(tracker.loss_end[0]) >= 0.5 * float(tracker.expected[0])
     pos = tracker.pos[0]
@@ -114,11 +111,7 @@ def test_a_bad_match_backtracks_to_where_the_feature_still_is():
 
 
 def test_a_converging_sub_motion_stays():
-    view, feat = _scene(5)
-    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)
-    tracker(feat, HANDLE, TARGET)
-    for _ in range(SUBSTEPS):
-        tracker.supervise(feat)
+    feat, tracker = _after_a_sub_motion(5)
     tracker.loss_ini = torch.tensor([1e9], dtype=torch.float64)   # the loss went down since the sub-motion began
     before = tracker.pos.clone()
     tracker(feat, HANDLE, TARGET)
@@ -143,26 +136,3 @@ def test_a_drag_on_the_bundled_model_arrives_with_its_handle_on_the_target():
     results = list(s.run(max_steps=150, render_every=0))
     assert results[-1].end == "arrived" and results[-1].distances[0] <= 2
     assert len({r.handles[0] for r in results}) >= 3, "the handle moved in several bounded sub-motions"
-
-
-@pytest.fixture(scope="module")
-def G() -> torch.nn.Module:
-    return generator_from_persistent(read_network_pickle(SG2)["G_ema"]).requires_grad_(False)
-
-
-def test_a_recipe_records_it_and_replays_the_same_drag(G):
-    recipe = Recipe(model=CURRENT_MODEL, model_sha256=hashlib.sha256(SG2.read_bytes()).hexdigest(),
-                    model_label="tiny", seed=3, psi=0.6, space="w+", image_size=(64, 64),
-                    drags=[DragRecord(handles=[(10.0, 11.0)], targets=[(30.0, 21.5)], steps=8, lr=3e-3,
-                                      mask_lambda=5.0, tracker="freedrag-ms")])
-    loaded = recipes.load_recipe(recipe.to_json())
-    assert loaded.drags[0].tracker == "freedrag-ms"
-    replayed = recipes.replay(loaded, G).session
-    assert [d.tracker for d in replayed.snapshot().drags()] == ["freedrag-ms"]
-    direct = DragSession(G, seed=3, psi=0.6, config=DragConfig(lr=3e-3, space="w+", mask_lambda=5.0,
-                                                                tracker="freedrag-ms"))
-    direct.set_points([(10.0, 11.0)], [(30.0, 21.5)])
-    for _ in range(8):
-        direct.step()
-    assert torch.equal(replayed.ws, direct.ws) and replayed.handles == direct.handles
-    assert not torch.equal(replayed.ws, DragSession(G, seed=3, psi=0.6).ws), "the replay moved the latent"

@@ -19,15 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-from draggan.ui.events import unchanged
 from draggan import recipes
 from draggan.checkpoints import cache, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragConfig, DragSession
+from draggan.engine.trackers import TRACKER_NAMES
 from draggan.recipes import CURRENT_MODEL, DragRecord, Recipe, RecipeError
 from draggan.engine import snapshot as snapshots
 from draggan.ui import handlers
+from draggan.ui.events import unchanged
 from draggan.ui.models import ModelRef
 
 from bench.recipe_refusals import nested_list, set_drag
@@ -368,6 +369,25 @@ def test_tracker_is_recorded_and_replayed(G):
     assert [d.tracker for d in drags] == ["freedrag", "official"], "each drag replays with its recorded tracker"
     again = recipes.replay(recipes.load_recipe(data), G).session
     assert torch.equal(again.ws, result.session.ws)
+
+
+@pytest.mark.parametrize("tracker", TRACKER_NAMES)
+def test_a_recipe_records_each_tracker_and_replays_the_same_drag(G, tracker):
+    recipe = Recipe(model=CURRENT_MODEL, model_sha256=SG2_SHA, model_label="tiny", seed=3, psi=0.6, space="w+",
+                    image_size=(64, 64),
+                    drags=[DragRecord(handles=[(10.0, 11.0)], targets=[(30.0, 21.5)], steps=8, lr=3e-3,
+                                      mask_lambda=5.0, tracker=tracker)])
+    loaded = recipes.load_recipe(recipe.to_json())
+    assert loaded.drags[0].tracker == tracker
+    replayed = recipes.replay(loaded, G).session
+    assert [d.tracker for d in replayed.snapshot().drags()] == [tracker]
+    direct = DragSession(G, seed=3, psi=0.6, config=DragConfig(lr=3e-3, space="w+", mask_lambda=5.0,
+                                                                tracker=tracker))
+    direct.set_points([(10.0, 11.0)], [(30.0, 21.5)])
+    for _ in range(8):
+        direct.step()
+    assert torch.equal(replayed.ws, direct.ws) and replayed.handles == direct.handles
+    assert not torch.equal(replayed.ws, DragSession(G, seed=3, psi=0.6).ws), "the replay moved the latent"
 
 
 def test_state_from_recipe_checks_the_source(G, tmp_path):

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from draggan.ui.events import unchanged
 from draggan import settings
 from draggan.errors import UserError
 from draggan.ui import handlers, memory, tempdir
+from draggan.ui.events import unchanged
 from draggan.ui.sessions import sweep
 from draggan.ui.threads import _cgroup_quota, thread_policy, usable_cores
 from draggan.ui.visitors import Visitors, client_address, visitor_keys

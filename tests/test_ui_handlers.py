@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from _app_server import app_panels, build_app
-from draggan.ui.events import unchanged
 from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers
 from draggan.ui.drawing import display_scale, from_display, render_overlay, to_display
+from draggan.ui.events import unchanged
 from draggan.ui.models import ModelRef
 from draggan.ui.handlers import UserError
 from draggan.ui.models import GeneratorCache, check_upload, extra_model_choices, shared_cache

@@ -19,13 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from draggan.ui.events import unchanged
 from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.inversion import align, losses
 from _app_server import app_panels
 from draggan.engine import snapshot as snapshots
 from draggan.ui import gpu, handlers, photo
 from draggan.ui.drawing import display_scale, to_display
+from draggan.ui.events import unchanged
 from draggan.ui.models import ModelRef
 from draggan.ui.handlers import UserError
 from draggan.ui.models import GeneratorCache, shared_cache
