@@ -16,11 +16,13 @@ FIXTURE_MODELS = {"Tiny StyleGAN2": DATA / "stylegan2-tiny-64.pkl", "Tiny StyleG
 
 
 @contextlib.contextmanager
-def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
-    """Yield (url, Studio) of a launched app; offline, CPU, fixture models only; closed afterwards."""
-    monkeypatch.setenv("DRAGGAN_EXTRA_MODELS", os.pathsep.join(f"{k}={v}" for k, v in FIXTURE_MODELS.items()))
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def launched_app(monkeypatch, env: dict[str, str] | None = None) -> Iterator[tuple[str, object]]:
+    """Yield (url, demo) of the app launched in-process on a free localhost port: offline, CPU, the fixture
+    models registered, then `env` (which may replace them); its reaper stopped and the app closed afterwards."""
+    variables = {"DRAGGAN_EXTRA_MODELS": os.pathsep.join(f"{k}={v}" for k, v in FIXTURE_MODELS.items()),
+                 "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import app
@@ -29,14 +31,21 @@ def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
     settings.reload()
     from draggan.ui.studio import Studio
 
-    studio = Studio(device="cpu", hub_online=False)
-    demo = app.build_demo(studio)
+    demo = app.build_demo(Studio(device="cpu", hub_online=False))
     port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/", studio
+        yield f"http://127.0.0.1:{port}/", demo
     finally:
+        demo.reaper.stop()
         demo.close()
+
+
+@contextlib.contextmanager
+def running_app(monkeypatch) -> Iterator[tuple[str, object]]:
+    """Yield (url, Studio) of `launched_app` with its default settings."""
+    with launched_app(monkeypatch) as (url, demo):
+        yield url, demo.panels.model.studio
 
 
 def build_app(monkeypatch, tmp_path: Path | None = None, extra_models: dict[str, Path] | None = None,

@@ -127,20 +127,24 @@ def test_default_flow_example_drag_without_errors(url, server_log, width, height
     assert not errors, errors
 
 
+def place_pair(page, handle: tuple[float, float], target: tuple[float, float]) -> str:
+    """Click a handle then a target at fractions (x, y) of the canvas, each time waiting for the redrawn image;
+    returns the image's src with the pair drawn."""
+    image = page.locator("#canvas img")
+    box = image.bounding_box()
+    for fx, fy in (handle, target):
+        before = image.get_attribute("src")
+        image.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
+        sync_api.expect(image).not_to_have_attribute("src", before, timeout=30_000)
+    sync_api.expect(page.locator("#stats")).to_contain_text("1 point pair(s)", timeout=30_000)
+    return image.get_attribute("src")
+
+
 def test_click_points_start_and_stop(page):
     image = page.locator("#canvas img")
     stats = page.locator("#stats")
-    start_src = image.get_attribute("src")
-    box = image.bounding_box()
-    assert box["width"] >= 256, "the 64 px model is shown upscaled"
-
-    image.click(position={"x": box["width"] * 0.30, "y": box["height"] * 0.30})
-    sync_api.expect(image).not_to_have_attribute("src", start_src, timeout=30_000)
-    handle_src = image.get_attribute("src")
-    image.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.45})
-    sync_api.expect(image).not_to_have_attribute("src", handle_src, timeout=30_000)
-    sync_api.expect(stats).to_contain_text("1 point pair(s)", timeout=30_000)
-    points_src = image.get_attribute("src")
+    assert image.bounding_box()["width"] >= 256, "the 64 px model is shown upscaled"
+    points_src = place_pair(page, (0.30, 0.30), (0.55, 0.45))
 
     page.get_by_role("button", name="Start").click()
     sync_api.expect(stats).to_contain_text("running", timeout=60_000)

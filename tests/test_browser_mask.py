@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_browser import open_app, server_log, sync_api, url  # noqa: F401  (fixtures: app server, server log)
+from test_browser import open_app, place_pair, server_log, sync_api, url  # noqa: F401  (fixtures: app server, server log)
 
 # Gradio's own debugging handle on the editor (`window.editor`): the image's size on screen, zoom included.
 EDITOR_IMAGE = ("(() => { const e = window.editor; if (!e) return null; const d = e.dimensions_value; "
@@ -32,16 +32,9 @@ def _paint_stroke(page) -> None:
 def test_paint_a_mask_without_console_errors(url, server_log, width, height):  # noqa: F811
     errors: list[str] = []
     with open_app(url, width, height, errors) as page:
-        image = page.locator("#canvas img")
+        box = page.locator("#canvas img").bounding_box()
         stats = page.locator("#stats")
-        box = image.bounding_box()
-        start_src = image.get_attribute("src")
-        image.click(position={"x": box["width"] * 0.35, "y": box["height"] * 0.40})
-        sync_api.expect(image).not_to_have_attribute("src", start_src, timeout=30_000)
-        handle_src = image.get_attribute("src")
-        image.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.45})
-        sync_api.expect(image).not_to_have_attribute("src", handle_src, timeout=30_000)
-        sync_api.expect(stats).to_contain_text("1 point pair(s)", timeout=30_000)
+        place_pair(page, (0.35, 0.40), (0.55, 0.45))
         sync_api.expect(stats).to_contain_text("no mask", timeout=30_000)
 
         page.get_by_role("tab", name="Mask").click()

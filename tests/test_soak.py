@@ -5,16 +5,13 @@ before the first visit. The long version with memory figures is `python -m bench
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from draggan import settings
+from _app_server import FIXTURE_MODELS, launched_app
 
-ROOT = Path(__file__).resolve().parents[1]
-SG2 = ROOT / "tests" / "data" / "stylegan2-tiny-64.pkl"
+SG2 = FIXTURE_MODELS["Tiny StyleGAN2"]
 CLIENTS, VISITS = 3, 2
 
 
@@ -30,28 +27,11 @@ def _wait_for(condition, timeout_s: float = 30.0) -> bool:
 @pytest.fixture()
 def launched(monkeypatch, tmp_path):
     temp = tmp_path / "app-tmp"
-    for name, value in {"DRAGGAN_EXTRA_MODELS": f"Tiny={SG2}", "DRAGGAN_TEMP_DIR": str(temp),
-                        "GRADIO_TEMP_DIR": str(temp / "gradio"), "DRAGGAN_CLOSED_SESSION_TTL_S": "0",
-                        "DRAGGAN_SESSION_TTL_S": "600", "DRAGGAN_FILE_TTL_S": "2", "DRAGGAN_CONCURRENCY": "3",
-                        "GRADIO_HEARTBEAT_INTERVAL": "0.25", "GRADIO_ANALYTICS_ENABLED": "False",
-                        "HF_HUB_OFFLINE": "1"}.items():
-        monkeypatch.setenv(name, value)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import app
-    from bench.soak import free_port
-    from draggan.ui.studio import Studio
-
-    settings.reload()
-    studio = Studio(device="cpu", hub_online=False)
-    demo = app.build_demo(studio)
-    port = free_port()
-    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", demo, studio, temp
-    finally:
-        demo.reaper.stop()
-        demo.close()
+    env = {"DRAGGAN_EXTRA_MODELS": f"Tiny={SG2}", "DRAGGAN_TEMP_DIR": str(temp), "GRADIO_TEMP_DIR": str(temp / "gradio"),
+           "DRAGGAN_CLOSED_SESSION_TTL_S": "0", "DRAGGAN_SESSION_TTL_S": "600", "DRAGGAN_FILE_TTL_S": "2",
+           "DRAGGAN_CONCURRENCY": "3", "GRADIO_HEARTBEAT_INTERVAL": "0.25"}
+    with launched_app(monkeypatch, env) as (url, demo):
+        yield url, demo, demo.panels.model.studio, temp
 
 
 def test_a_short_soak_leaves_no_sessions_and_no_files(launched) -> None:
