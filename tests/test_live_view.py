@@ -157,6 +157,20 @@ def test_previews_run_the_last_block_at_half_resolution_from_512_pixels(resoluti
     assert not np.array_equal(preview, to_uint8(render_preview(G.synthesis, s.ws, half_top=not half_top)))
 
 
+def test_previews_are_float32_where_bfloat16_convolutions_are_not_supported(monkeypatch):
+    from draggan.engine import preview
+
+    G = _small_generator(512)
+    ws = G.latent_from_seed(0, 0.7)
+    monkeypatch.setattr(preview, "_bf16_convolutions_supported", lambda: False)
+    assert preview.preview_dtype() == torch.float32
+    f32 = preview.render_preview(G.synthesis, ws)
+    assert torch.equal(f32, preview._render(G.synthesis, ws, "const", torch.float32, half_top=True))
+    assert not torch.equal(f32, preview._render(G.synthesis, ws, "const", torch.bfloat16, half_top=True))
+    monkeypatch.setattr(preview, "_bf16_convolutions_supported", lambda: True)
+    assert preview.preview_dtype() == torch.bfloat16
+
+
 @pytest.mark.parametrize("model", ["fixture", "bundled"])
 def test_the_direct_float32_render_is_the_synthesis_image(model):
     """The session's exact image on CPU (preview.render_direct in float32) equals `synthesis(ws)` up to float

@@ -33,8 +33,21 @@ import torch.nn.functional as F
 
 from ..networks.ops import bias_act, conv2d_resample, upsample2d
 
-PREVIEW_DTYPE = torch.bfloat16
 HALF_TOP_FROM = 512   # image resolution from which the preview runs its last block at half resolution
+
+
+def preview_dtype() -> torch.dtype:
+    """bfloat16 where oneDNN runs it natively or emulated on AVX-512 (PyTorch's own check), else float32:
+    elsewhere bfloat16 convolutions fall back to slow reference kernels and the preview would cost more
+    than the exact image (float32 previews keep the half-resolution last block, ~25 % cheaper at 512)."""
+    return torch.bfloat16 if _bf16_convolutions_supported() else torch.float32
+
+
+def _bf16_convolutions_supported() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def direct_supported(synthesis: torch.nn.Module, device: torch.device) -> bool:
@@ -74,11 +87,11 @@ def _torgb(torgb: torch.nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Te
 
 def render_preview(synthesis: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const",
                    half_top: bool | None = None) -> torch.Tensor:
-    """Preview image [1, C, H, W] float32 of ws [1, num_ws, w_dim]: the direct render in bfloat16, its last
-    block at half resolution when `half_top` (by default: from `HALF_TOP_FROM` pixels up)."""
+    """Preview image [1, C, H, W] float32 of ws [1, num_ws, w_dim]: the direct render in `preview_dtype()`,
+    its last block at half resolution when `half_top` (by default: from `HALF_TOP_FROM` pixels up)."""
     if half_top is None:
         half_top = synthesis.img_resolution >= HALF_TOP_FROM
-    return _render(synthesis, ws, noise_mode, PREVIEW_DTYPE, half_top)
+    return _render(synthesis, ws, noise_mode, preview_dtype(), half_top)
 
 
 def render_direct(synthesis: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const",
