@@ -12,7 +12,7 @@ import torch
 from draggan.checkpoints import load_generator
 from draggan.engine import DragConfig, DragSession
 from draggan.engine.features import UpsampledView
-from draggan.engine.freedrag import SUBSTEPS, FreeDragTracker
+from draggan.engine.freedrag import LR_SCALE, SUBSTEPS, FreeDragTracker
 from draggan.engine.trackers import TRACKER_NAMES, make_tracker
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,3 +136,24 @@ def test_a_drag_on_the_bundled_model_arrives_with_its_handle_on_the_target():
     results = list(s.run(max_steps=150, render_every=0))
     assert results[-1].end == "arrived" and results[-1].distances[0] <= 2
     assert len({r.handles[0] for r in results}) >= 3, "the handle moved in several bounded sub-motions"
+
+
+@pytest.mark.parametrize("tracker,scale", [("official", 1.0), ("freedrag-ms", LR_SCALE)])
+def test_freedrag_steps_are_lr_scale_times_the_drag_step_size_and_resume_so(tracker, scale):
+    """Adam's first step moves every latent entry with a gradient by the step size: 4× DragConfig.lr for
+    FreeDrag; the drag (and so its recipe) still records DragConfig.lr, and a resumed drag keeps the scale."""
+    G = load_generator(str(BUNDLED))
+    lr = 1e-3
+    s = DragSession(G, seed=0, config=DragConfig(lr=lr, tracker=tracker))
+    s.set_points([(60, 70)], [(68, 70)])
+    before = s.ws
+    s.step()
+    moved = (s.ws - before).abs()
+    assert moved.max().item() == pytest.approx(lr * scale, rel=1e-3)
+    snap = s.snapshot()
+    assert snap.drag.lr == lr
+    resumed = DragSession.from_snapshot(G, snap)
+    before = resumed.ws
+    resumed.step()
+    assert (resumed.ws - before).abs().max().item() <= lr * scale * 1.5
+    assert (resumed.ws - before).abs().max().item() > lr * scale * 0.5

@@ -31,12 +31,18 @@ those 9 × C values:
   largest loss is below threshold_l / 2.
 - The drag has arrived when every handle has (`settled`), which replaces the session's distance test.
 
-The handle the session shows and measures is round(p). The default ratio 0.25 was set on development pairs
-of the bundled 128-px model (bench/drag_quality.py --seed 0 --pairs 8 --points 5 --spaces w+, lr 4e-3;
-official: MD after 21% of before, 12% tracking failures): ratio 1 / 0.5 / 0.4 / 0.3 / 0.25 gave 34% / 20%
-(4 pairs) / 26% / 26% / 29% after, 45% / 15% / 18% / 12% / 2% failures; fewer steps per sub-motion (3, 2
-at ratio 0.25) moved on before the content followed (20%, 30% failures). A small L keeps the handle on
-its content but moves it slowly: most drags use all 200 steps.
+The handle the session shows and measures is round(p). Step size: the session's Adam step is `LR_SCALE` (4) ×
+DragConfig.lr for this method: a sub-motion waits for the content to match before it moves on, so the step size
+sets its speed, and at the official step size most drags used all 200 steps. Ratio 0.3 and the 4× step were
+chosen together on development pairs of the bundled 128-px model (`bench/drag_quality.py --seed 0 --pairs 10
+--points 5 --no-mirror`, lr 4e-3; official there: W+ MD after 21% of before, 14% tracking failures, W 33% / 4%):
+×2 step: ratio 0.25 W+ 22% / 6%, W 29% / 4%, ratio 0.4 W+ 15% / 6%, W 19% / 16%; ×4: ratio 0.25 W+ 18% / 2%, W
+22% / 0%, ratio 0.3 W+ 13% / 6%, W 18% / 6%, ratio 0.35 W+ 11% / 6%, W 13% / 12%, ratio 0.4 W+ 11% / 6%, W 12% /
+10%; ×8: ratio 0.25 W+ 19% / 2%, ratio 0.3 W+ 12% / 6%, W 13% / 4%. A larger ratio moves each sub-motion farther
+and loses more handles; the drift of the keypoints not dragged grows with how far the drag gets (8.4 px
+official, 9.4 at ×4 / 0.3, 9.8–10.3 at ×8). Earlier, at the plain step size (seeds 0–15, W+): ratio 1 / 0.5 /
+0.4 / 0.3 / 0.25 gave 34% / 20% / 26% / 26% / 29% after and 45% / 15% / 18% / 12% / 2% failures; fewer steps per
+sub-motion (3, 2) moved on before the content followed (20%, 30% failures).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import torch
 from .features import UpsampledView
 
 SUBSTEPS = 5       # FreeDrag's per-sub-motion iteration cap
+LR_SCALE = 4.0     # this method's Adam step size, in units of DragConfig.lr (module docstring)
 CANDIDATES = 10    # FreeDrag's points per line search
 
 
@@ -56,8 +63,10 @@ class FreeDragTracker:
     """FreeDrag's per-drag state for N handles: next points, templates, sub-motion bookkeeping (see module
     docstring). A tracker (its call returns the handles) that also supplies the motion-supervision loss."""
 
+    lr_scale = LR_SCALE
+
     def __init__(self, view: UpsampledView, feat0: torch.Tensor, handles_rc: torch.Tensor, radius: int,
-                 origin: tuple[int, int] = (0, 0), ratio: float = 0.25, max_move: float | None = None) -> None:
+                 origin: tuple[int, int] = (0, 0), ratio: float = 0.3, max_move: float | None = None) -> None:
         """feat0: the first step's block map (or window at origin); handles_rc: [N, 2] int64 start handles;
         radius: the official search radius r2 in pixels (sets d and the patch spacing)."""
         assert handles_rc.ndim == 2 and handles_rc.shape[1] == 2 and radius >= 1

@@ -415,6 +415,7 @@ class DragSession:
                                             origin)
                 if drag.tracker_state:
                     drag.tracker.load_state(drag.tracker_state)
+                drag.optimizer.param_groups[0]["lr"] = drag.lr * getattr(drag.tracker, "lr_scale", 1.0)
             targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
             points = drag.tracker(feat, handles_rc, targets_rc, origin).cpu()
             drag.points_rc = points

@@ -8,7 +8,7 @@ step with the current map, handles and targets; it returns the new integer (row,
   (`robust_tracking.LineSearchTracker`).
 - "freedrag-ms": FreeDrag's actual method (`freedrag.FreeDragTracker`): no tracking search; the handle is a
   line-searched next point and the tracker also supplies the motion-supervision loss (`supervise`) and the
-  arrival test (`settled`), which replace the session's own.
+  arrival test (`settled`), which replace the session's own, and takes 4× the drag's step size (`lr_scale`).
 - "centroid": the official search, read as the soft-argmin centre of the matching valley instead of its
   argmin (`centroid_tracking.CentroidTracker`): the handle stays on the content instead of running ahead on
   the feature smear that motion supervision leaves.
@@ -39,7 +39,8 @@ class Tracker(Protocol):
         """Continue from `state()` of the same drag's tracker (bit for bit)."""
 
     # Optional, for a method that replaces motion supervision (FreeDrag): `supervise(feat, origin) -> loss`
-    # is the step's motion loss instead of the official one, and `settled: bool` says the drag arrived.
+    # is the step's motion loss instead of the official one, `settled: bool` says the drag arrived, and
+    # `lr_scale: float` multiplies the drag's step size (DragConfig.lr, which recipes record, stays as set).
 
 
 class OfficialTracker:
