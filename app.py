@@ -165,11 +165,12 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", minimum=0.0, step=1.0)
                     p.max_steps = gr.Slider(1, 1000, value=DragConfig.max_steps, step=1, label="Max steps per drag")
                     p.tracker = gr.Dropdown(TRACKER_CHOICES, value=DragConfig.tracker, label="Point tracking",
-                                            info="Official: DragGAN's nearest-feature search (best measured). "
+                                            info="Official: DragGAN's nearest-feature search, exactly. "
                                                  "FreeDrag-style: an adaptive template and a bounded line search "
                                                  "toward the target. Centroid: the centre of the official search's "
-                                                 "best matches. FreeDrag: its template supervision — the rest of "
-                                                 "the image moves less, but drags take more steps.")
+                                                 "best matches. FreeDrag: pulls each handle's template along its "
+                                                 "line at 4× the step size — it ends closest and loses the fewest "
+                                                 "points on trained models, but moves the rest of the image more.")
                     p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
                                                label="Display interval: 0 = by time (a fresh view about every 2 s, "
                                                      "a cheap preview while dragging); k = every k steps")

@@ -71,6 +71,33 @@ def test_unfused_modconv_and_partial_synthesis_match_full_pass() -> None:
     assert [tuple(f.shape[1:]) for f in feats] == G.synthesis.feature_shapes()
 
 
+def test_demodulation_sums_are_cached_until_the_weight_changes_and_follow_its_gradient() -> None:
+    G = _load("stylegan2-tiny-64").eval().requires_grad_(False)
+    ws = torch.from_numpy(load_reference("stylegan2-tiny-64")["ws1_psi0.7"])
+    layer = G.synthesis.b8.conv1
+    fresh = layer.weight.square().sum(dim=[2, 3]).t()
+    assert torch.equal(layer.demodulation_sums(), fresh) and layer.demodulation_sums() is layer.demodulation_sums()
+    before = G.synthesis(ws, noise_mode="const", fused_modconv=False)
+    with torch.no_grad():
+        layer.weight[:, 0].mul_(3.0)     # an optimiser step or load_state_dict changes the weight in place
+    expected = fresh.clone()
+    expected[0] *= 9
+    assert torch.allclose(layer.demodulation_sums(), expected)
+    changed = G.synthesis(ws, noise_mode="const", fused_modconv=False)
+    assert (changed - G.synthesis(ws, noise_mode="const")).abs().max() <= TOL
+    assert (changed - before).abs().max() > 1e-3
+    key, sums = layer._demod_cache       # the unfused forward reads the cached sums
+    layer._demod_cache = (key, sums * 4)
+    assert (G.synthesis(ws, noise_mode="const", fused_modconv=False) - changed).abs().max() > 1e-3
+    layer._demod_cache = None
+    layer.weight.requires_grad_(True)   # training / pivotal tuning: the sums carry the weight's gradient
+    G.synthesis(ws, noise_mode="const", fused_modconv=False).square().mean().backward()
+    fused = layer.weight.grad.clone()
+    layer.weight.grad = None
+    G.synthesis(ws, noise_mode="const", fused_modconv=True).square().mean().backward()
+    assert torch.allclose(fused, layer.weight.grad, atol=1e-6, rtol=1e-4)
+
+
 def test_noise_modes() -> None:
     G = _load("stylegan2-tiny-64")
     ws = G.mapping(torch.randn(1, G.z_dim), None)

@@ -171,13 +171,15 @@ def modulated_conv2d(
     demodulate: bool = True,
     flip_weight: bool = True,
     fused_modconv: bool = True,
+    weight_sq: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """StyleGAN2 modulated convolution.
 
     `fused_modconv=True` builds per-sample weights and runs a grouped convolution (NVIDIA's inference path);
     `False` scales the input by the styles, runs one shared-weight convolution and demodulates the output.
     Both give the same numbers; the second makes backward produce style gradients without any per-sample
-    weight gradient, which is what the drag optimisation needs.
+    weight gradient, which is what the drag optimisation needs. `weight_sq`: Σ_k weight[o, i, k]² as [I, O]
+    for the unfused demodulation (the layer caches it; computed here when None).
     """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
@@ -185,6 +187,7 @@ def modulated_conv2d(
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        weight_sq = None
     w = None
     dcoefs = None
     if fused_modconv:
@@ -194,7 +197,9 @@ def modulated_conv2d(
             w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
     elif demodulate:
         # Σ_ik (s_i·w_oik)² = Σ_i s_i² · Σ_k w_oik²: no [N, O, I, k, k] tensor (nor its backward) is built.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        if weight_sq is None:
+            weight_sq = weight.square().sum(dim=[2, 3]).t()
+        dcoefs = (styles.square() @ weight_sq + 1e-8).rsqrt()
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
