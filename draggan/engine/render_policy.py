@@ -1,8 +1,8 @@
 """When to render the live view during a drag: driven by measured time, not by step count.
 
-A drag step and a render cost different, machine-dependent times (at 512 on one CPU thread ~0.11 s per step,
-~0.75 s per exact render, ~0.28 s per preview), so "render every k steps" is either stale or slow somewhere. `RenderPolicy` keeps
-two promises instead, decided after every step from the times measured so far:
+A drag step and a render cost different, machine-dependent times (at 512 on one CPU thread ~0.1 s per step,
+~0.75 s per exact render, ~0.28 s per preview), so "render every k steps" is either stale or slow somewhere.
+`RenderPolicy` keeps two promises instead, decided after every step from the times measured so far:
 
 - freshness: the view is never older than `max_age_s` — render now when waiting one more step and then
   rendering (their times estimated from the last ones) would deliver the next view later than that;
