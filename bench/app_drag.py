@@ -1,6 +1,6 @@
 """A drag timed as the app runs it (steps + previews/renders under the render policy) beside the bare steps.
 
-Usage: python -m bench.app_drag [--steps 100] [--warmup 1] [--threads 1] [--sizes 512,1024]
+Usage: python -m bench.app_drag [--steps 100] [--warmup 1] [--repeats 3] [--threads 1] [--sizes 512,1024]
                                 [--cases unmasked,quarter,painted] [--mask-steps 5] [--device cpu]
 
 For each size (random-weight StyleGAN2: the FFHQ-512 config of `bench.generator.ffhq512_generator`, and
@@ -11,7 +11,8 @@ handle (points scaled from 512):
   image (as the app shows it before any drag) and `run(max_steps=steps, policy=RenderPolicy())` as the app
   calls it (the first drag of the process: the preview's cost is not known yet): wall time, images and their kinds,
   the longest time the view went without a new image (from the run's start to its last image), one full
-  render and one preview; ratio app/bare of the wall times.
+  render and one preview; ratio app/bare of the wall times. Bare steps and app drag are timed in turns
+  `--repeats` times and the median ratio is reported (a shared machine's speed drifts between the two).
 - quarter, handle 130 px from its target: a fixed region covering a quarter of the image (its top-left
   quadrant, the handle at its corner); `--mask-steps` steps, beside as many unmasked steps.
 - painted: a painted flexible area (a disk around handle and target, 3/8 of the height across), fixed =
@@ -117,34 +118,39 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
     print(f"--- {size}x{size}: threads={torch.get_num_threads()} device=cpu")
     ratio = None
     if "unmasked" in args.cases:
-        bare, bare_cpu = _step_times(_session(G, ws0, size, far=True), args.steps, args.warmup)
-        session = _session(G, ws0, size, far=True)
-        _step_times(session, 0, args.warmup)
-        session.render()     # the app shows the start image before a drag (so that render's cost is known)
-        t0, c0 = time.perf_counter(), time.process_time()
-        image_times, kinds = [], []
-        for result in session.run(max_steps=args.steps, policy=RenderPolicy()):
-            last = result
-            if result.image is not None:
-                image_times.append(time.perf_counter())
-                kinds.append(result.image_kind)
-        app, app_cpu = time.perf_counter() - t0, time.process_time() - c0
-        gaps = np.diff([t0] + image_times)
-        c1 = time.process_time()
-        session.render()
-        full_cpu = time.process_time() - c1
-        c1 = time.process_time()
-        session.render(preview=True)
-        preview_cpu = time.process_time() - c1
-        ratio = app / sum(bare)
-        print(f"bare step: median {statistics.median(bare):.3f} s (CPU {statistics.median(bare_cpu):.3f} s), "
-              f"{args.steps} steps {sum(bare):.1f} s (CPU {sum(bare_cpu):.1f} s)")
-        print(f"app drag ({last.step} steps{', arrived' if last.done else ''}, RenderPolicy()): "
-              f"{app:.1f} s (CPU {app_cpu:.1f} s), "
-              f"{kinds.count('preview')} previews + {kinds.count('full')} full renders, "
-              f"longest view gap {gaps.max():.2f} s; one full render CPU {full_cpu:.2f} s, "
-              f"one preview CPU {preview_cpu:.2f} s")
-        print(f"{size} app/bare {ratio:.2f} (CPU {app_cpu / sum(bare_cpu):.2f})")
+        ratios = []
+        for repeat in range(args.repeats):
+            bare, bare_cpu = _step_times(_session(G, ws0, size, far=True), args.steps, args.warmup)
+            session = _session(G, ws0, size, far=True)
+            _step_times(session, 0, args.warmup)
+            session.render()     # the app shows the start image before a drag (so that render's cost is known)
+            t0, c0 = time.perf_counter(), time.process_time()
+            image_times, kinds = [], []
+            for result in session.run(max_steps=args.steps, policy=RenderPolicy()):
+                last = result
+                if result.image is not None:
+                    image_times.append(time.perf_counter())
+                    kinds.append(result.image_kind)
+            app, app_cpu = time.perf_counter() - t0, time.process_time() - c0
+            gaps = np.diff([t0] + image_times)
+            c1 = time.process_time()
+            session.render()
+            full_cpu = time.process_time() - c1
+            c1 = time.process_time()
+            session.render(preview=True)
+            preview_cpu = time.process_time() - c1
+            ratios.append(app / sum(bare))
+            print(f"[{repeat + 1}/{args.repeats}] bare step: median {statistics.median(bare):.3f} s "
+                  f"(CPU {statistics.median(bare_cpu):.3f} s), {args.steps} steps {sum(bare):.1f} s "
+                  f"(CPU {sum(bare_cpu):.1f} s)")
+            print(f"  app drag ({last.step} steps{', arrived' if last.done else ''}, RenderPolicy()): "
+                  f"{app:.1f} s (CPU {app_cpu:.1f} s), "
+                  f"{kinds.count('preview')} previews + {kinds.count('full')} full renders, "
+                  f"longest view gap {gaps.max():.2f} s; one full render CPU {full_cpu:.2f} s, "
+                  f"one preview CPU {preview_cpu:.2f} s; app/bare {ratios[-1]:.2f} "
+                  f"(CPU {app_cpu / sum(bare_cpu):.2f})")
+        ratio = statistics.median(ratios)
+        print(f"{size} app/bare {ratio:.2f} (median of {args.repeats}: {', '.join(f'{r:.2f}' for r in ratios)})")
     if {"quarter", "painted"} & set(args.cases):
         sessions = {"unmasked": _session(G, ws0, size)}
         for name, mask in masks(size).items():
@@ -168,15 +174,16 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
     return ratio
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--mask-steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="unmasked: bare steps and app drag, in turns")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", default="512,1024")
     parser.add_argument("--cases", default="unmasked,quarter,painted")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.cases = args.cases.split(",")
     torch.set_num_threads(args.threads)
     ratios = {size: run_size(size, args) for size in (int(s) for s in args.sizes.split(","))}

@@ -371,3 +371,20 @@ def test_a_fixed_region_far_from_the_handle_is_computed_as_its_own_window():
     fixed = (*view.block_rows(88, 127), *view.block_cols(88, 127))
     assert len(boxes) == 6 and [(b.r0, b.r1, b.c0, b.c1) for b in boxes[1::2]] == [fixed] * 3
     assert all(b.r1 <= fixed[0] for b in boxes[0::2]), "the handles' window stays apart"
+
+
+def test_the_app_drag_bench_times_steps_renders_and_prints_the_ratio_last(capsys, monkeypatch):
+    """bench.app_drag end to end on a small 512-px network: per repeat the app drag shows previews and the
+    exact image, and the last line is the 512 unmasked ratio (the median of the repeats)."""
+    import re
+
+    from bench import app_drag
+
+    monkeypatch.setattr(app_drag, "generator", lambda size: _small_generator(size))
+    app_drag.main(["--steps", "4", "--repeats", "2", "--sizes", "512", "--cases", "unmasked", "--threads", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    ratios = [float(m.group(1)) for line in lines if (m := re.search(r"; app/bare ([\d.]+)", line))]
+    assert len(ratios) == 2 and all(r > 0 for r in ratios)
+    assert re.search(r"full render", lines[2]) and "1 full renders" in lines[2]
+    assert re.fullmatch(r"app/bare ratio [\d.]+", lines[-1])
+    assert float(lines[-1].split()[-1]) == pytest.approx(sorted(ratios)[0] / 2 + sorted(ratios)[1] / 2, abs=0.01)
