@@ -101,8 +101,8 @@ class SynthesisLayer(torch.nn.Module):
         cached while the weight keeps its storage and version and needs no gradient: every drag step would
         otherwise recompute it for every layer (~18 % of a 512 step on CPU)."""
         weight = self.weight
-        if weight.requires_grad and torch.is_grad_enabled():
-            return weight.square().sum(dim=[2, 3]).t()
+        if (weight.requires_grad and torch.is_grad_enabled()) or weight.is_inference():
+            return weight.square().sum(dim=[2, 3]).t()   # (inference tensors keep no version to key on)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         cached = self._demod_cache
         if cached is None or cached[0] != key:
