@@ -22,7 +22,9 @@ so a change in the machine's speed (other processes) hits all alike. They print 
 and the ratio of process-CPU seconds to the unmasked step's (with one thread CPU seconds are the work done,
 robust to other processes on a shared machine), and painted/whole-map. The app's own
 image encoding and transfer are not included. The last line printed is `app/bare ratio R` for the
-512 unmasked case (when it ran). Not a test: numbers depend on the machine and on whatever else runs on it.
+512 unmasked case (when it ran). With `--device cuda` the same runs happen on the GPU (the session
+renders with `synthesis(ws)` there, no preview); then read the wall times: the CPU columns are the host's.
+Not a test: numbers depend on the machine and on whatever else runs on it.
 """
 
 from __future__ import annotations
@@ -111,11 +113,12 @@ def masks(size: int) -> dict[str, np.ndarray]:
 
 def run_size(size: int, args: argparse.Namespace) -> float | None:
     """Print this size's numbers; return its app/bare ratio (None when the unmasked case did not run)."""
-    G = generator(size)
+    device = torch.device(args.device)
+    G = generator(size).to(device)
     with torch.no_grad():
-        z = torch.from_numpy(np.random.RandomState(0).randn(1, G.z_dim))
+        z = torch.from_numpy(np.random.RandomState(0).randn(1, G.z_dim)).to(device)
         ws0 = G.mapping(z, None, truncation_psi=0.7)
-    print(f"--- {size}x{size}: threads={torch.get_num_threads()} device=cpu")
+    print(f"--- {size}x{size}: threads={torch.get_num_threads()} device={device}")
     ratio = None
     if "unmasked" in args.cases:
         ratios = []
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", default="512,1024")
     parser.add_argument("--cases", default="unmasked,quarter,painted")
+    parser.add_argument("--device", default="cpu", help="where the generator and the drag run (cpu, cuda)")
     args = parser.parse_args(argv)
     args.cases = args.cases.split(",")
     torch.set_num_threads(args.threads)
