@@ -14,7 +14,7 @@ accumulated in float32.
   From 512 pixels up (`HALF_TOP_FROM`) the preview also runs the last block at half resolution — the same
   layers and ToRGB on the previous block's grid (its up-sampling convolution as the plain 3×3 convolution
   with the same, flipped kernel; noise subsampled) — and FIR-upsamples the image: 0.28 s at 512 instead
-  of 0.38–0.44, PSNR 44–46 dB on random weights (an exact image average-pooled 2× and upsampled scores
+  of 0.38–0.44, PSNR 43–46 dB on random weights (an exact image average-pooled 2× and upsampled scores
   ~48), so that a view every ~2 s costs at most ~15 % of a drag. Below 512 the full-resolution preview is
   kept: the renders are cheap there and the last block carries more of the image (the cartoon model
   at 128: 32 dB with a half-resolution last block). Measured and rejected: CPU autocast of the whole

@@ -31,7 +31,7 @@ class RenderPolicy:
     """Render at most `share` of the wall time, and never leave the view older than `max_age_s` seconds
     while rendering stays within `max_share` of it."""
 
-    share: float = 0.15   # with the exact closing render (~6 % of a 100-step drag at 512 on CPU) ≤ 1.3× the steps
+    share: float = 0.15   # + the exact closing render (~9 % of a 100-step drag at 512 on CPU): ≤ 1.3× the steps
     max_age_s: float = 2.0
     preview: bool = True
     max_share: float = 0.35
