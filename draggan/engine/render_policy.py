@@ -15,7 +15,9 @@ and freshness alone would spend most of the drag rendering; there the view ages 
 (the render cost and budget are counted in the same way as for `share`). Estimates are
 exponential moving averages (weight 0.5) of the measured step and render seconds; a run may start knowing
 the render cost (render_costs.py keeps the last ones); when it is unknown it is counted as zero, so the first
-step is followed by a render, which measures it.
+step is followed by a render, which measures it. That measuring render is not counted against the shares:
+it happens once per network and process, and counted at the run's start it would use up `max_share` early
+and hold the next view back past `max_age_s` (2.3 s at 1024 on CPU).
 `preview=True` asks for the cheap preview image during the drag (see `preview.py`); the final image of a
 run is always the exact full render. Times are plain floats (seconds on any monotonic clock), so the
 decisions are pure functions of the numbers fed in and testable with a fake clock.
@@ -78,6 +80,7 @@ class RenderSchedule:
 
     def rendered(self, now: float, seconds: float) -> None:
         """Record a render of `seconds` that ended at `now` (the view is fresh again)."""
+        if self.render_s is not None:        # (the first, measuring render is not counted: module docstring)
+            self.rendered_s += max(seconds, 0.0)
         self.render_s = self._average(self.render_s, max(seconds, 0.0))
-        self.rendered_s += max(seconds, 0.0)
         self.view_time = now
