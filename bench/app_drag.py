@@ -42,16 +42,10 @@ from draggan.networks.stylegan2 import Generator
 
 
 def generator(size: int) -> Generator:
-    """Random-weight FFHQ config at 512 or 1024 (1024: NVIDIA's stylegan2-ffhq-1024x1024.pkl config), in eval
-    mode without gradients as the app loads every model (in training mode the full render is unfused, ~40 %
-    slower, and would not be the app's)."""
-    if size == 512:
-        G = ffhq512_generator()
-    else:
-        G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=size, img_channels=3,
-                      mapping_kwargs=dict(num_layers=8),
-                      synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256))
-    return G.eval().requires_grad_(False)
+    """Random-weight FFHQ config at 512 or 1024 (`bench.generator.ffhq512_generator`), in eval mode without
+    gradients as the app loads every model (in training mode the full render is unfused, ~40 % slower, and
+    would not be the app's)."""
+    return ffhq512_generator(size).eval().requires_grad_(False)
 
 
 def _points(size: int, far: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -1,10 +1,11 @@
 """Seconds per drag step (one handle) and peak memory: our engine vs. the official DragGAN step.
 
 Usage: python -m bench.drag_step [--steps 5] [--warmup 1] [--device cpu|cuda] [--threads N]
-                                 [--variant both|ours|official]
+                                 [--variant both|ours|official] [--size 512|1024]
 
-Both variants run on the same random-weight FFHQ-512-config StyleGAN2 (`bench.generator.ffhq512_generator`),
-seed-0 latent at ψ = 0.7, W+ space, one handle with a far target (so no step stops early).
+Both variants run on the same random-weight FFHQ-512-config StyleGAN2 (`bench.generator.ffhq512_generator`;
+`--size 1024`: the FFHQ-1024 config), seed-0 latent at ψ = 0.7, W+ space, one handle with a far target (so
+no step stops early; points scaled from 512).
 - ours: `draggan.engine.DragSession.step()`.
 - official: an in-file re-implementation of `viz/renderer.py::_render_drag_impl` as the official app runs
   it: full synthesis with fused modulated convolutions (its networks' `fused_modconv_default`) and
@@ -110,12 +111,13 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_variant(variant: str, steps: int, warmup: int, device: torch.device) -> dict:
+def run_variant(variant: str, steps: int, warmup: int, device: torch.device, size: int = 512) -> dict:
     """Time `steps` steps (after `warmup`) of one variant; returns its numbers."""
-    G = ffhq512_generator().eval().to(device)
+    G = ffhq512_generator(size).eval().to(device)
     with torch.no_grad():
         ws0 = G.latent_from_seed(0, psi=0.7)
-    handle, target = (256, 200), (256, 330)  # (x, y): 130 px away, never reached in a few steps
+    s = size // 512
+    handle, target = (256 * s, 200 * s), (256 * s, 330 * s)  # (x, y): 130 px away at 512, never reached soon
     if variant == "ours":
         session = DragSession(G.requires_grad_(False), w=ws0, config=DragConfig(space="w+"))
         session.set_points([handle], [target])
@@ -139,7 +141,7 @@ def run_variant(variant: str, steps: int, warmup: int, device: torch.device) -> 
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
     peak = _peak_bytes(device)
-    return dict(variant=variant, device=str(device), threads=torch.get_num_threads(), steps=steps,
+    return dict(variant=variant, device=str(device), size=size, threads=torch.get_num_threads(), steps=steps,
                 seconds=times, median_s=statistics.median(times), median_cpu_s=statistics.median(cpu_times),
                 peak_bytes=peak, peak_growth_bytes=peak - base)
 
@@ -152,12 +154,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--variant", choices=("both", "ours", "official"), default="both")
     parser.add_argument("--json", action="store_true", help="print one JSON line (used for subprocesses)")
+    parser.add_argument("--size", type=int, choices=(512, 1024), default=512, help="image resolution")
     args = parser.parse_args()
     if args.variant == "both":
         results = []
         for variant in ("official", "ours"):
             cmd = [sys.executable, "-m", "bench.drag_step", "--variant", variant, "--json",
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+                   "--size", str(args.size)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -165,14 +169,14 @@ def main() -> None:
     else:
         if args.threads:
             torch.set_num_threads(args.threads)
-        result = run_variant(args.variant, args.steps, args.warmup, torch.device(args.device))
+        result = run_variant(args.variant, args.steps, args.warmup, torch.device(args.device), args.size)
         if args.json:
             print(json.dumps(result))
             return
         results = [result]
     memory = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "ru_maxrss growth"
     for r in results:
-        print(f"{r['variant']:>8}: device={r['device']} threads={r['threads']} steps={r['steps']} "
+        print(f"{r['variant']:>8}: {r['size']}px device={r['device']} threads={r['threads']} steps={r['steps']} "
               f"median {r['median_s']:.3f} s/step (all: {' '.join(f'{t:.2f}' for t in r['seconds'])}; "
               f"median process CPU {r['median_cpu_s']:.3f} s/step); "
               f"peak {r['peak_bytes'] / 2**20:.0f} MiB, {memory} {r['peak_growth_bytes'] / 2**20:.0f} MiB")
