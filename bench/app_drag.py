@@ -66,20 +66,8 @@ def _session(G: Generator, ws0: torch.Tensor, size: int, mask: np.ndarray | None
     return session
 
 
-def _step_times(session: DragSession, steps: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Wall and process-CPU seconds of each of `steps` steps after `warmup` ones."""
-    times, cpu = [], []
-    for i in range(warmup + steps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        session.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-    return times, cpu
-
-
-def _interleaved_times(sessions: dict[str, DragSession], steps: int, warmup: int
-                       ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+def _step_times(sessions: dict[str, DragSession], steps: int, warmup: int
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall and process-CPU seconds of `steps` steps of every session, taken in turns (one step each per
     round, after `warmup` rounds) so that a drift in the machine's speed hits every case alike."""
     wall = {name: [] for name in sessions}
@@ -117,9 +105,10 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
     if "unmasked" in args.cases:
         ratios = []
         for repeat in range(args.repeats):
-            bare, bare_cpu = _step_times(_session(G, ws0, size, far=True), args.steps, args.warmup)
+            wall, cpu = _step_times({"bare": _session(G, ws0, size, far=True)}, args.steps, args.warmup)
+            bare, bare_cpu = wall["bare"], cpu["bare"]
             session = _session(G, ws0, size, far=True)
-            _step_times(session, 0, args.warmup)
+            _step_times({"app": session}, 0, args.warmup)
             session.render()     # the app shows the start image before a drag (so that render's cost is known)
             t0, c0 = time.perf_counter(), time.process_time()
             image_times, kinds = [], []
@@ -155,7 +144,7 @@ def run_size(size: int, args: argparse.Namespace) -> float | None:
                 sessions[name] = _session(G, ws0, size, mask)
         if "painted" in args.cases:
             sessions["whole"] = _session(G, ws0, size, windowed=False)
-        wall, cpu = _interleaved_times(sessions, args.mask_steps, args.warmup)
+        wall, cpu = _step_times(sessions, args.mask_steps, args.warmup)
         unmasked = statistics.median(cpu["unmasked"])
         for name, mask in masks(size).items():
             if name in sessions:
