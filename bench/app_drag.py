@@ -3,7 +3,7 @@
 Usage: python -m bench.app_drag [--steps 100] [--warmup 1] [--repeats 3] [--threads 1] [--sizes 512,1024]
                                 [--cases unmasked,quarter,painted] [--mask-steps 5] [--device cpu]
 
-For each size (random-weight StyleGAN2: the FFHQ-512 config of `bench.generator.ffhq512_generator`, and
+For each size (random-weight StyleGAN2: the FFHQ-512 config of `bench.generator.ffhq_generator`, and
 the same config at 1024 as NVIDIA's stylegan2-ffhq-1024x1024.pkl), seed-0 latent at ψ = 0.7, W+, one
 handle (points scaled from 512):
 - unmasked, handle dragged across the diagonal (452 px, not reached in 100 steps, so no step is a cheap
@@ -36,16 +36,16 @@ import time
 import numpy as np
 import torch
 
-from bench.generator import ffhq512_generator
+from bench.generator import ffhq_generator
 from draggan.engine import DragConfig, DragSession, RenderPolicy
 from draggan.networks.stylegan2 import Generator
 
 
 def generator(size: int) -> Generator:
-    """Random-weight FFHQ config at 512 or 1024 (`bench.generator.ffhq512_generator`), in eval mode without
+    """Random-weight FFHQ config at 512 or 1024 (`bench.generator.ffhq_generator`), in eval mode without
     gradients as the app loads every model (in training mode the full render is unfused, ~40 % slower, and
     would not be the app's)."""
-    return ffhq512_generator(size).eval().requires_grad_(False)
+    return ffhq_generator(size).eval().requires_grad_(False)
 
 
 def _points(size: int, far: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:

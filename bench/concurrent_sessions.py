@@ -28,8 +28,8 @@ import torch
 
 def _generator(model: str, device: str) -> torch.nn.Module:
     if model == "ffhq512":
-        from bench.generator import ffhq512_generator
-        return ffhq512_generator().eval().requires_grad_(False).to(device)
+        from bench.generator import ffhq_generator
+        return ffhq_generator().eval().requires_grad_(False).to(device)
     from draggan.checkpoints import load_generator
     return load_generator(model, device=device)
 

@@ -20,18 +20,15 @@ from pathlib import Path
 
 import torch
 
+from bench.generator import ffhq_generator
 from bench.nvidia_format import write_nvidia_pickle
 from bench.soak import rss_mb
 from draggan.checkpoints.sandbox import SandboxLimits, convert_report
 from draggan.networks.stylegan2 import Generator
 
 
-def ffhq_generator(resolution: int) -> Generator:
-    """Random-weight generator with the config of NVIDIA's stylegan2-ffhq-{res} pickles."""
-    return Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
-                     mapping_kwargs=dict(num_layers=8),
-                     synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4,
-                                           conv_clamp=256)).eval().requires_grad_(False)
+def _generator(resolution: int) -> Generator:
+    return ffhq_generator(resolution).eval().requires_grad_(False)
 
 
 def main() -> None:
@@ -44,8 +41,8 @@ def main() -> None:
         if not pkl.is_file():
             t = time.perf_counter()
             torch.manual_seed(0)
-            write_nvidia_pickle(pkl, ffhq_generator(args.resolution), G=ffhq_generator(args.resolution),
-                                D=ffhq_generator(args.resolution))
+            write_nvidia_pickle(pkl, _generator(args.resolution), G=_generator(args.resolution),
+                                D=_generator(args.resolution))
             print(f"wrote {pkl.name}: {pkl.stat().st_size / 2**20:.0f} MB in {time.perf_counter() - t:.1f} s")
         os.environ["DRAGGAN_CACHE"] = str(Path(tmp) / "cache")
         limits = SandboxLimits.from_env()

@@ -3,7 +3,7 @@
 Usage: python -m bench.drag_step [--steps 5] [--warmup 1] [--device cpu|cuda] [--threads N]
                                  [--variant both|ours|official] [--size 512|1024]
 
-Both variants run on the same random-weight FFHQ-512-config StyleGAN2 (`bench.generator.ffhq512_generator`;
+Both variants run on the same random-weight FFHQ-512-config StyleGAN2 (`bench.generator.ffhq_generator`;
 `--size 1024`: the FFHQ-1024 config), seed-0 latent at ψ = 0.7, W+ space, one handle with a far target (so
 no step stops early; points scaled from 512).
 - ours: `draggan.engine.DragSession.step()`.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.generator import ffhq512_generator
+from bench.generator import ffhq_generator
 from draggan.engine import DragConfig, DragSession
 
 
@@ -113,7 +113,7 @@ def _peak_bytes(device: torch.device) -> int:
 
 def run_variant(variant: str, steps: int, warmup: int, device: torch.device, size: int = 512) -> dict:
     """Time `steps` steps (after `warmup`) of one variant; returns its numbers."""
-    G = ffhq512_generator(size).eval().to(device)
+    G = ffhq_generator(size).eval().to(device)
     with torch.no_grad():
         ws0 = G.latent_from_seed(0, psi=0.7)
     s = size // 512

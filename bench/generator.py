@@ -16,10 +16,9 @@ import torch
 from draggan.networks.stylegan2 import Generator
 
 
-def ffhq512_generator(resolution: int = 512) -> Generator:
+def ffhq_generator(resolution: int = 512) -> Generator:
     """Random-weight generator with the config of NVIDIA's stylegan2-ffhq-512x512.pkl (at 1024: that of
-    stylegan2-ffhq-1024x1024.pkl, the same config one block larger)."""
-    assert resolution in (512, 1024), resolution
+    stylegan2-ffhq-1024x1024.pkl, the same config one block larger; any power of two works)."""
     return Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
                      mapping_kwargs=dict(num_layers=8),
                      synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256))
@@ -42,7 +41,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    G = ffhq512_generator().eval().requires_grad_(False).to(device)
+    G = ffhq_generator().eval().requires_grad_(False).to(device)
     n_params = sum(p.numel() for p in G.parameters())
     z = torch.randn(args.batch, G.z_dim, device=device)
     times = []
