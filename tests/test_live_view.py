@@ -103,6 +103,15 @@ def test_policy_validation():
 
 # ---------------------------------------------------------------------------------------------- previews
 
+def _small_generator(resolution: int, square: bool = True, architecture: str = "skip",
+                     channel_base: int | None = None, channel_max: int = 32) -> Generator:
+    torch.manual_seed(0)
+    return Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=3,
+                     mapping_kwargs=dict(num_layers=2),
+                     synthesis_kwargs=dict(channel_base=channel_base or resolution * 32, channel_max=channel_max,
+                                           square=square, architecture=architecture)).eval().requires_grad_(False)
+
+
 def test_preview_is_close_to_the_full_render_and_says_what_it_is():
     G = _load("stylegan2-tiny-64.pkl")
     s = DragSession(G, seed=0)
@@ -116,10 +125,7 @@ def test_preview_is_close_to_the_full_render_and_says_what_it_is():
 
 @pytest.mark.parametrize("square,architecture", [(False, "skip"), (True, "orig")])
 def test_preview_of_non_square_and_orig_networks(square, architecture):
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=64, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=1024, channel_max=16, square=square,
-                                        architecture=architecture)).eval().requires_grad_(False)
+    G = _small_generator(64, square, architecture, channel_base=1024, channel_max=16)
     for block in (getattr(G.synthesis, f"b{res}") for res in G.synthesis.block_resolutions):
         for layer in (getattr(block, name) for name in ("conv0", "conv1") if hasattr(block, name)):
             layer.noise_strength.data.fill_(0.3)  # make the constant noise visible
@@ -129,14 +135,6 @@ def test_preview_of_non_square_and_orig_networks(square, architecture):
     assert _psnr(preview, full) > 35
     quiet = DragSession(G, seed=0, config=DragConfig(noise_mode="none"))
     assert _psnr(quiet.render(preview=True), quiet.render()) > 35 and not np.array_equal(quiet.render(), full)
-
-
-def _small_generator(resolution: int, square: bool = True, architecture: str = "skip") -> Generator:
-    torch.manual_seed(0)
-    return Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=3,
-                     mapping_kwargs=dict(num_layers=2),
-                     synthesis_kwargs=dict(channel_base=resolution * 32, channel_max=32, square=square,
-                                           architecture=architecture)).eval().requires_grad_(False)
 
 
 @pytest.mark.parametrize("square,architecture", [(True, "skip"), (False, "skip"), (True, "orig")])
