@@ -64,7 +64,8 @@ CSS = """
 """
 TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag"),
                    ("Centroid (stays on the content)", "centroid"),
-                   ("FreeDrag (template supervision + line search)", "freedrag-ms")]
+                   ("FreeDrag (template supervision + line search)", "freedrag-ms"),
+                   ("FreeDrag, keeping the rest still", "freedrag-local")]
 IMAGE_HEIGHT = 512
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
@@ -170,7 +171,10 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                                  "toward the target. Centroid: the centre of the official search's "
                                                  "best matches. FreeDrag: pulls each handle's template along its "
                                                  "line at 4× the step size — it ends closest and loses the fewest "
-                                                 "points on trained models, but moves the rest of the image more.")
+                                                 "points on trained models, but moves the rest of the image more. "
+                                                 "FreeDrag, keeping the rest still: the same, holding the image "
+                                                 "away from the drag where it was (unless you paint a mask): much "
+                                                 "less change elsewhere, a little less reach.")
                     p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
                                                label="Display interval: 0 = by time (a fresh view about every 2 s, "
                                                      "a cheap preview while dragging); k = every k steps")

@@ -21,7 +21,7 @@ pairs, 5 points, W and W+, every tracker, ≤ 200 steps, with the mirror drags) 
 cores (peak 550 MB); `--full` adds the 1-point and all-point sets (about twice as long again).
 
 Usage:
-  python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag,centroid,freedrag-ms|all] [--spaces w,w+] [--points 5]
+  python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag,centroid,freedrag-ms,freedrag-local|all] [--spaces w,w+] [--points 5]
                                [--full] [--jobs N] [--json out.json] [--plot out.png] [--markdown]
   python -m bench.drag_quality --from-json a.json,b.json --markdown [--plot p.png]   # table of saved runs
 """
@@ -276,25 +276,32 @@ def mean_curves(results: list[tuple[Task, DragOutcome]]) -> dict[str, dict[int, 
 
 
 def plot_curves(curves: dict[str, dict[int, float]], path: str | Path) -> None:
-    """Mean judge distance over steps, one line per tracker / space / point set (matplotlib, PNG)."""
+    """Mean judge distance over steps (matplotlib, PNG): a panel per point set, a colour per tracker, solid
+    W+ and dashed W; curve keys are "tracker space points"."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    groups = list(dict.fromkeys(key.split(" ", 1)[1] for key in curves))       # "space points", one colour each
-    trackers = list(dict.fromkeys(key.split(" ", 1)[0] for key in curves))      # one line style each
-    styles = ("-", "--", ":", "-.")
-    for key, curve in curves.items():
-        tracker, group = key.split(" ", 1)
+    keys = [key.split(" ") for key in curves]
+    point_sets = list(dict.fromkeys(points for _, _, points in keys))
+    trackers = list(dict.fromkeys(tracker for tracker, _, _ in keys))
+    fig, axes = plt.subplots(1, len(point_sets), figsize=(3.6 * len(point_sets) + 1.6, 3.8), dpi=110,
+                             sharey=True, squeeze=False)
+    for (tracker, space, points), curve in zip(keys, curves.values()):
+        ax = axes[0][point_sets.index(points)]
         steps = sorted(curve)
-        ax.plot(steps, [curve[s] for s in steps], label=key, color=f"C{groups.index(group) % 10}",
-                linestyle=styles[trackers.index(tracker) % len(styles)])
-    ax.set_xlabel("drag step")
-    ax.set_ylabel("mean distance to target (px, judge)")
-    ax.set_title("Drag progress per tracker")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.plot(steps, [curve[s] for s in steps], color=f"C{trackers.index(tracker) % 10}",
+                linestyle="-" if space == "w+" else "--", label=f"{tracker} {space}")
+    for ax, points in zip(axes[0], point_sets):
+        ax.set_title(f"{points} point{'s' if points != '1' else ''}")
+        ax.set_xlabel("drag step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean distance to target (px, judge)")
+    handles = {}
+    for ax in axes[0]:
+        for line, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, line)
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
     fig.savefig(path)
     plt.close(fig)
 

@@ -423,10 +423,14 @@ def test_windowed_feature_block_equals_full_map(square):
     full = G.synthesis(ws, until_block=block, fused_modconv=False, noise_mode="const")[-1][0]
     windowed = WindowedSynthesis(G.synthesis, block)
     width = full.shape[2]
+    coarse = G.synthesis(ws, until_block=2, fused_modconv=False, noise_mode="const")[-1][0]
     for box in [Box(20, 31, 5, 17), Box(0, 9, 0, 9), Box(55, 64, width - 12, width), Box(0, 64, 0, width)]:
-        got, origin = windowed(ws, box)
-        assert origin == (box.r0, box.c0)
+        got, origin, none = windowed(ws, box)
+        assert origin == (box.r0, box.c0) and none is None
         torch.testing.assert_close(got, full[:, box.r0:box.r1, box.c0:box.c1], rtol=1e-5, atol=1e-6)
+        got, origin, coarse_map = windowed(ws, box, coarse=2)   # blocks up to 2 whole, the window above
+        torch.testing.assert_close(got, full[:, box.r0:box.r1, box.c0:box.c1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(coarse_map, coarse, rtol=1e-5, atol=1e-6)
     assert len(windowed.plan(Box(20, 31, 5, 17))) >= 2, "the small window must skip whole-map work"
 
 
@@ -442,7 +446,7 @@ def test_windowed_synthesis_of_the_whole_map_with_grad_layers_equals_the_synthes
     full = G.synthesis(ws, until_block=block, fused_modconv=False, noise_mode="const")[-1][0]
     (g_full,) = torch.autograd.grad((full * probe).sum(), [ws])
     windowed = WindowedSynthesis(G.synthesis, block)
-    got, origin = windowed(ws, None, grad_layers=n_opt)
+    got, origin, _ = windowed(ws, None, grad_layers=n_opt)
     assert origin == (0, 0)
     torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-6)
     (g_got,) = torch.autograd.grad((got * probe).sum(), [ws])

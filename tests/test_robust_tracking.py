@@ -31,7 +31,8 @@ def _scene(seed: int = 0) -> tuple[UpsampledView, torch.Tensor, torch.Tensor]:
 
 
 def test_tracker_option_is_validated_and_official_is_the_default():
-    assert DragConfig().tracker == "official" and TRACKER_NAMES == ("official", "freedrag", "centroid", "freedrag-ms")
+    assert DragConfig().tracker == "official" and TRACKER_NAMES == ("official", "freedrag", "centroid", "freedrag-ms",
+                                                                          "freedrag-local")
     assert DragConfig(tracker="freedrag").tracker == "freedrag"
     with pytest.raises(ValueError, match="tracker"):
         DragConfig(tracker="nearest")

@@ -44,11 +44,12 @@ from ..images import to_uint8
 from . import render_costs
 from . import snapshot as snapshots
 from .features import UpsampledView, masked_l1
+from .locality import KEEP_RADIUS, coarse_block, keep_l1, keep_mask
 from .motion import motion_loss, official_grid, plan_motion
 from .snapshot import DragProgress, DragSnapshot
 from .preview import direct_supported, render_direct, render_preview
 from .render_policy import RenderPolicy, RenderSchedule
-from .trackers import TRACKER_NAMES, make_tracker
+from .trackers import TRACKER_NAMES, keep_lambda, make_tracker
 from .tracking import reference_features
 from .window import Box, WindowedSynthesis
 
@@ -103,6 +104,7 @@ class StepResult:
     seconds: float
     loss_motion: float = 0.0
     loss_mask: float = 0.0
+    loss_keep: float = 0.0     # the keep-the-rest term (locality.py), before its weight
     image: np.ndarray | None = field(default=None, repr=False)
     image_kind: str | None = None  # what `image` is: "full" (exact render) or "preview" (see preview.py)
     end: str = ""              # set on the last result of a run: "arrived", "limit", "stopped" or "budget"
@@ -124,6 +126,8 @@ class _Drag:
         self.w_begin = torch.as_tensor(progress.w_begin).to(w.device).clone()  # latent of the first step (F0's)
         self.feat0: torch.Tensor | None = None   # F0 (or the window feat0_box of it), when a mask term needs it
         self.feat0_box: Box | None = None
+        self.keep0: torch.Tensor | None = None   # the coarse block's map at w_begin, when the keep term needs it
+        self.keep_mask: torch.Tensor | None = None
         self.ref = None if progress.ref is None else torch.as_tensor(progress.ref).to(w.device).clone()  # [N, C]
         self.tracker = None                      # trackers.Tracker, made at the first step (or from tracker_state)
         self.tracker_name = progress.tracker      # fixed when the drag began, like its step size
@@ -211,6 +215,7 @@ class DragSession:
         self.feature_shape = (int(channels), int(feat_h), int(feat_w))
         self._view = UpsampledView.create((feat_h, feat_w), (self.height, self.width), self.device)
         self._grid = official_grid(self.height, self.width)
+        self._coarse_block = coarse_block(G.synthesis, self.feature_block)
         self._windowed = None
         if cfg.windowed and self.family == "stylegan2" and cfg.noise_mode in ("const", "none"):
             self._windowed = WindowedSynthesis(G.synthesis, self.feature_block, cfg.noise_mode)
@@ -302,12 +307,14 @@ class DragSession:
         """Full ws [1, num_ws, w_dim]: optimised first layers + the start latent's remaining layers."""
         return snapshots.compose(w, self._w0, self._n_opt)
 
-    def _features(self, ws: torch.Tensor, box: Box | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _features(self, ws: torch.Tensor, box: Box | None = None,
+                  coarse: bool = False) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         """The feature block of ws (float32), running only the blocks up to it: the window `box` of it when
         windowed synthesis applies (which also skips the style gradients of the layers not optimised), else
-        the whole [C, h, w] map; and the origin of what is returned."""
+        the whole [C, h, w] map; the origin of what is returned; with `coarse`, the keep term's whole
+        coarse block (locality.py, margins cropped), else None."""
         if self._windowed is not None:
-            return self._windowed(ws, box, grad_layers=self._n_opt)
+            return self._windowed(ws, box, grad_layers=self._n_opt, coarse=self._coarse_block if coarse else None)
         kwargs = dict(until_block=self.feature_block, noise_mode=self.config.noise_mode)
         if self.family == "stylegan2":
             kwargs["fused_modconv"] = False
@@ -315,7 +322,12 @@ class DragSession:
         m = self._margin
         feat = feats[-1][0, :, m:feats[-1].shape[2] - m, m:feats[-1].shape[3] - m].to(torch.float32)
         assert tuple(feat.shape) == self.feature_shape, (tuple(feat.shape), self.feature_shape)
-        return feat, (0, 0)
+        coarse_map = None
+        if coarse:
+            raw = feats[self._coarse_block]
+            mc = int(self.G.synthesis.feature_margins()[self._coarse_block]) if hasattr(self.G.synthesis, "feature_margins") else 0
+            coarse_map = raw[0, :, mc:raw.shape[2] - mc, mc:raw.shape[3] - mc].to(torch.float32)
+        return feat, (0, 0), coarse_map
 
     def _image_reach(self, points_rc: torch.Tensor) -> tuple[int, int, int, int]:
         """Image rows y0..y1 and columns x0..x1 (inclusive) that one step may read around handles points_rc.
@@ -343,8 +355,8 @@ class DragSession:
         if drag.feat0 is None or not _contains(held, need):
             _, height, width = self.feature_shape
             with torch.no_grad():
-                feat, origin = self._features(self._compose(drag.w_begin),
-                                              None if need.covers(height, width) else need)
+                feat, origin, _ = self._features(self._compose(drag.w_begin),
+                                                 None if need.covers(height, width) else need)
             drag.feat0, drag.feat0_box = feat.detach(), _box_of(feat, origin)
             held = drag.feat0_box
         return drag.feat0[:, need.r0 - held.r0:need.r1 - held.r0, need.c0 - held.c0:need.c1 - held.c0]
@@ -403,9 +415,12 @@ class DragSession:
             fixed_box = self._mask_box if mask_on else None
             windows = self._step_windows(Box(*self._view.block_rows(reach[0], reach[1]),
                                              *self._view.block_cols(reach[2], reach[3])), fixed_box)
+            keep = 0.0 if mask_on else keep_lambda(drag.tracker_name)
             ws = self._compose(self._w)
-            feat, origin = self._features(ws, windows[0])
-            fixed_feat, fixed_origin = (feat, origin) if len(windows) == 1 else self._features(ws, windows[1])
+            feat, origin, coarse = self._features(ws, windows[0], coarse=keep > 0)
+            fixed_feat, fixed_origin = (feat, origin) if len(windows) == 1 else self._features(ws, windows[1])[:2]
+            if keep and drag.keep0 is None:
+                self._begin_keep(drag, coarse, windows[0])
             handles_rc = drag.points_rc.to(self.device)
             if drag.ref is None:
                 drag.feat0, drag.feat0_box = fixed_feat.detach().clone(), _box_of(fixed_feat, fixed_origin)
@@ -423,7 +438,7 @@ class DragSession:
             distances = [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(self._handles, self._targets)]
             supervise = getattr(drag.tracker, "supervise", None)   # a tracker that replaces motion supervision
             done = all(d <= self.arrive_px for d in distances) if supervise is None else bool(drag.tracker.settled)
-            loss_motion = loss_mask = 0.0
+            loss_motion = loss_mask = loss_keep = 0.0
             if not done:
                 zero = feat.new_zeros([])
                 if supervise is not None:
@@ -438,18 +453,32 @@ class DragSession:
                     cols = slice(fixed_box.c0 - fixed_origin[1], fixed_box.c1 - fixed_origin[1])
                     fixed = masked_l1(self._view, fixed_feat[:, rows, cols], self._feat0(drag, fixed_box),
                                       self._mask, origin=fixed_box.origin)
-                loss = motion + self.config.mask_lambda * fixed
+                kept = keep_l1(coarse, drag.keep0, drag.keep_mask) if keep else zero
+                loss = motion + self.config.mask_lambda * fixed + keep * kept
                 (grad,) = torch.autograd.grad(loss, [self._w], allow_unused=True)
                 self._w.grad = torch.zeros_like(self._w) if grad is None else grad
                 drag.optimizer.step()
                 self._w.grad = None
                 self._dirty = True
-                loss_motion, loss_mask = torch.stack([motion.detach(), fixed.detach()]).tolist()
+                loss_motion, loss_mask, loss_keep = torch.stack([motion.detach(), fixed.detach(),
+                                                                 kept.detach()]).tolist()
             drag.steps += 1
             return StepResult(step=drag.steps, handles=list(self._handles), targets=list(self._targets),
                               distances=distances, done=done,
-                              loss=loss_motion + self.config.mask_lambda * loss_mask,
-                              seconds=time.perf_counter() - t0, loss_motion=loss_motion, loss_mask=loss_mask)
+                              loss=loss_motion + self.config.mask_lambda * loss_mask + keep * loss_keep,
+                              seconds=time.perf_counter() - t0, loss_motion=loss_motion, loss_mask=loss_mask,
+                              loss_keep=loss_keep)
+
+    def _begin_keep(self, drag: _Drag, coarse: torch.Tensor, box: Box | None) -> None:
+        """The keep term's F0 and mask (locality.py) for this drag: F0 is this step's coarse map at the drag's
+        first step, else (a resumed drag) the same computation at w_begin; the mask from its start handles."""
+        if drag.steps == 0:
+            drag.keep0 = coarse.detach().clone()
+        else:
+            with torch.no_grad():
+                drag.keep0 = self._features(self._compose(drag.w_begin), box, coarse=True)[2].detach()
+        drag.keep_mask = keep_mask(tuple(drag.keep0.shape[1:]), (self.height, self.width), drag.start_handles,
+                                   self._targets, KEEP_RADIUS * self.height).to(self.device)
 
     def _begin_drag(self) -> None:
         """A drag starts from the current history entry: record the points it starts with there."""

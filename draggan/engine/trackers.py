@@ -9,6 +9,9 @@ step with the current map, handles and targets; it returns the new integer (row,
 - "freedrag-ms": FreeDrag's actual method (`freedrag.FreeDragTracker`): no tracking search; the handle is a
   line-searched next point and the tracker also supplies the motion-supervision loss (`supervise`) and the
   arrival test (`settled`), which replace the session's own, and takes 4× the drag's step size (`lr_scale`).
+- "freedrag-local": freedrag-ms, and while no mask is painted the session also holds the image away from the
+  drag still (`locality.py`: the official fixed-region term with an automatic mask on the 32 × 32 block,
+  weight `KEEP_LAMBDAS`), for less collateral change.
 - "centroid": the official search, read as the soft-argmin centre of the matching valley instead of its
   argmin (`centroid_tracking.CentroidTracker`): the handle stays on the content instead of running ahead on
   the feature smear that motion supervision leaves.
@@ -69,8 +72,20 @@ TRACKERS: dict[str, TrackerFactory] = {
     "centroid": lambda view, ref, feat0, handles, radius, origin: CentroidTracker(view, ref, radius),
     "freedrag-ms": lambda view, ref, feat0, handles, radius, origin: FreeDragTracker(view, feat0, handles, radius,
                                                                                      origin),
+    "freedrag-local": lambda view, ref, feat0, handles, radius, origin: FreeDragTracker(view, feat0, handles,
+                                                                                        radius, origin),
 }
 TRACKER_NAMES = tuple(TRACKERS)
+
+# λ of the session's keep-the-rest term (locality.py) for the trackers that want it; the others have none.
+# A property of the name, not of a tracker object: the first step of a drag (or of a resumed one) needs it
+# before its tracker exists.
+KEEP_LAMBDAS: dict[str, float] = {"freedrag-local": 20.0}
+
+
+def keep_lambda(name: str) -> float:
+    """Weight of the keep-the-rest term for tracker `name` (0: no term)."""
+    return KEEP_LAMBDAS.get(name, 0.0)
 
 
 def make_tracker(name: str, view: UpsampledView, ref: torch.Tensor, feat0: torch.Tensor, handles_rc: torch.Tensor,

@@ -86,18 +86,21 @@ class WindowedSynthesis:
             need = window
         return windows[::-1]
 
-    def __call__(self, ws: torch.Tensor, box: Box | None = None,
-                 grad_layers: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Feature map [C, box rows, box cols] (float32) of `ws` [1, num_ws, w_dim] and its origin; the whole
-        map when `box` is None.
+    def __call__(self, ws: torch.Tensor, box: Box | None = None, grad_layers: int | None = None,
+                 coarse: int | None = None) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """Feature map [C, box rows, box cols] (float32) of `ws` [1, num_ws, w_dim], its origin, and block
+        `coarse`'s whole map [C', h', w'] (float32, None when not asked; blocks up to it then run whole); the
+        whole feature map when `box` is None.
 
         `grad_layers`: only style layers below it need gradients (the drag optimises the first few); blocks
         whose layers all lie above it read a detached `ws`, so the backward computes no style gradients there.
         """
+        assert coarse is None or 0 <= coarse <= self.block
         _, height, width = self.shapes[self.block]
         box = Box(0, height, 0, width) if box is None else \
             Box(max(box.r0, 0), min(box.r1, height), max(box.c0, 0), min(box.c1, width))
-        windows = {k: (window, out) for k, window, out in self.plan(box)}
+        windows = {k: (window, out) for k, window, out in self.plan(box) if coarse is None or k > coarse}
+        coarse_map = None
         ws = ws.to(torch.float32)
         frozen = ws.detach()
         x = None
@@ -108,6 +111,8 @@ class WindowedSynthesis:
             if k not in windows:
                 x, _ = blk(x, None, cur_ws, noise_mode=self.noise_mode, fused_modconv=False, skip_rgb=True)
                 current = Box(0, x.shape[2], 0, x.shape[3])
+                if k == coarse:
+                    coarse_map = x[0].to(torch.float32)
                 continue
             window, out = windows[k]
             x = x[:, :, window.r0 - current.r0:window.r1 - current.r0, window.c0 - current.c0:window.c1 - current.c0]
@@ -120,4 +125,4 @@ class WindowedSynthesis:
             x = x[:, :, out.r0 - rows.start:out.r1 - rows.start, out.c0 - cols.start:out.c1 - cols.start]
             current = out
         x = x[:, :, box.r0 - current.r0:box.r1 - current.r0, box.c0 - current.c0:box.c1 - current.c0]
-        return x[0].to(torch.float32), box.origin
+        return x[0].to(torch.float32), box.origin, coarse_map
