@@ -174,7 +174,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                                  "points on trained models, but moves the rest of the image more. "
                                                  "FreeDrag, keeping the rest still: the same, holding the image "
                                                  "away from the drag where it was (unless you paint a mask): much "
-                                                 "less change elsewhere, a little less reach.")
+                                                 "less change elsewhere when you drag several points of one area; "
+                                                 "a single point that needs the whole face to move barely moves.")
                     p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
                                                label="Display interval: 0 = by time (a fresh view about every 2 s, "
                                                      "a cheap preview while dragging); k = every k steps")

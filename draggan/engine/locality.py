@@ -14,10 +14,12 @@ centres at ((j + ½)·W/w − ½, (i + ½)·H/h − ½)). Content away from the 
 optimiser has to move the handles along latent directions that leave it alone.
 
 Why coarse: the blocks up to 32 × 32 are what moves faces, heads and backgrounds as a whole (the drift seen),
-they are computed on the whole map in every windowed step anyway, and the term costs one L1 there. Measured on
-development pairs (`--seed 0 --pairs 10 --points 5`, with freedrag-ms's motion supervision): the term on the
-16 × 16 block lost handles (W+ 27% after, 16% tracking failures), on 64 × 64 it did what 32 × 32 does at twice
-the step time; a 24-px radius at 128 (instead of 16) kept less (W+ drift 6.3 px vs 5.1).
+and they are cheap to run whole (the windowed synthesis then starts its windows above them): at 512 (FFHQ
+config, one thread) a step costs 0.13 s instead of 0.093 s with one handle. Measured on development pairs
+(`--seed 0 --pairs 10 --points 5`, with freedrag-ms's motion supervision): the term on the 16 × 16 block lost
+handles (W+ 27% after, 16% tracking failures), on 64 × 64 it did what 32 × 32 does at twice the step time; a
+24-px radius at 128 (instead of 16) kept less (W+ drift 6.3 px vs 5.1). The README has the rest, and the
+price: a single handle whose move needs the whole face to follow (1-point drags) barely moves.
 """
 
 from __future__ import annotations
