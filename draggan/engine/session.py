@@ -11,6 +11,9 @@ otherwise take one Adam step on the motion-supervision loss (+ λ × the masked 
 features). Only the first `num_layers` (6) style layers are optimised — per layer in W+, one shared vector
 in W — and the others stay at the start latent.
 `DragConfig.tracker` picks the tracking step (`trackers.py`); the default, "official", is the one above.
+A tracker may replace motion supervision (FreeDrag's) and may bring the keep-the-rest term
+(`locality.py`, "freedrag-local": λ × the masked L1 of the 32 × 32 block away from the drag, while no mask
+is painted).
 
 Where we do less work than the original: a step runs the synthesis only up to the feature block, with
 unfused modulated convolutions (style gradients without per-sample weight gradients); it computes the
@@ -216,6 +219,9 @@ class DragSession:
         self._view = UpsampledView.create((feat_h, feat_w), (self.height, self.width), self.device)
         self._grid = official_grid(self.height, self.width)
         self._coarse_block = coarse_block(G.synthesis, self.feature_block)
+        self._coarse_margin = 0
+        if hasattr(G.synthesis, "feature_margins"):
+            self._coarse_margin = int(G.synthesis.feature_margins()[self._coarse_block])
         self._windowed = None
         if cfg.windowed and self.family == "stylegan2" and cfg.noise_mode in ("const", "none"):
             self._windowed = WindowedSynthesis(G.synthesis, self.feature_block, cfg.noise_mode)
@@ -324,8 +330,7 @@ class DragSession:
         assert tuple(feat.shape) == self.feature_shape, (tuple(feat.shape), self.feature_shape)
         coarse_map = None
         if coarse:
-            raw = feats[self._coarse_block]
-            mc = int(self.G.synthesis.feature_margins()[self._coarse_block]) if hasattr(self.G.synthesis, "feature_margins") else 0
+            raw, mc = feats[self._coarse_block], self._coarse_margin
             coarse_map = raw[0, :, mc:raw.shape[2] - mc, mc:raw.shape[3] - mc].to(torch.float32)
         return feat, (0, 0), coarse_map
 
