@@ -480,6 +480,9 @@ def test_the_tracker_setting_reaches_the_drag_and_the_recipe(G, tmp_path):
     assert [d["tracker"] for d in recipe["drags"]] == ["freedrag", "official"]
     with pytest.raises(UserError, match="point tracking"):
         handlers.update_params(ui, 2e-3, 3, 2, 20.0, "magic")
+    assert "the whole image may change" in handlers.stats_text(ui)
+    handlers.update_params(ui, 2e-3, 3, 2, 20.0, "freedrag-local")
+    assert "keeps the image away from the drag still" in handlers.stats_text(ui), "the status says what may change"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ..limits import check_points, parse_points  # LimitError is a UserError: re
 from ..errors import UserError
 from ..engine import DragConfig
 from ..engine.session import SPACES
-from ..engine.trackers import TRACKER_NAMES
+from ..engine.trackers import TRACKER_NAMES, keep_lambda
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
 from . import gpu
@@ -204,7 +204,11 @@ def mask_text(ui: UIState) -> str:
         parts.append(f"flexible area {ui.flexible_mask.mean():.0%} of the image")
     if ui.fixed_mask is not None:
         parts.append(f"fixed area {ui.fixed_mask.mean():.0%}")
-    return "mask: " + ", ".join(parts) if parts else "no mask: the whole image may change"
+    if parts:
+        return "mask: " + ", ".join(parts)
+    if keep_lambda(ui.snap.config.tracker):
+        return "no mask: the tracker keeps the image away from the drag still"
+    return "no mask: the whole image may change"
 
 
 def reset_mask(ui: UIState) -> str:
