@@ -17,8 +17,8 @@ same keypoints by the drag engine; the judge detects again on the result. Per (t
 
 Seeds 0–19 and 100–119 were used during development; the default `--seed 1000` pairs are held out.
 Drags run as parallel one-thread worker processes (`--jobs`, default: all cores). The default run (20
-pairs, 5 points, W and W+, every tracker, ≤ 200 steps, with the mirror drags) took 10.5 minutes on 2 idle
-cores (peak 550 MB); `--full` adds the 1-point and all-point sets (about twice as long again).
+pairs, 5 points, W and W+, all five trackers, ≤ 200 steps, with the mirror drags) took 14.5 minutes on 2
+idle cores (peak 550 MB); `--full` adds the 1-point and all-point sets (about twice as long again).
 
 Usage:
   python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag,centroid,freedrag-ms,freedrag-local|all] [--spaces w,w+] [--points 5]
