@@ -136,3 +136,15 @@ def test_a_freedrag_local_drag_on_the_bundled_model_arrives():
     results = list(s.run(max_steps=200, render_every=0))
     assert results[-1].end == "arrived" and results[-1].distances[0] <= 2
     assert results[-1].loss_keep == 0 and results[-2].loss_keep > 0, "no step (and no term) once arrived"
+
+
+def test_a_stylegan3_drag_holds_the_margin_free_coarse_layer():
+    G = generator_from_persistent(read_network_pickle(fixture_path("stylegan3-t-tiny-64.pkl"))["G_ema"])
+    s = DragSession(G, seed=0, config=DragConfig(lr=2e-3, tracker="freedrag-local"))
+    s.set_points([(20, 30)], [(30, 30)])
+    results = [s.step() for _ in range(3)]
+    k = coarse_block(G.synthesis, s.feature_block)
+    channels, size, _ = G.synthesis.feature_shapes()[k]
+    inner = size - 2 * G.synthesis.feature_margins()[k]
+    assert tuple(s._drag.keep0.shape) == (channels, inner, inner) and s._drag.keep_mask.shape == (inner, inner)
+    assert results[0].loss_keep == 0 and results[2].loss_keep > 0
