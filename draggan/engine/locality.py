@@ -2,8 +2,9 @@
 
 Without a painted mask a drag may change anything, and it does: on the cartoon-face pairs of
 `bench/drag_quality.py` the keypoints that were not dragged moved almost as far as the dragged ones
-(official, 5 points, W+: 7.5 px of drift for a 10-px drag). A tracker that declares `keep_lambda` (the
-"freedrag-local" tracker) makes the session add, while no mask is painted, the official masked L1 term
+(official, 5 points, W+: 7.5 px of drift for a 10-px drag). For a tracker with a weight in
+`trackers.KEEP_LAMBDAS` (the "freedrag-local" tracker) the session adds, while no mask is painted, the
+official masked L1 term
 
     keep_lambda × mean over C × h × w of |F − F0| · M
 

@@ -65,15 +65,19 @@ class OfficialTracker:
 
 TrackerFactory = Callable[[UpsampledView, torch.Tensor, torch.Tensor, torch.Tensor, int, tuple[int, int]], Tracker]
 
+
+def _freedrag(view: UpsampledView, ref: torch.Tensor, feat0: torch.Tensor, handles: torch.Tensor, radius: int,
+              origin: tuple[int, int]) -> FreeDragTracker:
+    return FreeDragTracker(view, feat0, handles, radius, origin)
+
+
 TRACKERS: dict[str, TrackerFactory] = {
     "official": lambda view, ref, feat0, handles, radius, origin: OfficialTracker(view, ref, radius),
     "freedrag": lambda view, ref, feat0, handles, radius, origin: LineSearchTracker(view, ref, feat0, handles,
                                                                                     radius, origin),
     "centroid": lambda view, ref, feat0, handles, radius, origin: CentroidTracker(view, ref, radius),
-    "freedrag-ms": lambda view, ref, feat0, handles, radius, origin: FreeDragTracker(view, feat0, handles, radius,
-                                                                                     origin),
-    "freedrag-local": lambda view, ref, feat0, handles, radius, origin: FreeDragTracker(view, feat0, handles,
-                                                                                        radius, origin),
+    "freedrag-ms": _freedrag,
+    "freedrag-local": _freedrag,     # the same tracker; the session adds the keep term (KEEP_LAMBDAS)
 }
 TRACKER_NAMES = tuple(TRACKERS)
 
