@@ -21,8 +21,10 @@ config, one thread) a step costs 0.13 s instead of 0.093 s with one handle. Meas
 handles (W+ 27% after, 16% tracking failures), on 64 × 64 it did what 32 × 32 does at twice the step time; a
 24-px radius at 128 (instead of 16) kept less (W+ drift 6.3 px vs 5.1). A weight ramped in over the first 100
 steps, a soft-edged mask, or a weight halved whenever the handles stall changed neither reach nor mirror error
-beyond noise. The README has the rest, and the price: a single handle whose move needs the whole face to follow
-(1-point drags) barely moves.
+beyond noise; nor did removing the term's gradient component against motion supervision (PCGrad), or
+normalising the two gradients by separate Adam moments (that only moves along the same reach–drift curve).
+The README has the rest, and the price: a single handle whose move needs the whole face to follow (1-point
+drags) barely moves.
 """
 
 from __future__ import annotations
