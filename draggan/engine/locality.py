@@ -41,8 +41,7 @@ Point = tuple[float, float]
 
 def coarse_block(synthesis: torch.nn.Module, feature_block: int) -> int:
     """Index of the keep term's block (StyleGAN3: layer), margins excluded from the size; ≤ feature_block."""
-    shapes = synthesis.feature_shapes()
-    margins = synthesis.feature_margins() if hasattr(synthesis, "feature_margins") else [0] * len(shapes)
+    shapes, margins = synthesis.feature_shapes(), synthesis.feature_margins()
     fitting = [k for k in range(feature_block + 1) if shapes[k][1] - 2 * margins[k] <= COARSE_SIZE]
     return fitting[-1] if fitting else 0
 

@@ -177,6 +177,11 @@ def default_feature_block(G: torch.nn.Module) -> int:
     return max(len(shapes) - 2, 0)
 
 
+def _inside(feats: torch.Tensor, margin: int) -> torch.Tensor:
+    """The [C, h, w] float32 part of a [1, C, H, W] block output that covers the image (margin cropped)."""
+    return feats[0, :, margin:feats.shape[2] - margin, margin:feats.shape[3] - margin].to(torch.float32)
+
+
 def _box_of(feat: torch.Tensor, origin: tuple[int, int]) -> Box:
     """The block window a [C, rows, cols] feature window starting at `origin` covers."""
     return Box(origin[0], origin[0] + feat.shape[1], origin[1], origin[1] + feat.shape[2])
@@ -211,17 +216,14 @@ class DragSession:
         if not 0 <= self.feature_block < num_blocks:
             raise ValueError(f"feature_block must be in [0, {num_blocks}), got {self.feature_block}")
         channels, feat_h, feat_w = G.synthesis.feature_shapes()[self.feature_block]
-        self._margin = 0
-        if hasattr(G.synthesis, "feature_margins"):
-            self._margin = int(G.synthesis.feature_margins()[self.feature_block])
-            feat_h, feat_w = feat_h - 2 * self._margin, feat_w - 2 * self._margin
+        margins = G.synthesis.feature_margins()          # StyleGAN3's layers reach past the image; StyleGAN2's: 0
+        self._margin = int(margins[self.feature_block])
+        feat_h, feat_w = feat_h - 2 * self._margin, feat_w - 2 * self._margin
         self.feature_shape = (int(channels), int(feat_h), int(feat_w))
         self._view = UpsampledView.create((feat_h, feat_w), (self.height, self.width), self.device)
         self._grid = official_grid(self.height, self.width)
         self._coarse_block = coarse_block(G.synthesis, self.feature_block)
-        self._coarse_margin = 0
-        if hasattr(G.synthesis, "feature_margins"):
-            self._coarse_margin = int(G.synthesis.feature_margins()[self._coarse_block])
+        self._coarse_margin = int(margins[self._coarse_block])
         self._windowed = None
         if cfg.windowed and self.family == "stylegan2" and cfg.noise_mode in ("const", "none"):
             self._windowed = WindowedSynthesis(G.synthesis, self.feature_block, cfg.noise_mode)
@@ -325,14 +327,9 @@ class DragSession:
         if self.family == "stylegan2":
             kwargs["fused_modconv"] = False
         feats = self.G.synthesis(ws, **kwargs)
-        m = self._margin
-        feat = feats[-1][0, :, m:feats[-1].shape[2] - m, m:feats[-1].shape[3] - m].to(torch.float32)
+        feat = _inside(feats[-1], self._margin)
         assert tuple(feat.shape) == self.feature_shape, (tuple(feat.shape), self.feature_shape)
-        coarse_map = None
-        if coarse:
-            raw, mc = feats[self._coarse_block], self._coarse_margin
-            coarse_map = raw[0, :, mc:raw.shape[2] - mc, mc:raw.shape[3] - mc].to(torch.float32)
-        return feat, (0, 0), coarse_map
+        return feat, (0, 0), _inside(feats[self._coarse_block], self._coarse_margin) if coarse else None
 
     def _image_reach(self, points_rc: torch.Tensor) -> tuple[int, int, int, int]:
         """Image rows y0..y1 and columns x0..x1 (inclusive) that one step may read around handles points_rc.

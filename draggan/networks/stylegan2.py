@@ -251,6 +251,10 @@ class SynthesisNetwork(torch.nn.Module):
             out.append((block.conv1.out_channels, res, block.width))
         return out
 
+    def feature_margins(self) -> list[int]:
+        """Pixels outside the image on each side of each block's output: none (StyleGAN3's have margins)."""
+        return [0] * len(self.block_resolutions)
+
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,
                 until_block: int | None = None, fused_modconv: bool | None = None, force_fp32: bool = False,
                 noise_bufs: dict[str, torch.Tensor] | None = None):
