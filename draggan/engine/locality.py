@@ -23,6 +23,8 @@ handles (W+ 27% after, 16% tracking failures), on 64 × 64 it did what 32 × 32 
 steps, a soft-edged mask, or a weight halved whenever the handles stall changed neither reach nor mirror error
 beyond noise; nor did removing the term's gradient component against motion supervision (PCGrad), or
 normalising the two gradients by separate Adam moments (that only moves along the same reach–drift curve).
+Replacing the term by a hard lock (the coarse map blended back to F0 on the mask, in the render too) crossed that
+curve on paper but cut the head apart where it had to move; the README has the numbers.
 The README has the rest, and the price: a single handle whose move needs the whole face to follow (1-point
 drags) barely moves.
 """
