@@ -25,6 +25,8 @@ beyond noise; nor did removing the term's gradient component against motion supe
 normalising the two gradients by separate Adam moments (that only moves along the same reach–drift curve).
 Replacing the term by a hard lock (the coarse map blended back to F0 on the mask, in the render too) crossed that
 curve on paper but cut the head apart where it had to move; the README has the numbers.
+The same L1 on the skip image of the blocks up to the coarse one (their low-resolution colour) moved along the
+curve too.
 The README has the rest, and the price: a single handle whose move needs the whole face to follow (1-point
 drags) barely moves.
 """
