@@ -101,3 +101,47 @@ def test_new_run_continues_from_an_exported_generator(tmp_path):
         assert "architecture" in str(e)
     else:
         raise AssertionError("continuing from another architecture must fail")
+
+
+def test_a_run_at_twice_the_resolution_grows_an_exported_generator(tmp_path):
+    from draggan.networks.ops import upsample2d
+    from draggan.training.train import grow_state
+
+    small = train(_tiny(tmp_path / "a"), export_dir=str(tmp_path / "model")).G_ema
+    assert small.synthesis.b16.torgb.weight.abs().sum() > 0, "the small model's own top ToRGB draws"
+    cfg = TrainConfig(**{**_tiny(tmp_path / "b").__dict__, "resolution": 32, "init_from": str(tmp_path / "model"),
+                         "train_top_blocks": 1})
+    grown = Trainer(cfg)
+    assert grown.images_seen == 0 and grown.G.img_resolution == 32
+    z = procedural.sample_z(2, seed=4)
+    with torch.no_grad():
+        expected = upsample2d(small(z, None, noise_mode="const"), small.synthesis.b16.resample_filter)
+        torch.testing.assert_close(grown.G(z, None, noise_mode="const"), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(grown.G_ema(z, None, noise_mode="const"), expected, atol=1e-5, rtol=0)
+
+    before = {name: p.detach().clone() for name, p in grown.G.named_parameters()}
+    grown.train_step()
+    changed = {name for name, p in grown.G.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith("synthesis.b32.") for name in changed), sorted(changed)
+    assert "synthesis.b32.torgb.weight" in changed, "the zero ToRGB must still learn"
+
+    grown.save_checkpoint()
+    try:
+        Trainer(TrainConfig(**{**cfg.__dict__, "train_top_blocks": 0}))
+    except ValueError as e:
+        assert "train_top_blocks" in str(e)
+    else:
+        raise AssertionError("resuming with other trained blocks must fail")
+    for bad in ({"resolution": 64}, {"resolution": 32, "w_dim": 32}):
+        try:
+            Trainer(TrainConfig(**{**cfg.__dict__, "run_dir": str(tmp_path / "c"), **bad}))
+        except ValueError as e:
+            assert "architecture" in str(e) or "grow" in str(e), e
+        else:
+            raise AssertionError(f"growing with {bad} must fail")
+    try:
+        grow_state(grown.G, small)
+    except ValueError as e:
+        assert "twice" in str(e)
+    else:
+        raise AssertionError("a generator cannot grow into a smaller one")

@@ -56,7 +56,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
-    init_from: str = ""
+    init_from: str = ""          # an exported generator to start from: this architecture, or half this resolution
+                                 # (grown: its blocks start every block below the new top one, see `grow_state`)
+    train_top_blocks: int = 0    # train only the top k synthesis blocks, the rest frozen (0: every parameter)
     checkpoint_minutes: float = 5.0
     sample_minutes: float = 5.0
     log_seconds: float = 60.0
@@ -68,6 +70,40 @@ def make_generator(cfg: TrainConfig) -> Generator:
                      img_channels=3,
                      mapping_kwargs=dict(num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_mul),
                      synthesis_kwargs=dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max))
+
+
+def grow_state(small: Generator, large: Generator) -> dict[str, torch.Tensor]:
+    """`large`'s state dict with every tensor `small` has copied from it, for a `large` of twice `small`'s
+    resolution and otherwise the same architecture; the new top block's ToRGB starts at zero, so the grown
+    generator draws exactly `small`'s image, FIR-upsampled, and its training only has to add the detail.
+
+    Exact because the synthesis blocks up to `small`'s resolution have the same channels in both (set by
+    channel_base / resolution), the mapping does not depend on the number of ws, and in the 'skip'
+    architecture the image is the upsampled sum of every block's ToRGB output."""
+    small_kwargs, large_kwargs = dict(small.init_kwargs), dict(large.init_kwargs)
+    if large_kwargs.pop("img_resolution") != 2 * small_kwargs.pop("img_resolution") or small_kwargs != large_kwargs:
+        raise ValueError(f"can only grow a generator to twice its resolution with the same architecture: "
+                         f"{small.init_kwargs} vs {large.init_kwargs}")
+    state = large.state_dict()
+    for name, tensor in small.state_dict().items():
+        if name not in state or state[name].shape != tensor.shape:
+            raise ValueError(f"grown generator has no tensor {name} of shape {tuple(tensor.shape)}")
+        state[name] = tensor.detach().clone()
+    top = f"synthesis.b{large.img_resolution}.torgb"
+    state[f"{top}.weight"] = torch.zeros_like(state[f"{top}.weight"])
+    state[f"{top}.bias"] = torch.zeros_like(state[f"{top}.bias"])
+    return state
+
+
+def trainable_parameters(G: Generator, top_blocks: int) -> list[torch.nn.Parameter]:
+    """The parameters a run trains: all of them (top_blocks 0) or the top `top_blocks` synthesis blocks'."""
+    blocks = G.synthesis.block_resolutions
+    if not 0 <= top_blocks <= len(blocks):
+        raise ValueError(f"train_top_blocks must be in [0, {len(blocks)}], got {top_blocks}")
+    if top_blocks == 0:
+        return list(G.parameters())
+    prefixes = tuple(f"synthesis.b{res}." for res in blocks[-top_blocks:])
+    return [p for name, p in G.named_parameters() if name.startswith(prefixes)]
 
 
 def feature_weight_map(keypoints: torch.Tensor, resolution: int, strength: float) -> torch.Tensor:
@@ -134,9 +170,12 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device)
-        self.G = make_generator(cfg).train().requires_grad_(True).to(self.device)
+        self.G = make_generator(cfg).train().requires_grad_(False).to(self.device)
+        trained = trainable_parameters(self.G, cfg.train_top_blocks)
+        for p in trained:
+            p.requires_grad_(True)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
+        self.opt = torch.optim.Adam(trained, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
         self.step = 0
         self.images_seen = 0
         self.grid_z = procedural.sample_z(32, seed=123456).to(self.device)
@@ -149,7 +188,8 @@ class Trainer:
     def _load(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
         saved = state["config"]
-        for key in _ARCHITECTURE_KEYS:
+        saved.setdefault("train_top_blocks", 0)            # checkpoints from before the option trained everything
+        for key in _ARCHITECTURE_KEYS + ("train_top_blocks",):
             if saved[key] != getattr(self.cfg, key):
                 raise ValueError(f"{path}: run was started with {key}={saved[key]!r}, not {getattr(self.cfg, key)!r}")
         self.G.load_state_dict(state["G"])
@@ -162,15 +202,20 @@ class Trainer:
 
     def _init_from(self, folder: Path) -> None:
         """Start a new run from an exported generator (e.g. the bundled checkpoint): G and G_ema both take its
-        weights and `images_seen` its recorded kimg, so a fresh machine continues rather than restarts."""
+        weights and `images_seen` its recorded kimg, so a fresh machine continues rather than restarts; one of
+        half this run's resolution is grown (`grow_state`) and the count starts at 0."""
         G = load_converted(folder)
-        if G.init_kwargs != self.G.init_kwargs:
+        if G.init_kwargs.get("img_resolution") * 2 == self.G.img_resolution:
+            state = grow_state(G, self.G)
+            self.images_seen = 0
+        elif G.init_kwargs != self.G.init_kwargs:
             raise ValueError(f"{folder}: generator architecture {G.init_kwargs} differs from this run's "
-                             f"{self.G.init_kwargs}")
-        self.G.load_state_dict(G.state_dict())
-        self.G_ema.load_state_dict(G.state_dict())
-        config = read_config(folder)
-        self.images_seen = int(float(config.get("kimg", 0)) * 1000)
+                             f"{self.G.init_kwargs} (and is not of half its resolution)")
+        else:
+            state = G.state_dict()
+            self.images_seen = int(float(read_config(folder).get("kimg", 0)) * 1000)
+        self.G.load_state_dict(state)
+        self.G_ema.load_state_dict(state)
 
     def save_checkpoint(self) -> Path:
         """Atomically rewrite `<run_dir>/checkpoint.pt` with everything needed to resume."""
