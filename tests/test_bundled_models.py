@@ -112,3 +112,17 @@ def test_benchmark_flags_points_all_is_the_eleven_keypoint_set_and_tracker_all_i
     with pytest.raises(SystemExit):
         drag_quality._split("7", tuple(drag_quality.POINT_SETS), "--points", parser)
     assert len(drag_quality.POINT_SETS["all"]) == 11
+
+
+def test_fidelity_bench_ranks_the_128_model_above_the_64_model_upsampled(capsys):
+    from bench import fidelity
+
+    z = procedural.sample_z(8, seed=11)
+    small, large = (load_generator(CHECKPOINTS / f"cartoon-faces-{r}", device="cpu") for r in (64, 128))
+    coarse, fine = fidelity.fidelity(small, z, 128), fidelity.fidelity(large, z, 128)
+    assert 0 < fine["l1"] < coarse["l1"] and 0 < fine["edge_l1"] < coarse["edge_l1"], (fine, coarse)
+    assert fidelity.upsample_to(small, torch.zeros(1, 3, 64, 64), 128).shape == (1, 3, 128, 128)
+    with pytest.raises(ValueError):
+        fidelity.fidelity(large, z, 64)
+    fidelity.main(["--generator", f"{CHECKPOINTS / 'cartoon-faces-64'}", "--faces", "2", "--resolution", "128"])
+    assert "| cartoon-faces-64 | 64 px |" in capsys.readouterr().out
