@@ -9,7 +9,9 @@ W / W+, truncation around a `w_avg` tracked as an EMA of the mapping's output â€
 unchanged, and the exported safetensors + config load through the converted-model path.
 
 Runs are resumable: `<run_dir>/checkpoint.pt` is rewritten atomically every few minutes and picked up
-by the next invocation with the same run_dir; sample grids go to `<run_dir>/samples/`.
+by the next invocation with the same run_dir; sample grids go to `<run_dir>/samples/`. A new run can start
+from an exported generator (`init_from`): the same architecture continues it, one of half the run's
+resolution is grown (`grow_state`), and `train_top_blocks` then trains only the new top block(s).
 """
 
 from __future__ import annotations
