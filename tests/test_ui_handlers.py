@@ -438,6 +438,40 @@ def test_preload_keeps_models_on_disk_loaded(monkeypatch):
     assert all((source, "cpu") in studio.cache for source in loaded)
 
 
+def test_the_status_states_a_drags_cost_here_from_measured_step_and_render_times(monkeypatch):
+    """Start-up measures the start model's drag (a few throwaway steps), so before Start the status line says
+    what a 100-step drag costs on this hardware; the figure follows the measured costs (steps, the live view's
+    share, the closing render), and a photo's tuned copy is costed as its base model."""
+    import re
+
+    from draggan.engine import render_costs
+    from draggan.ui.state import PhotoStart
+
+    studio, page, panels = _demo(monkeypatch)
+    G = studio.cache.get(str(SG2.resolve()), torch.device("cpu"))
+    studio.preload()
+    assert render_costs.cost(G.synthesis, "step") > 0 and render_costs.cost(G.synthesis, "full") > 0
+    ui = new_state(G)
+    ui.model = ModelRef(source=str(SG2.resolve()), label="tiny")
+    said = handlers.stats_text(ui)
+    assert re.search(r"a 100-step drag ≈ [0-9.]+ (s|min) on this CPU", said), said
+    for _ in range(30):                   # a slower machine: 0.2 s a step, 0.3 s a preview, 0.8 s exact
+        for kind, seconds in (("step", 0.2), ("preview", 0.3), ("full", 0.8)):
+            render_costs.record(G.synthesis, kind, seconds)
+    expected = 100 * 0.2 / (1 - 0.15) + 0.8
+    assert abs(render_costs.drag_seconds(G.synthesis, 100) - expected) < 0.05
+    assert "a 100-step drag ≈ 24 s on this CPU" in handlers.stats_text(ui)
+    for _ in range(30):                   # previews every 2 s would take 40 % of the time: capped at 35 %
+        render_costs.record(G.synthesis, "preview", 0.8)
+    assert abs(render_costs.drag_seconds(G.synthesis, 100) - (100 * 0.2 / 0.65 + 0.8)) < 0.05
+    ui.model = ModelRef(source="/nowhere/tuned", label="photo", private=True)
+    assert "100-step drag" not in handlers.stats_text(ui), "nothing measured for a model not loaded here"
+    ui.photo = PhotoStart(name="p.png", base=ModelRef(source=str(SG2.resolve()), label="tiny"),
+                          target=np.zeros((4, 4, 3), np.uint8), w=np.zeros((1, 1, 1)), psnr=30.0, lpips=None,
+                          loss_name="pixel", loss_note=None, steps=1, seconds=1.0)
+    assert "a 100-step drag ≈ 32 s on this CPU" in handlers.stats_text(ui)
+
+
 def test_live_view_is_timed_by_the_render_policy(G):
     """With the default display setting (0) the drag's view follows `RenderPolicy`: a preview while dragging,
     the exact image at the end, and the status line says which."""
@@ -511,8 +545,13 @@ def test_default_model_follows_the_policy(monkeypatch, tmp_path):
     monkeypatch.delenv("SPACES_ZERO_GPU")
     settings.reload()
     cpu = Studio(device="cpu", hub_online=True)
-    assert cpu.default_model() == "cartoon-faces-128"
-    assert not app.build_demo(cpu).page.use_bundled.visible, "the bundled model is the one shown"
+    assert cpu.default_model() == "ffhq-512", "the free CPU hardware starts on real faces too"
+    assert app.build_demo(cpu).page.use_bundled.visible, "the cartoon stays one click away"
+    monkeypatch.setenv("DRAGGAN_DEFAULT_MODEL", "cartoon-faces-128")
+    settings.reload()
+    cartoon = Studio(device="cpu", hub_online=True)
+    assert cartoon.default_model() == "cartoon-faces-128"
+    assert not app.build_demo(cartoon).page.use_bundled.visible, "the bundled model is the one shown"
     monkeypatch.setenv("DRAGGAN_DEFAULT_MODEL", "cartoon-faces-64")
     settings.reload()
     assert Studio(device="cpu", hub_online=False).default_model() == "cartoon-faces-64"

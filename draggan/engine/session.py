@@ -525,6 +525,7 @@ class DragSession:
                 if stopping():
                     break
                 result = self.step()
+                render_costs.record(self.G.synthesis, "step", result.seconds)
                 last = result
                 elapsed = time.perf_counter() - started
                 stopped = stopping()

@@ -291,10 +291,37 @@ def stats_text(ui: UIState) -> str:
     else:
         pairs = len(ui.targets)
         lines.append(f"{pairs} point pair(s) · click the image: handle (red) then target (blue)")
+    if not ui.running and not ui.inverting and (cost := drag_cost_text(ui)):
+        lines[-1] += f" · {cost}"
     lines.append(mask_text(ui))
     if ui.notice and not ui.running:
         lines.append(ui.notice)
     return "  \n".join(lines)
+
+
+COST_STEPS = 100   # the drag whose cost the status line states
+
+
+def drag_cost_text(ui: UIState, steps: int = COST_STEPS) -> str:
+    """What a `steps`-step drag of this session's model costs on this hardware, from the costs measured in
+    this process (`render_costs.drag_seconds`; a photo's tuned copy costs what its base model does), e.g.
+    "a 100-step drag ≈ 20 s on this CPU"; empty while nothing was measured (a ZeroGPU server, whose steps
+    run in workers)."""
+    from ..engine import render_costs
+    from .models import shared_cache
+
+    refs = [ui.model] + ([ui.photo.base] if ui.photo is not None else [])
+    for ref in refs:
+        G = shared_cache().loaded(ref.source, ui.device)
+        seconds = None if G is None else render_costs.drag_seconds(G.synthesis, steps)
+        if seconds is not None:
+            where = {"cuda": "GPU", "mps": "GPU (MPS)"}.get(str(ui.device).split(":")[0], "CPU")
+            return f"a {steps}-step drag ≈ {_seconds(seconds)} on this {where}"
+    return ""
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 9.5 else f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def progress_html(ui: UIState) -> str:

@@ -165,6 +165,11 @@ class GeneratorCache:
                 self._loading.pop(key, None)
             return G
 
+    def loaded(self, source: str, device: torch.device | str) -> torch.nn.Module | None:
+        """The generator for `source` on `device` when it is loaded, else None (never loads)."""
+        with self._lock:
+            return self._items.get((str(source), str(device)))
+
     def pin(self, source: str, device: torch.device) -> torch.nn.Module:
         """Load `source` and keep it for the life of the process (never evicted): the preloaded models."""
         G = self.get(source, device)

@@ -7,6 +7,7 @@ bundled models before the first visitor comes (ZeroGPU's forked workers then inh
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,7 @@ import torch
 
 from .. import settings
 from ..devices import pick_device
-from ..engine import DragConfig
+from ..engine import DragConfig, render_costs
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
 from .threads import ThreadPolicy, apply_thread_policy, thread_policy
@@ -53,15 +54,15 @@ class Studio:
 
     def default_model(self) -> str | None:
         """The model a new page starts on: the policy of `checkpoints.default_model` (the DRAGGAN_DEFAULT_MODEL
-        setting; else FFHQ-512 on a GPU when it is cached or the Hub is reachable, which is what its entry's
-        availability here says; else the bundled model) when this app offers that model, else the bundled
+        setting; else FFHQ-512 when it is cached or the Hub is reachable, which is what its entry's availability
+        here says; else the bundled model) when this app offers that model, else the bundled
         model, else the first model offered (None: none is)."""
-        from ..checkpoints.default_model import GPU_DEFAULT_MODEL, default_model
+        from ..checkpoints.default_model import HUB_DEFAULT_MODEL, default_model
 
         offered = [c.source for c in self.available]
-        ffhq = any(c.source == GPU_DEFAULT_MODEL for c in self.available)
+        ffhq = any(c.source == HUB_DEFAULT_MODEL for c in self.available)
         try:
-            wanted = default_model(device=self.device, hub_online=ffhq, cached=ffhq)
+            wanted = default_model(hub_online=ffhq, cached=ffhq)
         except (OSError, ValueError):
             wanted = None
         if wanted:
@@ -155,6 +156,7 @@ class Studio:
     def preload(self) -> list[str]:
         """Load, at start-up, the default model and every model that is already on this machine (bundled, local
         or cached), and keep them: the first visitor does not wait, and ZeroGPU's forked workers inherit them.
+        A few throwaway drag steps of the start model measure what a drag costs here (`render_costs.measure`).
         Returns the sources loaded."""
         from ..checkpoints import hub, zoo
 
@@ -170,8 +172,11 @@ class Studio:
             if entry is not None and source != self.default_model() and not hub.is_available_offline(entry):
                 continue                                   # not on disk yet: downloaded when first picked
             try:
-                self.cache.pin(source, self.device)
+                G = self.cache.pin(source, self.device)
                 loaded.append(source)
             except load_errors():
-                pass
+                continue
+            if (source == self.default_model() and not os.environ.get("SPACES_ZERO_GPU")
+                    and render_costs.cost(G.synthesis, "step") is None):
+                render_costs.measure(G)   # the page states a drag's cost before Start (ZeroGPU: no GPU here)
         return loaded
