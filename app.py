@@ -24,7 +24,7 @@ from draggan.ui.events.drag import DragPanel
 from draggan.ui.events.export import ExportPanel
 from draggan.ui.events.model import ModelPanel
 from draggan.ui.events.photo import PhotoPanel
-from draggan.ui.photo import PRESETS
+from draggan.inversion.presets import PRESETS
 from draggan.ui.sessions import SessionReaper
 from draggan.ui.state import DEFAULT_RENDER_EVERY
 from draggan.ui.studio import Studio
@@ -149,7 +149,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     with gr.Accordion("Inversion steps", open=False):
                         preset = photo_panel.default_preset()
                         p.preset = gr.Radio(list(PRESETS), value=preset, label="Preset")
-                        first = PRESETS[preset]
+                        first = PRESETS[preset].steps
                         with gr.Row():
                             p.w_steps = gr.Number(first[0], label="W steps", precision=0, minimum=0)
                             p.wplus_steps = gr.Number(first[1], label="W+ steps", precision=0, minimum=0)

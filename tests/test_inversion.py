@@ -115,6 +115,38 @@ def test_recovers_generated_image(G: torch.nn.Module, tmp_path) -> None:
         assert torch.equal(reloaded.synthesis(result.w, noise_mode="const"), recon)
 
 
+def test_projection_at_a_smaller_size_skips_the_top_block_and_tuning_fits_the_full_image(G) -> None:
+    """`project_size`: the projection fits the 32-px skip image (the top block never runs, forwards or
+    backwards, until the tuning), then the tuning at full size; the result is the full-size reconstruction.
+    The presets are the page's table: each a normal entry, the CPU one projecting at 256 px."""
+    from draggan.inversion.presets import PRESETS, default_preset, get_preset
+    from draggan.inversion.projection import projection_resolution
+
+    assert projection_resolution(G, 32) == 32 and projection_resolution(G, 0) == 64
+    assert projection_resolution(G, 40) == 64 and projection_resolution(G, 256) == 64
+    assert default_preset("cpu") == "Fast" and default_preset("cuda") == "Best"
+    assert get_preset("Fast").project_size == 256 and get_preset("Quick").project_size == 0
+    assert list(PRESETS) == ["Fast", "Quick", "Balanced", "Best"]
+    with pytest.raises(ValueError, match="choose one of Fast, Quick"):
+        get_preset("Turbo")
+
+    target = _target(G)
+    top_calls = []
+    hook = G.synthesis.b64.register_forward_hook(lambda *args: top_calls.append(1))
+    events = []
+    try:
+        cfg = get_preset("Fast").config(w_steps=30, wplus_steps=20, pti_steps=40, pti_lr=1e-3, project_size=32,
+                                        optimize_noise=False, w_avg_samples=1000, preview_every=10)
+        result = invert(G, target, cfg, progress=lambda e: events.append((e.stage, len(top_calls), e)))
+    finally:
+        hook.remove()
+    projection = [e for stage, _, e in events if stage != "pti"]
+    assert all(calls == 0 for stage, calls, _ in events if stage != "pti"), "the projection ran the top block"
+    assert {e.preview.shape for e in projection if e.preview is not None} == {(32, 32, 3)}
+    assert events[-1][2].preview.shape == (64, 64, 3) and result.image.shape == (64, 64, 3)
+    assert result.psnr >= 25.0, f"PSNR {result.psnr:.2f} dB"
+
+
 def test_shared_generator_untouched(G: torch.nn.Module) -> None:
     """Projection with noise fitting and tuning with the locality regulariser never modify the shared G."""
     before = _state(G)

@@ -71,6 +71,28 @@ def test_unfused_modconv_and_partial_synthesis_match_full_pass() -> None:
     assert [tuple(f.shape[1:]) for f in feats] == G.synthesis.feature_shapes()
 
 
+def test_image_at_a_lower_resolution_is_the_skip_image_the_top_blocks_add_detail_to() -> None:
+    """`image_at(ws, r)` stops after block r: at full size it is the forward pass; one block lower, the image
+    that the top block upsamples and adds its ToRGB output to (so the full image is exactly that sum)."""
+    from draggan.networks.ops import upsample2d
+
+    G = _load("stylegan2-tiny-64")
+    S = G.synthesis
+    ws = torch.from_numpy(load_reference("stylegan2-tiny-64")["ws1_psi0.7"])
+    assert S.image_resolutions() == S.block_resolutions == [4, 8, 16, 32, 64]
+    full = S(ws, noise_mode="const")
+    assert torch.equal(S.image_at(ws, 64, noise_mode="const"), full)
+    half = S.image_at(ws, 32, noise_mode="const")
+    assert half.shape == (1, 3, 32, 32)
+    top = S.b64
+    x_top = S(ws, noise_mode="const", until_block=S.num_blocks - 1)[-1]
+    detail = top.torgb(x_top, ws[:, S.num_ws - 1], fused_modconv=True)
+    assert (upsample2d(half, top.resample_filter) + detail - full).abs().max() <= TOL
+    assert (S.image_at(ws, 8, noise_mode="const") - S.image_at(ws, 8, noise_mode="random")).abs().max() > 0
+    with pytest.raises(AssertionError, match="can stop at"):
+        S.image_at(ws, 48)
+
+
 def test_demodulation_sums_are_cached_until_the_weight_changes_and_follow_its_gradient() -> None:
     G = _load("stylegan2-tiny-64").eval().requires_grad_(False)
     ws = torch.from_numpy(load_reference("stylegan2-tiny-64")["ws1_psi0.7"])

@@ -23,6 +23,7 @@ from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.inversion import align, losses
 from _app_server import app_panels
 from draggan.engine import snapshot as snapshots
+from draggan.inversion.presets import PRESETS
 from draggan.ui import gpu, handlers, photo
 from draggan.ui.drawing import display_scale, to_display
 from draggan.ui.events import unchanged
@@ -295,7 +296,7 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     shared = studio.cache.get(state.model.source, studio.device)
     before = _clone(shared)
     assert panels.photo.preset("Quick") == dict(zip([page.w_steps, page.wplus_steps, page.pti_steps],
-                                                    photo.PRESETS["Quick"]))
+                                                    PRESETS["Quick"].steps))
     assert "Runs on **cpu**" in panels.photo.estimate(100, 50, 100, state)[page.estimate]
     assert "once it starts" in panels.photo.estimate(1, 1, 1)[page.estimate]
 
@@ -350,3 +351,15 @@ def test_studio_cancel(G, tmp_path, monkeypatch):
     canceller.join()
     assert not state.inverting and state.photo is None and np.array_equal(state.image, start)
     assert "cancelled" in outputs[-1][page.photo_status].lower()
+
+
+def test_the_chosen_preset_reaches_the_inversion_with_the_visitors_step_counts():
+    """The page's preset choice travels with the step fields: its projection size (the CPU preset's 256 px)
+    and the visitor's own step counts; an unknown name is refused like any other bad setting."""
+    fast = photo.make_inversion_config(7, 3, 2, "Fast")
+    assert (fast.w_steps, fast.wplus_steps, fast.pti_steps, fast.project_size) == (7, 3, 2, 256)
+    assert photo.make_inversion_config(7, 3, 2, "Best").project_size == 0
+    assert photo.make_inversion_config(7, 3, 2).project_size == 0
+    assert photo.preset_steps("Fast") == PRESETS["Fast"].steps
+    with pytest.raises(UserError, match="Unknown preset"):
+        photo.make_inversion_config(7, 3, 2, "Turbo")

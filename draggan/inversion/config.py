@@ -42,6 +42,9 @@ class InversionConfig:
     optimize_noise: bool = True           # also fit the per-layer noise maps (StyleGAN2 only)
     noise_reg_weight: float = 1e5         # keeps optimised noise maps spatially uncorrelated
     w_avg_samples: int = 10000            # mapping samples used for the start point and w's spread
+    project_size: int = 0                 # > 0: project against the generator's image at the smallest size it
+                                          # can stop at that is >= this (the target area-downsampled to it),
+                                          # skipping the blocks above; 0: at full size
     # Pivotal tuning (fine-tuning a private copy of the generator around the pivot latent).
     pti_steps: int = 300
     pti_lr: float = 3e-4
@@ -66,7 +69,7 @@ class InversionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("w_steps", "wplus_steps", "pti_steps", "w_avg_samples"):
+        for name in ("w_steps", "wplus_steps", "pti_steps", "w_avg_samples", "project_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("log_every", "preview_every", "locality_every"):

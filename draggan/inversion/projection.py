@@ -3,6 +3,9 @@
 Follows the recipe of NVIDIA's StyleGAN2-ADA projector: start at the average w, add decaying Gaussian noise
 to the latent early on, cosine ramp the learning rate up and down, and optimise the per-layer noise maps too,
 regularised towards spatially uncorrelated noise. The W+ stage then refines one w per layer from the W optimum.
+With `project_size` the projection fits the generator's image at a smaller size (`image_at`: the blocks above
+it are not run, forwards or backwards) to the target area-downsampled to it: the latent's coarse structure
+is what that image shows, and the pivotal tuning that follows fits the full-size detail.
 The noise maps live in per-call tensors passed to `synthesis(noise_bufs=…)`: the generator is never modified,
 so one shared network can serve many concurrent inversions.
 """
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import InversionConfig, StepTracker
-from .losses import ReconstructionLoss
+from .losses import ReconstructionLoss, downsample_to
 
 
 @dataclasses.dataclass
@@ -30,6 +33,13 @@ class Projection:
 def noise_buffer_names(G: torch.nn.Module) -> list[str]:
     """Names (relative to `G.synthesis`) of the constant-noise buffers; empty for StyleGAN3."""
     return [name for name, _ in G.synthesis.named_buffers() if name.endswith("noise_const")]
+
+
+def projection_resolution(G: torch.nn.Module, project_size: int) -> int:
+    """The image height the projection fits: the smallest the synthesis network can stop at that is at least
+    `project_size` (0: the full height)."""
+    sizes = [r for r in G.synthesis.image_resolutions() if r >= project_size] if project_size > 0 else []
+    return min(sizes) if sizes else G.img_height
 
 
 def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_bufs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -92,8 +102,9 @@ def _normalize_noise(noise_bufs: dict[str, torch.Tensor]) -> None:
 def _optimize(G: torch.nn.Module, latent: torch.Tensor, noise_bufs: dict[str, torch.Tensor],
               target: torch.Tensor, loss: ReconstructionLoss, config: InversionConfig, tracker: StepTracker,
               stage: str, steps: int, lr: float, w_std: float, noise_factor: float,
-              generator: torch.Generator) -> None:
-    """One projection stage: Adam on `latent` ([1, 1 | num_ws, w_dim]) and the noise maps, in place."""
+              generator: torch.Generator, resolution: int) -> None:
+    """One projection stage: Adam on `latent` ([1, 1 | num_ws, w_dim]) and the noise maps, in place, fitting
+    the image at `resolution` (`projection_resolution`) to `target` (already at that size)."""
     params = [latent] + list(noise_bufs.values())
     for p in params:
         p.requires_grad_(True)
@@ -105,7 +116,9 @@ def _optimize(G: torch.nn.Module, latent: torch.Tensor, noise_bufs: dict[str, to
             group["lr"] = lr * lr_schedule(t, config.lr_rampup, config.lr_rampdown)
         scale = w_std * noise_factor * max(0.0, 1.0 - t / config.noise_ramp_length) ** 2
         w = latent + torch.randn(latent.shape, generator=generator).to(latent.device) * scale
-        synth = synthesize(G, w.expand(-1, G.num_ws, -1), noise_bufs)
+        ws = w.expand(-1, G.num_ws, -1)
+        synth = (synthesize(G, ws, noise_bufs) if resolution == G.img_height
+                 else G.synthesis.image_at(ws, resolution, noise_mode="const", noise_bufs=noise_bufs))
         dist = loss(synth, target)
         total = dist
         if noise_bufs:
@@ -138,9 +151,12 @@ def project(G: torch.nn.Module, target: torch.Tensor, loss: ReconstructionLoss, 
         noise_bufs = {name: torch.randn(buffers[name].shape, generator=generator).to(device)
                       for name in noise_buffer_names(G)}
     latent = w_avg.detach().clone()
+    resolution = projection_resolution(G, config.project_size)
+    if resolution != G.img_height:
+        target = downsample_to(target, resolution)
     _optimize(G, latent, noise_bufs, target, loss, config, tracker, "w", config.w_steps, config.lr,
-              w_std, config.initial_noise_factor, generator)
+              w_std, config.initial_noise_factor, generator, resolution)
     latent = latent.detach().repeat(1, G.num_ws, 1)
     _optimize(G, latent, noise_bufs, target, loss, config, tracker, "w+", config.wplus_steps, config.wplus_lr,
-              w_std, 0.0, generator)
+              w_std, 0.0, generator, resolution)
     return Projection(ws=latent.detach(), noise_bufs={k: v.detach() for k, v in noise_bufs.items()})

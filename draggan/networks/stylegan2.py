@@ -255,18 +255,39 @@ class SynthesisNetwork(torch.nn.Module):
         """Pixels outside the image on each side of each block's output: none (StyleGAN3's have margins)."""
         return [0] * len(self.block_resolutions)
 
+    def image_resolutions(self) -> list[int]:
+        """The image heights `image_at` can stop at: every block's with the skip architecture (each block adds
+        its ToRGB output to the upsampled image of the block below, so that image is the picture so far at
+        its resolution), else only the full one."""
+        if getattr(self, f"b{self.img_resolution}").architecture == "skip":
+            return list(self.block_resolutions)
+        return [self.img_resolution]
+
+    def image_at(self, ws: torch.Tensor, resolution: int, noise_mode: str = "random",
+                 noise_bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The image as it stands after the block of `resolution` (one of `image_resolutions()`), without
+        running the blocks above: at the full resolution, `forward(ws)`; below it, the skip image those
+        blocks would upsample and add detail to. What a loss that sees no more than `resolution` pixels
+        needs, at a fraction of the cost (GAN inversion projects against it). `ws` is the full latent."""
+        assert resolution in self.image_resolutions(), \
+            f"this network can stop at {self.image_resolutions()} px, not {resolution}"
+        return self(ws, noise_mode=noise_mode, noise_bufs=noise_bufs,
+                    last_block=self.block_resolutions.index(resolution))
+
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,
                 until_block: int | None = None, fused_modconv: bool | None = None, force_fp32: bool = False,
-                noise_bufs: dict[str, torch.Tensor] | None = None):
+                noise_bufs: dict[str, torch.Tensor] | None = None, last_block: int | None = None):
         """Run the synthesis network.
 
         `until_block=i` stops after block i and returns only the features up to it (no image): the drag
-        optimisation needs nothing past its feature block. `noise_bufs` maps buffer names as listed by
-        `named_buffers()` (e.g. 'b8.conv0.noise_const') to tensors used instead of those buffers in 'const'
-        mode, so a caller (GAN inversion) can optimise its own noise without mutating a shared network.
+        optimisation needs nothing past its feature block. `last_block=i` stops after block i too but
+        returns its image (`image_at`). `noise_bufs` maps buffer names as listed by `named_buffers()` (e.g.
+        'b8.conv0.noise_const') to tensors used instead of those buffers in 'const' mode, so a caller (GAN
+        inversion) can optimise its own noise without mutating a shared network.
         """
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), \
             f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}"
+        assert until_block is None or last_block is None, "until_block returns features, last_block an image"
         ws = ws.to(torch.float32)
         per_block: dict[str, dict[str, torch.Tensor]] = {}
         for name, tensor in (noise_bufs or {}).items():
@@ -276,7 +297,8 @@ class SynthesisNetwork(torch.nn.Module):
         x = img = None
         features = []
         w_idx = 0
-        last = self.num_blocks - 1 if until_block is None else until_block
+        last = until_block if until_block is not None else last_block if last_block is not None else \
+            self.num_blocks - 1
         for i, res in enumerate(self.block_resolutions[: last + 1]):
             block = getattr(self, f"b{res}")
             cur_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)

@@ -290,6 +290,17 @@ class SynthesisNetwork(torch.nn.Module):
         exactly the image, sampled at the layer's sampling rate."""
         return [(layer.out_size - layer.out_sampling_rate) // 2 for layer in self.layers()]
 
+    def image_resolutions(self) -> list[int]:
+        """The image heights `image_at` can stop at: only the full one (every layer works at its own sampling
+        rate and only the last one makes an image)."""
+        return [self.img_resolution]
+
+    def image_at(self, ws: torch.Tensor, resolution: int, noise_mode: str = "random",
+                 noise_bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """`forward(ws)` (StyleGAN3 has no noise maps, so `noise_bufs` must be empty); see StyleGAN2's."""
+        assert resolution in self.image_resolutions() and not noise_bufs
+        return self(ws, noise_mode=noise_mode)
+
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,
                 until_block: int | None = None, force_fp32: bool = False):
         """Run the synthesis network.

@@ -32,23 +32,23 @@ from .handlers import UserError, ensure_idle, file_stem
 from .models import forget_private_model
 from .state import InversionJob, PhotoStart, UIState
 
-# (W steps, W+ steps, PTI steps). CPU inversion is slow: on 2 busy CPU cores a 256 px StyleGAN2 took 7.5 s per
-# projection step and 9 s per tuning step (a 512 px model has 4× the pixels), so CPU users start on "Quick"
-# (~15 min at 256 px there); "Best" is NVIDIA's projector / the PTI paper's schedule, the default on a GPU.
-PRESETS = {"Quick": (50, 25, 50), "Balanced": (200, 100, 150), "Best": (400, 200, 300)}
 MAX_STEPS = 5000
 STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "pivotal tuning"}
 
 
 def default_preset(device_type: str) -> str:
-    """CPU inversion is slow: start CPU users on the short schedule, accelerators on the full one."""
-    return "Quick" if device_type == "cpu" else "Best"
+    """The preset the page starts on (`inversion.presets.default_preset`)."""
+    from ..inversion.presets import default_preset as preset_for
+    return preset_for(device_type)
 
 
 def preset_steps(name: str) -> tuple[int, int, int]:
-    if name not in PRESETS:
-        raise UserError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
-    return PRESETS[name]
+    """(W, W+, PTI) steps of the preset called `name`; `UserError` for any other name."""
+    from ..inversion.presets import get_preset
+    try:
+        return get_preset(name).steps
+    except ValueError as exc:
+        raise UserError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
 
 
 def max_photo_megapixels() -> float:
@@ -65,17 +65,23 @@ def _steps(name: str, value: Any) -> int:
     return int(number)
 
 
-def make_inversion_config(w_steps: Any, wplus_steps: Any, pti_steps: Any, **overrides: Any) -> Any:
-    """Validated `InversionConfig` for the app: the user's step counts, previews about 40 times per run."""
-    from ..inversion import InversionConfig
+def make_inversion_config(w_steps: Any, wplus_steps: Any, pti_steps: Any, preset: str | None = None,
+                          **overrides: Any) -> Any:
+    """Validated `InversionConfig` for the app: the `preset`'s settings (default: Quick's) with the user's step
+    counts, previews about 40 times per run."""
+    from ..inversion.presets import get_preset
 
     w, wp, pti = _steps("W steps", w_steps), _steps("W+ steps", wplus_steps), _steps("PTI steps", pti_steps)
     if w + wp == 0:
         raise UserError("Give the projection at least one W or W+ step.")
+    try:
+        chosen = get_preset(preset or "Quick")
+    except ValueError as exc:
+        raise UserError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
     total = w + wp + pti
     kwargs = dict(w_steps=w, wplus_steps=wp, pti_steps=pti, preview_every=max(1, min(10, total // 40)))
     kwargs.update(overrides)
-    return InversionConfig(**kwargs)
+    return chosen.config(**kwargs)
 
 
 def photo_name(photo: Any) -> str:
@@ -139,10 +145,10 @@ def prepare_photo(G: Any, photo: Any, face_align: bool = False,
 
 def start_inversion(ui: UIState, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
                     face_align: bool = False, max_megapixels: float | None = None, name: str | None = None,
-                    **config_overrides: Any) -> InversionJob:
+                    preset: str | None = None, **config_overrides: Any) -> InversionJob:
     """Check the upload and settings and mark an inversion as this session's job; `follow_inversion` runs it.
     `ui` is untouched when the upload or a setting is refused."""
-    config = make_inversion_config(w_steps, wplus_steps, pti_steps, **config_overrides)
+    config = make_inversion_config(w_steps, wplus_steps, pti_steps, preset, **config_overrides)
     base = ui.base_model
     target, _ = prepare_photo(gpu.generator(base, ui.device), photo, face_align, max_megapixels)
     with ui.lock:

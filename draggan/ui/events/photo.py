@@ -66,7 +66,8 @@ class PhotoPanel:
                 self.page.photo_status: _status(message, " Press <b>Invert photo</b> to fit the model to it.")}
 
     def invert_photo(self, ui: UIState | None, file: str | None, face_align: bool, w_steps: Any,
-                     wplus_steps: Any, pti_steps: Any, request: gr.Request = None) -> Iterator[dict]:
+                     wplus_steps: Any, pti_steps: Any, preset: str | None = None,
+                     request: gr.Request = None) -> Iterator[dict]:
         """Invert the uploaded photo and stream progress; when it succeeds the session drags the inverted
         latent on its own tuned generator. One running job per visitor (`Studio.visitors`)."""
         try:
@@ -75,15 +76,15 @@ class PhotoPanel:
             gr.Warning(str(exc))
             return
         with slot:
-            yield from self._invert(ui, file, face_align, w_steps, wplus_steps, pti_steps)
+            yield from self._invert(ui, file, face_align, w_steps, wplus_steps, pti_steps, preset)
 
     def _invert(self, ui: UIState | None, file: str | None, face_align: bool, w_steps: Any, wplus_steps: Any,
-                pti_steps: Any) -> Iterator[dict]:
+                pti_steps: Any, preset: str | None) -> Iterator[dict]:
         p = self.page
         try:
             ui = need(ui)
             job = photo.start_inversion(ui, file, w_steps, wplus_steps, pti_steps, face_align=bool(face_align),
-                                        name=photo.photo_name(file) if file else None)
+                                        name=photo.photo_name(file) if file else None, preset=preset)
         except UserError as exc:
             gr.Warning(str(exc))
             return
@@ -129,7 +130,7 @@ class PhotoPanel:
                            **light)
         p.preset.input(self.preset, p.preset, steps, **light)
         gr.on([c.change for c in steps], self.estimate, [*steps, p.state], p.estimate, **light)
-        p.invert.click(self.invert_photo, [p.state, p.photo_file, p.face_align, *steps],
+        p.invert.click(self.invert_photo, [p.state, p.photo_file, p.face_align, *steps, p.preset],
                        [*full, p.photo_view, p.photo_status, p.space], show_progress="minimal",
                        show_progress_on=p.photo_status, **heavy,
                        api_visibility="private").then(self.estimate, [*steps, p.state], p.estimate, **light)

@@ -1,0 +1,63 @@
+"""The inversion presets the page offers, by name: step counts per stage and where the projection looks.
+
+One table for every door: the photo panel's *Preset* choice and the CLI's `invert --preset NAME` read it.
+
+- **Fast** is the CPU preset: a 512-px photo in about a minute on 2 cores (one thread per job). Its
+  projection fits the generator's 256-px image (`project_size`: the skip image below the top block, so
+  that block is not run while the loss cannot see it; LPIPS reads 256 px) to the photo area-downsampled
+  to 256, then a short pivotal tuning at full size fits the detail. At 256 px and below it is the same
+  schedule at full size.
+- **Quick**, **Balanced**, **Best**: the projection at full size; *Best* is NVIDIA's projector and the PTI
+  paper's schedule, the default on an accelerator.
+
+Times and PSNR per preset and size are in the README ("Editing your own photos"), from `bench/photo_presets.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .config import InversionConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Step counts of the three stages, and the projection's image size (0: full; see `InversionConfig`)."""
+
+    w_steps: int
+    wplus_steps: int
+    pti_steps: int
+    project_size: int = 0
+
+    @property
+    def steps(self) -> tuple[int, int, int]:
+        """(W, W+, PTI) steps, as the page's step fields show them."""
+        return self.w_steps, self.wplus_steps, self.pti_steps
+
+    def config(self, **overrides: Any) -> InversionConfig:
+        """The `InversionConfig` of this preset, with `overrides` (step counts included) on top."""
+        fields = dict(w_steps=self.w_steps, wplus_steps=self.wplus_steps, pti_steps=self.pti_steps,
+                      project_size=self.project_size)
+        fields.update(overrides)
+        return InversionConfig(**fields)
+
+
+PRESETS: dict[str, Preset] = {
+    "Fast": Preset(16, 8, 6, project_size=256),
+    "Quick": Preset(50, 25, 50),
+    "Balanced": Preset(200, 100, 150),
+    "Best": Preset(400, 200, 300),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; ValueError naming the choices otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {str(name)[:40]!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def default_preset(device_type: str) -> str:
+    """The preset a device starts on: the CPU one on a CPU, the full schedule on an accelerator."""
+    return "Fast" if device_type == "cpu" else "Best"
