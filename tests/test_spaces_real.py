@@ -83,7 +83,10 @@ def test_spaces_wraps_every_gpu_function_and_schedules_each_call(zero):
     assert paths[:6] == ["/schedule", "/allow", "/release"] * 2
     asked = schedules(zero["calls"])
     assert len(asked) == len(SCRIPT)
-    assert {q["durationSeconds"] for q in asked} == {str(gpu.DRAG_SECONDS)}
+    durations = [int(q["durationSeconds"]) for q in asked]
+    assert durations[:2] == [gpu.DRAG_SECONDS] * 2, "an unbounded call asks for the whole configured grant"
+    assert all(0 < d <= gpu.DRAG_SECONDS for d in durations) and min(durations) < gpu.DRAG_SECONDS, \
+        "a drag's chunks ask for their budget plus start-up (the last one for the steps it has left)"
     assert asked[0]["cgroupPath"] == "/draggan-test"
     allowed = [int(q["pid"]) for path, q in zero["calls"] if path == "/allow"]
     assert len(set(allowed)) == len(allowed), "each call ran in its own forked worker"

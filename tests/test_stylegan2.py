@@ -88,6 +88,7 @@ def test_image_at_a_lower_resolution_is_the_skip_image_the_top_blocks_add_detail
     x_top = S(ws, noise_mode="const", until_block=S.num_blocks - 1)[-1]
     detail = top.torgb(x_top, ws[:, S.num_ws - 1], fused_modconv=True)
     assert (upsample2d(half, top.resample_filter) + detail - full).abs().max() <= TOL
+    assert (S.image_at(ws, 32, noise_mode="const", fused_modconv=False) - half).abs().max() <= TOL
     assert (S.image_at(ws, 8, noise_mode="const") - S.image_at(ws, 8, noise_mode="random")).abs().max() > 0
     with pytest.raises(AssertionError, match="can stop at"):
         S.image_at(ws, 48)

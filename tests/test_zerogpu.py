@@ -170,3 +170,125 @@ def test_handlers_work_with_every_gpu_call_forked(monkeypatch):
     handlers.run_blocking(local)
     assert np.array_equal(snapshots.full_latent(ui.snap), snapshots.full_latent(local.snap))
     assert np.array_equal(ui.image, local.image)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ZeroGPU as spaces 0.51.3 runs it: a kept worker, a thread per call, durations sized per call, no tensors.
+
+def _where() -> tuple[int, bool]:
+    return os.getpid(), threading.current_thread() is threading.main_thread()
+
+
+def test_the_worker_is_kept_and_each_call_runs_in_a_thread_of_it():
+    call = forked(_where)
+    try:
+        (pid1, main1), (pid2, main2) = call(), call()
+        assert pid1 == pid2 != os.getpid(), "the second call reuses the first call's worker"
+        assert not main1 and not main2, "the function runs in a thread of the worker, not its main thread"
+        assert call.pool.pids == [pid1, pid2]
+    finally:
+        call.pool.close()
+
+    def broken() -> None:
+        raise ValueError("bad")
+    failing = forked(broken)
+    with pytest.raises(ValueError):
+        failing()
+    with pytest.raises(ValueError):
+        failing()
+    assert failing.pool.pids[0] != failing.pool.pids[1], "a worker whose call failed is not reused"
+
+
+def _tensor_back() -> torch.Tensor:
+    return torch.zeros(2)
+
+
+def test_no_tensor_crosses_the_boundary_either_way():
+    """GPU functions take and give numpy arrays and plain values: a tensor in the arguments is refused in the
+    caller, a tensor in a result or a yield comes back as an error, never as a tensor. Every round trip in this
+    file (new image, render, drag, replay, invert) passes through the same check."""
+    call = forked(_where)
+    try:
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            call(torch.ones(3))
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            call(dict(nested=[torch.ones(1)]))
+    finally:
+        call.pool.close()
+    with pytest.raises(WorkerError, match="torch.Tensor"):
+        forked(_tensor_back)()
+
+    def yields_tensor():
+        yield np.zeros(2)
+        yield torch.zeros(2)
+    assert [type(v) for v in yields_tensor()] == [np.ndarray, torch.Tensor]
+    received = []
+    with pytest.raises(WorkerError, match="torch.Tensor"):
+        for value in forked(yields_tensor)():
+            received.append(value)
+    assert len(received) == 1 and isinstance(received[0], np.ndarray)
+
+
+def test_a_drag_asks_for_its_chunks_budget_plus_start_up_sized_per_call(monkeypatch, tmp_path):
+    """`drag`'s duration is a callable of its arguments (spaces calls it per call): budget + start-up, at most
+    the configured grant; a drag in chunks asks for its full chunk, then only what its remaining steps need."""
+    import sys
+    import types
+
+    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 1, 0.7, CONFIG)
+    assert gpu.drag_seconds(REF, "cpu", snap, 10, None, 7.0) == 7 + gpu.START_SECONDS
+    assert gpu.drag_seconds(REF, "cpu", snap, 10, None, float("inf")) == gpu.DRAG_SECONDS
+    assert gpu.drag_seconds(REF, "cpu", snap, 10, None, 2.2, 0, None) == 8
+
+    asked = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda duration: (lambda fn: (lambda *a, **k: asked.append(duration(*a, **k)) or fn(*a, **k)))
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    wrapped = gpu._decorator(gpu.drag_seconds)(gpu._drag)
+    updates = list(wrapped(REF, "cpu", snapshots.set_points(snap, [(20, 20)], [(34, 28)]), 2, None, 3.0))
+    assert asked == [8] and updates[-1].snapshot is not None, "spaces.GPU got the callable"
+
+    assert handlers.next_chunk_seconds(40.0, 10, 4.0, 100) == 40.0, "100 steps at 0.4 s need the full chunk"
+    assert handlers.next_chunk_seconds(40.0, 10, 4.0, 5) == pytest.approx(5 * 0.4 * 1.25 + 1)
+    assert handlers.next_chunk_seconds(40.0, 0, 4.0, 5) == 40.0, "no pace known yet"
+
+
+def test_a_kept_worker_never_serves_a_stale_generator_or_cache(tmp_path):
+    """Between two calls in the same worker the server changes state: another model, a re-tuned photo, a
+    released session. The worker renders each model's own image (equal to the server's), serves a re-tuned
+    photo's new weights, and refuses a released photo's model although it had loaded it."""
+    from draggan.ui.models import forget_private_model
+
+    render = forked(gpu.PLAIN["render"])
+    invert = forked(gpu.PLAIN["invert"])
+    other = ModelRef(str(Path(__file__).parent / "data" / "stylegan2-tf-tiny-64.pkl"), "tf tiny")
+    try:
+        snap, image = gpu.PLAIN["new_image"](REF, "cpu", 5, 0.7, CONFIG)
+        same(render(REF, "cpu", snap), image)
+        other_snap, other_image = gpu.PLAIN["new_image"](other, "cpu", 5, 0.7, CONFIG)
+        assert not np.array_equal(other_image, image)
+        same(render(other, "cpu", other_snap), other_image)          # another model, same worker
+        same(render(REF, "cpu", snap), image)
+
+        target = gpu.PLAIN["new_image"](REF, "cpu", 9, 0.5, CONFIG)[1]
+        tuned = []
+        for pti_steps in (2, 6):                                      # the photo, then re-tuned
+            config = photo.make_inversion_config(3, 2, pti_steps, w_avg_samples=200)
+            done = list(invert(REF, "cpu", target, config, CONFIG, None, "photo"))[-1]
+            tuned.append(done)
+            same(render(done.model, "cpu", done.snapshot), done.image)
+        assert tuned[0].model.source != tuned[1].model.source and not np.array_equal(tuned[0].image, tuned[1].image)
+        same(render(tuned[0].model, "cpu", tuned[0].snapshot), tuned[0].image)
+
+        forget_private_model(tuned[0].model)                          # its session ended
+        with pytest.raises(FileNotFoundError, match="released"):
+            render(tuned[0].model, "cpu", tuned[0].snapshot)
+        same(render(tuned[1].model, "cpu", tuned[1].snapshot), tuned[1].image)
+        assert len(render.pool.pids) == 8 and len(set(render.pool.pids[:7])) == 1, \
+            "every change above reached one kept worker, the refusal included (a failed call ends it)"
+        assert len(set(invert.pool.pids)) == 1, "both inversions ran in the kept worker"
+    finally:
+        render.pool.close()
+        invert.pool.close()
+        for done in tuned:
+            forget_private_model(done.model)

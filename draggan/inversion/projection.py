@@ -118,7 +118,8 @@ def _optimize(G: torch.nn.Module, latent: torch.Tensor, noise_bufs: dict[str, to
         w = latent + torch.randn(latent.shape, generator=generator).to(latent.device) * scale
         ws = w.expand(-1, G.num_ws, -1)
         synth = (synthesize(G, ws, noise_bufs) if resolution == G.img_height
-                 else G.synthesis.image_at(ws, resolution, noise_mode="const", noise_bufs=noise_bufs))
+                 else G.synthesis.image_at(ws, resolution, noise_mode="const", noise_bufs=noise_bufs,
+                                           fused_modconv=False))
         dist = loss(synth, target)
         total = dist
         if noise_bufs:

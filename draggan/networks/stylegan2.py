@@ -264,14 +264,17 @@ class SynthesisNetwork(torch.nn.Module):
         return [self.img_resolution]
 
     def image_at(self, ws: torch.Tensor, resolution: int, noise_mode: str = "random",
-                 noise_bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                 noise_bufs: dict[str, torch.Tensor] | None = None,
+                 fused_modconv: bool | None = None) -> torch.Tensor:
         """The image as it stands after the block of `resolution` (one of `image_resolutions()`), without
         running the blocks above: at the full resolution, `forward(ws)`; below it, the skip image those
         blocks would upsample and add detail to. What a loss that sees no more than `resolution` pixels
-        needs, at a fraction of the cost (GAN inversion projects against it). `ws` is the full latent."""
+        needs, at a fraction of the cost (GAN inversion projects against it). `ws` is the full latent;
+        `fused_modconv` as in `forward` (False: gradients reach the styles without per-sample weight
+        gradients, the cheaper backward when only the latent is optimised)."""
         assert resolution in self.image_resolutions(), \
             f"this network can stop at {self.image_resolutions()} px, not {resolution}"
-        return self(ws, noise_mode=noise_mode, noise_bufs=noise_bufs,
+        return self(ws, noise_mode=noise_mode, noise_bufs=noise_bufs, fused_modconv=fused_modconv,
                     last_block=self.block_resolutions.index(resolution))
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,

@@ -296,8 +296,10 @@ class SynthesisNetwork(torch.nn.Module):
         return [self.img_resolution]
 
     def image_at(self, ws: torch.Tensor, resolution: int, noise_mode: str = "random",
-                 noise_bufs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """`forward(ws)` (StyleGAN3 has no noise maps, so `noise_bufs` must be empty); see StyleGAN2's."""
+                 noise_bufs: dict[str, torch.Tensor] | None = None,
+                 fused_modconv: bool | None = None) -> torch.Tensor:
+        """`forward(ws)` (StyleGAN3 has no noise maps, so `noise_bufs` must be empty, and one modulated
+        convolution form, so `fused_modconv` changes nothing); see StyleGAN2's."""
         assert resolution in self.image_resolutions() and not noise_bufs
         return self(ws, noise_mode=noise_mode)
 

@@ -9,8 +9,12 @@ yields new values, which the server stores in the visitor's `gr.State`. Nothing 
   workers inherit them; a model made later (an upload, a photo's tuned copy) is a converted safetensors folder
   that whichever process runs the step reads (`models.shared_cache()`).
 - Stop: a `StopFlag` is a file path; the server creates the file, the worker checks for it between steps.
-- Time: ZeroGPU grants a call a set duration. A drag runs in chunks: `drag` returns after `budget_s` seconds
-  with the snapshot it reached, and the next call resumes it exactly (the optimiser state travels along).
+- Time: ZeroGPU grants a call the duration it asks for. A drag runs in chunks: `drag` returns after `budget_s`
+  seconds with the snapshot it reached, and the next call resumes it exactly (the optimiser state travels
+  along); each call asks for its chunk's budget plus start-up (`drag_seconds`), and the last chunk of a drag
+  is sized to the steps it has left (`handlers.next_chunk_seconds`).
+- Workers are kept: spaces reuses a function's forked worker for later calls while it is alive and idle, so
+  whatever a call loads there stays for the next one; `generator` never serves a released private model.
 
 `gpu(duration)` wraps a function for the platform: `spaces.GPU` on ZeroGPU, the fork-and-pickle stand-in
 (`forked.py`) when `DRAGGAN_FORKED_GPU=1`, otherwise nothing.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import os
 import time
 from pathlib import Path
@@ -67,10 +72,12 @@ class DragUpdate:
     end: str = ""                         # last update: "arrived", "limit", "stopped" or "budget"
 
 
-def _decorator(duration: int) -> Callable[[Callable], Callable]:
+def _decorator(duration: int | Callable[..., int]) -> Callable[[Callable], Callable]:
     """`spaces.GPU(duration=...)` where the `spaces` package is installed (it changes nothing outside ZeroGPU);
     the fork-and-pickle stand-in instead for calls made while `DRAGGAN_FORKED_GPU=1` (the setting is looked up per
-    call, so tests can switch it)."""
+    call, so tests can switch it). `duration`: seconds, or a callable with the function's signature that sizes
+    each call's grant from its arguments (spaces calls it before scheduling; a smaller request queues sooner and
+    spends less of the visitor's quota)."""
     try:
         import spaces
         platform = spaces.GPU(duration=duration)
@@ -80,7 +87,7 @@ def _decorator(duration: int) -> Callable[[Callable], Callable]:
     def decorate(fn: Callable) -> Callable:
         from .forked import forked
 
-        on_platform, in_fork = platform(fn), forked(fn)
+        on_platform, in_fork = platform(fn), forked(fn, duration)
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -100,12 +107,28 @@ def forked_wanted() -> bool:
 
 DRAG_SECONDS = max(10, settings.get().gpu_duration)
 INVERT_SECONDS = max(10, settings.get().gpu_invert_duration)
+START_SECONDS = 5   # a call's start-up on ZeroGPU (the grant, the worker, CUDA) and its closing render
 gpu = _decorator(DRAG_SECONDS)
 gpu_long = _decorator(INVERT_SECONDS)
 
 
+def drag_seconds(ref: ModelRef, device: str, snap: DragSnapshot, max_steps: int, stop: StopFlag | None,
+                 budget_s: float, render_every: int = 0, policy: RenderPolicy | None = None) -> int:
+    """The GPU seconds one `drag` call asks for (`_drag`'s signature, as spaces calls it): the chunk's
+    `budget_s` plus start-up, at most `DRAG_SECONDS` (an unbounded chunk asks for that)."""
+    return int(math.ceil(min(DRAG_SECONDS, budget_s + START_SECONDS)))
+
+
 def generator(ref: ModelRef, device: str) -> torch.nn.Module:
-    """The shared, read-only generator of `ref` on `device` (loaded once per process)."""
+    """The shared, read-only generator of `ref` on `device` (loaded once per process).
+
+    A kept ZeroGPU worker holds what it loaded across calls, so a private model (a photo's tuned copy) is
+    served only while its folder exists: a released session's copy is dropped from this process's cache and
+    refused (`FileNotFoundError`), never served from memory. A re-tuned photo is a new folder (`store_private_model`
+    names each copy anew), so no source ever changes content under a loaded generator."""
+    if ref.private and not os.path.isdir(ref.source):
+        shared_cache().forget(ref.source)
+        raise FileNotFoundError(f"the tuned model {ref.label!r} was released with its session")
     return shared_cache().get(ref.source, torch.device(device))
 
 
@@ -257,7 +280,7 @@ def explain_failure(exc: BaseException) -> str:
 
 new_image = gpu(_new_image)
 render = gpu(_render)
-drag = gpu(_drag)
+drag = _decorator(drag_seconds)(_drag)
 replay = gpu_long(_replay)
 invert = gpu_long(_invert)
 PLAIN = {"new_image": _new_image, "render": _render, "drag": _drag, "replay": _replay,

@@ -368,12 +368,13 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
     """Run the job's drag in chunks of `budget_s` seconds (ZeroGPU grants; one chunk elsewhere) and yield
     every update after applying it to `ui`. Raises `UserError` when the drag failed; the session keeps the
     last snapshot that came back either way."""
-    budget = budget_s if budget_s is not None else gpu.chunk_seconds()
+    chunk = budget = budget_s if budget_s is not None else gpu.chunk_seconds()
     frames: list[np.ndarray] = []
     first_entry, first_steps = ui.snap.entry.id, ui.snap.steps
     try:
         while True:
             final = None
+            chunk_start = ui.snap.steps
             try:
                 policy = ui.policy if ui.render_every == 0 else None
                 for update in gpu.drag(ui.model, ui.device, ui.snap, job.goal, job.stop, budget, ui.render_every,
@@ -395,6 +396,7 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
                 raise UserError(gpu.explain_failure(exc)) from None
             if final is None or final.end != "budget":
                 break
+            budget = next_chunk_seconds(chunk, final.step - chunk_start, final.seconds, job.goal - final.step)
         with ui.lock:
             if ui.snap.entry.id != first_entry:
                 ui.keep_frames(ui.snap.entry.id, frames)
@@ -406,6 +408,15 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
         with ui.lock:
             job.done.set()
             ui.job = None
+
+
+def next_chunk_seconds(chunk_s: float, steps: int, seconds: float, remaining: int) -> float:
+    """The budget of a drag's next call: a full `chunk_s`, or less when the `remaining` steps, at the last
+    chunk's pace (`steps` in `seconds`) with a quarter to spare, need less: the GPU time the call asks for
+    (`gpu.drag_seconds`) follows, so a drag's last call spends less of a ZeroGPU visitor's quota."""
+    if steps <= 0:
+        return chunk_s
+    return min(chunk_s, remaining * seconds / steps * 1.25 + 1.0)
 
 
 def stop_drag(ui: UIState, timeout: float = 60.0) -> str:
