@@ -86,13 +86,16 @@ def about_text(studio: Studio) -> str:
     except (OSError, ValueError):
         entries = []
     licences = licence_markdown(entries) or "- (no zoo model is offered here)"
+    config = settings.get()
     return (f"**Runs on** {studio.device.type.upper()}. Images are made by StyleGAN generators; most weights are "
             f"NVIDIA's and licensed for **non-commercial use only**:\n\n{licences}\n\n"
             "**Your photos**: an uploaded photo is used only in your browser session and never shown to other "
-            "visitors. What is made from it (its latent, its tuned copy of the model, your exports) is deleted "
-            "when the session ends (you close the page); the uploaded file itself leaves the server's upload "
-            f"cache within {_duration(settings.get().file_ttl_s)}. Exported PNGs say in their metadata that they are "
-            "AI-generated or AI-edited.")
+            "visitors. The upload and everything made from it (its latent, its tuned copy of the model, every "
+            "image of it and of your edits the page showed, your exports) are deleted when the session ends: "
+            f"{_duration(config.closed_session_ttl_s)} after you close the page, or after "
+            f"{_duration(config.session_ttl_s)} without a request. Kept longer: only images shared with other "
+            f"visitors (examples, seeds), which leave the server's cache {_duration(config.file_ttl_s)} after "
+            "their last use. Exported PNGs say in their metadata that they are AI-generated or AI-edited.")
 
 
 def build_demo(studio: Studio | None = None) -> gr.Blocks:
@@ -109,7 +112,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
 
     config = settings.get()
     gradio_files = use_for_gradio()   # uploads and downloads in the app's temp folder, aged out
-    with gr.Blocks(title=TITLE, delete_cache=delete_cache_policy()) as demo:
+    with served.Blocks(title=TITLE, delete_cache=delete_cache_policy()) as demo:
         p.demo = demo
         p.state = gr.State(None, delete_callback=handlers.release, time_to_live=6 * 3600)  # backstop: the reaper expires idle sessions
         gr.Markdown(INTRO, elem_id="intro")

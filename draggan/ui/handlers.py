@@ -26,13 +26,13 @@ from ..engine.session import SPACES
 from ..engine.trackers import TRACKER_NAMES, keep_lambda
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
-from . import gpu
+from . import gpu, owned_files
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay, sample_mask, upscale_mask
 from .gpu import DragUpdate, StopFlag
 from .memory import trim_memory
 from .models import ModelRef
 from .state import MAX_FRAMES_PER_DRAG, Job, Point, UIState
-from .tempdir import sessions_dir
+from .tempdir import gradio_cache_dir, sessions_dir
 
 LIMITS = limits.LIMITS
 
@@ -88,8 +88,9 @@ def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_
 
 
 def release(ui: UIState | None) -> None:
-    """Free a closed or replaced session: stop its job, drop its frames and files and, for a photo session,
-    its private tuned generator."""
+    """Free a closed or replaced session: stop its job, drop its frames and files (its folder, and the files of
+    Gradio's cache that no other session was sent: a photo's images, exports and upload) and, for a photo
+    session, its private tuned generator."""
     if ui is None:
         return
     job = ui.job
@@ -102,6 +103,7 @@ def release(ui: UIState | None) -> None:
         forget_private_model(ui.model)
     if ui.workdir is not None:
         shutil.rmtree(ui.workdir, ignore_errors=True)
+    owned_files.release(ui, gradio_cache_dir())    # served images, export copies and uploads only it was sent
     ui.photo = None
     trim_memory(collect=False)      # hand the freed frames' pages back to the system (memory.py)
 

@@ -16,6 +16,9 @@ place only when that content is not there yet (a rename is atomic: a reader keep
 hand Gradio the path. Gradio serves files already in its cache without copying them, and ages them out with
 its other files (`delete_cache`); a reused file has its status time refreshed so that it ages from its last
 use. The frontend sees the built-in components (`get_block_name`).
+
+`Blocks` (the app's `gr.Blocks`) also tells each session's `UIState` which cache files it was sent
+(`owned_files.claim`), so that a photo session's images and exports are deleted when it ends.
 """
 
 from __future__ import annotations
@@ -62,6 +65,38 @@ def cached_image(value: Any, cache_dir: str | Path, fmt: str) -> Any:
         Path(staging).unlink(missing_ok=True)
         raise
     return str(path)
+
+
+def _paths(value: Any) -> list[str]:
+    """The file paths in a postprocessed output (Gradio's file data models, dicts and lists of them)."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        found = [value["path"]] if isinstance(value.get("path"), str) else []
+        return found + [p for key, item in value.items() if key != "path" for p in _paths(item)]
+    if isinstance(value, (list, tuple)):
+        return [p for item in value for p in _paths(item)]
+    return []
+
+
+class Blocks(gr.Blocks):
+    """`gr.Blocks` that records, for each session's `UIState`, the files of Gradio's cache sent to it
+    (`owned_files`): what a session was shown can be deleted when it ends."""
+
+    async def postprocess_data(self, block_fn: Any, predictions: Any, state: Any) -> list[Any]:
+        data = await super().postprocess_data(block_fn, predictions, state)
+        from . import owned_files
+        from .state import UIState
+        from .tempdir import gradio_cache_dir
+
+        owners = [v for v in getattr(state, "state_data", {}).values() if isinstance(v, UIState)]
+        if owners:
+            cache = str(gradio_cache_dir()) + os.sep
+            for path in _paths(data):
+                if os.path.realpath(path).startswith(cache):
+                    for ui in owners:
+                        owned_files.claim(ui, path)
+        return data
 
 
 class _BuiltIn:

@@ -104,6 +104,7 @@ class UIState:
     photo: PhotoStart | None = None   # set when the start image is an inverted photo
     job: Job | None = None
     workdir: Path | None = None       # this session's private folder (stop flags, exports); removed on release
+    files: set[str] = dataclasses.field(default_factory=set)  # Gradio cache files it was sent (owned_files.py)
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock, repr=False)
 
     @property

@@ -41,6 +41,12 @@ def use_for_gradio() -> Path:
     return folder
 
 
+def gradio_cache_dir() -> Path:
+    """The folder Gradio writes uploads and outputs to (its `get_upload_folder`: `GRADIO_TEMP_DIR`, else
+    `$TMPDIR/gradio`)."""
+    return Path(os.environ.get(GRADIO_ENV) or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
 def delete_cache_policy() -> tuple[int, int]:
     """`gr.Blocks(delete_cache=(every, age))`: files older than `DRAGGAN_FILE_TTL_S` go, checked as often."""
     age = max(1, int(settings.get().file_ttl_s))

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from .. import gpu, handlers, photo
+from .. import gpu, handlers, owned_files, photo
 from ..handlers import UserError
 from ..state import UIState
 from ..studio import Studio
@@ -57,6 +57,7 @@ class PhotoPanel:
             return unchanged()
         try:
             ui = need(ui)
+            owned_files.claim(ui, file)           # the upload is deleted with the session (owned_files.py)
             G = gpu.generator(ui.base_model, ui.device)
             target, message = photo.prepare_photo(G, file, bool(face_align))
         except UserError as exc:
@@ -83,6 +84,8 @@ class PhotoPanel:
         p = self.page
         try:
             ui = need(ui)
+            if file:
+                owned_files.claim(ui, file)
             job = photo.start_inversion(ui, file, w_steps, wplus_steps, pti_steps, face_align=bool(face_align),
                                         name=photo.photo_name(file) if file else None, preset=preset)
         except UserError as exc:
