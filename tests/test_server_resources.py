@@ -104,7 +104,7 @@ def test_a_second_tab_of_a_visitor_is_refused_while_its_drag_runs(demo) -> None:
     assert tabs[0].running
     assert list(panels.drag.start(tabs[1], request("93.184.216.1", "tab-2"))) == []
     assert "already have a drag running" in demo.warnings[-1] and not tabs[1].running
-    assert list(panels.photo.invert_photo(tabs[1], None, False, 1, 0, 0, request("93.184.216.1", "tab-2"))) == []
+    assert list(panels.photo.invert_photo(tabs[1], None, False, 1, 0, 0, request=request("93.184.216.1", "tab-2"))) == []
     assert "already have a drag running" in demo.warnings[-1]
     tabs[0].job.stop.set()                         # Stop (the press waits for a drag that runs in a thread)
     list(first)
