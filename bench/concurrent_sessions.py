@@ -11,6 +11,13 @@ leaves torch's own (all physical cores: the oversubscribed case), a number uses 
 subprocess, because torch's thread pool cannot shrink once it has grown. Reported per N: threads, median
 seconds per step of one session, the slowest session's, and total steps per second of all sessions.
 `ffhq512` is a random-weight generator with the FFHQ-512 config (`bench.generator`). Not a test.
+
+`--visitors N` measures N visitors dragging at once as the app runs them instead: the thread policy and the
+job slots of the app's start-up (`thread_policy` for this machine: DRAGGAN_CONCURRENCY jobs, the rest wait
+for a slot), each visitor's drag through `gpu.drag` with the app's render policy, from a start 0.5 s apart.
+Per visitor: seconds waited for a slot, median step, the longest time without a new view (from pressing
+Start to the first view, between views, and to the last), and the drag's wall time; the output ends with
+`two visitors at 512: longest view gap G s` (for N = 2 at 512 px).
 """
 
 from __future__ import annotations
@@ -73,6 +80,53 @@ def run_one(sessions: int, model: str, threads: str, steps: int, device: str) ->
             "total_steps_per_s": round(sessions * steps / wall, 2)}
 
 
+def run_visitors(visitors: int, model: str, steps: int, device: str, stagger_s: float = 0.5) -> dict:
+    """In this process: the app's thread policy and job slots, `visitors` drags of `steps` steps through
+    `gpu.drag` (the render policy on), started `stagger_s` apart; the figures of each visitor."""
+    from draggan.engine import DragConfig, RenderPolicy
+    from draggan.engine import snapshot as snapshots
+    from draggan.ui import gpu
+    from draggan.ui.models import GeneratorCache, ModelRef, set_shared_cache
+    from draggan.ui.threads import apply_thread_policy, thread_policy
+
+    policy = thread_policy(torch.device(device).type)
+    apply_thread_policy(policy)
+    G = _generator(model, device)
+    set_shared_cache(GeneratorCache(loader=lambda source, device: G)).pin(model, torch.device(device))
+    ref = ModelRef(source=model, label=model)
+    size = G.img_resolution
+    slots = threading.Semaphore(policy.concurrency)
+    config = DragConfig(space="w+", max_steps=steps)
+    figures: list[dict] = [{} for _ in range(visitors)]
+
+    def visit(k: int) -> None:
+        snap, _ = gpu.PLAIN["new_image"](ref, device, k, 0.7, config)
+        snap = snapshots.set_points(snap, [(0.3 * size, 0.3 * size)], [(0.8 * size, 0.75 * size)])
+        time.sleep(k * stagger_s)
+        pressed = time.perf_counter()
+        with slots:
+            started = time.perf_counter()
+            views, step_s = [pressed], []
+            for update in gpu.PLAIN["drag"](ref, device, snap, steps, None, float("inf"), 0, RenderPolicy()):
+                if update.image is not None:
+                    views.append(time.perf_counter())
+                step_s.append(update.seconds)
+        ended = time.perf_counter()
+        gaps = [b - a for a, b in zip(views, views[1:] + [ended])]
+        steps_s = [b - a for a, b in zip(step_s, step_s[1:])]
+        figures[k] = {"visitor": k + 1, "waited_s": round(started - pressed, 2),
+                      "median_step_s": round(statistics.median(steps_s), 3) if steps_s else None,
+                      "views": len(views) - 1, "longest_view_gap_s": round(max(gaps), 2),
+                      "drag_s": round(ended - started, 1)}
+
+    workers = [threading.Thread(target=visit, args=(k,)) for k in range(visitors)]
+    [w.start() for w in workers]
+    [w.join() for w in workers]
+    return {"visitors": figures, "model": model, "size": size, "threads": torch.get_num_threads(),
+            "slots": policy.concurrency, "cores": policy.cores, "steps": steps,
+            "longest_view_gap_s": max(f["longest_view_gap_s"] for f in figures)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
@@ -80,8 +134,16 @@ def main() -> None:
     parser.add_argument("--threads", default="policy", help="policy, default or a number")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--visitors", type=int, default=None, help="N visitors dragging as the app runs them")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.visitors is not None:
+        result = run_visitors(args.visitors, args.model, args.steps, args.device)
+        for figure in result["visitors"]:
+            print(json.dumps({**figure, **{k: result[k] for k in ("model", "threads", "slots", "cores")}}))
+        print(f"{args.visitors} visitors at {result['size']}: longest view gap {result['longest_view_gap_s']:.2f} s"
+              .replace("2 visitors", "two visitors"), flush=True)
+        return
     if args.one is not None:
         print(json.dumps(run_one(args.one, args.model, args.threads, args.steps, args.device)), flush=True)
         return
