@@ -444,7 +444,7 @@ def test_the_status_states_a_drags_cost_here_from_measured_step_and_render_times
     share, the closing render), and a photo's tuned copy is costed as its base model."""
     import re
 
-    from draggan.engine import render_costs
+    from draggan.engine import drag_cost, render_costs
     from draggan.ui.state import PhotoStart
 
     studio, page, panels = _demo(monkeypatch)
@@ -459,11 +459,11 @@ def test_the_status_states_a_drags_cost_here_from_measured_step_and_render_times
         for kind, seconds in (("step", 0.2), ("preview", 0.3), ("full", 0.8)):
             render_costs.record(G.synthesis, kind, seconds)
     expected = 100 * 0.2 / (1 - 0.15) + 0.8
-    assert abs(render_costs.drag_seconds(G.synthesis, 100) - expected) < 0.05
+    assert abs(drag_cost.drag_seconds(G.synthesis, 100) - expected) < 0.05
     assert "a 100-step drag ≈ 24 s on this CPU" in handlers.stats_text(ui)
     for _ in range(30):                   # previews every 2 s would take 40 % of the time: capped at 35 %
         render_costs.record(G.synthesis, "preview", 0.8)
-    assert abs(render_costs.drag_seconds(G.synthesis, 100) - (100 * 0.2 / 0.65 + 0.8)) < 0.05
+    assert abs(drag_cost.drag_seconds(G.synthesis, 100) - (100 * 0.2 / 0.65 + 0.8)) < 0.05
     ui.model = ModelRef(source="/nowhere/tuned", label="photo", private=True)
     assert "100-step drag" not in handlers.stats_text(ui), "nothing measured for a model not loaded here"
     ui.photo = PhotoStart(name="p.png", base=ModelRef(source=str(SG2.resolve()), label="tiny"),

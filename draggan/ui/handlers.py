@@ -351,16 +351,16 @@ COST_STEPS = 100   # the drag whose cost the status line states
 
 def drag_cost_text(ui: UIState, steps: int = COST_STEPS) -> str:
     """What a `steps`-step drag of this session's model costs on this hardware, from the costs measured in
-    this process (`render_costs.drag_seconds`; a photo's tuned copy costs what its base model does), e.g.
+    this process (`drag_cost.drag_seconds`; a photo's tuned copy costs what its base model does), e.g.
     "a 100-step drag ≈ 20 s on this CPU"; empty while nothing was measured (a ZeroGPU server, whose steps
     run in workers)."""
-    from ..engine import render_costs
+    from ..engine import drag_cost
     from .models import shared_cache
 
     refs = [ui.model] + ([ui.photo.base] if ui.photo is not None else [])
     for ref in refs:
         G = shared_cache().loaded(ref.source, ui.device)
-        seconds = None if G is None else render_costs.drag_seconds(G.synthesis, steps)
+        seconds = None if G is None else drag_cost.drag_seconds(G.synthesis, steps)
         if seconds is not None:
             where = {"cuda": "GPU", "mps": "GPU (MPS)"}.get(str(ui.device).split(":")[0], "CPU")
             return f"a {steps}-step drag ≈ {_seconds(seconds)} on this {where}"

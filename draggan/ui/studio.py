@@ -15,7 +15,7 @@ import torch
 
 from .. import settings
 from ..devices import pick_device
-from ..engine import DragConfig, render_costs
+from ..engine import DragConfig, drag_cost, render_costs
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
 from .threads import ThreadPolicy, apply_thread_policy, thread_policy
@@ -156,7 +156,7 @@ class Studio:
     def preload(self) -> list[str]:
         """Load, at start-up, the default model and every model that is already on this machine (bundled, local
         or cached), and keep them: the first visitor does not wait, and ZeroGPU's forked workers inherit them.
-        A few throwaway drag steps of the start model measure what a drag costs here (`render_costs.measure`).
+        A few throwaway drag steps of the start model measure what a drag costs here (`drag_cost.measure`).
         Returns the sources loaded."""
         from ..checkpoints import hub, zoo
 
@@ -178,5 +178,5 @@ class Studio:
                 continue
             if (source == self.default_model() and not os.environ.get("SPACES_ZERO_GPU")
                     and render_costs.cost(G.synthesis, "step") is None):
-                render_costs.measure(G)   # the page states a drag's cost before Start (ZeroGPU: no GPU here)
+                drag_cost.measure(G)   # the page states a drag's cost before Start (ZeroGPU: no GPU here)
         return loaded
