@@ -2,7 +2,7 @@
 
 Usage:
     python -m bench.photo_presets --times --sizes 128,512,1024            # every preset's time at each size
-    python -m bench.photo_presets --psnr --sizes 128,512 --presets Fast,Quick --targets 2
+    python -m bench.photo_presets --psnr --sizes 128,512 --presets Fast,Fast@full,Quick --targets 2
 
 `--times` runs each preset's stages for a few steps (`--probe-steps`) at each size and states its time as
 the fixed cost (mapping samples, private copy, closing render) plus its step counts × the measured seconds
@@ -67,12 +67,13 @@ def _run(G: torch.nn.Module, target: np.ndarray, name: str, **overrides) -> tupl
     return out, wall, cpu
 
 
-def times(sizes: list[int], probe: int) -> list[dict]:
+def times(sizes: list[int], probe: int, names: list[str]) -> list[dict]:
     rows = []
     for size in sizes:
         G = _generator(size)
         target = _target(G, 999)
-        for name, preset in PRESETS.items():
+        for name in names:
+            preset = PRESETS[name]
             probe_steps = dict(w_steps=probe, wplus_steps=min(probe, preset.wplus_steps) if preset.wplus_steps else 0,
                                pti_steps=probe if preset.pti_steps else 0)
             out, wall, cpu = _run(G, target, name, **probe_steps)
@@ -91,12 +92,15 @@ def times(sizes: list[int], probe: int) -> list[dict]:
 
 
 def psnrs(sizes: list[int], presets: list[str], targets: int) -> list[dict]:
+    """Each of `presets` in full on each size's targets; `NAME@full` is the preset projecting at full size."""
     rows = []
     for size in sizes:
         G = _generator(size)
         for name in presets:
+            preset, _, at = name.partition("@")
+            overrides = dict(project_size=0) if at == "full" else {}
             for seed in range(1000, 1000 + targets):
-                out, wall, cpu = _run(G, _target(G, seed), name)
+                out, wall, cpu = _run(G, _target(G, seed), preset, **overrides)
                 result = out["result"]
                 row = dict(size=size, preset=name, seed=seed, psnr=round(result.psnr, 2),
                            lpips=None if result.lpips is None else round(result.lpips, 4), loss=result.loss_name,
@@ -117,7 +121,8 @@ def main() -> None:
     parser.add_argument("--times", action="store_true")
     parser.add_argument("--psnr", action="store_true")
     parser.add_argument("--sizes", default="128,512,1024")
-    parser.add_argument("--presets", default="Fast,Quick")
+    parser.add_argument("--presets", default="", help="names, comma-separated (default: --times all, --psnr "
+                                                                "Fast,Quick); NAME@full projects at full size")
     parser.add_argument("--targets", type=int, default=1)
     parser.add_argument("--probe-steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -127,9 +132,9 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     if args.times:
-        rows += times(sizes, args.probe_steps)
+        rows += times(sizes, args.probe_steps, args.presets.split(",") if args.presets else list(PRESETS))
     if args.psnr:
-        rows += psnrs(sizes, args.presets.split(","), args.targets)
+        rows += psnrs(sizes, (args.presets or "Fast,Quick").split(","), args.targets)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
