@@ -20,9 +20,11 @@ with fp16 layers and `cartoon-faces-64`, a few steps each. Sections (all by defa
 - photo: seconds per step of each inversion stage (`draggan.inversion.invert`, a few steps each, on an
   image of the model itself), and from them each photo preset's time (`draggan.ui.photo.PRESETS`).
 - load: model load (`load_generator` from a model folder / the bundled key) to the first image.
-Writes `gpu_check.json` and `gpu_check.md` to `--out`. Exits 1, printing MISMATCH, when an equality check
-fails; the speed goals (≤ 10 ms per step at 512, ≥ 3× the official step, app/bare ≤ 1.3, the Best preset
-at 512 ≤ 60 s) are reported met or missed (on a CPU: not applicable) and do not change the exit status.
+Writes `gpu_check.json` and `gpu_check.md` to `--out` (rewritten after every section, so a run cut short
+keeps what it measured). A section that raises, or that would start after `--budget` seconds (480), is a
+failed check. Exits 1, printing MISMATCH, when any check fails; the speed goals (≤ 10 ms per step at
+512, ≥ 3× the official step, app/bare ≤ 1.3, the Best preset at 512 ≤ 60 s) are reported met or missed (on a
+CPU: not applicable) and do not change the exit status.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -206,13 +209,12 @@ def forked_worker(device: str, source: str, steps: int) -> dict[str, Any]:
     from draggan.engine import snapshot as snapshots
     from draggan.ui import gpu
     from draggan.ui.forked import forked
-    from draggan.ui.handlers import make_config
+    from bench.app_drag import _points
+    from draggan.engine import DragConfig
     from draggan.ui.models import ModelRef
 
-    from bench.app_drag import _points
-
     ref = ModelRef(source, source)
-    config = make_config(lr=4e-3, max_steps=steps)
+    config = DragConfig(lr=4e-3, max_steps=steps)
     handle, target = _points(gpu.generator(ref, "cpu").img_resolution)   # loaded on the CPU, as a server does
     outcome = {}
     for where, wrap in (("forked", forked), ("in-process", lambda fn: fn)):
@@ -370,6 +372,48 @@ def device_name(device: torch.device) -> str:
 SECTIONS = ("equality", "forked", "speed", "photo", "load")
 
 
+class Report:
+    """The rows so far and where they go: both files are rewritten after every section, so a run cut short
+    (a device's time limit) still leaves what it measured."""
+
+    def __init__(self, out: Path, device: torch.device, quick: bool, steps: int) -> None:
+        self.out, self.device, self.quick, self.steps = out, device, quick, steps
+        self.rows: list[Row] = []
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+        self.header = f"gpu_check on {device_name(device)}{' (quick)' if quick else ''}, torch {torch.__version__}"
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def run(self, label: str, model: str, job: Callable[[], None], budget_s: float) -> None:
+        """Run one section's `job`; an exception or an exhausted time budget becomes a failed check row."""
+        if self.elapsed() > budget_s:
+            self.rows.append(Row(label, model, f"skipped: the {budget_s:.0f} s budget was spent", None, "", "run",
+                                 False, "check"))
+        else:
+            t0 = time.perf_counter()
+            try:
+                job()
+            except Exception as exc:  # one broken section must not lose the others' figures
+                traceback.print_exc()
+                self.rows.append(Row(label, model, f"raised {type(exc).__name__}: {str(exc)[:200]}", None, "",
+                                     "no error", False, "check"))
+            self.seconds[f"{label} {model}"] = time.perf_counter() - t0
+            print(f"[gpu_check] {label} {model}: {time.perf_counter() - t0:.1f} s", flush=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self.write()
+
+    def write(self) -> None:
+        report = dict(device=str(self.device), device_name=device_name(self.device), quick=self.quick,
+                      steps=self.steps, torch=torch.__version__, seconds=self.elapsed(), section_seconds=self.seconds,
+                      rows=[dict(dataclasses.asdict(r), value=_json_number(r.value), status=r.status)
+                            for r in self.rows])
+        (self.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+        (self.out / "gpu_check.md").write_text(markdown(self.rows, self.header))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -378,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for gpu_check.json and .md (default bench/results)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
+    parser.add_argument("--budget", type=float, default=480.0,
+                        help="seconds after which the sections not yet started are skipped (failed)")
     parser.add_argument("--forked-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     threads = args.threads or (1 if args.quick else None)
@@ -394,48 +440,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     out = Path(args.out or Path(__file__).parent / "results")
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[Row] = []
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
+    report = Report(out, device, args.quick, steps)
+    rows, budget = report.rows, args.budget
     if "forked" in sections:   # first: the forked worker's parent must not have touched the device yet
-        t0 = time.perf_counter()
-        forked_check(rows, device, "cartoon-faces-64" if args.quick else "cartoon-faces-128", 4 if args.quick else 20)
-        timings["forked"] = time.perf_counter() - t0
-        print(f"[gpu_check] forked: {timings['forked']:.1f} s", flush=True)
+        source = "cartoon-faces-64" if args.quick else "cartoon-faces-128"
+        report.run("forked", source, lambda: forked_check(rows, device, source, 4 if args.quick else 20), budget)
+    if "equality" in sections:
+        report.run("equality", "phase_l1", lambda: phase_l1_plans(rows, device, args.quick), budget)
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in models(args.quick).items():
             G_cpu = make()
-            for section in (s for s in sections if s != "forked"):
-                t0 = time.perf_counter()
-                if section == "equality":
-                    equality(rows, name, G_cpu, device, steps)
-                elif section == "speed":
-                    speed(rows, name, G_cpu, device, args.quick, goals=name == GOAL_MODEL[args.quick])
-                elif section == "photo":
-                    photo(rows, name, G_cpu, device, args.quick, goals=name == GOAL_MODEL[args.quick])
-                elif section == "load":
-                    load(rows, name, G_cpu, device, Path(tmp))
-                timings[f"{section} {name}"] = time.perf_counter() - t0
-                print(f"[gpu_check] {section} {name}: {time.perf_counter() - t0:.1f} s", flush=True)
-    if "equality" in sections:
-        phase_l1_plans(rows, device, args.quick)
-    header = f"gpu_check on {device_name(device)}{' (quick)' if args.quick else ''}, torch {torch.__version__}"
-    report = dict(device=str(device), device_name=device_name(device), quick=args.quick, steps=steps,
-                  torch=torch.__version__, seconds=time.perf_counter() - t_start, section_seconds=timings,
-                  rows=[dict(dataclasses.asdict(r), value=_json_number(r.value), status=r.status) for r in rows])
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
-    (out / "gpu_check.md").write_text(markdown(rows, header))
-    print(markdown(rows, header))
-    bad = [r for r in rows if r.kind == "check" and not r.ok]
+            goals = name == GOAL_MODEL[args.quick]
+            jobs = dict(equality=lambda: equality(rows, name, G_cpu, device, steps),
+                        speed=lambda: speed(rows, name, G_cpu, device, args.quick, goals=goals),
+                        photo=lambda: photo(rows, name, G_cpu, device, args.quick, goals=goals),
+                        load=lambda: load(rows, name, G_cpu, device, Path(tmp)))
+            for section in sections:
+                if section in jobs:
+                    report.run(section, name, jobs[section], budget)
+            del G_cpu, jobs
+    print(markdown(rows, report.header))
     for r in rows:
         if r.kind == "goal":
             print(f"GOAL {r.status.upper()}: {r.name} = {r.value:.4g} {r.unit} (goal {r.limit})")
+    bad = [r for r in rows if r.kind == "check" and not r.ok]
     if bad:
         for r in bad:
-            print(f"MISMATCH: {r.model} {r.name} = {r.value} (limit {r.limit})", file=sys.stderr)
+            print(f"MISMATCH: {r.section} {r.model} {r.name} = {r.value} (limit {r.limit})", file=sys.stderr)
         print(f"gpu_check FAILED: {len(bad)} mismatches (see {out / 'gpu_check.md'})", file=sys.stderr)
         return 1
-    print(f"gpu_check passed: {sum(r.kind == 'check' for r in rows)} checks held in {report['seconds']:.0f} s; "
+    print(f"gpu_check passed: {sum(r.kind == 'check' for r in rows)} checks held in {report.elapsed():.0f} s; "
           f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
     return 0
 
