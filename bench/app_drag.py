@@ -66,7 +66,7 @@ def _session(G: Generator, ws0: torch.Tensor, size: int, mask: np.ndarray | None
     return session
 
 
-def _step_times(sessions: dict[str, DragSession], steps: int, warmup: int
+def step_times(sessions: dict[str, DragSession], steps: int, warmup: int
                 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall and process-CPU seconds of `steps` steps of every session, taken in turns (one step each per
     round, after `warmup` rounds) so that a drift in the machine's speed hits every case alike."""
@@ -83,14 +83,19 @@ def _step_times(sessions: dict[str, DragSession], steps: int, warmup: int
 
 
 def masks(size: int) -> dict[str, np.ndarray]:
-    """quarter: fixed top-left quadrant; painted: fixed everywhere but a disk around handle and target."""
+    """quarter: fixed top-left quadrant; painted: fixed everywhere but a disk around handle and target;
+    flexible: fixed everywhere but a 3 % band around the handle → target segment (the issue-23 drag)."""
     quarter = np.zeros([size, size], np.float32)
     quarter[:size // 2, :size // 2] = 1
     (hx, hy), (tx, ty) = _points(size)
     yy, xx = np.mgrid[:size, :size]
     centre = ((hx + tx) / 2, (hy + ty) / 2)
     painted = (np.hypot(xx - centre[0], yy - centre[1]) > size * 3 / 16).astype(np.float32)
-    return dict(quarter=quarter, painted=painted)
+    length = np.hypot(tx - hx, ty - hy)
+    radius = (-2 * length + np.sqrt(4 * length ** 2 + 4 * np.pi * 0.03 * size * size)) / (2 * np.pi)  # area 3 %
+    t = np.clip(((xx - hx) * (tx - hx) + (yy - hy) * (ty - hy)) / length ** 2, 0, 1)
+    flexible = (np.hypot(xx - hx - t * (tx - hx), yy - hy - t * (ty - hy)) > radius).astype(np.float32)
+    return dict(quarter=quarter, painted=painted, flexible=flexible)
 
 
 def run_size(size: int, args: argparse.Namespace, G: torch.nn.Module | None = None) -> float | None:
@@ -106,10 +111,10 @@ def run_size(size: int, args: argparse.Namespace, G: torch.nn.Module | None = No
     if "unmasked" in args.cases:
         ratios = []
         for repeat in range(args.repeats):
-            wall, cpu = _step_times({"bare": _session(G, ws0, size, far=True)}, args.steps, args.warmup)
+            wall, cpu = step_times({"bare": _session(G, ws0, size, far=True)}, args.steps, args.warmup)
             bare, bare_cpu = wall["bare"], cpu["bare"]
             session = _session(G, ws0, size, far=True)
-            _step_times({"app": session}, 0, args.warmup)
+            step_times({"app": session}, 0, args.warmup)
             session.render()     # the app shows the start image before a drag (so that render's cost is known)
             t0, c0 = time.perf_counter(), time.process_time()
             image_times, kinds = [], []
@@ -145,7 +150,7 @@ def run_size(size: int, args: argparse.Namespace, G: torch.nn.Module | None = No
                 sessions[name] = _session(G, ws0, size, mask)
         if "painted" in args.cases:
             sessions["whole"] = _session(G, ws0, size, windowed=False)
-        wall, cpu = _step_times(sessions, args.mask_steps, args.warmup)
+        wall, cpu = step_times(sessions, args.mask_steps, args.warmup)
         unmasked = statistics.median(cpu["unmasked"])
         for name, mask in masks(size).items():
             if name in sessions:

@@ -1,17 +1,24 @@
 """Seconds per drag step (one handle) and peak memory: our engine vs. the official DragGAN step.
 
 Usage: python -m bench.drag_step [--steps 5] [--warmup 1] [--device cpu|cuda] [--threads N]
-                                 [--variant both|ours|official] [--size 512|1024]
+                                 [--variant both|ours|official] [--size 128|512|1024] [--masked]
 
 Both variants run on the same random-weight FFHQ-512-config StyleGAN2 (`bench.generator.ffhq_generator`;
-`--size 1024`: the FFHQ-1024 config), seed-0 latent at ψ = 0.7, W+ space, one handle with a far target (so
-no step stops early; points scaled from 512).
+`--size 1024`: the FFHQ-1024 config; `--size 128`: the bundled cartoon-faces-128, the app's default model),
+seed-0 latent at ψ = 0.7, W+ space, one handle with a far target (so no step stops early; points scaled
+from 512).
 - ours: `draggan.engine.DragSession.step()`.
 - official: an in-file re-implementation of `viz/renderer.py::_render_drag_impl` as the official app runs
   it: full synthesis with fused modulated convolutions (its networks' `fused_modconv_default`) and
   generator parameters that require grad (the renderer never freezes them), the feature block upsampled
   to image size, per-point Python loops for tracking and motion supervision, the image converted to uint8
   every step.
+`--masked` times our masked step instead, beside the unmasked steps it is held to: the windowed step (the
+default) and the whole-map step (`DragConfig(windowed=False)`), and the masks of `bench.app_drag.masks`
+(fixed: a quarter, all but a disk, all but a 3 % band around the drag), the sessions stepping in turns
+(`bench.app_drag.step_times`); it prints ms/step (wall and process CPU) and each masked step ÷ the
+whole-map step, whose goal is ≤ MASKED_GOAL (a masked step must compute its fixed area, up to the whole map,
+but not more).
 With --variant both each variant runs in its own subprocess so that peak memory is measured separately.
 Process CPU seconds per step are printed next to wall-clock seconds: on a shared machine they show the
 work done while the wall clock is inflated by other processes (with several threads they include spinning
@@ -36,8 +43,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.app_drag import masks, step_times
 from bench.generator import ffhq_generator
+from draggan.checkpoints import load_generator
 from draggan.engine import DragConfig, DragSession
+
+MASKED_GOAL = 1.2  # a masked step ÷ the whole-map unmasked step, at most
+
+
+def bench_generator(size: int) -> torch.nn.Module:
+    """The bundled cartoon-faces-128 at 128 (offline), else the random-weight FFHQ config at `size`."""
+    return load_generator("cartoon-faces-128", device="cpu") if size == 128 else ffhq_generator(size)
 
 
 def _sync(device: torch.device) -> None:
@@ -114,13 +130,12 @@ def _peak_bytes(device: torch.device) -> int:
 def run_variant(variant: str, steps: int, warmup: int, device: torch.device, size: int = 512,
                 G: torch.nn.Module | None = None) -> dict:
     """Time `steps` steps (after `warmup`) of one variant; returns its numbers. `G`: the generator (square,
-    `size` pixels; default the FFHQ config of that size with random weights), moved to `device`."""
-    G = (ffhq_generator(size) if G is None else G).eval().to(device)
+    `size` pixels; default `bench_generator(size)`), moved to `device`."""
+    G = (bench_generator(size) if G is None else G).eval().to(device)
     with torch.no_grad():
         ws0 = G.latent_from_seed(0, psi=0.7)
     s = size / 512
-    handle = (round(256 * s), round(200 * s))  # (x, y): 130 px away at 512, never reached soon
-    target = (round(256 * s), round(330 * s))
+    handle, target = (round(256 * s), round(200 * s)), (round(256 * s), round(330 * s))  # (x, y): 130 px at 512
     if variant == "ours":
         session = DragSession(G.requires_grad_(False), w=ws0, config=DragConfig(space="w+"))
         session.set_points([handle], [target])
@@ -150,6 +165,37 @@ def run_variant(variant: str, steps: int, warmup: int, device: torch.device, siz
                 peak_bytes=peak, peak_growth_bytes=peak - base)
 
 
+def run_masked(steps: int, warmup: int, device: torch.device, size: int) -> None:
+    """Print ms/step of the masked steps beside the unmasked windowed and whole-map steps (module docstring)."""
+    G = bench_generator(size).eval().requires_grad_(False).to(device)
+    with torch.no_grad():
+        ws0 = G.latent_from_seed(0, psi=0.7)
+    s = size / 512
+    handle, target = (round(256 * s), round(200 * s)), (round(256 * s), round(330 * s))
+    fixed = masks(size)
+
+    def session(mask: np.ndarray | None, windowed: bool = True) -> DragSession:
+        out = DragSession(G, w=ws0, config=DragConfig(space="w+", windowed=windowed, max_steps=100000))
+        out.set_points([handle], [target])
+        out.set_mask(mask)
+        return out
+
+    sessions = {"unmasked windowed": session(None), "unmasked whole-map": session(None, windowed=False)}
+    sessions.update({f"masked {name}": session(mask) for name, mask in fixed.items()})
+    wall, cpu = step_times(sessions, steps, warmup)
+    whole = statistics.median(cpu["unmasked whole-map"])
+    print(f"{size}px device={device} threads={torch.get_num_threads()} steps={steps} (in turns)")
+    worst = 0.0
+    for name in sessions:
+        share = f", fixed {fixed[name.split()[1]].mean():.0%}" if name.startswith("masked") else ""
+        ratio = statistics.median(cpu[name]) / whole
+        if name.startswith("masked"):
+            worst = max(worst, ratio)
+        print(f"{name + share:>32}: median {1000 * statistics.median(wall[name]):7.1f} ms/step, "
+              f"CPU {1000 * statistics.median(cpu[name]):7.1f} ms = {ratio:.2f}x whole-map")
+    print(f"worst masked / whole-map {worst:.2f} (goal ≤ {MASKED_GOAL})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
@@ -158,8 +204,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--variant", choices=("both", "ours", "official"), default="both")
     parser.add_argument("--json", action="store_true", help="print one JSON line (used for subprocesses)")
-    parser.add_argument("--size", type=int, choices=(512, 1024), default=512, help="image resolution")
+    parser.add_argument("--size", type=int, choices=(128, 512, 1024), default=512,
+                        help="image resolution (128: the bundled model)")
+    parser.add_argument("--masked", action="store_true", help="masked vs unmasked windowed and whole-map steps")
     args = parser.parse_args()
+    if args.masked:
+        torch.set_num_threads(args.threads or 1)
+        run_masked(args.steps, args.warmup, torch.device(args.device), args.size)
+        return
     if args.variant == "both":
         results = []
         for variant in ("official", "ours"):

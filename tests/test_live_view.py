@@ -381,6 +381,26 @@ def test_a_fixed_region_far_from_the_handle_is_computed_as_its_own_window():
     assert all(b.r1 <= fixed[0] for b in boxes[0::2]), "the handles' window stays apart"
 
 
+def test_the_masked_step_bench_prints_every_case_against_the_whole_map_step(capsys, monkeypatch):
+    """bench.drag_step --masked on a small 128-px network: the two unmasked steps and the three masks (fixed
+    25 %, 89 %, 97 %), each as a multiple of the whole-map step, and the worst masked one last."""
+    import re
+
+    from bench import drag_step
+
+    monkeypatch.setattr(drag_step, "bench_generator", lambda size: _small_generator(size))
+    drag_step.run_masked(steps=1, warmup=0, device=torch.device("cpu"), size=128)
+    lines = capsys.readouterr().out.strip().splitlines()
+    ratios = {m.group(1).strip(): float(m.group(2)) for line in lines
+              if (m := re.match(r"(.+): median .* = ([\d.]+)x whole-map", line))}
+    assert list(ratios) == ["unmasked windowed", "unmasked whole-map", "masked quarter, fixed 25%",
+                            "masked painted, fixed 89%", "masked flexible, fixed 97%"]
+    assert ratios["unmasked whole-map"] == 1.0 and all(r > 0 for r in ratios.values())
+    worst = max(r for name, r in ratios.items() if name.startswith("masked"))
+    assert re.fullmatch(r"worst masked / whole-map ([\d.]+) \(goal ≤ 1.2\)", lines[-1])
+    assert float(lines[-1].split()[4]) == pytest.approx(worst, abs=0.01)
+
+
 def test_the_app_drag_bench_times_steps_renders_and_prints_the_ratio_last(capsys, monkeypatch):
     """bench.app_drag end to end on a small 512-px network: per repeat the app drag shows previews and the
     exact image, and the last line is the 512 unmasked ratio (the median of the repeats)."""

@@ -1,6 +1,7 @@
 """The masked L1 on the block map (integer scale factors; phases and cells) equals `F.interpolate` + `F.l1_loss`.
 
-Value and gradient against the official formula, for even and odd block maps, equal and unequal factors,
+Value and gradient against the official formula, for even and odd block maps, equal and unequal factors
+(factor 1 too: the bundled 128-px models read a feature block of the image's size),
 binary and non-binary masks, masks at every border, feature windows with an origin, several channel
 chunks, exact zeros of the difference (sign(0) = 0), smooth and rough differences, the cell form forced,
 the phase form forced, and the no-grad path.
@@ -52,7 +53,8 @@ def _smooth(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
 # cells: the cell form wherever a chunk has any unmixed cell (MIXED_MAX 1), never (−1), or as shipped.
 @pytest.mark.parametrize("mixed_max", [1.0, -1.0, None])
 @pytest.mark.parametrize("smooth", [True, False])
-@pytest.mark.parametrize("feat_hw,scale", [((6, 8), (4, 4)), ((7, 5), (2, 3)), ((5, 7), (3, 2)), ((9, 4), (1, 2))])
+@pytest.mark.parametrize("feat_hw,scale", [((6, 8), (4, 4)), ((7, 5), (2, 3)), ((5, 7), (3, 2)), ((9, 4), (1, 2)),
+                                           ((9, 6), (1, 1)), ((5, 5), (3, 3))])
 def test_phase_l1_equals_interpolate_for_every_mask_and_window(feat_hw, scale, smooth, mixed_max, monkeypatch):
     if mixed_max is not None:
         monkeypatch.setattr(phase_l1, "MIXED_MAX", mixed_max)

@@ -680,3 +680,50 @@ def test_every_refusal_is_an_answer_gradio_accepts(monkeypatch, tmp_path):
     for method, args, kwargs in refusals:
         through_gradio(method, method(*args, **kwargs))
     assert any("not a model file" in w for w in warnings_shown), "the refusals were refusals"
+
+
+def test_fixed_points_text_names_the_points_outside_the_flexible_area():
+    """Pure: a handle or target on a held pixel (True = fixed) is named; points on free pixels, or no mask, are
+    not; points are (x, y), rounded to the nearest pixel and clamped to the image."""
+    fixed = np.ones((20, 30), bool)
+    fixed[5:10, 2:12] = False                           # flexible: rows 5–9, columns 2–11
+    assert handlers.fixed_points_text([(3, 6)], [(11.4, 9.4)], fixed) == ""
+    assert handlers.fixed_points_text([(3, 6)], [(25, 6)], None) == ""
+    one = handlers.fixed_points_text([(3, 6)], [(25, 6)], fixed)
+    assert one.startswith("Target 1 lies outside the flexible area") and "cannot get there" in one
+    assert "handle" not in one.lower().split("flexible area")[0]
+    both = handlers.fixed_points_text([(3, 6), (12, 6)], [(11, 9), (3, 10)], fixed)
+    assert both.startswith("Handle 2 and target 2 lie outside") and "over them" in both
+    assert handlers.fixed_points_text([(-5, 40)], [(3, 6)], fixed).startswith("Handle 1 lies"), "clamped"
+    free = ~fixed                                       # a painted fixed area alone holds just that area
+    assert handlers.fixed_points_text([(3, 6)], [(20, 15)], free).startswith("Handle 1 lies")
+
+
+def test_short_of_target_text_says_what_would_help():
+    """Pure: distance short, more steps and a larger step size always; a larger flexible area only when masked."""
+    masked = handlers.short_of_target_text(200, [3.0, 5.66], masked=True)
+    assert masked.startswith("Step limit reached after 200 steps, 5.7 px short")
+    assert "more steps" in masked and "Start" in masked and "larger flexible area" in masked
+    assert "larger step size" in masked
+    plain = handlers.short_of_target_text(7, [1.0], masked=False)
+    assert "7 steps, 1.0 px short" in plain and "flexible" not in plain and "larger step size" in plain
+
+
+def test_status_before_start_and_after_a_short_drag_says_what_blocks_and_what_helps(G):
+    """Before Start the status names a target outside the painted flexible area; a masked drag that hits its
+    step limit ends saying a larger flexible area would help (an unmasked one does not mention it)."""
+    ui = new_state(G, max_steps=2)
+    click(ui, 20, 30)
+    click(ui, 44, 30)
+    assert "outside the flexible area" not in handlers.stats_text(ui)
+    yy, xx = np.mgrid[:64, :64]
+    handlers.set_masks(ui, None, (xx - 22) ** 2 + (yy - 30) ** 2 <= 8 ** 2)   # covers the handle, not the target
+    assert "Target 1 lies outside the flexible area" in handlers.stats_text(ui)
+    handlers.run_blocking(ui)
+    text = handlers.stats_text(ui)
+    assert "Step limit reached after 2 steps" in text and "larger flexible area" in text and "more steps" in text
+    handlers.reset_mask(ui)
+    assert "outside the flexible area" not in handlers.stats_text(ui)
+    handlers.run_blocking(ui)
+    text = handlers.stats_text(ui)
+    assert "Step limit reached after 2 steps" in text and "flexible" not in text.split("\n")[-1]

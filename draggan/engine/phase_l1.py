@@ -15,7 +15,10 @@ with respect to diff, the adjoint of the upsampling applied to sign(up)·|mask| 
   |up| = σ·up is linear there: the cell adds σ·Σ_corners diff·M_corner, M_corner = Σ over its pixels of
   |mask| × the corner's weight (per mask, for all channels), and its gradient is σ·M_corner — block-size
   work. Only the other ("mixed") cells, about a tenth on drag differences, have their pixels computed, as
-  one small matrix product of their gathered corners. Used on the CPU while few cells are mixed.
+  one small matrix product of their gathered corners. Used on the CPU while few cells are mixed, and only
+  where a cell holds several pixels: at factor 1 (a feature block of the image's size, as in the bundled
+  128-px models) the phase form is one sign pass, and most cells of a drag difference are mixed there, so
+  trying the cells first cost 8× the term.
 
 The sum is positively homogeneous of degree 1 in diff, so it equals ⟨gradient, diff⟩ (Euler): the value
 comes from the block-size gradient. Work is done in chunks of channels (phase images cache-sized), sums
@@ -67,7 +70,7 @@ def phase_l1(feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: 
     halo = _Halo.of((a - 1 - origin[0], b + 1 - origin[0]), (c - 1 - origin[1], d + 1 - origin[1]), (win_h, win_w))
     weights = mask.abs().reshape(nb, sy, nc, sx).permute(1, 3, 0, 2).contiguous()  # [sy, sx, nb, nc]
     phases = _Phases(weights, cpu)
-    table = _Cells.of(weights) if cells or (cells is None and cpu) else None
+    table = _Cells.of(weights) if cells or (cells is None and cpu and sy * sx > 1) else None
     grad = torch.zeros_like(feat) if want_grad else None
     chunk = max(1, chunk_elems // (nb * nc)) if cpu else channels
     total = feat.new_zeros([], dtype=torch.float64)
@@ -94,27 +97,32 @@ class _Phases:
     def gradient(self, part: torch.Tensor, scratch: "_Scratch") -> torch.Tensor:
         """Gradient [k, nb + 2, nc + 2] of Σ |mask|·|up| with respect to the halo `part` of diff."""
         k, nb, nc = part.shape[0], part.shape[1] - 2, part.shape[2] - 2
-        blend = scratch.get("blend", [k, nb, nc + 2])
+        blend_buf = scratch.get("blend", [k, nb, nc + 2])
         up = scratch.get("up", [k, nb, nc])
         sign = scratch.get("sign", [k, nb, nc])
         g_part = scratch.get("g_part", part.shape).zero_()
         g_blend = scratch.get("g_blend", [k, nb, nc + 2])
         for p, (ty, dy) in enumerate(self.row_phases):
-            torch.lerp(part[:, 1:nb + 1], part[:, 1 + dy:nb + 1 + dy], ty, out=blend)
+            blend = part[:, 1:nb + 1]               # a phase of weight 0 (odd factors) is the block row itself
+            if ty:
+                blend = torch.lerp(blend, part[:, 1 + dy:nb + 1 + dy], ty, out=blend_buf)
             g_blend[:, :, 0].zero_()
             g_blend[:, :, nc + 1].zero_()
             for q, (tx, dx) in enumerate(self.col_phases):
-                torch.lerp(blend[:, :, 1:nc + 1], blend[:, :, 1 + dx:nc + 1 + dx], tx, out=up)
-                torch.sign(up, out=sign)
+                if tx:
+                    torch.lerp(blend[:, :, 1:nc + 1], blend[:, :, 1 + dx:nc + 1 + dx], tx, out=up)
+                torch.sign(up if tx else blend[:, :, 1:nc + 1], out=sign)
                 if not self.ones:
                     sign.mul_(self.weights[p, q])
                 if q == 0:
                     torch.mul(sign, 1 - tx, out=g_blend[:, :, 1:nc + 1])
                 else:
                     g_blend[:, :, 1:nc + 1].add_(sign, alpha=1 - tx)
-                g_blend[:, :, 1 + dx:nc + 1 + dx].add_(sign, alpha=tx)
+                if tx:
+                    g_blend[:, :, 1 + dx:nc + 1 + dx].add_(sign, alpha=tx)
             g_part[:, 1:nb + 1].add_(g_blend, alpha=1 - ty)
-            g_part[:, 1 + dy:nb + 1 + dy].add_(g_blend, alpha=ty)
+            if ty:
+                g_part[:, 1 + dy:nb + 1 + dy].add_(g_blend, alpha=ty)
         return g_part
 
 

@@ -215,6 +215,47 @@ def reset_mask(ui: UIState) -> str:
     return set_masks(ui, None, None)
 
 
+def _listed(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def fixed_points_text(handles: Sequence[Point], targets: Sequence[Point], fixed: np.ndarray | None) -> str:
+    """A sentence naming the handles and targets (x, y) that lie in the fixed area (`fixed`, True = held still:
+    outside the painted flexible area, or painted fixed), or "" when none does or there is no mask.
+
+    The mask term holds the features there at their start, so a handle there cannot leave and no handle can
+    reach a target there: the drag cannot get there, however many steps it takes."""
+    if fixed is None:
+        return ""
+    height, width = fixed.shape
+
+    def held(point: Point) -> bool:
+        x, y = point
+        return bool(fixed[min(max(round(y), 0), height - 1), min(max(round(x), 0), width - 1)])
+
+    named = [f"handle {i + 1}" for i, p in enumerate(handles) if held(p)]
+    named += [f"target {i + 1}" for i, p in enumerate(targets) if held(p)]
+    if not named:
+        return ""
+    verb = "lies" if len(named) == 1 else "lie"
+    return (f"{_listed(named).capitalize()} {verb} outside the flexible area, which the mask holds still: the drag "
+            f"cannot get there. Paint the flexible area over {'it' if len(named) == 1 else 'them'} "
+            f"or reset the mask.")
+
+
+def short_of_target_text(steps: int, distances: Sequence[float], masked: bool) -> str:
+    """The status of a drag that reached its step limit before every handle arrived: how far it is short and
+    what would help — more steps (Start continues), a larger flexible area when a mask is painted (the fixed
+    area's term may be what holds it back), a larger step size."""
+    short = max(distances) if distances else 0.0
+    helps = ["more steps (press Start to continue with the same points, or raise Max steps per drag)"]
+    if masked:
+        helps.append("a larger flexible area")
+    helps.append("a larger step size (lr)")
+    return f"Step limit reached after {steps} steps, {short:.1f} px short of the target. What would help: " \
+        f"{_listed(helps)}."
+
+
 def effective_fixed_mask(ui: UIState) -> np.ndarray | None:
     """The engine's mask (True = keep fixed): outside a painted flexible area, plus any painted fixed area."""
     fixed = None
@@ -292,6 +333,10 @@ def stats_text(ui: UIState) -> str:
         pairs = len(ui.targets)
         lines.append(f"{pairs} point pair(s) · click the image: handle (red) then target (blue)")
     lines.append(mask_text(ui))
+    if not ui.running and not ui.points_done:
+        blocked = fixed_points_text(ui.handles, ui.targets, effective_fixed_mask(ui))
+        if blocked:
+            lines.append(blocked)
     if ui.notice and not ui.running:
         lines.append(ui.notice)
     return "  \n".join(lines)
@@ -310,7 +355,6 @@ def progress_html(ui: UIState) -> str:
 
 END_NOTICES = {
     "arrived": "Arrived: every handle reached its target in {steps} steps. Click the image to place new points.",
-    "limit": "Step limit reached after {steps} steps; press Start to continue with the same points.",
     "stopped": "Stopped after {steps} steps; press Start to continue with the same points.",
 }
 
@@ -371,10 +415,11 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
         with ui.lock:
             if ui.snap.entry.id != first_entry:
                 ui.keep_frames(ui.snap.entry.id, frames)
-            if final is not None and final.end in END_NOTICES:
+            if final is not None and final.end in (*END_NOTICES, "limit"):
                 ui.points_done = final.end == "arrived"
                 steps = ui.snap.drags()[-1].steps if ui.snap.drags() else final.step
-                ui.notice = END_NOTICES[final.end].format(steps=steps)
+                ui.notice = (short_of_target_text(steps, final.distances, effective_fixed_mask(ui) is not None)
+                             if final.end == "limit" else END_NOTICES[final.end].format(steps=steps))
     finally:
         with ui.lock:
             job.done.set()
