@@ -98,10 +98,11 @@ def masks(size: int) -> dict[str, np.ndarray]:
     return dict(quarter=quarter, painted=painted, flexible=flexible)
 
 
-def run_size(size: int, args: argparse.Namespace) -> float | None:
-    """Print this size's numbers; return its app/bare ratio (None when the unmasked case did not run)."""
+def run_size(size: int, args: argparse.Namespace, G: torch.nn.Module | None = None) -> float | None:
+    """Print this size's numbers; return its app/bare ratio (None when the unmasked case did not run). `G`: the
+    generator (square, `size` pixels; default `generator(size)`)."""
     device = torch.device(args.device)
-    G = generator(size).to(device)
+    G = (generator(size) if G is None else G).to(device)
     with torch.no_grad():
         z = torch.from_numpy(np.random.RandomState(0).randn(1, G.z_dim)).to(device)
         ws0 = G.mapping(z, None, truncation_psi=0.7)

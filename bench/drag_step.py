@@ -127,9 +127,11 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_variant(variant: str, steps: int, warmup: int, device: torch.device, size: int = 512) -> dict:
-    """Time `steps` steps (after `warmup`) of one variant; returns its numbers."""
-    G = bench_generator(size).eval().to(device)
+def run_variant(variant: str, steps: int, warmup: int, device: torch.device, size: int = 512,
+                G: torch.nn.Module | None = None) -> dict:
+    """Time `steps` steps (after `warmup`) of one variant; returns its numbers. `G`: the generator (square,
+    `size` pixels; default `bench_generator(size)`), moved to `device`."""
+    G = (bench_generator(size) if G is None else G).eval().to(device)
     with torch.no_grad():
         ws0 = G.latent_from_seed(0, psi=0.7)
     s = size / 512
@@ -139,7 +141,8 @@ def run_variant(variant: str, steps: int, warmup: int, device: torch.device, siz
         session.set_points([handle], [target])
         step = session.step
     else:
-        official = OfficialDrag(copy.deepcopy(G).requires_grad_(True), ws0)
+        last_block = len(G.synthesis.block_resolutions) - 1      # block 5 as the official app, if there is one
+        official = OfficialDrag(copy.deepcopy(G).requires_grad_(True), ws0, feature_idx=min(5, last_block))
         points, targets = [[handle[1], handle[0]]], [[target[1], target[0]]]
 
         def step() -> None:

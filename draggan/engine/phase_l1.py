@@ -44,8 +44,8 @@ def phase_weights(scale: int) -> list[tuple[float, int]]:
 
 def phase_l1(feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: tuple[int, int],
              cols: tuple[int, int], scale: tuple[int, int], origin: tuple[int, int],
-             want_grad: bool, chunk_elems: int = PHASE_ELEMS, cells: bool | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+             want_grad: bool, chunk_elems: int = PHASE_ELEMS, cells: bool | None = None,
+             plan: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(Σ |mask| · |up(diff)| over block rows [rows) × columns [cols) of the map, its gradient or None), where
     diff = feat − feat0 (formed chunk by chunk: no map-sized difference is built).
 
@@ -54,20 +54,22 @@ def phase_l1(feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: 
     s_x·(cols[1] − cols[0])] weights of the image pixels of those block rows/columns (zero outside the
     region). `chunk_elems` bounds one chunk's phase image on the CPU. `cells`: use the cell form (True),
     the phases (False), or the cells where few are mixed on the CPU and the phases elsewhere (None: on
-    other devices all channels at once, no host sync). The value is a float64 scalar tensor on feat's
-    device; the gradient (with respect to feat) has feat's shape.
+    other devices all channels at once, no host sync). `plan`: the device type whose plan to follow, "cpu"
+    (chunks, cells where few are mixed, the mask product skipped for an all-ones mask) or any other (one
+    chunk, phases); by default feat's device type, so the CPU can run the GPU plan. The value is a float64
+    scalar tensor on feat's device; the gradient (with respect to feat) has feat's shape.
     """
     (sy, sx), (a, b), (c, d) = scale, rows, cols
     nb, nc = b - a, d - c
     assert mask.shape == (sy * nb, sx * nc), (tuple(mask.shape), (sy * nb, sx * nc))
     assert feat.shape == feat0.shape
     channels, win_h, win_w = feat.shape
-    cpu = feat.device.type == "cpu"
+    cpu = (feat.device.type if plan is None else plan) == "cpu"
     # Block rows a − 1 .. b and columns c − 1 .. d (one neighbour each side), clamped to the window: at the map
     # border that is the clamp rule itself; elsewhere only pixels of zero mask read beyond the window.
     halo = _Halo.of((a - 1 - origin[0], b + 1 - origin[0]), (c - 1 - origin[1], d + 1 - origin[1]), (win_h, win_w))
     weights = mask.abs().reshape(nb, sy, nc, sx).permute(1, 3, 0, 2).contiguous()  # [sy, sx, nb, nc]
-    phases = _Phases(weights)
+    phases = _Phases(weights, cpu)
     table = _Cells.of(weights) if cells or (cells is None and cpu and sy * sx > 1) else None
     grad = torch.zeros_like(feat) if want_grad else None
     chunk = max(1, chunk_elems // (nb * nc)) if cpu else channels
@@ -87,9 +89,9 @@ def phase_l1(feat: torch.Tensor, feat0: torch.Tensor, mask: torch.Tensor, rows: 
 class _Phases:
     """The phase form (module docstring) for one mask: the gradient of a chunk's sum."""
 
-    def __init__(self, weights: torch.Tensor) -> None:
+    def __init__(self, weights: torch.Tensor, cpu: bool) -> None:
         self.weights = weights  # |mask| by phase, [sy, sx, nb, nc]
-        self.ones = weights.device.type == "cpu" and bool((weights == 1).all())  # skip the mask product
+        self.ones = cpu and bool((weights == 1).all())  # skip the mask product (a host sync: CPU plan only)
         self.row_phases, self.col_phases = phase_weights(weights.shape[0]), phase_weights(weights.shape[1])
 
     def gradient(self, part: torch.Tensor, scratch: "_Scratch") -> torch.Tensor:

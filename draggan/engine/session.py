@@ -210,6 +210,9 @@ class DragSession:
         self.w_dim = int(G.w_dim)
         tensors = list(G.parameters()) + list(G.buffers())
         self.device = tensors[0].device if tensors else torch.device("cpu")
+        # Render with preview.py's direct CPU forms (exact image and preview; StyleGAN2 on CPU), else with
+        # `synthesis(ws)` as on a GPU; False on a CPU session runs the GPU's render path (tests do).
+        self.direct_render: bool = direct_supported(G.synthesis, self.device)
 
         num_blocks = len(G.synthesis.feature_shapes())
         self.feature_block = default_feature_block(G) if cfg.feature_block is None else int(cfg.feature_block)
@@ -590,7 +593,7 @@ class DragSession:
     @property
     def has_preview(self) -> bool:
         """Whether `render(preview=True)` is a preview cheaper than the full render on this device."""
-        return direct_supported(self.G.synthesis, self.device)
+        return self.direct_render
 
     def _view_kind(self, preview: bool) -> str:
         """The kind of image `render(preview)` gives here: "preview" where this device has one, else "full"."""
@@ -611,7 +614,7 @@ class DragSession:
         kind = self._view_kind(preview)
         if kind == "preview":
             img = render_preview(synthesis, ws, self.config.noise_mode)
-        elif direct_supported(synthesis, self.device):
+        elif self.direct_render:
             img = render_direct(synthesis, ws, self.config.noise_mode)
         else:
             with torch.no_grad():

@@ -214,7 +214,7 @@ def modulated_conv2d(
                         flip_weight=flip_weight)
     x = x.reshape(batch_size, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise
+        x = x + noise.to(x.dtype)  # in x's dtype, as NVIDIA's in-place add: a float32 noise must not promote it
     return x
 
 

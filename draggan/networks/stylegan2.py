@@ -14,6 +14,7 @@ import torch
 from .generator import StyleGenerator
 from .ops import (ACTIVATION_GAINS, FullyConnectedLayer, bias_act, modulated_conv2d, normalize_2nd_moment,
                   setup_filter, upsample2d)
+from .precision import block_dtype
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -166,6 +167,7 @@ class SynthesisBlock(torch.nn.Module):
         self.is_last = is_last
         self.architecture = architecture
         self.use_fp16 = use_fp16
+        self.half_dtype: torch.dtype | None = None  # precision.py: None = float16 on CUDA only
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -188,8 +190,7 @@ class SynthesisBlock(torch.nn.Module):
                 noise_bufs: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter = iter(ws.unbind(dim=1))
         noise_bufs = noise_bufs or {}
-        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
-        dtype = torch.float16 if use_fp16 else torch.float32
+        dtype = block_dtype(self.use_fp16, force_fp32, ws.device, self.half_dtype)
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
         if self.in_channels == 0:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .generator import StyleGenerator
 from .ops import FullyConnectedLayer, filtered_lrelu
+from .precision import block_dtype
 from .stylegan2 import MappingNetwork
 
 NOISE_MODES = ("random", "const", "none")
@@ -152,6 +153,7 @@ class SynthesisLayer(torch.nn.Module):
         self.is_torgb = is_torgb
         self.is_critically_sampled = is_critically_sampled
         self.use_fp16 = use_fp16
+        self.half_dtype: torch.dtype | None = None  # precision.py: None = float16 on CUDA only
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.in_size = in_size
@@ -207,8 +209,7 @@ class SynthesisLayer(torch.nn.Module):
         styles = self.affine(w)
         if self.is_torgb:
             styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel ** 2))
-        use_fp16 = self.use_fp16 and not force_fp32 and x.device.type == "cuda"
-        dtype = torch.float16 if use_fp16 else torch.float32
+        dtype = block_dtype(self.use_fp16, force_fp32, x.device, self.half_dtype)
         x = modulated_conv2d(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
                              padding=self.conv_kernel - 1, input_gain=input_gain)
         x = filtered_lrelu(x, fu=self.up_filter, fd=self.down_filter, b=self.bias.to(x.dtype), up=self.up_factor,
