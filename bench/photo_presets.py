@@ -6,7 +6,8 @@ Usage:
 
 `--times` runs each preset's stages for a few steps (`--probe-steps`) at each size and states its time as
 the fixed cost (mapping samples, private copy, closing render) plus its step counts × the measured seconds
-per step of each stage, in wall seconds and in process CPU seconds (what one idle core would take); a run of whole presets at 1024 on a CPU would take hours. `--psnr` runs the presets
+per step of each stage (the first W step is counted in the fixed cost, so W gets at least 2 probe steps), in
+wall seconds and in process CPU seconds (what one idle core would take); a run of whole presets at 1024 on a CPU would take hours. `--psnr` runs the presets
 in full on generated targets: at 128 the bundled cartoon model and its own images at seeds 1000+ (in
 domain: the target is exactly reachable); at 512 / 1024 a random-weight generator with the FFHQ config
 (`bench.generator`; random weights cost what trained ones do) and its images at seeds 1000+ rendered with
@@ -74,7 +75,7 @@ def times(sizes: list[int], probe: int, names: list[str]) -> list[dict]:
         target = _target(G, 999)
         for name in names:
             preset = PRESETS[name]
-            probe_steps = dict(w_steps=probe, wplus_steps=min(probe, preset.wplus_steps) if preset.wplus_steps else 0,
+            probe_steps = dict(w_steps=max(2, probe), wplus_steps=min(probe, preset.wplus_steps) if preset.wplus_steps else 0,
                                pti_steps=probe if preset.pti_steps else 0)
             out, wall, cpu = _run(G, target, name, **probe_steps)
             row = dict(size=size, preset=name, steps=preset.steps, project_size=preset.project_size)
