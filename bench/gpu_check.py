@@ -18,7 +18,7 @@ with fp16 layers and `cartoon-faces-64`, a few steps each. Sections (all by defa
 - speed: ms per bare drag step, ours and the official formulation (`bench.drag_step.run_variant`), peak
   device memory of ours; the app-level drag against the bare steps (`bench.app_drag.run_size`, app/bare).
 - photo: seconds per step of each inversion stage (`draggan.inversion.invert`, a few steps each, on an
-  image of the model itself), and from them each photo preset's time (`draggan.ui.photo.PRESETS`).
+  image of the model itself), and from them each photo preset's time (`draggan.inversion.presets.PRESETS`).
 - load: model load (`load_generator` from a model folder / the bundled key) to the first image.
 Writes `gpu_check.json` and `gpu_check.md` to `--out` (rewritten after every section, so a run cut short
 keeps what it measured). A section that raises, or that would start after `--budget` seconds (480), is a
@@ -288,7 +288,7 @@ def photo(rows: list[Row], name: str, G_cpu: torch.nn.Module, device: torch.devi
     time of one LPIPS loss and gradient (random weights, the same cost), and each preset's time from them."""
     from draggan.inversion import LPIPS, InversionConfig, invert
     from draggan.inversion.losses import downsample_to
-    from draggan.ui.photo import PRESETS
+    from draggan.inversion.presets import PRESETS
 
     G = copy.deepcopy(G_cpu).to(device)
     with torch.no_grad():
@@ -323,7 +323,8 @@ def photo(rows: list[Row], name: str, G_cpu: torch.nn.Module, device: torch.devi
     for stage in ("w", "w+", "pti"):
         rows.append(Row("photo", name, f"s per {stage} step ({result.loss_name} loss)", rate.get(stage), "s"))
     rows.append(Row("photo", name, "s per LPIPS loss and gradient (added to every step)", extra, "s"))
-    for preset, counts in PRESETS.items():
+    for preset, entry in PRESETS.items():      # Fast's smaller projection is costed at full size: an upper bound
+        counts = entry.steps
         seconds = fixed + sum(n * (rate.get(stage, 0.0) + extra) for n, stage in zip(counts, ("w", "w+", "pti")))
         rows.append(Row("photo", name, f"{preset} preset {counts}, with LPIPS", seconds, "s"))
         if preset == "Best" and goals:

@@ -163,9 +163,9 @@ def test_every_device_dependent_choice_given_a_device_string(device, monkeypatch
     assert thread_policy(kind, cores=2, config=plain).concurrency == (4 if cuda else 2), \
         "on a GPU jobs are not capped by the CPU cores"
     assert Studio(device=device, hub_online=False).concurrency == thread_policy(kind).concurrency
-    assert photo.default_preset(kind) == ("Quick" if cpu else "Best")
+    assert photo.default_preset(kind) == ("Fast" if cpu else "Best")
     assert ("CPU inversion is slow" in photo.estimate_text(device, 100, None)) is cpu
-    assert default_model({}, device, cached=True) == ("ffhq-512" if cuda else "cartoon-faces-128")
+    assert default_model({}, cached=True) == "ffhq-512", "every tier starts on real faces where they are had"
     assert direct_supported(quick_generator(16).synthesis, torch.device(device)) is cpu
     assert block_dtype(True, False, torch.device(device)) == (torch.float16 if cuda else torch.float32)
 
