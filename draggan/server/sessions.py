@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .memory import trim_memory
-from .state import UIState
+from ..service.state import UIState
 from .tempdir import age_out
 
 
