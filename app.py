@@ -251,7 +251,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             p.api_info = gr.JSON(label="info")
             p.api_button = gr.Button("drag")
 
-        demo.panels = Page(model=ModelPanel(studio, p), drag=DragPanel(studio, p), photo=photo_panel,
+        model_panel = ModelPanel(studio, p)
+        demo.panels = Page(model=model_panel, drag=DragPanel(studio, p, model_panel.apply_latent), photo=photo_panel,
                            export=ExportPanel(studio, p), api=ApiPanel(studio, p))
         for panel in vars(demo.panels).values():
             panel.wire(heavy, light)

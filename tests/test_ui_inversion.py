@@ -321,13 +321,15 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     assert "measured on this server" in panels.photo.estimate(6, 4, 6, state)[page.estimate]
 
     # The space radio cannot turn a photo session into W (it would change the image); it flips back.
-    out = panels.model.change_latent(state, 0, 0.7, "w")
+    out = next(panels.model.change_latent(state, 0, 0.7, "w"))
     assert out == {page.space: "w+"} and "W+" in warnings_shown[-1] and state.photo is not None
     assert panels.export.export(state, "tuned")[page.exported]["value"].endswith("-tuned-generator.zip")
     assert panels.export.export(state, "recipe") == unchanged() and "started from your photo" in warnings_shown[-1]
 
     folder, base = Path(state.model.source), state.photo.base
-    new_state = panels.model.change_latent(state, 5, 0.7, "w+")[page.state]
+    assert next(panels.model.change_latent(state, 0, 0.7, "w+")) == unchanged(), "the same seed keeps the photo"
+    assert state.photo is not None
+    new_state = next(panels.model.change_latent(state, 5, 0.7, "w+"))[page.state]
     assert new_state is not state and new_state.photo is None and new_state.model == base
     assert not folder.exists(), "a new seed drops the photo's tuned generator"
 

@@ -88,6 +88,16 @@ def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_
         ui.render_every = render_every
 
 
+def replace(old: UIState | None, new: UIState) -> None:
+    """`new` replaces `old` as its browser session's state (a new image, model, example or recipe): events
+    that started on `old` go on with `new` (`UIState.latest`), and `old` is released."""
+    if old is None:
+        return
+    with old.lock:
+        old.replaced_by = new
+    release(old)
+
+
 def release(ui: UIState | None) -> None:
     """Free a closed or replaced session: stop its job, drop its frames and files (its folder, and the files of
     Gradio's cache that no other session was sent: a photo's images, exports and upload) and, for a photo
