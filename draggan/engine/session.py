@@ -10,10 +10,9 @@ window of round(r2·H/512) pixels, stop if every handle is within max(2·H/512, 
 otherwise take one Adam step on the motion-supervision loss (+ λ × the masked L1 to the first step's
 features). Only the first `num_layers` (6) style layers are optimised — per layer in W+, one shared vector
 in W — and the others stay at the start latent.
-`DragConfig.tracker` picks the tracking step (`trackers.py`); the default, "official", is the one above.
-A tracker may replace motion supervision (FreeDrag's) and may bring the keep-the-rest term
-(`locality.py`, "freedrag-local": λ × the masked L1 of the 32 × 32 block away from the drag, while no mask
-is painted).
+`DragConfig.tracker` names the drag method (`methods/`): the default, "official", is the one above; a
+method supplies the tracking, the arrival test and the motion loss, and may bring the keep-the-rest term
+(`locality.py`: λ × the masked L1 of the 32 × 32 block away from the drag, while no mask is painted).
 
 Where we do less work than the original: a step runs the synthesis only up to the feature block, with
 unfused modulated convolutions (style gradients without per-sample weight gradients); it computes the
@@ -48,11 +47,10 @@ from . import render_costs
 from . import snapshot as snapshots
 from .features import UpsampledView, masked_l1
 from .locality import KEEP_RADIUS, coarse_block, keep_l1, keep_mask
-from .motion import motion_loss, official_grid, plan_motion
+from . import methods
 from .snapshot import DragProgress, DragSnapshot
 from .preview import direct_supported, render_direct, render_preview
 from .render_policy import RenderPolicy, RenderSchedule
-from .trackers import TRACKER_NAMES, keep_lambda, make_tracker
 from .tracking import reference_features
 from .window import Box, WindowedSynthesis
 
@@ -77,7 +75,7 @@ class DragConfig:
     num_layers: int = 6               # style layers optimised; the rest stay at the start latent
     noise_mode: str = "const"
     windowed: bool = True             # StyleGAN2: compute the feature block only where the step reads it
-    tracker: str = "official"         # point tracker, one of trackers.TRACKER_NAMES
+    tracker: str = methods.DEFAULT    # drag method, one of methods.names()
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -90,8 +88,7 @@ class DragConfig:
             raise ValueError(f"r1 and r2 must be positive, got {self.r1}, {self.r2}")
         if self.max_steps < 0 or self.num_layers < 1:
             raise ValueError("max_steps must be ≥ 0 and num_layers ≥ 1")
-        if self.tracker not in TRACKER_NAMES:
-            raise ValueError(f"tracker must be one of {TRACKER_NAMES}, got {self.tracker!r}")
+        methods.get(self.tracker)
 
 
 @dataclass
@@ -132,8 +129,8 @@ class _Drag:
         self.keep0: torch.Tensor | None = None   # the coarse block's map at w_begin, when the keep term needs it
         self.keep_mask: torch.Tensor | None = None
         self.ref = None if progress.ref is None else torch.as_tensor(progress.ref).to(w.device).clone()  # [N, C]
-        self.tracker = None                      # trackers.Tracker, made at the first step (or from tracker_state)
-        self.tracker_name = progress.tracker      # fixed when the drag began, like its step size
+        self.method: methods.DragMethod | None = None  # made at the first step (or from tracker_state)
+        self.method_class = methods.get(progress.tracker)  # fixed when the drag began, like its step size
         self.tracker_state = progress.tracker_state
         self.points_rc = torch.as_tensor(progress.points_rc, dtype=torch.int64).clone()  # CPU
         self.steps = int(progress.steps)
@@ -150,8 +147,8 @@ class _Drag:
                             points_rc=self.points_rc.numpy().copy(), steps=self.steps,
                             start_handles=tuple(self.start_handles), adam=adam, lr=self.lr,
                             run_steps=self.steps - self.committed_steps, resumed=self.resumed,
-                            tracker=self.tracker_name,
-                            tracker_state=self.tracker.state() if self.tracker is not None else self.tracker_state)
+                            tracker=self.method_class.name,
+                            tracker_state=self.method.state() if self.method is not None else self.tracker_state)
 
 
 def default_feature_block(G: torch.nn.Module) -> int:
@@ -224,7 +221,6 @@ class DragSession:
         feat_h, feat_w = feat_h - 2 * self._margin, feat_w - 2 * self._margin
         self.feature_shape = (int(channels), int(feat_h), int(feat_w))
         self._view = UpsampledView.create((feat_h, feat_w), (self.height, self.width), self.device)
-        self._grid = official_grid(self.height, self.width)
         self._coarse_block = coarse_block(G.synthesis, self.feature_block)
         self._coarse_margin = int(margins[self._coarse_block])
         self._windowed = None
@@ -234,6 +230,7 @@ class DragSession:
         self.r1_px = max(round(cfg.r1 * scale), 1)
         self.r2_px = max(round(cfg.r2 * scale), 1)
         self.arrive_px = max(2 * scale, 2.0)
+        self._geometry = methods.DragGeometry.create(self._view, self.r1_px, self.r2_px, self.arrive_px)
 
         self._w0 = self._start_latent(seed, psi, w)
         self._n_opt = min(cfg.num_layers, self.num_ws)
@@ -347,12 +344,6 @@ class DragSession:
         return (max(lo[0] - reach, 0), min(hi[0] + reach, self.height - 1),
                 max(lo[1] - reach, 0), min(hi[1] + reach, self.width - 1))
 
-    def _reads_within(self, rows: torch.Tensor, cols: torch.Tensor, reach: tuple[int, int, int, int]) -> bool:
-        """Whether motion supervision at pixels rows/cols (reading 1 px before, 2 px after) stays in reach."""
-        y0, y1, x0, x1 = reach
-        return (max(int(rows.min()) - 1, 0) >= y0 and min(int(rows.max()) + 2, self.height - 1) <= y1
-                and max(int(cols.min()) - 1, 0) >= x0 and min(int(cols.max()) + 2, self.width - 1) <= x1)
-
     def _feat0(self, drag: _Drag, need: Box) -> torch.Tensor:
         """F0, the feature map of the drag's first step, on the block window `need` (kept from the first step
         or computed once when the kept window does not hold `need`)."""
@@ -427,7 +418,7 @@ class DragSession:
             fixed_box = self._mask_box if mask_on else None
             windows = self._step_windows(Box(*self._view.block_rows(reach[0], reach[1]),
                                              *self._view.block_cols(reach[2], reach[3])), fixed_box)
-            keep = 0.0 if mask_on else keep_lambda(drag.tracker_name)
+            keep = 0.0 if mask_on else drag.method_class.keep_lambda
             ws = self._compose(self._w)
             feat, origin, coarse = self._features(ws, windows[0], coarse=keep > 0)
             fixed_feat, fixed_origin = (feat, origin) if len(windows) == 1 else self._features(ws, windows[1])[:2]
@@ -437,28 +428,21 @@ class DragSession:
             if drag.ref is None:
                 drag.feat0, drag.feat0_box = fixed_feat.detach().clone(), _box_of(fixed_feat, fixed_origin)
                 drag.ref = reference_features(self._view, feat, handles_rc, origin)
-            if drag.tracker is None:               # the first step, or a drag continued from a snapshot
-                drag.tracker = make_tracker(drag.tracker_name, self._view, drag.ref, feat, handles_rc, self.r2_px,
-                                            origin)
+            if drag.method is None:                # the first step, or a drag continued from a snapshot
+                drag.method = drag.method_class(self._geometry, drag.ref, feat, handles_rc, origin)
                 if drag.tracker_state:
-                    drag.tracker.load_state(drag.tracker_state)
-                drag.optimizer.param_groups[0]["lr"] = drag.lr * getattr(drag.tracker, "lr_scale", 1.0)
+                    drag.method.load_state(drag.tracker_state)
+                drag.optimizer.param_groups[0]["lr"] = drag.lr * drag.method_class.lr_scale
             targets_rc = torch.tensor([[y, x] for x, y in self._targets], dtype=torch.float64)
-            points = drag.tracker(feat, handles_rc, targets_rc, origin).cpu()
+            points = drag.method.track(feat, handles_rc, targets_rc, origin).cpu()
             drag.points_rc = points
             self._handles = [(float(c), float(r)) for r, c in points.tolist()]
             distances = [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(self._handles, self._targets)]
-            supervise = getattr(drag.tracker, "supervise", None)   # a tracker that replaces motion supervision
-            done = all(d <= self.arrive_px for d in distances) if supervise is None else bool(drag.tracker.settled)
+            done = drag.method.arrived(distances)
             loss_motion = loss_mask = loss_keep = 0.0
             if not done:
                 zero = feat.new_zeros([])
-                if supervise is not None:
-                    motion = supervise(feat, origin)
-                else:
-                    plan = plan_motion(points, targets_rc, self.r1_px, self._grid)
-                    assert plan is None or self._reads_within(plan.rows, plan.cols, reach)
-                    motion = zero if plan is None else motion_loss(self._view, feat, plan.to(self.device), origin)
+                motion = drag.method.motion_loss(feat, points, targets_rc, origin)
                 fixed = zero
                 if mask_on:
                     rows = slice(fixed_box.r0 - fixed_origin[0], fixed_box.r1 - fixed_origin[0])
