@@ -1,4 +1,4 @@
-"""DragGAN studio: the Gradio app (layout and event wiring only; behaviour lives in `draggan/ui/`).
+"""DragGAN studio: the Gradio app (layout and event wiring only; behaviour lives in `draggan/service/`).
 
 Run locally:  python app.py [--share] [--host 0.0.0.0] [--port 7860]
 On Hugging Face Spaces this file is the entry point (`app_file: app.py`).
@@ -16,19 +16,20 @@ from draggan.engine import DragConfig, methods
 from draggan.engine.session import SPACES
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
-from draggan.ui import examples, handlers, served
-from draggan.ui.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
-from draggan.ui.events import Page
-from draggan.ui.events.api import ApiPanel
-from draggan.ui.events.drag import DragPanel
-from draggan.ui.events.export import ExportPanel
-from draggan.ui.events.model import ModelPanel
-from draggan.ui.events.photo import PhotoPanel
+from draggan.service import examples, handlers
+from draggan.app import served
+from draggan.service.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
+from draggan.app.events import Page
+from draggan.app.events.api import ApiPanel
+from draggan.app.events.drag import DragPanel
+from draggan.app.events.export import ExportPanel
+from draggan.app.events.model import ModelPanel
+from draggan.app.events.photo import PhotoPanel
 from draggan.inversion.presets import PRESETS
-from draggan.ui.sessions import SessionReaper
-from draggan.ui.state import DEFAULT_RENDER_EVERY
-from draggan.ui.studio import Studio
-from draggan.ui.tempdir import delete_cache_policy, use_for_gradio
+from draggan.server.sessions import SessionReaper
+from draggan.service.state import DEFAULT_RENDER_EVERY
+from draggan.service.studio import Studio
+from draggan.server.tempdir import delete_cache_policy, use_for_gradio
 
 TITLE = "DragGAN studio"
 INTRO = """# DragGAN studio

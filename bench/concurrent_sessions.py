@@ -6,7 +6,7 @@ Usage: python -m bench.concurrent_sessions [--sessions 1 2 4] [--model cartoon-f
 N threads share one generator (the app's shared cache) and each drags its own `DragSession` (W+, one handle
 with a far target, so no drag stops early) for `--steps` steps after one warm-up step; they start together.
 Threads: `policy` sets torch's process-wide count the way the app does at start-up for N concurrent jobs
-(`draggan.ui.threads.thread_policy`: `max(1, cores // N)`, cores from affinity and cgroup quota), `default`
+(`draggan.server.threads.thread_policy`: `max(1, cores // N)`, cores from affinity and cgroup quota), `default`
 leaves torch's own (all physical cores: the oversubscribed case), a number uses that. Each N runs in its own
 subprocess, because torch's thread pool cannot shrink once it has grown. Reported per N: threads, median
 seconds per step of one session, the slowest session's, and total steps per second of all sessions.
@@ -45,7 +45,7 @@ def run_one(sessions: int, model: str, threads: str, steps: int, device: str) ->
     """In this process: set the threads, drag `sessions` sessions at once, return the figures."""
     from draggan import settings
     from draggan.engine import DragConfig, DragSession
-    from draggan.ui.threads import thread_policy, usable_cores
+    from draggan.server.threads import thread_policy, usable_cores
 
     if threads == "policy":
         config = settings.Settings.from_env({"DRAGGAN_CONCURRENCY": str(sessions)})
@@ -85,9 +85,9 @@ def run_visitors(visitors: int, model: str, steps: int, device: str, stagger_s: 
     `gpu.drag` (the render policy on), started `stagger_s` apart; the figures of each visitor."""
     from draggan.engine import DragConfig, RenderPolicy
     from draggan.engine import snapshot as snapshots
-    from draggan.ui import gpu
-    from draggan.ui.models import GeneratorCache, ModelRef, set_shared_cache
-    from draggan.ui.threads import apply_thread_policy, thread_policy
+    from draggan.service import gpu
+    from draggan.service.models import GeneratorCache, ModelRef, set_shared_cache
+    from draggan.server.threads import apply_thread_policy, thread_policy
 
     policy = thread_policy(torch.device(device).type)
     apply_thread_policy(policy)

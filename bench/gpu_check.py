@@ -13,7 +13,7 @@ with fp16 layers and `cartoon-faces-64`, a few steps each. Sections (all by defa
   "device" side runs the GPU's branches instead: the fp16 layers forced on in a stand-in half dtype
   (`networks/precision.py`) and the session's `synthesis(ws)` render (`direct_render=False`). Also the
   masked L1 (`engine/phase_l1.py`) in its device plan against its CPU plan and the official formula.
-- forked: a drag through `draggan.ui.gpu`'s functions run as ZeroGPU runs them (`ui/forked.py`: a forked,
+- forked: a drag through `draggan.service.gpu`'s functions run as ZeroGPU runs them (`server/forked.py`: a forked,
   pickling worker, started before this process touches the device) against the same calls in-process.
 - speed: ms per bare drag step, ours and the official formulation (`bench.drag_step.run_variant`), peak
   device memory of ours; the app-level drag against the bare steps (`bench.app_drag.run_size`, app/bare).
@@ -207,11 +207,11 @@ def phase_l1_plans(rows: list[Row], device: torch.device, quick: bool) -> None:
 def forked_worker(device: str, source: str, steps: int) -> dict[str, Any]:
     """The forked drag, then the same in-process (this process must not have touched `device` before)."""
     from draggan.engine import snapshot as snapshots
-    from draggan.ui import gpu
-    from draggan.ui.forked import forked
+    from draggan.service import gpu
+    from draggan.server.forked import forked
     from bench.app_drag import _points
     from draggan.engine import DragConfig
-    from draggan.ui.models import ModelRef
+    from draggan.service.models import ModelRef
 
     ref = ModelRef(source, source)
     config = DragConfig(lr=4e-3, max_steps=steps)

@@ -215,8 +215,8 @@ def serve(no_trim: bool) -> None:
     sys.path.insert(0, str(root))
     import app
     from draggan import settings
-    from draggan.ui import memory
-    from draggan.ui.studio import Studio
+    from draggan.server import memory
+    from draggan.service.studio import Studio
 
     if no_trim:
         memory._malloc_trim = lambda: None

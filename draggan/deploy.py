@@ -25,7 +25,7 @@ IGNORE_PATTERNS = [
     "tests/*", "bench/*", ".ci/*", ".github/*", "runs/*", "out/*", "scratch/*", "flagged/*",
     ".pytest_cache/*", ".benchmarks/*", ".gradio/*", ".venv/*", "*.egg-info/*",
     "__pycache__/*", "*/__pycache__/*", "*.pyc",
-    "*.pyi",                     # stubs Gradio writes next to our component subclasses (draggan/ui/served.py)
+    "*.pyi",                     # stubs Gradio writes next to our component subclasses (draggan/app/served.py)
 ]
 
 

@@ -60,7 +60,7 @@ class Settings:
     # DRAGGAN_TORCH_THREADS, default None (= max(1, cores // concurrency)): torch's CPU threads, set once at
     # start-up for the whole process, so that concurrent jobs x threads stays within the cores.
     torch_threads: int | None = _var("DRAGGAN_TORCH_THREADS", int, None, 1, 1024)
-    # DRAGGAN_MALLOC_ARENAS, default 2 (0 = glibc's default): malloc arenas of the process (draggan/ui/memory.py).
+    # DRAGGAN_MALLOC_ARENAS, default 2 (0 = glibc's default): malloc arenas of the process (draggan/server/memory.py).
     malloc_arenas: int = _var("DRAGGAN_MALLOC_ARENAS", int, 2, 0, 1024)
     # DRAGGAN_QUEUE_MAX, default 64: requests that may wait in the queue; past it a visitor is refused at once.
     queue_max: int = _var("DRAGGAN_QUEUE_MAX", int, 64, 1, 100000)
@@ -78,7 +78,7 @@ class Settings:
     max_photo_mp: float = _var("DRAGGAN_MAX_PHOTO_MP", float, 50.0, 0.01, 1000.0)
     # ZeroGPU time slots (`spaces.GPU(duration=...)`), seconds.
     # DRAGGAN_FORKED_GPU, default 0: 1 runs every GPU call in a forked, pickling worker, as ZeroGPU does
-    # (draggan/ui/forked.py), to try the app under ZeroGPU's contract on any machine.
+    # (draggan/server/forked.py), to try the app under ZeroGPU's contract on any machine.
     forked_gpu: int = _var("DRAGGAN_FORKED_GPU", int, 0, 0, 1)
     # DRAGGAN_GPU_DURATION, default 120: slot of one drag call.
     gpu_duration: int = _var("DRAGGAN_GPU_DURATION", int, 120, 1, 3600)

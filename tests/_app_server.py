@@ -29,7 +29,7 @@ def launched_app(monkeypatch, env: dict[str, str] | None = None) -> Iterator[tup
     from draggan import settings
 
     settings.reload()
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     demo = app.build_demo(Studio(device="cpu", hub_online=False))
     port = free_port()
@@ -62,7 +62,7 @@ def build_app(monkeypatch, tmp_path: Path | None = None, extra_models: dict[str,
         sys.path.insert(0, str(ROOT))
     import app
     from draggan import settings
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     settings.reload()
     demo = app.build_demo(Studio(device="cpu", hub_online=False, **studio_kw))

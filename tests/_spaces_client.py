@@ -1,7 +1,7 @@
 """Run the app's GPU functions under the real `spaces` package (ZeroGPU mode) and pickle what came back.
 
 `python tests/_spaces_client.py OUT SCENARIO...` with `SPACES_ZERO_GPU=true` and `SPACES_ZERO_DEVICE_API_URL`
-pointing at the stand-in service (`tests/_zerogpu_service.py`). `draggan.ui.gpu` is imported after `spaces`
+pointing at the stand-in service (`tests/_zerogpu_service.py`). `draggan.service.gpu` is imported after `spaces`
 has patched torch, so its functions carry spaces' own `GPU` wrappers: each call is scheduled with the service,
 runs in a forked worker that the service allowed, and its arguments and yields cross spaces' pickling queues.
 No Gradio request is needed: outside one, spaces schedules as an anonymous visitor.
@@ -60,8 +60,8 @@ except Exception as exc:  # a spaces release this stand-in does not fit
     sys.exit(3)
 
 from draggan.engine import snapshot as snapshots  # noqa: E402
-from draggan.ui import gpu, handlers  # noqa: E402
-from draggan.ui.models import ModelRef, shared_cache  # noqa: E402
+from draggan.service import gpu, handlers  # noqa: E402
+from draggan.service.models import ModelRef, shared_cache  # noqa: E402
 
 SG2 = Path(__file__).parent / "data" / "stylegan2-tiny-64.pkl"
 REF = ModelRef(str(SG2), "tiny")
@@ -113,7 +113,7 @@ def app() -> dict:
                       GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     import app as studio_app
     from draggan import settings
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     settings.reload()
     demo = studio_app.build_demo(Studio(device="cpu", hub_online=False))

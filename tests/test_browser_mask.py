@@ -3,7 +3,7 @@
 Points and sees the mask in the status line, starts a drag and stops it, and reopens the Mask tab. The server
 logs no traceback, and the browser console and the page log no error on the way: in particular not Gradio's
 "No draw texture found for layer", which two overlapping loads of a mask layer print (the editor's first
-showing with a layer, or two values with a layer close together; see `draggan.ui.events.editor_value`)."""
+showing with a layer, or two values with a layer close together; see `draggan.app.events.editor_value`)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def test_dry_run_of_this_repository_lists_the_app_and_leaves_out_tests_git_and_c
     assert result.returncode == 0, result.stderr
     files = result.stdout.split()
     assert files == deploy.upload_plan(REPO_ROOT) and files == sorted(files)
-    for needed in ("app.py", "README.md", "requirements.txt", "draggan/__init__.py", "draggan/ui/models.py",
+    for needed in ("app.py", "README.md", "requirements.txt", "draggan/__init__.py", "draggan/service/models.py",
                    "checkpoints/zoo.json", "checkpoints/cartoon-faces-128/model.safetensors"):
         assert needed in files
     for path in files:

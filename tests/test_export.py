@@ -16,8 +16,8 @@ from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.export import DragRecord, Recipe, RecipeError
 from draggan.engine import snapshot as snapshots
-from draggan.ui import handlers
-from draggan.ui.models import ModelRef
+from draggan.service import handlers
+from draggan.service.models import ModelRef
 
 SG2 = Path(__file__).parent / "data" / "stylegan2-tiny-64.pkl"
 

@@ -147,9 +147,9 @@ def test_every_device_dependent_choice_given_a_device_string(device, monkeypatch
     the start model, the render path, the fp16 layers and the masked L1's plan."""
     from draggan import settings
     from draggan.checkpoints.default_model import default_model
-    from draggan.ui import photo
-    from draggan.ui.studio import Studio
-    from draggan.ui.threads import thread_policy
+    from draggan.service import photo
+    from draggan.service.studio import Studio
+    from draggan.server.threads import thread_policy
 
     private_caches(monkeypatch, tmp_path)
     for name in ("DRAGGAN_CONCURRENCY", "DRAGGAN_TORCH_THREADS", "DRAGGAN_DEFAULT_MODEL", "SPACES_ZERO_GPU"):

@@ -10,8 +10,8 @@ import pytest
 
 from draggan import limits
 from draggan.limits import LIMITS, LimitError
-from draggan.ui import handlers
-from draggan.ui.handlers import UserError
+from draggan.service import handlers
+from draggan.service.handlers import UserError
 
 
 def test_the_table():

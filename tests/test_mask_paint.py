@@ -3,7 +3,7 @@ drag, the editor's echo of the value the server sent changes nothing and warns n
 drag is refused with a warning (so are Reset mask and Undo), and every answer names a component (Gradio
 rejects an empty dict). The editor gets no mask layer until a mask exists, and a drag's outputs leave the
 editor out (a `.then` sends it once): both keep its layer loads from overlapping (see
-`draggan.ui.events.editor_value`)."""
+`draggan.app.events.editor_value`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import gradio as gr
 import numpy as np
 
 from _app_server import app_panels, build_app
-from draggan.ui import handlers
-from draggan.ui.events import editor_value, unchanged
-from draggan.ui.gpu import StopFlag
-from draggan.ui.state import Job
+from draggan.service import handlers
+from draggan.app.events import editor_value, unchanged
+from draggan.service.gpu import StopFlag
+from draggan.service.state import Job
 from test_ui_handlers import G, click, new_state  # noqa: F401  (G: the shared generator fixture)
 
 

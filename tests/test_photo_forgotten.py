@@ -20,8 +20,9 @@ from PIL import Image
 
 from _app_server import build_app
 from draggan.engine import snapshot as snapshots
-from draggan.ui import handlers, owned_files
-from draggan.ui.state import UIState
+from draggan.service import handlers
+from draggan.server import owned_files
+from draggan.service.state import UIState
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

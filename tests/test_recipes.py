@@ -27,9 +27,9 @@ from draggan.engine import DragConfig, DragSession
 from draggan.engine import methods
 from draggan.recipes import CURRENT_MODEL, DragRecord, Recipe, RecipeError
 from draggan.engine import snapshot as snapshots
-from draggan.ui import handlers
-from draggan.ui.events import unchanged
-from draggan.ui.models import ModelRef
+from draggan.service import handlers
+from draggan.app.events import unchanged
+from draggan.service.models import ModelRef
 
 from bench.recipe_refusals import nested_list, set_drag
 from conftest import fixture_path
@@ -419,7 +419,7 @@ def test_the_app_replays_a_v1_path_recipe_on_the_session_model(G, tmp_path, monk
     import app
     import gradio as gr
     from draggan import settings
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     shown = []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: shown.append(msg))

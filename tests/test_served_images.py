@@ -1,4 +1,4 @@
-"""Image outputs are written once per content and atomically (draggan/ui/served.py): fetching an image while
+"""Image outputs are written once per content and atomically (draggan/app/served.py): fetching an image while
 the same image is returned again (by this or another session) must deliver it whole, with no h11 traceback."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image as PILImage
 
 from bench.soak import free_port
-from draggan.ui import served
+from draggan.app import served
 
 
 def _image(seed: int, size: int = 256) -> np.ndarray:

@@ -12,11 +12,12 @@ import torch
 
 from draggan import settings
 from draggan.errors import UserError
-from draggan.ui import handlers, memory, tempdir
-from draggan.ui.events import unchanged
-from draggan.ui.sessions import sweep
-from draggan.ui.threads import _cgroup_quota, thread_policy, usable_cores
-from draggan.ui.visitors import Visitors, client_address, visitor_keys
+from draggan.service import handlers
+from draggan.server import memory, tempdir
+from draggan.app.events import unchanged
+from draggan.server.sessions import sweep
+from draggan.server.threads import _cgroup_quota, thread_policy, usable_cores
+from draggan.server.visitors import Visitors, client_address, visitor_keys
 
 DATA = Path(__file__).parent / "data"
 SG2 = DATA / "stylegan2-tiny-64.pkl"
@@ -157,7 +158,7 @@ def test_cgroup_quota_bounds_the_cores(tmp_path) -> None:
 
 
 def test_studio_applies_its_policy(monkeypatch) -> None:
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     monkeypatch.setenv("DRAGGAN_TORCH_THREADS", "1")
     settings.reload()
@@ -189,7 +190,7 @@ def test_the_reaper_releases_closed_and_idle_sessions_but_not_busy_ones(demo) ->
         ui = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
         holder[sid][page.state._id] = ui
         states[sid] = ui
-    from draggan.ui.models import shared_cache, store_private_model
+    from draggan.service.models import shared_cache, store_private_model
 
     private = store_private_model(shared_cache().get(str(SG2), torch.device("cpu")), "tuned copy")
     states["closed"].model = private                        # a photo session's own generator

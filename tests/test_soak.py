@@ -36,7 +36,7 @@ def launched(monkeypatch, tmp_path):
 
 def test_a_short_soak_leaves_no_sessions_and_no_files(launched) -> None:
     from bench.soak import event_indices, soak, trigger_ids
-    from draggan.ui.tempdir import file_count
+    from draggan.server.tempdir import file_count
 
     url, demo, studio, temp = launched
     files_before = file_count(temp)

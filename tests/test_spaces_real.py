@@ -1,7 +1,7 @@
 """The app's GPU functions under the real `spaces` package in ZeroGPU mode, against a local device service.
 
 `tests/_spaces_client.py` runs in a subprocess with `SPACES_ZERO_GPU=true` and `SPACES_ZERO_DEVICE_API_URL` set
-to `tests/_zerogpu_service.py` (a stand-in of ZeroGPU's scheduler on 127.0.0.1), so `draggan.ui.gpu`'s
+to `tests/_zerogpu_service.py` (a stand-in of ZeroGPU's scheduler on 127.0.0.1), so `draggan.service.gpu`'s
 functions are spaces' own wrappers: scheduled, run in a forked worker the service allowed, released. What came
 back must equal the in-process results; a grant that runs out mid-drag (the service ends the worker) and a
 refused grant (quota) must reach the visitor as a clear message with the last snapshot kept; the launched app
@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from draggan.engine import snapshot as snapshots
-from draggan.ui import gpu, handlers
-from draggan.ui.models import ModelRef, shared_cache
+from draggan.service import gpu, handlers
+from draggan.service.models import ModelRef, shared_cache
 
 from _zerogpu_service import DeviceService
 from test_zerogpu import same

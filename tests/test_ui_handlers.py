@@ -13,12 +13,12 @@ import torch
 from _app_server import app_panels, build_app
 from draggan import settings
 from draggan.engine import snapshot as snapshots
-from draggan.ui import gpu, handlers
-from draggan.ui.drawing import display_scale, from_display, render_overlay, to_display
-from draggan.ui.events import unchanged
-from draggan.ui.models import ModelRef
-from draggan.ui.handlers import UserError
-from draggan.ui.models import GeneratorCache, check_upload, extra_model_choices, shared_cache
+from draggan.service import gpu, handlers
+from draggan.service.drawing import display_scale, from_display, render_overlay, to_display
+from draggan.app.events import unchanged
+from draggan.service.models import ModelRef
+from draggan.service.handlers import UserError
+from draggan.service.models import GeneratorCache, check_upload, extra_model_choices, shared_cache
 
 DATA = Path(__file__).parent / "data"
 SG2 = DATA / "stylegan2-tiny-64.pkl"
@@ -380,7 +380,7 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
 
     import app
     import gradio as gr
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     infos, warnings_shown = [], []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings_shown.append(msg))
@@ -423,7 +423,7 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
 def test_preload_keeps_models_on_disk_loaded(monkeypatch):
     """Start-up loads the default and every model already on this machine and pins them (never evicted), so
     ZeroGPU's forked workers inherit them; models not on disk are left for their first use."""
-    from draggan.ui.models import GeneratorCache
+    from draggan.service.models import GeneratorCache
 
     studio, page, panels = _demo(monkeypatch, cache=GeneratorCache(max_items=1))
     loaded = studio.preload()
@@ -445,7 +445,7 @@ def test_the_status_states_a_drags_cost_here_from_measured_step_and_render_times
     import re
 
     from draggan.engine import drag_cost, render_costs
-    from draggan.ui.state import PhotoStart
+    from draggan.service.state import PhotoStart
 
     studio, page, panels = _demo(monkeypatch)
     G = studio.cache.get(str(SG2.resolve()), torch.device("cpu"))
@@ -532,7 +532,7 @@ def test_default_model_follows_the_policy(monkeypatch, tmp_path):
     given to the Studio."""
     import app
     from conftest import private_caches
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     private_caches(monkeypatch, tmp_path)
     monkeypatch.delenv("DRAGGAN_EXTRA_MODELS", raising=False)
@@ -572,7 +572,7 @@ def test_examples_load_their_model_seed_and_points(monkeypatch):
     ready for Start; FFHQ examples are offered only where FFHQ-512 is."""
     import gradio as gr
 
-    from draggan.ui.examples import EXAMPLES, offered
+    from draggan.service.examples import EXAMPLES, offered
 
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: None)
     assert {e.model for e in offered(["cartoon-faces-128"])} == {"cartoon-faces-128"}
@@ -625,7 +625,7 @@ def test_arrived_points_are_done_and_start_asks_for_new_ones(G):
 def test_mask_edges_are_smooth_and_read_back_exactly(G):
     """The mask layer and the tint are upscaled without whole-block stair-steps, and reading the layer back
     gives the painted mask exactly (also for single pixels and noise)."""
-    from draggan.ui.drawing import sample_mask, upscale_mask
+    from draggan.service.drawing import sample_mask, upscale_mask
 
     ui = new_state(G)
     s = display_scale(64, 64)
@@ -668,7 +668,7 @@ def test_png_export_says_what_it_is(G, tmp_path):
 
 def test_frames_stay_bounded_while_a_drag_runs(G, monkeypatch):
     """A long drag that renders every step never holds more than twice the per-drag frame cap."""
-    from draggan.ui import state as state_module
+    from draggan.service import state as state_module
 
     monkeypatch.setattr(handlers, "MAX_FRAMES_PER_DRAG", 4)
     monkeypatch.setattr(state_module, "MAX_FRAMES_PER_DRAG", 4)

@@ -24,12 +24,12 @@ from draggan.inversion import align, losses
 from _app_server import app_panels
 from draggan.engine import snapshot as snapshots
 from draggan.inversion.presets import PRESETS
-from draggan.ui import gpu, handlers, photo
-from draggan.ui.drawing import display_scale, to_display
-from draggan.ui.events import unchanged
-from draggan.ui.models import ModelRef
-from draggan.ui.handlers import UserError
-from draggan.ui.models import GeneratorCache, shared_cache
+from draggan.service import gpu, handlers, photo
+from draggan.service.drawing import display_scale, to_display
+from draggan.app.events import unchanged
+from draggan.service.models import ModelRef
+from draggan.service.handlers import UserError
+from draggan.service.models import GeneratorCache, shared_cache
 
 DATA = Path(__file__).parent / "data"
 SG2 = DATA / "stylegan2-tiny-64.pkl"

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from draggan.ui.events import unchanged
+from draggan.app.events import unchanged
 from test_hostile_models import call, glob, integer, memo_bomb, network, persistent, text, tiny_generator, tup
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,6 +1,6 @@
 """ZeroGPU's contract, kept: every GPU function gives the same result in a forked, pickling worker as in-process.
 
-`draggan.ui.forked` runs a function as `spaces.GPU` does on ZeroGPU (a forked process; arguments pickled in,
+`draggan.server.forked` runs a function as `spaces.GPU` does on ZeroGPU (a forked process; arguments pickled in,
 each yield or the result pickled back; nothing else shared). A GPU function that changed state in place
 instead of returning it would lose that change here, and these comparisons would fail.
 """
@@ -19,11 +19,11 @@ import torch
 from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.export import DragRecord, Recipe
-from draggan.ui import gpu, handlers, photo
-from draggan.ui.forked import WorkerError, forked
-from draggan.ui.gpu import StopFlag
-from draggan.ui.models import ModelRef
-from draggan.ui.models import shared_cache
+from draggan.service import gpu, handlers, photo
+from draggan.server.forked import WorkerError, forked
+from draggan.service.gpu import StopFlag
+from draggan.service.models import ModelRef
+from draggan.service.models import shared_cache
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")]
@@ -257,7 +257,7 @@ def test_a_kept_worker_never_serves_a_stale_generator_or_cache(tmp_path):
     """Between two calls in the same worker the server changes state: another model, a re-tuned photo, a
     released session. The worker renders each model's own image (equal to the server's), serves a re-tuned
     photo's new weights, and refuses a released photo's model although it had loaded it."""
-    from draggan.ui.models import forget_private_model
+    from draggan.service.models import forget_private_model
 
     render = forked(gpu.PLAIN["render"])
     invert = forked(gpu.PLAIN["invert"])

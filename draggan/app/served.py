@@ -85,9 +85,9 @@ class Blocks(gr.Blocks):
 
     async def postprocess_data(self, block_fn: Any, predictions: Any, state: Any) -> list[Any]:
         data = await super().postprocess_data(block_fn, predictions, state)
-        from . import owned_files
-        from .state import UIState
-        from .tempdir import gradio_cache_dir
+        from ..server import owned_files
+        from ..service.state import UIState
+        from ..server.tempdir import gradio_cache_dir
 
         owners = [v for v in getattr(state, "state_data", {}).values() if isinstance(v, UIState)]
         if owners:

@@ -13,8 +13,8 @@ from typing import Any
 
 import gradio as gr
 
-from .. import handlers
-from ..state import UIState
+from ...service import handlers
+from ...service.state import UIState
 
 Page = SimpleNamespace
 

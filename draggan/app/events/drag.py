@@ -7,10 +7,10 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 import numpy as np
 
-from .. import handlers
-from ..handlers import UserError
-from ..state import UIState
-from ..studio import Studio
+from ...service import handlers
+from ...service.handlers import UserError
+from ...service.state import UIState
+from ...service.studio import Studio
 from . import Page, compare_value, editor_value, need, unchanged
 
 

@@ -1,6 +1,6 @@
 """What every button and click of the editor does, as plain functions of a `UIState` and plain values.
 
-Nothing here imports Gradio: the event modules (`draggan/ui/events/`) turn `UserError` into a warning toast
+Nothing here imports Gradio: the event modules (`draggan/app/events/`) turn `UserError` into a warning toast
 and images into components. A `UserError` means the request was refused and nothing changed. Work that needs
 the accelerator goes through `gpu.py` (picklable values in, new values out); the results replace the
 session's `DragSnapshot` here, on the server.
@@ -26,13 +26,14 @@ from ..engine.session import SPACES
 from ..engine import methods
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
-from . import gpu, owned_files
+from . import gpu
+from ..server import owned_files
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay, sample_mask, upscale_mask
 from .gpu import DragUpdate, StopFlag
-from .memory import trim_memory
+from ..server.memory import trim_memory
 from .models import ModelRef
 from .state import MAX_FRAMES_PER_DRAG, Job, Point, UIState
-from .tempdir import gradio_cache_dir, sessions_dir
+from ..server.tempdir import gradio_cache_dir, sessions_dir
 
 LIMITS = limits.LIMITS
 

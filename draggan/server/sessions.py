@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from .memory import trim_memory
-from .state import UIState
 from .tempdir import age_out
 
 
 def _busy(session: Any) -> bool:
+    """Whether a state of the session runs a job (a `UIState` whose `job` is set; read by name, the server
+    imports nothing of the service)."""
     values = getattr(session, "state_data", {}).values()
-    return any(isinstance(v, UIState) and v.job is not None for v in values)
+    return any(getattr(v, "job", None) is not None for v in values)
 
 
 def sweep(holder: Any, ttl_s: float, closed_ttl_s: float, now: datetime.datetime | None = None,

@@ -10,12 +10,12 @@ import gradio as gr
 import numpy as np
 
 from ...engine import snapshot as snapshots
-from .. import handlers
-from ..examples import Example
-from ..handlers import UserError
-from ..models import check_upload
-from ..state import UIState
-from ..studio import Studio
+from ...service import handlers
+from ...service.examples import Example
+from ...service.handlers import UserError
+from ...service.models import check_upload
+from ...service.state import UIState
+from ...service.studio import Studio
 from . import Page, unchanged, whole, whole_outputs
 
 

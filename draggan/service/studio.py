@@ -18,8 +18,8 @@ from ..devices import pick_device
 from ..engine import DragConfig, drag_cost, render_costs
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
-from .threads import ThreadPolicy, apply_thread_policy, thread_policy
-from .visitors import Visitors
+from ..server.threads import ThreadPolicy, apply_thread_policy, thread_policy
+from ..server.visitors import Visitors
 
 
 
@@ -149,7 +149,7 @@ class Studio:
     def apply_thread_policy(self) -> None:
         """Start-up, once per process: torch's thread count from `policy`, and glibc's malloc arenas capped
         (`DRAGGAN_MALLOC_ARENAS`) so that released sessions' memory can go back to the system."""
-        from .memory import limit_arenas
+        from ..server.memory import limit_arenas
         limit_arenas(settings.get().malloc_arenas)
         apply_thread_policy(self.policy)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import gradio as gr
 
 from ... import export, recipes
-from .. import handlers, photo
-from ..handlers import UserError
-from ..state import UIState
-from ..studio import Studio
+from ...service import handlers, photo
+from ...service.handlers import UserError
+from ...service.state import UIState
+from ...service.studio import Studio
 from . import Page, need, unchanged, whole, whole_outputs
 
 

@@ -85,7 +85,7 @@ def _decorator(duration: int | Callable[..., int]) -> Callable[[Callable], Calla
         platform = lambda fn: fn  # noqa: E731
 
     def decorate(fn: Callable) -> Callable:
-        from .forked import forked
+        from ..server.forked import forked
 
         on_platform, in_fork = platform(fn), forked(fn, duration)
         if inspect.isgeneratorfunction(fn):

@@ -7,10 +7,11 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from .. import gpu, handlers, owned_files, photo
-from ..handlers import UserError
-from ..state import UIState
-from ..studio import Studio
+from ...service import gpu, handlers, photo
+from ...server import owned_files
+from ...service.handlers import UserError
+from ...service.state import UIState
+from ...service.studio import Studio
 from . import Page, need, unchanged, whole, whole_outputs
 
 

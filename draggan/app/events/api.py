@@ -7,9 +7,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from .. import handlers
-from ..handlers import UserError
-from ..studio import Studio
+from ...service import handlers
+from ...service.handlers import UserError
+from ...service.studio import Studio
 from . import Page
 
 

@@ -1,0 +1,1 @@
+"""What hosts the app: sessions, visitors, temp files, threads, memory, the ZeroGPU fork harness."""

@@ -1,0 +1,1 @@
+"""What a visitor can ask for, as functions of picklable values: handlers, state, GPU functions, photos, models."""

@@ -1,1 +1,0 @@
-"""The Gradio editor: per-session state, pure handlers, drawing and the Gradio callbacks."""
