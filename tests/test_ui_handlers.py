@@ -499,7 +499,7 @@ def test_the_tracker_setting_reaches_the_drag_and_the_recipe(G, tmp_path):
 
     import app
     from draggan.engine import methods
-    from draggan.ui.studio import Studio
+    from draggan.service.studio import Studio
 
     menu = app.build_demo(Studio(device="cpu", hub_online=False)).page.tracker
     assert menu.choices == [(m.label, m.name) for m in methods.METHODS.values()], "the menu is the registry"
