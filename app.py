@@ -13,7 +13,7 @@ import gradio as gr
 
 from draggan import settings
 from draggan.engine import DragConfig, methods
-from draggan.engine.session import SPACES
+from draggan.engine.config import SPACES
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
 from draggan.service import examples, handlers

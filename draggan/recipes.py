@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .engine import methods
-from .engine.session import SPACES
+from .engine.config import SPACES
 from .errors import RecipeError
 from .limits import LIMITS, LimitError, check_depth, check_name, check_number, check_pair_count, load_json, short
 

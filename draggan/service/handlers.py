@@ -22,7 +22,7 @@ from .. import export, limits, recipes
 from ..limits import check_points, parse_points  # LimitError is a UserError: refusals read as they are
 from ..errors import UserError
 from ..engine import DragConfig
-from ..engine.session import SPACES
+from ..engine.config import SPACES
 from ..engine import methods
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
