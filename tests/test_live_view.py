@@ -321,7 +321,7 @@ def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | Non
         s.set_points(*points)
         recorder = None
         if windowed:
-            recorder = s._windowed = _Recorder(s._windowed)
+            recorder = s._step.windowed = _Recorder(s._step.windowed)
         results, gradient = [], None
         for i in range(steps):
             if i == 2 and later_mask is not None:

@@ -18,7 +18,7 @@ from draggan.checkpoints import load_generator
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragConfig, DragSession
 from draggan.engine.locality import COARSE_SIZE, KEEP_RADIUS, coarse_block, keep_l1, keep_mask
-from draggan.engine.trackers import TRACKER_NAMES, keep_lambda
+from draggan.engine import methods
 from draggan.checkpoints.builders import generator_from_persistent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,8 +61,7 @@ def test_the_term_reads_the_32_px_block_and_belongs_to_freedrag_local_only():
     k = coarse_block(G3.synthesis, len(G3.synthesis.feature_shapes()) - 1)
     size = G3.synthesis.feature_shapes()[k][1] - 2 * G3.synthesis.feature_margins()[k]
     assert size <= COARSE_SIZE
-    assert "freedrag-local" in TRACKER_NAMES and keep_lambda("freedrag-local") > 0
-    assert [name for name in TRACKER_NAMES if keep_lambda(name)] == ["freedrag-local"]
+    assert [name for name, m in methods.METHODS.items() if m.keep_lambda] == ["freedrag-local"]
 
 
 def _outside_change(tracker: str, steps: int, mask: np.ndarray | None = None) -> tuple[float, DragSession, list]:
