@@ -188,6 +188,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 with gr.Accordion("Export", open=False):
                     with gr.Row(elem_classes="compact-row"):
                         p.export_buttons = {"png": gr.Button("PNG", size="sm"),
+                                            "png-shown": gr.Button("PNG as shown", size="sm"),
                                             "latent": gr.Button("Latent", size="sm")}
                         p.export_buttons.update({fmt: gr.Button(fmt.upper(), size="sm")
                                                  for fmt in animation_formats()})
