@@ -106,7 +106,7 @@ def models(quick: bool) -> dict[str, Callable[[], torch.nn.Module]]:
 def stand_in_half(device: torch.device) -> torch.dtype:
     """The half dtype of the fp16 layers: float16 on CUDA; on a CPU bfloat16 where oneDNN runs it natively,
     else float16 (both run there; the other is slow reference kernels)."""
-    from draggan.engine.preview import preview_dtype
+    from draggan.networks.stylegan2_render import preview_dtype
 
     if device.type == "cuda":
         return torch.float16
