@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _numerics import assert_same_drag, first_gradient
 from conftest import fixture_path
 from draggan.checkpoints import load_generator
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
@@ -116,16 +117,18 @@ def test_a_freedrag_local_drag_continues_from_a_snapshot_bit_for_bit():
 
 
 def test_windowed_and_whole_map_freedrag_local_drags_agree():
+    """Equal in exact arithmetic, so compared where rounding cannot grow (`_numerics`): handles, losses (the
+    keep term's too) and the first step's gradient, not the latents after Adam's steps."""
     G = load_generator(str(BUNDLED))
     runs = {}
     for windowed in (True, False):
         s = DragSession(G, seed=0, config=DragConfig(lr=4e-3, tracker="freedrag-local", windowed=windowed))
         s.set_points(HANDLES, TARGETS)
-        runs[windowed] = ([s.step() for _ in range(5)], s.ws)
-    assert [r.handles for r in runs[True][0]] == [r.handles for r in runs[False][0]]
-    np.testing.assert_allclose([r.loss_keep for r in runs[True][0]], [r.loss_keep for r in runs[False][0]],
-                               rtol=1e-3, atol=1e-9)
-    torch.testing.assert_close(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-5)
+        first = s.step()
+        gradient = first_gradient(s)
+        runs[windowed] = ([first] + [s.step() for _ in range(4)], gradient)
+    assert_same_drag(runs[True][0], runs[False][0], runs[True][1], runs[False][1], losses=("loss", "loss_keep"))
+    assert runs[True][0][-1].loss_keep > 0, "the keep term must be active"
 
 
 def test_a_freedrag_local_drag_on_the_bundled_model_arrives():
