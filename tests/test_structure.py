@@ -155,14 +155,14 @@ def test_every_network_module_prints_its_settings() -> None:
 
 
 def test_every_error_is_a_draggan_error_with_its_builtin_base() -> None:
-    from draggan import cli, export
+    from draggan import cli, recipes
     from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError,
                                      UnsafePickleError, nvidia_pickle, zoo)
     from draggan.inversion import FaceAlignmentUnavailable, InversionCancelled
 
     assert (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError) == \
         (errors.ModelFormatError, errors.ModelUnavailableError, errors.UnknownModelError, errors.UnsafePickleError)
-    assert (nvidia_pickle.UnsafePickleError, zoo.UnknownModelError, export.RecipeError, cli.CommandError) == \
+    assert (nvidia_pickle.UnsafePickleError, zoo.UnknownModelError, recipes.RecipeError, cli.CommandError) == \
         (errors.UnsafePickleError, errors.UnknownModelError, errors.RecipeError, errors.CommandError)
     assert (FaceAlignmentUnavailable, InversionCancelled) == \
         (errors.FaceAlignmentUnavailable, errors.InversionCancelled)
