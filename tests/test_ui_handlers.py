@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from _app_server import app_panels, build_app
+from _plain_gpu import PLAIN
 from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.service import gpu, handlers
@@ -42,7 +43,7 @@ def ws(ui) -> torch.Tensor:
 
 
 def render(ui) -> np.ndarray:
-    return gpu.PLAIN["render"](ui.model, "cpu", ui.snap)
+    return PLAIN["render"](ui.model, "cpu", ui.snap)
 
 
 def in_background(ui):

@@ -25,7 +25,7 @@ from ..engine import DragConfig
 from ..engine.config import SPACES
 from ..engine import methods
 from ..engine import snapshot as snapshots
-from ..export import DragRecord, Recipe
+from ..recipes import DragRecord, Recipe
 from . import gpu
 from ..server import owned_files
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay, sample_mask, upscale_mask
@@ -621,7 +621,7 @@ def export_recipe(ui: UIState, out_dir: str | Path | None = None) -> Path:
                         "latent (.npy) and the tuned generator instead: together they reproduce the edited image.")
     if not ui.snap.drags():
         raise UserError("Run a drag first: the recipe records your drags.")
-    return export.save_recipe(recipe_of(ui), _out_dir(ui, out_dir) / f"{file_stem(ui)}-recipe.json")
+    return recipes.save_recipe(recipe_of(ui), _out_dir(ui, out_dir) / f"{file_stem(ui)}-recipe.json")
 
 
 def state_from_recipe(recipe: Recipe, model: ModelRef, device: str, render_every: int = 2,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ... import export, recipes
+from ... import recipes
 from ...service import handlers, photo
 from ...service.handlers import UserError
 from ...service.state import UIState
@@ -71,7 +71,7 @@ class ExportPanel:
         try:
             if ui is not None:
                 handlers.ensure_idle(ui, "load a recipe")
-            recipe = export.load_recipe(file)
+            recipe = recipes.load_recipe(file)
             ref, model_note = self._recipe_model(ui, recipe.model)
             G = self.studio.load(ref)
             if (G.img_height, G.img_width) != tuple(recipe.image_size):
@@ -79,7 +79,7 @@ class ExportPanel:
                                 f"this one makes {G.img_height}×{G.img_width} images.")
             new = handlers.state_from_recipe(recipe, ref, str(self.studio.device),
                                              ui.render_every if ui is not None else 0)
-        except (UserError, export.RecipeError) as exc:
+        except (UserError, recipes.RecipeError) as exc:
             gr.Warning(str(exc))
             return unchanged()
         handlers.replace(ui, new)
