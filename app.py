@@ -162,7 +162,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     p.photo_view = served.Image(label="Your photo · the model's reconstruction", type="numpy",
                                             interactive=False, elem_id="photo-view", buttons=[])
                     with gr.Accordion("Inversion steps", open=False):
-                        preset = photo_panel.default_preset()
+                        preset = photo_panel.default_preset(studio.resolution_of(default))
                         p.preset = gr.Radio(list(PRESETS), value=preset, label="Preset")
                         first = PRESETS[preset].steps
                         with gr.Row():
@@ -255,7 +255,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             p.api_info = gr.JSON(label="info")
             p.api_button = gr.Button("drag")
 
-        model_panel = ModelPanel(studio, p)
+        model_panel = ModelPanel(studio, p, photo_panel.preset_for)
         demo.panels = Page(model=model_panel, drag=DragPanel(studio, p, model_panel.apply_latent), photo=photo_panel,
                            export=ExportPanel(studio, p), api=ApiPanel(studio, p))
         for panel in vars(demo.panels).values():

@@ -80,15 +80,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_invert(args: argparse.Namespace) -> int:
     from .export import save_latent
-    from .inversion import FaceAlignmentUnavailable, InversionConfig, InversionProgress, invert
+    from .inversion import FaceAlignmentUnavailable, InversionProgress, invert
+    from .inversion.presets import PRESETS, default_preset
     from .inversion.export import save_tuned_generator
 
-    if args.steps < 0 or args.pti_steps < 0:
+    if (args.steps is not None and args.steps < 0) or (args.pti_steps is not None and args.pti_steps < 0):
         raise CommandError("--steps and --pti-steps must be >= 0")
     G = load_generator(args.model, device=args.device)
-    w_steps = round(args.steps * 2 / 3)
-    config = InversionConfig(w_steps=w_steps, wplus_steps=args.steps - w_steps, pti_steps=args.pti_steps,
-                             loss=args.loss, seed=args.seed, face_align=args.face_align)
+    name = args.preset or default_preset(next(G.parameters()).device.type, max(G.img_height, G.img_width))
+    steps = {}
+    if args.steps is not None:
+        steps.update(w_steps=round(args.steps * 2 / 3), wplus_steps=args.steps - round(args.steps * 2 / 3))
+    if args.pti_steps is not None:
+        steps.update(pti_steps=args.pti_steps)
+    config = PRESETS[name].config(loss=args.loss, seed=args.seed, face_align=args.face_align, **steps)
+    print(f"preset {name}{' (the default here)' if args.preset is None else ''}: {config.w_steps} W + "
+          f"{config.wplus_steps} W+ projection steps"
+          f"{f' at {config.project_size} px' if 0 < config.project_size < max(G.img_height, G.img_width) else ''}"
+          f", {config.pti_steps} tuning steps", file=sys.stderr)
     every = max(1, config.total_steps // 20)
 
     def progress(event: InversionProgress) -> None:
@@ -114,21 +123,28 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if args.save_generator:
         weights = save_tuned_generator(result.G_tuned, args.save_generator, note=dict(base_model=str(args.model)))
         print(f"wrote {weights} (tuned generator; load it with --model {weights})")
-    elif args.pti_steps > 0:
+    elif config.pti_steps > 0:
         print("note: the latent reproduces the photo only with the tuned generator; pass --save-generator to keep it",
               file=sys.stderr)
     return 0
 
 
 def _add_invert_parser(commands: argparse._SubParsersAction) -> None:
+    from .inversion.presets import FAST_FROM_PX, PRESETS
+
     inv = commands.add_parser("invert", help="invert a photo into a model (projection + pivotal tuning)",
                               description="Fit a W+ latent to a photo (centre-cropped and resized to the model), "
                                           "then fine-tune a copy of the generator around it (PTI).")
     inv.add_argument("photo", help="image file (PNG, JPEG, WebP, ...)")
     inv.add_argument("--model", required=True, metavar="SOURCE", help="model source, as for `generate`")
     inv.add_argument("--out", required=True, help="output latent file (.npy, [1, num_ws, w_dim] float32)")
-    inv.add_argument("--steps", type=int, default=600, help="projection steps: 2/3 in W, then 1/3 in W+ (default 600)")
-    inv.add_argument("--pti-steps", type=int, default=300, help="pivotal-tuning steps; 0 disables tuning (default 300)")
+    inv.add_argument("--preset", choices=list(PRESETS), default=None,
+                     help="the page's inversion presets, by name (default: Best on a GPU; on a CPU Fast for "
+                          f"models of {FAST_FROM_PX} px and up, Quick below)")
+    inv.add_argument("--steps", type=int, default=None,
+                     help="projection steps instead of the preset's: 2/3 in W, then 1/3 in W+")
+    inv.add_argument("--pti-steps", type=int, default=None,
+                     help="pivotal-tuning steps instead of the preset's; 0 disables tuning")
     inv.add_argument("--loss", choices=("auto", "lpips", "pixel"), default="auto",
                      help="auto: LPIPS-VGG16 if its weights can be had, else pixel + multi-scale (default auto)")
     inv.add_argument("--seed", type=int, default=0, help="random seed of the optimisation (default 0)")

@@ -260,3 +260,42 @@ def test_replay_runs_as_a_module(env) -> None:
     bad = subprocess.run([sys.executable, "-m", "draggan", "replay", str(recipe), "--out", str(env / "x.png")],
                          capture_output=True, text=True, cwd=env, env=environment, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("resolution,flags,expected", [
+    (512, [], ("Fast", (12, 6, 4), 256)),                         # CPU default from 512 px
+    (128, [], ("Quick", (50, 25, 50), 0)),                        # CPU default below 512 px
+    (512, ["--preset", "Balanced"], ("Balanced", (200, 100, 150), 0)),
+    (128, ["--preset", "Fast", "--steps", "9", "--pti-steps", "0"], ("Fast", (6, 3, 0), 256)),
+])
+def test_invert_takes_the_pages_presets_by_name_and_defaults_by_device_and_resolution(
+        env, capsys, monkeypatch, resolution, flags, expected) -> None:
+    """`invert --preset NAME` runs the page's preset (one table, `inversion.presets`); without it, the page's
+    default rule on this CPU; `--steps` / `--pti-steps` override its step counts."""
+    from draggan import cli, inversion
+    from draggan.networks.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=resolution, img_channels=3,
+                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=2 * resolution, channel_max=8)).eval()
+    monkeypatch.setattr(cli, "load_generator", lambda source, device=None: G)
+    seen = []
+
+    def probe(G, photo, config, progress=None):   # the inversion itself is tested in test_inversion.py
+        seen.append(config)
+        raise ValueError("probed")
+
+    monkeypatch.setattr(inversion, "invert", probe)
+    photo = env / "photo.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    assert main(["invert", "--model", "any", str(photo), "--out", str(env / "w.npy"), *flags]) != 0
+    name, steps, size = expected
+    (config,) = seen
+    assert ((config.w_steps, config.wplus_steps, config.pti_steps), config.project_size) == (steps, size)
+    assert f"preset {name}" in capsys.readouterr().err
+
+
+def test_invert_refuses_an_unknown_preset(env, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["invert", "--model", "cartoon-faces-128", "x.png", "--out", "w.npy", "--preset", "Turbo"])
+    assert "invalid choice: 'Turbo'" in capsys.readouterr().err

@@ -162,7 +162,8 @@ def test_every_device_dependent_choice_given_a_device_string(device, monkeypatch
     assert thread_policy(kind, cores=2, config=plain).concurrency == (4 if cuda else 2), \
         "on a GPU jobs are not capped by the CPU cores"
     assert Studio(device=device, hub_online=False).concurrency == thread_policy(kind).concurrency
-    assert photo.default_preset(kind) == ("Fast" if cpu else "Best")
+    assert photo.default_preset(kind, 512) == ("Fast" if cpu else "Best")
+    assert photo.default_preset(kind, 128) == ("Quick" if cpu else "Best")
     assert ("CPU inversion is slow" in photo.estimate_text(device, 100, None)) is cpu
     assert default_model({}, cached=True) == "ffhq-512", "every tier starts on real faces where they are had"
     assert quick_generator(16).synthesis.direct_render_supported(torch.device(device)) is cpu

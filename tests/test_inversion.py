@@ -124,7 +124,8 @@ def test_projection_at_a_smaller_size_skips_the_top_block_and_tuning_fits_the_fu
 
     assert projection_resolution(G, 32) == 32 and projection_resolution(G, 0) == 64
     assert projection_resolution(G, 40) == 64 and projection_resolution(G, 256) == 64
-    assert default_preset("cpu") == "Fast" and default_preset("cuda") == "Best"
+    assert [default_preset("cpu", r) for r in (64, 128, 256, 511, 512, 1024)] == ["Quick"] * 4 + ["Fast"] * 2
+    assert {default_preset(d, r) for d in ("cuda", "mps") for r in (128, 512, 1024)} == {"Best"}
     assert get_preset("Fast").project_size == 256 and get_preset("Quick").project_size == 0
     assert list(PRESETS) == ["Fast", "Quick", "Balanced", "Best"]
     with pytest.raises(ValueError, match="choose one of Fast, Quick"):

@@ -890,3 +890,22 @@ def test_outcomes_are_said_in_the_status_line_not_in_toasts(monkeypatch):
     click(state, 20, 20)
     out = next(panels.model.change_latent(state, 3, 0.7, "w+"))
     assert "New image: points, mask and history were reset." in out[page.stats] and not infos
+
+
+def test_the_pages_photo_preset_follows_the_one_default_rule(monkeypatch):
+    """The page starts the photo preset (and its step fields) where the CLI does: `default_preset(device,
+    resolution)`, for the model loaded: Quick for the 64-px fixture on a CPU, Fast for a 512-px model."""
+    import dataclasses
+
+    from draggan.inversion.presets import PRESETS, default_preset
+
+    studio, page, panels = _demo(monkeypatch)
+    out = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)
+    assert out[page.preset] == default_preset("cpu", 64) == "Quick"
+    assert (out[page.w_steps], out[page.wplus_steps], out[page.pti_steps]) == PRESETS["Quick"].steps
+    ui = out[page.state]
+    big = dataclasses.replace(ui, snap=dataclasses.replace(ui.snap, height=512, width=512))
+    assert panels.photo.preset_for(big)[page.preset] == "Fast"
+    assert studio.resolution_of("cartoon-faces-128") == 128 and studio.resolution_of("ffhq-512") == 512
+    assert studio.resolution_of(str(SG2)) == 0, "not a zoo key: known once loaded (init_session sets it)"
+    assert page.preset.value == default_preset("cpu", studio.resolution_of(studio.default_model()))

@@ -36,10 +36,10 @@ MAX_STEPS = 5000
 STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "pivotal tuning"}
 
 
-def default_preset(device_type: str) -> str:
-    """The preset the page starts on (`inversion.presets.default_preset`)."""
+def default_preset(device_type: str, resolution: int) -> str:
+    """The preset the page starts on for a model of `resolution` px (`inversion.presets.default_preset`)."""
     from ..inversion.presets import default_preset as preset_for
-    return preset_for(device_type)
+    return preset_for(device_type, resolution)
 
 
 def preset_steps(name: str) -> tuple[int, int, int]:

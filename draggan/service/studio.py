@@ -85,6 +85,16 @@ class Studio:
             return None
         return source if any(c.source == source for c in self.available) else None
 
+    @staticmethod
+    def resolution_of(source: str | None) -> int:
+        """A zoo model's resolution (its larger side, pixels) without loading it; 0 when not a zoo key."""
+        from ..checkpoints import zoo
+
+        try:
+            return max(zoo.get_model(str(source)).resolution)
+        except (KeyError, ValueError, OSError):
+            return 0
+
     def drag_lr(self, source: str | None) -> float:
         """The step size the app starts with for a model: the zoo's recommendation, else the default."""
         for c in self.choices:

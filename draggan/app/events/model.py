@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 import numpy as np
@@ -21,9 +21,10 @@ from . import Page, unchanged, whole, whole_outputs
 
 
 class ModelPanel:
-    def __init__(self, studio: Studio, page: Page) -> None:
+    def __init__(self, studio: Studio, page: Page, preset_for: Callable[[UIState], dict] | None = None) -> None:
         self.studio = studio
         self.page = page
+        self.preset_for = preset_for or (lambda ui: {})   # PhotoPanel.preset_for: a new model's photo preset
 
     def _progress(self, progress: gr.Progress | None, name: str):
         def report(done: int, total: int | None) -> None:
@@ -72,7 +73,7 @@ class ModelPanel:
         except UserError as exc:
             gr.Warning(str(exc))
             return {page.stats: str(exc)}
-        return whole(page, ui)
+        return {**whole(page, ui), **self.preset_for(ui)}
 
     def change_model(self, ui: UIState | None, model: str | None, seed: Any, psi: Any, space: str,
                      progress: gr.Progress = gr.Progress()) -> dict:
@@ -85,7 +86,7 @@ class ModelPanel:
         except UserError as exc:
             gr.Warning(str(exc))
             return unchanged()
-        return {**self._replace(ui, new), self.page.lr: lr}
+        return {**self._replace(ui, new), self.page.lr: lr, **self.preset_for(new)}
 
     def load_own_model(self, ui: UIState | None, upload: str | None, hub_ref: str, seed: Any, psi: Any,
                        space: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> dict:
@@ -120,7 +121,7 @@ class ModelPanel:
         except (UserError, ValueError, OSError) as exc:
             gr.Warning(str(exc))
             return unchanged()
-        return self._replace(ui, new)
+        return {**self._replace(ui, new), **self.preset_for(new)}
 
     def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str) -> Iterator[dict]:
         """Seed (Enter or leaving the box), ψ or space changed: a new image, once per change (`apply_latent`).
@@ -207,13 +208,14 @@ class ModelPanel:
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
         full = whole_outputs(p)
+        preset = [p.preset, p.w_steps, p.wplus_steps, p.pti_steps]      # a new model: its photo preset
         settings = [p.lr, p.max_steps, p.render_every, p.mask_lambda]
-        p.demo.load(self.init_session, [p.model, p.seed, p.psi, p.space, *settings], full, **heavy,
+        p.demo.load(self.init_session, [p.model, p.seed, p.psi, p.space, *settings], [*full, *preset], **heavy,
                     api_visibility="private")
-        p.model.change(self.change_model, [p.state, p.model, p.seed, p.psi, p.space], [*full, p.lr], **heavy,
-                       api_visibility="private")
-        p.load_own.click(self.load_own_model, [p.state, p.upload, p.hub_ref, p.seed, p.psi, p.space], full,
-                         **heavy, api_visibility="private")
+        p.model.change(self.change_model, [p.state, p.model, p.seed, p.psi, p.space], [*full, p.lr, *preset],
+                       **heavy, api_visibility="private")
+        p.load_own.click(self.load_own_model, [p.state, p.upload, p.hub_ref, p.seed, p.psi, p.space],
+                         [*full, *preset], **heavy, api_visibility="private")
         # Enter and blur both ask (`apply_latent` makes one image). The progress shows on the status line only:
         # an overlay on the image would swallow the click whose mouse-down blurred the seed box.
         gr.on([p.seed.submit, p.seed.blur, p.psi.release, p.space.change], self.change_latent,

@@ -34,8 +34,14 @@ class PhotoPanel:
             return unchanged()
         return {p.w_steps: w, p.wplus_steps: wp, p.pti_steps: pti}
 
-    def default_preset(self) -> str:
-        return photo.default_preset(self.studio.device.type)
+    def default_preset(self, resolution: int) -> str:
+        return photo.default_preset(self.studio.device.type, resolution)
+
+    def preset_for(self, ui: UIState) -> dict:
+        """The preset and step fields at the default for the session's model (on a new model)."""
+        p = self.page
+        name = self.default_preset(max(ui.height, ui.width))
+        return {p.preset: name, **self.preset(name)}
 
     def estimate_text(self, w_steps: Any, wplus_steps: Any, pti_steps: Any, ui: UIState | None = None) -> str | None:
         """The device and, once an inversion ran on this model here, the expected duration (None: bad steps)."""
