@@ -165,10 +165,15 @@ def list_models(zoo_path: str | Path | None = None) -> list[ZooEntry]:
     return list(_load_zoo(path, path.stat().st_mtime_ns))
 
 
+def find_model(key: str, zoo_path: str | Path | None = None) -> ZooEntry | None:
+    """The entry for `key`, or None when `key` is not a registry key (a local file, a Hub file)."""
+    return next((e for e in list_models(zoo_path) if e.key == key), None)
+
+
 def get_model(key: str, zoo_path: str | Path | None = None) -> ZooEntry:
     """The entry for `key`; `UnknownModelError` naming the valid keys otherwise."""
+    entry = find_model(key, zoo_path)
+    if entry is not None:
+        return entry
     entries = list_models(zoo_path)
-    for entry in entries:
-        if entry.key == key:
-            return entry
     raise UnknownModelError(f"unknown model key {key!r}; valid keys: {', '.join(e.key for e in entries)}")

@@ -439,7 +439,7 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
                             ui.snap = update.snapshot
                             final = update
                     yield update
-            except Exception as exc:
+            except gpu.failures() as exc:    # a model gone, the worker's or the platform's refusal; a bug goes on
                 raise UserError(gpu.explain_failure(exc)) from None
             if final is None or final.end != "budget":
                 break

@@ -7,7 +7,6 @@ bundled models before the first visitor comes (ZeroGPU's forked workers then inh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -16,18 +15,13 @@ import torch
 from .. import settings
 from ..devices import pick_device
 from ..engine import DragConfig, drag_cost, render_costs
+from . import gpu
+from ..errors import DragGANError
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
 from ..server.threads import ThreadPolicy, apply_thread_policy, thread_policy
 from ..server.visitors import Visitors
 
-
-
-def load_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "this model cannot be loaded" (shown to the visitor as one line)."""
-    from ..checkpoints import ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError
-    return (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError, FileNotFoundError,
-            ValueError)
 
 
 class Studio:
@@ -61,17 +55,10 @@ class Studio:
 
         offered = [c.source for c in self.available]
         ffhq = any(c.source == HUB_DEFAULT_MODEL for c in self.available)
-        try:
-            wanted = default_model(hub_online=ffhq, cached=ffhq)
-        except (OSError, ValueError):
-            wanted = None
-        if wanted:
-            try:
-                choice = self.find_choice(wanted)      # a zoo key, a label or an offered local file
-                if choice.available:
-                    return choice.source
-            except UserError:
-                pass
+        wanted = default_model(hub_online=ffhq, cached=ffhq)
+        choice = self.offered(wanted) if wanted else None      # a zoo key, a label or an offered local file
+        if choice is not None and choice.available:
+            return choice.source
         bundled = self.bundled_model()
         return bundled or (offered[0] if offered else None)
 
@@ -79,11 +66,8 @@ class Studio:
         """The bundled model (no download, fast on a CPU) when it is offered here."""
         from ..checkpoints.default_model import bundled_default
 
-        try:
-            source = bundled_default()
-        except (OSError, ValueError):
-            return None
-        return source if any(c.source == source for c in self.available) else None
+        source = bundled_default()
+        return source if source is not None and any(c.source == source for c in self.available) else None
 
     def drag_lr(self, source: str | None) -> float:
         """The step size the app starts with for a model: the zoo's recommendation, else the default."""
@@ -115,15 +99,19 @@ class Studio:
                 return c.label
         return Path(source).name
 
-    def find_choice(self, model: str) -> ModelChoice:
-        """The offered model named by source or label (never an arbitrary path)."""
+    def offered(self, model: str) -> ModelChoice | None:
+        """The offered model named by source or label (never an arbitrary path), else None."""
         for c in self.choices:
             if model in (c.source, c.label):
                 return c
         resolved = str(Path(model).expanduser().resolve())   # compared with the offered files, never opened
-        for c in self.choices:
-            if c.source == resolved:
-                return c
+        return next((c for c in self.choices if c.source == resolved), None)
+
+    def find_choice(self, model: str) -> ModelChoice:
+        """The offered model named by source or label; `UserError` naming the offered ones otherwise."""
+        choice = self.offered(model)
+        if choice is not None:
+            return choice
         raise UserError(f"Unknown model {model!r}; choose one of: {', '.join(c.source for c in self.available)}")
 
     def ref(self, source: str, label: str | None = None) -> ModelRef:
@@ -133,7 +121,7 @@ class Studio:
         """Make sure the model is loaded in this process (downloading it first if needed)."""
         try:
             return self.cache.get(ref.source, self.device, progress=progress)
-        except load_errors() as exc:
+        except DragGANError as exc:      # the loaders' refusals: missing, unsafe, not a generator, unknown key
             raise UserError(f"Could not load the model: {exc}") from None
 
     @staticmethod
@@ -143,7 +131,7 @@ class Studio:
         from ..checkpoints.sandbox import convert_untrusted
         try:
             return str(convert_untrusted(file, name=file.name))
-        except load_errors() as exc:
+        except DragGANError as exc:
             raise UserError(f"Could not load the model: {exc}") from None
 
     def apply_thread_policy(self) -> None:
@@ -165,18 +153,15 @@ class Studio:
         for source in wanted:
             if source is None:
                 continue
-            try:
-                entry = zoo.get_model(source)
-            except KeyError:
-                entry = None                               # a local file, not a zoo key
+            entry = zoo.find_model(source)                  # None: a local file, not a zoo key
             if entry is not None and source != self.default_model() and not hub.is_available_offline(entry):
                 continue                                   # not on disk yet: downloaded when first picked
             try:
                 G = self.cache.pin(source, self.device)
                 loaded.append(source)
-            except load_errors():
+            except DragGANError:
                 continue
-            if (source == self.default_model() and not os.environ.get("SPACES_ZERO_GPU")
+            if (source == self.default_model() and not gpu.on_zero_gpu()
                     and render_costs.cost(G.synthesis, "step") is None):
                 drag_cost.measure(G)   # the page states a drag's cost before Start (ZeroGPU: no GPU here)
         return loaded

@@ -10,7 +10,7 @@ import numpy as np
 from ...service import handlers
 from ...service.handlers import UserError
 from ...service.studio import Studio
-from . import Page
+from . import Page, answer
 
 
 class ApiPanel:
@@ -23,28 +23,17 @@ class ApiPanel:
         return [{"source": c.source, "label": c.label, "available": c.available, "reason": c.reason}
                 for c in self.studio.choices]
 
+    @answer("a drag", api=True)
     def drag(self, model: str, seed: float, points: str, steps: float, psi: float, space: str, lr: float,
              request: gr.Request = None):
         """Run one drag headlessly: returns the result image and a JSON summary (one running job per
-        visitor; the model named by its label, never a server path)."""
-        try:
-            slot = self.studio.visitors.claim(request, "a drag")
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
-        with slot:
-            return self._drag(model, seed, points, steps, psi, space, lr)
-
-    def _drag(self, model: str, seed: float, points: str, steps: float, psi: float, space: str, lr: float):
-        try:
-            choice = self.studio.find_choice(model or (self.studio.default_model() or ""))
-            if not choice.available:
-                raise UserError(f"Model {choice.label} is not available: {choice.reason}")
-            ref = self.studio.ref(choice.source, choice.label)
-            self.studio.load(ref)
-            ui, job = handlers.headless_drag(ref, str(self.studio.device), seed, psi, space or "w+", points, steps,
-                                             lr)
-        except UserError as exc:
-            raise gr.Error(str(exc)) from None
+        visitor; the model named by its label, never a server path). A refusal is raised as `gr.Error`."""
+        choice = self.studio.find_choice(model or (self.studio.default_model() or ""))
+        if not choice.available:
+            raise UserError(f"Model {choice.label} is not available: {choice.reason}")
+        ref = self.studio.ref(choice.source, choice.label)
+        self.studio.load(ref)
+        ui, job = handlers.headless_drag(ref, str(self.studio.device), seed, psi, space or "w+", points, steps, lr)
         info = {"model": choice.label, "steps": ui.snap.drags()[-1].steps if ui.snap.drags() else 0,
                 "handles": [list(p) for p in ui.handles], "targets": [list(p) for p in ui.targets],
                 "distances": [float(np.hypot(tx - x, ty - y)) for (x, y), (tx, ty) in zip(ui.handles, ui.targets)],

@@ -8,10 +8,9 @@ import gradio as gr
 import numpy as np
 
 from ...service import handlers
-from ...service.handlers import UserError
 from ...service.state import UIState
 from ...service.studio import Studio
-from . import Page, compare_value, editor_value, need, unchanged
+from . import Page, answer, compare_value, editor_value, need, unchanged
 
 
 def _same_masks(ui: UIState, fixed: np.ndarray | None, flexible: np.ndarray | None) -> bool:
@@ -27,61 +26,55 @@ class DragPanel:
         self.page = page
 
     def _act(self, ui: UIState | None, action: Callable[[UIState], str], shown: Callable[[UIState], dict]) -> dict:
-        """Run `action` (its sentence goes to the status line) and return `shown(ui)`; a refusal is a toast."""
-        try:
-            ui = need(ui)
-            ui.notice = action(ui)
-        except UserError as exc:
-            gr.Warning(str(exc), duration=5)
-            return unchanged()
+        """Run `action` (its sentence goes to the status line) and return `shown(ui)`."""
+        ui = need(ui)
+        ui.notice = action(ui)
         return shown(ui)
 
     def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
         return self._act(ui, action, lambda u: {self.page.image: handlers.view(u),
                                                self.page.stats: handlers.stats_text(u)})
 
+    @answer()
     def click(self, ui: UIState | None, evt: gr.SelectData) -> dict:
         return self._points(ui, lambda u: handlers.add_point(u, evt.index))
 
+    @answer()
     def remove_last(self, ui: UIState | None) -> dict:
         return self._points(ui, handlers.remove_last_point)
 
+    @answer()
     def clear_points(self, ui: UIState | None) -> dict:
         return self._points(ui, handlers.clear_points)
 
+    @answer()
     def toggle_mask(self, ui: UIState | None, show: bool) -> dict:
         if ui is None:
             return unchanged()
         ui.show_mask = bool(show)
         return {self.page.image: handlers.view(ui)}
 
+    @answer()
     def paint_mask(self, ui: UIState | None, editor: Any) -> dict:
         """Read the painted masks into the state (the editor's `input`: each stroke, and each value the server
         sends it once loaded); an echo of the masks the state holds changes nothing and warns nobody."""
         p = self.page
         if ui is None:
             return unchanged()
-        try:
-            fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
-            if _same_masks(ui, fixed, flexible):
-                return unchanged()
-            handlers.ensure_idle(ui, "change the mask")
-            handlers.set_masks(ui, fixed, flexible)
-        except UserError as exc:
-            gr.Warning(str(exc))
+        fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
+        if _same_masks(ui, fixed, flexible):
             return unchanged()
+        handlers.ensure_idle(ui, "change the mask")
+        handlers.set_masks(ui, fixed, flexible)
         return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
 
+    @answer()
     def reset_mask(self, ui: UIState | None) -> dict:
         """Clear both masks; refused while a drag runs, as painting is (the drag keeps the mask it started
         with)."""
         p = self.page
-        try:
-            ui = need(ui)
-            handlers.ensure_idle(ui, "reset the mask")
-        except UserError as exc:
-            gr.Warning(str(exc), duration=5)
-            return unchanged()
+        ui = need(ui)
+        handlers.ensure_idle(ui, "reset the mask")
         handlers.reset_mask(ui)
         return {p.image: handlers.view(ui), p.editor: editor_value(ui), p.stats: handlers.stats_text(ui)}
 
@@ -92,44 +85,34 @@ class DragPanel:
                  p.progress: handlers.progress_html(ui)}
         return {**shown, p.editor: editor_value(ui)} if editor else shown
 
+    @answer()
     def show_editor(self, ui: UIState | None) -> dict:
         """The mask editor's value once a drag has ended (see `wire`)."""
         return unchanged() if ui is None else {self.page.editor: editor_value(ui)}
 
+    def _said(self, text: str, began: bool, ui: UIState | None, *args: Any, **kwargs: Any) -> dict | None:
+        """A refused or failed drag: said in the status line too; the image it reached is kept."""
+        if ui is None:
+            return None
+        ui.notice = text
+        return self._shown(ui, editor=False)
+
+    @answer("a drag", said=_said)
     def start(self, ui: UIState | None, request: gr.Request = None) -> Iterator[dict]:
         """Start (or resume) a drag and stream the image and stats until it ends or is stopped; one running
-        job per visitor (`Studio.visitors`), held until the drag ends."""
-        try:
-            ui = need(ui)
-            slot = self.studio.visitors.claim(request, "a drag")
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return
-        with slot:
-            yield from self._run(ui)
-
-    def _run(self, ui: UIState) -> Iterator[dict]:
+        job per visitor, held until the drag ends. A failed drag keeps its last image: the failure is said in
+        the status line as well as in the toast."""
         p = self.page
-        try:
-            job = handlers.start_drag(ui)
-        except UserError as exc:
-            if ui is None:
-                gr.Warning(str(exc), duration=5)
-                return
-            ui.notice = str(exc)                       # said in the status line, not in a toast
-            yield {p.stats: handlers.stats_text(ui)}
-            return
+        ui = need(ui)
+        job = handlers.start_drag(ui)
         ui.notice = ""
-        try:
-            for update in handlers.follow(ui, job):
-                if update.image is not None:
-                    yield {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui),
-                           p.progress: handlers.progress_html(ui)}
-        except UserError as exc:
-            ui.notice = str(exc)
-            gr.Warning(str(exc))
+        for update in handlers.follow(ui, job):
+            if update.image is not None:
+                yield {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui),
+                       p.progress: handlers.progress_html(ui)}
         yield self._shown(ui, editor=False)
 
+    @answer()
     def stop(self, ui: UIState | None) -> dict:
         if ui is None:
             return unchanged()
@@ -141,12 +124,15 @@ class DragPanel:
     def _history(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
         return self._act(ui, action, self._shown)
 
+    @answer()
     def undo(self, ui: UIState | None) -> dict:
         return self._history(ui, handlers.undo)
 
+    @answer()
     def redo(self, ui: UIState | None) -> dict:
         return self._history(ui, handlers.redo)
 
+    @answer()
     def reset_image(self, ui: UIState | None) -> dict:
         return self._history(ui, handlers.reset_image)
 

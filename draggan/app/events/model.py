@@ -10,13 +10,14 @@ import gradio as gr
 import numpy as np
 
 from ...engine import snapshot as snapshots
+from ...limits import check_number
 from ...service import handlers
 from ...service.examples import Example
 from ...service.handlers import UserError
 from ...service.models import check_upload
 from ...service.state import UIState
 from ...service.studio import Studio
-from . import Page, unchanged, whole, whole_outputs
+from . import Page, answer, unchanged, whole, whole_outputs
 
 
 class ModelPanel:
@@ -55,6 +56,11 @@ class ModelPanel:
                         + ("; the photo's tuned generator was dropped." if had_photo else "."))
         return whole(self.page, new)
 
+    def _said(self, text: str, began: bool, *args: Any, **kwargs: Any) -> dict:
+        """A page whose first model could not be loaded says why in its status line."""
+        return {self.page.stats: text}
+
+    @answer(said=_said)
     def init_session(self, model: str | None, seed: Any, psi: Any, space: str, lr: Any, max_steps: Any,
                      render_every: Any, mask_lambda: Any, progress: gr.Progress = gr.Progress()) -> dict:
         """Page load: build this browser session's state on the selected (or default) model."""
@@ -62,74 +68,52 @@ class ModelPanel:
         source = model or self.studio.default_model()
         if source is None:
             return {page.stats: self.studio.models_note()}
-        try:
-            config = handlers.make_config(lr, max_steps, mask_lambda, space)
-            ref = self.studio.ref(source)
-            self.studio.load(ref, self._progress(progress, Path(source).name))
-            ui = handlers.make_state(ref, str(self.studio.device), seed, psi, space, config, render_every)
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return {page.stats: str(exc)}
+        config = handlers.make_config(lr, max_steps, mask_lambda, space)
+        ref = self.studio.ref(source)
+        self.studio.load(ref, self._progress(progress, Path(source).name))
+        ui = handlers.make_state(ref, str(self.studio.device), seed, psi, space, config, render_every)
         return whole(page, ui)
 
+    @answer()
     def change_model(self, ui: UIState | None, model: str | None, seed: Any, psi: Any, space: str,
                      progress: gr.Progress = gr.Progress()) -> dict:
         """Model picked: a new image, with the model's recommended step size."""
         if not model or (ui is not None and ui.photo is None and ui.model.source == model):
             return unchanged()
         lr = self.studio.drag_lr(model)
-        try:
-            new = self._new_state(ui, model, self.studio.label_of(model), seed, psi, space, progress, lr=lr)
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return unchanged()
+        new = self._new_state(ui, model, self.studio.label_of(model), seed, psi, space, progress, lr=lr)
         return {**self._replace(ui, new), self.page.lr: lr}
 
+    @answer("a model conversion")
     def load_own_model(self, ui: UIState | None, upload: str | None, hub_ref: str, seed: Any, psi: Any,
                        space: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> dict:
         """'Your own model': an uploaded .pkl/.safetensors file, else a Hub `repo_id/filename`. Converting
-        an upload is a job: one at a time per visitor (`Studio.visitors`)."""
-        try:
-            slot = self.studio.visitors.claim(request, "a model conversion")
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return unchanged()
-        with slot:
-            return self._load_own(ui, upload, hub_ref, seed, psi, space, progress)
-
-    def _load_own(self, ui: UIState | None, upload: str | None, hub_ref: str, seed: Any, psi: Any, space: str,
-                  progress: gr.Progress | None) -> dict:
+        an upload is a job: one at a time per visitor."""
         from ...checkpoints.hub import parse_hub_ref
 
-        try:
-            if upload:
-                file = check_upload(upload, self.studio.max_upload_mb)
-                source, label = self.studio.convert_upload(file), f"{file.name} (uploaded)"
-            elif hub_ref and hub_ref.strip():
-                ref = parse_hub_ref(hub_ref.strip())
-                if ref is None:
-                    raise UserError(f"'{hub_ref}' is not a Hub file: write owner/repo/file.pkl")
-                text = hub_ref.strip()
-                source = text if text.startswith(("http://", "https://", "hf://")) else f"hf://{text}"
-                label = f"{Path(ref.filename).name} (Hub)"
-            else:
-                raise UserError("Upload a .pkl / .safetensors file or type a Hub file (owner/repo/file.pkl).")
-            new = self._new_state(ui, source, label, seed, psi, space, progress)
-        except (UserError, ValueError, OSError) as exc:
-            gr.Warning(str(exc))
-            return unchanged()
+        if upload:
+            file = check_upload(upload, self.studio.max_upload_mb)
+            source, label = self.studio.convert_upload(file), f"{file.name} (uploaded)"
+        elif hub_ref and hub_ref.strip():
+            ref = parse_hub_ref(hub_ref.strip())
+            if ref is None:
+                raise UserError(f"'{hub_ref}' is not a Hub file: write owner/repo/file.pkl")
+            text = hub_ref.strip()
+            source = text if text.startswith(("http://", "https://", "hf://")) else f"hf://{text}"
+            label = f"{Path(ref.filename).name} (Hub)"
+        else:
+            raise UserError("Upload a .pkl / .safetensors file or type a Hub file (owner/repo/file.pkl).")
+        new = self._new_state(ui, source, label, seed, psi, space, progress)
         return self._replace(ui, new)
 
+    @answer()
     def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str) -> dict:
         """Seed, ψ or space changed: a new image. A photo session stays in W+ (its latent is per-layer; one
         shared W code would change the image): choosing W there flips the radio back. A new seed or ψ replaces
         the photo with a generated image of the model it was made from."""
         if ui is None:
             return unchanged()
-        try:
-            same_start = int(seed) == ui.seed and float(psi) == ui.psi
-        except (TypeError, ValueError):
-            same_start = False
+        same_start = check_number("seed", seed) == ui.seed and check_number("psi", psi) == ui.psi
         if same_start and ui.photo is not None and space != ui.space:
             gr.Warning("An image made from a photo is edited in W+ (a single W code would change it); change "
                        "the seed or ψ to start a generated image instead.")
@@ -137,34 +121,27 @@ class ModelPanel:
         if same_start and space == ui.space and ui.photo is None:
             return unchanged()
         base = ui.photo.base if ui.photo is not None else ui.model
-        try:
-            new = self._new_state(ui, base.source, base.label, seed, psi, space, None)
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return unchanged()
+        new = self._new_state(ui, base.source, base.label, seed, psi, space, None)
         return self._replace(ui, new)
 
+    @answer()
     def load_example(self, ui: UIState | None, example: Example, space: str,
                      progress: gr.Progress = gr.Progress()) -> dict:
         """An example button: its model at its seed and ψ with its points set, ready for Start."""
         p = self.page
         lr = self.studio.drag_lr(example.model)
-        try:
-            choice = self.studio.find_choice(example.model)
-            if not choice.available:
-                raise UserError(f"{choice.label} is not available here: {choice.reason}")
-            new = self._new_state(ui, choice.source, choice.label, example.seed, example.psi, space, progress,
-                                  lr=lr)
-            handlers.check_points(example.handles, example.targets, new.height, new.width)
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return unchanged()
+        choice = self.studio.find_choice(example.model)
+        if not choice.available:
+            raise UserError(f"{choice.label} is not available here: {choice.reason}")
+        new = self._new_state(ui, choice.source, choice.label, example.seed, example.psi, space, progress, lr=lr)
+        handlers.check_points(example.handles, example.targets, new.height, new.width)
         new.snap = snapshots.set_points(new.snap, example.handles, example.targets)
         new.notice = f"Example “{example.label}”: press Start to drag the points."
         if ui is not None:
             handlers.release(ui)
         return {**whole(p, new), p.model: choice.source, p.seed: example.seed, p.psi: example.psi, p.lr: lr}
 
+    @answer()
     def bundled(self) -> dict:
         """The "use the bundled model" button: pick it in the dropdown (whose change loads it)."""
         source = self.studio.bundled_model()
@@ -174,14 +151,12 @@ class ModelPanel:
     def random_seed() -> int:
         return int(np.random.randint(0, 2**31 - 1))
 
+    @answer()
     def update_params(self, ui: UIState | None, lr: Any, max_steps: Any, render_every: Any,
                       mask_lambda: Any, tracker: str | None = None) -> None:
         if ui is None:
             return
-        try:
-            handlers.update_params(ui, lr, max_steps, render_every, mask_lambda, tracker)
-        except (UserError, ValueError) as exc:
-            gr.Warning(str(exc))
+        handlers.update_params(ui, lr, max_steps, render_every, mask_lambda, tracker)
 
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
