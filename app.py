@@ -12,8 +12,8 @@ import os
 import gradio as gr
 
 from draggan import settings
-from draggan.engine import DragConfig
-from draggan.engine.session import SPACES
+from draggan.engine import DragConfig, methods
+from draggan.engine.config import SPACES
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
 from draggan.service import examples, handlers
@@ -63,10 +63,6 @@ CSS = """
                  height: auto !important; aspect-ratio: 1 / 1; }
 }
 """
-TRACKER_CHOICES = [("Official (DragGAN)", "official"), ("FreeDrag-style line search", "freedrag"),
-                   ("Centroid (stays on the content)", "centroid"),
-                   ("FreeDrag (template supervision + line search)", "freedrag-ms"),
-                   ("FreeDrag, keeping the rest still", "freedrag-local")]
 IMAGE_HEIGHT = 512
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
@@ -169,17 +165,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                                          minimum=1e-5, maximum=1.0, step=0.0005)
                         p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", minimum=0.0, step=1.0)
                     p.max_steps = gr.Slider(1, 1000, value=DragConfig.max_steps, step=1, label="Max steps per drag")
-                    p.tracker = gr.Dropdown(TRACKER_CHOICES, value=DragConfig.tracker, label="Point tracking",
-                                            info="Official: DragGAN's nearest-feature search, exactly. "
-                                                 "FreeDrag-style: an adaptive template and a bounded line search "
-                                                 "toward the target. Centroid: the centre of the official search's "
-                                                 "best matches. FreeDrag: pulls each handle's template along its "
-                                                 "line at 4× the step size — it ends closest and loses the fewest "
-                                                 "points on trained models, but moves the rest of the image more. "
-                                                 "FreeDrag, keeping the rest still: the same, holding the image "
-                                                 "away from the drag where it was (unless you paint a mask): much "
-                                                 "less change elsewhere when you drag several points of one area; "
-                                                 "a single point that needs the whole face to move barely moves.")
+                    p.tracker = gr.Dropdown(methods.choices(), value=DragConfig.tracker, label="Drag method",
+                                            info=" ".join(m.help for m in methods.METHODS.values()))
                     p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
                                                label="Display interval: 0 = by time (a fresh view about every 2 s, "
                                                      "a cheap preview while dragging); k = every k steps")

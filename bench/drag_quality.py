@@ -17,11 +17,11 @@ same keypoints by the drag engine; the judge detects again on the result. Per (t
 
 Seeds 0–19 and 100–119 were used during development; the default `--seed 1000` pairs are held out.
 Drags run as parallel one-thread worker processes (`--jobs`, default: all cores). The default run (20
-pairs, 5 points, W and W+, all five trackers, ≤ 200 steps, with the mirror drags) took 14.5 minutes on 2
+pairs, 5 points, W and W+, all five trackers of the time, ≤ 200 steps, with the mirror drags) took 14.5 minutes on 2
 idle cores (peak 550 MB); `--full` adds the 1-point and all-point sets (about twice as long again).
 
 Usage:
-  python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag,centroid,freedrag-ms,freedrag-local|all] [--spaces w,w+] [--points 5]
+  python -m bench.drag_quality [--pairs 20] [--tracker official,freedrag-ms,freedrag-local|all] [--spaces w,w+] [--points 5]
                                [--full] [--jobs N] [--json out.json] [--plot out.png] [--markdown]
   python -m bench.drag_quality --from-json a.json,b.json --markdown [--plot p.png]   # table of saved runs
 """
@@ -46,7 +46,7 @@ from draggan.checkpoints import load_generator
 from draggan.checkpoints.zoo import list_models
 from draggan.data.procedural import KEYPOINT_NAMES
 from draggan.engine import DragConfig, DragSession
-from draggan.engine.trackers import TRACKER_NAMES
+from draggan.engine import methods
 from draggan.training.keypoints import KeypointNet, load_regressor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge", default=str(DEFAULT_JUDGE))
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--max-steps", type=int, default=200)
-    parser.add_argument("--tracker", default="all", help=f"comma list of {', '.join(TRACKER_NAMES)}, or 'all'")
+    parser.add_argument("--tracker", default="all", help=f"comma list of drag methods ({', '.join(methods.names())}), or 'all'")
     parser.add_argument("--spaces", default="w,w+")
     parser.add_argument("--points", default="5", help="comma list of point sets: 1, 5, all (all 11 keypoints)")
     parser.add_argument("--full", action="store_true", help="the full grid: every point set (1, 5, all)")
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += saved["rows"]
             curves.update({k: {int(s): v for s, v in c.items()} for k, c in saved["curves"].items()})
     else:
-        trackers = _split(args.tracker, TRACKER_NAMES, "--tracker", parser, every="all")
+        trackers = _split(args.tracker, methods.names(), "--tracker", parser, every="all")
         spaces = _split(args.spaces, ("w", "w+"), "--spaces", parser)
         point_sets = list(POINT_SETS) if args.full else _split(args.points, tuple(POINT_SETS), "--points", parser)
         if min(args.pairs, args.max_steps, args.jobs, args.threads) < 1:

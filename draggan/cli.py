@@ -156,6 +156,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     source = args.model if args.model is not None else recipe.model
     key = recipes.model_key(source)
     recipes.check_model_key(recipe, key)
+    for note in recipe.notes:
+        print(f"note: {note}", file=sys.stderr)
     G = load_generator(source, device=args.device)
     total = sum(d.steps for d in recipe.drags)
     every = max(1, -(-total // 10))    # about ten progress lines

@@ -11,6 +11,10 @@ source pickle's sha256, shared by its converted entry), so recipes of uploaded m
 version-1 file whose `model` is a path (or anything but a zoo key) is read as `"current"` without a hash;
 the path is never opened or kept.
 
+**Retired drag methods** ("freedrag", "centroid") are read as the kept method that replaces them
+(`engine.methods.resolve`), and the recipe's `notes` say so in one line each: the replay runs, and its image
+can differ from the original's. An unknown method name is refused when the drag replays.
+
 **Sizes are checked before anything is decoded**, against `draggan.limits.LIMITS`: file bytes, JSON nesting,
 number of drags, point pairs, numbers (finite, in range), each mask's declared size against the recipe's
 image size, then its run lengths (whole numbers summing to H×W) — only then is a mask decoded, and masks
@@ -37,14 +41,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .engine.session import SPACES
+from .engine import methods
+from .engine.config import SPACES
 from .errors import RecipeError
 from .limits import LIMITS, LimitError, check_depth, check_name, check_number, check_pair_count, load_json, short
 
 RECIPE_FORMAT = "draggan-studio-recipe"
 RECIPE_VERSION = 2
 CURRENT_MODEL = "current"
-DEFAULT_TRACKER = "official"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ZOO_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _LABEL_DROP_RE = re.compile(r"[^\w .,:()+×-]")   # a label is shown as Markdown: no links, images or markup
@@ -171,7 +175,7 @@ class DragRecord:
     mask_lambda: float
     mask: np.ndarray | None = None   # bool [H, W], True = must stay fixed
     resume: bool = False             # continued the previous drag (same points, optimiser state kept)
-    tracker: str = DEFAULT_TRACKER   # point tracker (`DragConfig.tracker` where the engine has it)
+    tracker: str = methods.DEFAULT   # drag method (`DragConfig.tracker`, one of `engine.methods.names()`)
 
     def to_json(self) -> dict[str, Any]:
         return {"handles": [[float(x), float(y)] for x, y in self.handles],
@@ -182,8 +186,9 @@ class DragRecord:
 
     @classmethod
     def from_json(cls, data: Any, image_size: tuple[int, int], what: str = "drag",
-                  masks: dict[tuple, np.ndarray] | None = None) -> "DragRecord":
-        """Validate one drag of a recipe whose images are `image_size` (H, W); `masks` shares decoded masks."""
+                  masks: dict[tuple, np.ndarray] | None = None, notes: list[str] | None = None) -> "DragRecord":
+        """Validate one drag of a recipe whose images are `image_size` (H, W); `masks` shares decoded masks;
+        a retired drag method is replaced by its kept successor, with one line about it added to `notes`."""
         if not isinstance(data, dict):
             raise RecipeError(f"{what} must be an object")
         try:
@@ -200,9 +205,11 @@ class DragRecord:
         lr = _limit("lr", lr, what)
         mask_lambda = _limit("mask_lambda", mask_lambda, what)
         try:
-            tracker = check_name("tracker", data.get("tracker", DEFAULT_TRACKER))
+            tracker, note = methods.resolve(check_name("tracker", data.get("tracker", methods.DEFAULT)))
         except LimitError as exc:
             raise RecipeError(f"{what}: {exc}") from None
+        if note is not None and notes is not None:
+            notes.append(f"{what}: {note}")
         mask = None
         if data.get("mask") is not None:
             rle = data["mask"]
@@ -237,6 +244,7 @@ class Recipe:
     image_size: tuple[int, int]     # (height, width) of the generator image, checked on replay
     model_label: str = ""
     model_sha256: str = ""          # content key of the current model ("" = not checked)
+    notes: tuple[str, ...] = ()     # what reading changed (a retired drag method replaced), one line each
 
     def __post_init__(self) -> None:
         if self.model != CURRENT_MODEL and not is_zoo_key(self.model):
@@ -291,12 +299,13 @@ class Recipe:
             raise RecipeError("model_sha256 must be 64 lower-case hex digits")
         model = model if is_zoo_key(model) else CURRENT_MODEL
         masks: dict[tuple, np.ndarray] = {}
-        records = [DragRecord.from_json(d, image_size, f"drag {i}", masks) for i, d in enumerate(drags, 1)]
+        notes: list[str] = []
+        records = [DragRecord.from_json(d, image_size, f"drag {i}", masks, notes) for i, d in enumerate(drags, 1)]
         if records and records[0].resume:
             raise RecipeError("the first drag of a recipe cannot be a resumed drag")
         return cls(model=model, seed=seed, psi=psi, space=space, drags=records, image_size=image_size,
                    model_label=_LABEL_DROP_RE.sub("", label)[:LIMITS.label_chars],
-                   model_sha256=sha if model == CURRENT_MODEL else "")
+                   model_sha256=sha if model == CURRENT_MODEL else "", notes=tuple(notes))
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
@@ -406,15 +415,13 @@ def _engine_config(recipe: Recipe, overrides: dict[str, Any] | None) -> Any:
         kwargs.update(lr=first.lr, mask_lambda=first.mask_lambda)
         kwargs["tracker"] = first.tracker
     kwargs.update(overrides or {})
-    _check_tracker(kwargs.get("tracker", DEFAULT_TRACKER))
+    _check_tracker(kwargs.get("tracker", methods.DEFAULT))
     return DragConfig(**kwargs)
 
 
 def _check_tracker(tracker: str) -> None:
-    from .engine.trackers import TRACKER_NAMES
-
-    if tracker not in TRACKER_NAMES:
-        raise RecipeError(f"this installation has no point tracker {tracker!r}; it has {', '.join(TRACKER_NAMES)}")
+    if tracker not in methods.METHODS:
+        raise RecipeError(f"this installation has no drag method {tracker!r}; it has {', '.join(methods.names())}")
 
 
 def run_drag(session: Any, drag: DragRecord, on_step: Callable[[Any], None] | None = None,

@@ -13,7 +13,7 @@ import json
 from bench import drag_quality
 from bench.drag_quality import DEFAULT_GENERATOR, DEFAULT_JUDGE, PAPER_LR, default_lr, run_benchmark
 from draggan.engine import DragConfig
-from draggan.engine.trackers import TRACKER_NAMES
+from draggan.engine import methods
 from draggan.checkpoints import load_generator
 from draggan.data import procedural
 from draggan.training.keypoints import load_regressor
@@ -77,8 +77,8 @@ def test_drag_benchmark_measures_tracking_drift_and_mirror_for_both_trackers():
     G = load_generator(DEFAULT_GENERATOR, device="cpu")
     judge = load_regressor(DEFAULT_JUDGE)
     rows = run_benchmark(G, judge, pairs=1, max_steps=4, spaces=["w+"], point_sets=["1"], seed=1000,
-                         drag=DragConfig(lr=4e-3), trackers=["official", "freedrag"], mirror=True, curve_every=2)
-    assert [r["tracker"] for r in rows] == ["official", "freedrag"]
+                         drag=DragConfig(lr=4e-3), trackers=["official", "freedrag-ms"], mirror=True, curve_every=2)
+    assert [r["tracker"] for r in rows] == ["official", "freedrag-ms"]
     for r in rows:
         assert 0 <= r["track_fail"] <= 1 and r["track_error"] >= 0
         assert r["drift"] > 0, "a drag moves the face a little, the undragged keypoints with it"
@@ -92,12 +92,12 @@ def test_drag_benchmark_cli_runs_workers_and_writes_json_plot_and_table(tmp_path
                        "--jobs", "2", "--curve-every", "1", "--json", str(out), "--plot", str(plot), "--markdown"])
     table = capsys.readouterr().out
     saved = json.loads(out.read_text())
-    assert [(r["tracker"], r["space"], r["points"]) for r in saved["rows"]] == [(t, "w", "5") for t in TRACKER_NAMES]
-    assert len(saved["pairs"]) == len(TRACKER_NAMES) and all(len(p["track_errors"]) == 5 for p in saved["pairs"])
-    assert sorted(saved["curves"]) == sorted(f"{t} w 5" for t in TRACKER_NAMES)
+    assert [(r["tracker"], r["space"], r["points"]) for r in saved["rows"]] == [(t, "w", "5") for t in methods.names()]
+    assert len(saved["pairs"]) == len(methods.names()) and all(len(p["track_errors"]) == 5 for p in saved["pairs"])
+    assert sorted(saved["curves"]) == sorted(f"{t} w 5" for t in methods.names())
     assert all(len(c) >= 2 for c in saved["curves"].values()), "judge distance at step 0 and later"
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
-    assert "| tracker | space |" in table and "after / before" in table and "| freedrag | w | 5 | 1 |" in table
+    assert "| tracker | space |" in table and "after / before" in table and "| freedrag-ms | w | 5 | 1 |" in table
     drag_quality.main(["--from-json", str(out), "--markdown"])
     assert capsys.readouterr().out == table
 
@@ -107,8 +107,7 @@ def test_benchmark_flags_points_all_is_the_eleven_keypoint_set_and_tracker_all_i
     parser = argparse.ArgumentParser()
     assert drag_quality._split("all", tuple(drag_quality.POINT_SETS), "--points", parser) == ["all"]
     assert drag_quality._split("1,5", tuple(drag_quality.POINT_SETS), "--points", parser) == ["1", "5"]
-    assert drag_quality._split("all", ("official", "freedrag"), "--tracker", parser, every="all") == [
-        "official", "freedrag"]
+    assert drag_quality._split("all", methods.names(), "--tracker", parser, every="all") == list(methods.names())
     with pytest.raises(SystemExit):
         drag_quality._split("7", tuple(drag_quality.POINT_SETS), "--points", parser)
     assert len(drag_quality.POINT_SETS["all"]) == 11

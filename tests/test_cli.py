@@ -182,6 +182,25 @@ def test_replay_writes_the_edited_image_and_gif(env, capsys) -> None:
     assert iio.imread(gif, index=None).shape == (1 + 3 + 3, 64, 64, 3), "the start, then every step of both drags"
 
 
+def test_replay_of_a_retired_method_says_so_in_one_line_and_replays_with_official(env, capsys) -> None:
+    """The recipe's drags were made with "official" and are relabelled "freedrag" (retired): the replay runs them
+    with "official", so the image is the original's, and one line per drag says what was replaced."""
+    import json
+
+    recipe, expected = _edit_recipe(env)
+    data = json.loads(recipe.read_text())
+    for drag in data["drags"]:
+        drag["tracker"] = "freedrag"
+    recipe.write_text(json.dumps(data))
+    out = env / "retired.png"
+    assert main(["replay", str(recipe), "--model", str(fixture_path("stylegan2-tiny-64.pkl")), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: drag {i}: the drag method 'freedrag' was retired; replayed with 'official', the "
+                     f"nearest kept one (the image can differ from the original)" for i in (1, 2)]
+    assert np.array_equal(np.asarray(Image.open(out)), expected)
+
+
 def test_replay_of_an_own_model_recipe_needs_model(env, capsys) -> None:
     recipe, _ = _edit_recipe(env)
     code = main(["replay", str(recipe), "--out", str(env / "x.png")])

@@ -12,8 +12,9 @@ import torch
 from draggan.checkpoints import load_generator
 from draggan.engine import DragConfig, DragSession
 from draggan.engine.features import UpsampledView
-from draggan.engine.freedrag import LR_SCALE, SUBSTEPS, FreeDragTracker
-from draggan.engine.trackers import TRACKER_NAMES, make_tracker
+from draggan.engine import methods
+from draggan.engine.methods import DragGeometry
+from draggan.engine.methods.freedrag_ms import SUBSTEPS, FreeDrag
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,7 +31,13 @@ def _scene(seed: int = 0) -> tuple[UpsampledView, torch.Tensor]:
     return UpsampledView.create((SIZE, SIZE), (SIZE, SIZE)), feat
 
 
-def _loss_at(tracker: FreeDragTracker, feat: torch.Tensor, point: torch.Tensor) -> float:
+def _tracker(view: UpsampledView, feat: torch.Tensor, radius: int = 4, **settings) -> FreeDrag:
+    """The method for one drag from handle HANDLE on `feat`, r2 = `radius` (r1 and arrival are not read)."""
+    geometry = DragGeometry.create(view, r1_px=1, r2_px=radius, arrive_px=2.0)
+    return FreeDrag(geometry, feat[:, 12, 6][None], feat, HANDLE, **settings)
+
+
+def _loss_at(tracker: FreeDrag, feat: torch.Tensor, point: torch.Tensor) -> float:
     """ℓ: mean |F(point + O) − T| over the 3×3 patch (spacing 1 at radius 4) and the channels, by hand."""
     total = 0.0
     for dy in (-1, 0, 1):
@@ -46,9 +53,9 @@ def _loss_at(tracker: FreeDragTracker, feat: torch.Tensor, point: torch.Tensor) 
 
 def test_the_first_sub_motion_moves_a_bounded_step_along_the_line_to_the_expected_loss():
     view, feat = _scene(1)
-    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)       # d = 3 px
+    tracker = _tracker(view, feat)       # d = 3 px
     assert torch.equal(tracker.template[0, 4], feat[:, 12, 6])    # T starts as the handle's patch
-    moved = tracker(feat, HANDLE, TARGET)
+    moved = tracker.track(feat, HANDLE, TARGET)
     pos = tracker.pos[0]
     assert pos[0] == 12 and 6 < pos[1] <= 9, "on the handle → target line, at most d = 3 px on"
     assert moved.tolist() == [[12, round(float(pos[1]))]]
@@ -59,27 +66,27 @@ def test_the_first_sub_motion_moves_a_bounded_step_along_the_line_to_the_expecte
 
 def test_the_loss_pulls_the_next_points_features_to_the_template_and_ends_the_sub_motion():
     view, feat = _scene(2)
-    tracker = FreeDragTracker(view, feat, HANDLE, radius=4)
-    tracker(feat, HANDLE, TARGET)
+    tracker = _tracker(view, feat)
+    tracker.track(feat, HANDLE, TARGET)
     live = feat.clone().requires_grad_(True)
-    loss = tracker.supervise(live)
+    loss = tracker.motion_loss(live, HANDLE, TARGET)
     assert float(loss.detach()) == pytest.approx(_loss_at(tracker, feat, tracker.pos[0]), rel=1e-5)
     (grad,) = torch.autograd.grad(loss, [live])
     assert grad.abs().sum() > 0 and float(tracker.loss_ini[0]) == pytest.approx(float(loss.detach()), rel=1e-6)
     for _ in range(SUBSTEPS - 1):
         assert tracker.substep != 0
-        tracker.supervise(feat)
+        tracker.motion_loss(feat, HANDLE, TARGET)
     assert tracker.substep == 0, "a sub-motion ends after SUBSTEPS steps"
 
 
-def _after_a_sub_motion(seed: int, **settings) -> tuple[torch.Tensor, FreeDragTracker]:
+def _after_a_sub_motion(seed: int, **settings) -> tuple[torch.Tensor, FreeDrag]:
     """A tracker that chose its first next point on `_scene(seed)` and was supervised for a whole sub-motion
     on the same, unmoved map."""
     view, feat = _scene(seed)
-    tracker = FreeDragTracker(view, feat, HANDLE, radius=4, **settings)
-    tracker(feat, HANDLE, TARGET)
+    tracker = _tracker(view, feat, **settings)
+    tracker.track(feat, HANDLE, TARGET)
     for _ in range(SUBSTEPS):
-        tracker.supervise(feat)
+        tracker.motion_loss(feat, HANDLE, TARGET)
     return feat, tracker
 
 
@@ -93,7 +100,7 @@ def test_the_template_learns_from_a_trusted_match_by_the_logistic_weight():
     loss_end = _loss_at(tracker, followed, pos)
     L = float(tracker.expected[0])
     weight = 1 / (1 + math.exp(math.log(9) / (0.6 * L) * (loss_end - 0.2 * L)))
-    tracker(followed, HANDLE, TARGET)
+    tracker.track(followed, HANDLE, TARGET)
     assert float(tracker.loss_end[0]) == pytest.approx(loss_end, rel=1e-5)
     patch = tracker._patch(followed, pos[None], (0, 0))
     assert torch.allclose(tracker.template, weight * patch + (1 - weight) * old, atol=1e-6)
@@ -103,7 +110,7 @@ def test_a_bad_match_backtracks_to_where_the_feature_still_is():
     # a first move of more than 0.5 px; the content did not move: ℓ stays high, never below ℓ_ini
     feat, tracker = _after_a_sub_motion(4, ratio=1.0)
     ahead = float(tracker.pos[0, 1])    # supervision leaves the next point where the sub-motion put it
-    tracker(feat, HANDLE, TARGET)
+    tracker.track(feat, HANDLE, TARGET)
     assert float(tracker.loss_end[0]) >= 0.5 * float(tracker.expected[0])
     pos = tracker.pos[0]
     assert ahead - 6 > 0.5 and pos[0] == 12 and abs(float(pos[1]) - 6) < abs(ahead - 6) and abs(float(pos[1]) - 6) <= 0.31, \
@@ -114,19 +121,16 @@ def test_a_converging_sub_motion_stays():
     feat, tracker = _after_a_sub_motion(5)
     tracker.loss_ini = torch.tensor([1e9], dtype=torch.float64)   # the loss went down since the sub-motion began
     before = tracker.pos.clone()
-    tracker(feat, HANDLE, TARGET)
+    tracker.track(feat, HANDLE, TARGET)
     assert torch.equal(tracker.pos, before)
 
 
 def test_settings_are_validated_and_the_name_is_offered_everywhere():
     view, feat = _scene(6)
     with pytest.raises(ValueError):
-        FreeDragTracker(view, feat, HANDLE, radius=4, ratio=0)
-    assert "freedrag-ms" in TRACKER_NAMES and DragConfig(tracker="freedrag-ms").tracker == "freedrag-ms"
-    tracker = make_tracker("freedrag-ms", view, feat[:, 12, 6][None], feat, HANDLE, 4)
-    assert isinstance(tracker, FreeDragTracker) and set(tracker.state()) >= {"pos", "template", "counters"}
-    import app
-    assert [value for _, value in app.TRACKER_CHOICES] == list(TRACKER_NAMES)
+        _tracker(view, feat, ratio=0)
+    assert methods.get("freedrag-ms") is FreeDrag and DragConfig(tracker="freedrag-ms").tracker == "freedrag-ms"
+    assert set(_tracker(view, feat).state()) >= {"pos", "template", "counters"}
 
 
 def test_a_drag_on_the_bundled_model_arrives_with_its_handle_on_the_target():
@@ -138,7 +142,7 @@ def test_a_drag_on_the_bundled_model_arrives_with_its_handle_on_the_target():
     assert len({r.handles[0] for r in results}) >= 3, "the handle moved in several bounded sub-motions"
 
 
-@pytest.mark.parametrize("tracker,scale", [("official", 1.0), ("freedrag-ms", LR_SCALE)])
+@pytest.mark.parametrize("tracker,scale", [("official", 1.0), ("freedrag-ms", FreeDrag.lr_scale)])
 def test_freedrag_steps_are_lr_scale_times_the_drag_step_size_and_resume_so(tracker, scale):
     """Adam's first step moves every latent entry with a gradient by the step size: 4× DragConfig.lr for
     FreeDrag; the drag (and so its recipe) still records DragConfig.lr, and a resumed drag keeps the scale."""

@@ -11,11 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _numerics import assert_same_drag, first_gradient
 from conftest import fixture_path
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragConfig, DragSession, RenderPolicy
 from draggan.engine.features import UpsampledView, masked_l1
+from draggan.engine.preview import preview_dtype
 from draggan.networks.stylegan2 import Generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,7 +121,10 @@ def test_preview_is_close_to_the_full_render_and_says_what_it_is():
     full = s.render()
     preview = s.render(preview=True)
     assert preview.shape == full.shape == (64, 64, 3) and preview.dtype == np.uint8
-    assert not np.array_equal(preview, full), "a preview that is the full render saves nothing"
+    if preview_dtype() == torch.bfloat16:
+        assert not np.array_equal(preview, full), "a preview that is the full render saves nothing"
+    else:   # no bfloat16 convolutions on this CPU (oneDNN below AVX-512): below 512 px the preview is exact
+        assert np.array_equal(preview, full)
     assert _psnr(preview, full) > 35
 
 
@@ -316,23 +321,24 @@ def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | Non
         s.set_points(*points)
         recorder = None
         if windowed:
-            recorder = s._windowed = _Recorder(s._windowed)
-        results = []
+            recorder = s._step.windowed = _Recorder(s._step.windowed)
+        results, gradient = [], None
         for i in range(steps):
             if i == 2 and later_mask is not None:
                 s.set_mask(later_mask)
             results.append(s.step())
-        runs[windowed] = (results, s.ws, recorder)
+            if i == 0:
+                gradient = first_gradient(s)
+        runs[windowed] = (results, gradient, recorder)
     return runs
 
 
 def _assert_same_drags(runs) -> None:
-    (got, ws_got, _), (expected, ws_expected, _) = runs[True], runs[False]
-    assert [r.handles for r in got] == [r.handles for r in expected]
-    np.testing.assert_allclose([r.loss_mask for r in got], [r.loss_mask for r in expected], rtol=1e-4, atol=1e-9)
-    np.testing.assert_allclose([r.loss for r in got], [r.loss for r in expected], rtol=1e-4, atol=1e-9)
+    """Equal in exact arithmetic, so compared where rounding cannot grow (`_numerics`): handles, losses (the
+    fixed-region term's too) and the first step's gradient, not the latents after Adam's steps."""
+    (got, g_got, _), (expected, g_expected, _) = runs[True], runs[False]
+    assert_same_drag(got, expected, g_got, g_expected, losses=("loss", "loss_mask"))
     assert got[-1].loss_mask > 0, "the fixed-region term must be active"
-    torch.testing.assert_close(ws_got, ws_expected, rtol=1e-4, atol=1e-5)
 
 
 def test_masked_step_on_the_fixed_region_window_equals_the_whole_map():

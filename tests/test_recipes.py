@@ -24,7 +24,7 @@ from draggan.checkpoints import cache, load_generator
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragConfig, DragSession
-from draggan.engine.trackers import TRACKER_NAMES
+from draggan.engine import methods
 from draggan.recipes import CURRENT_MODEL, DragRecord, Recipe, RecipeError
 from draggan.engine import snapshot as snapshots
 from draggan.service import handlers
@@ -359,19 +359,33 @@ def test_tracker_is_recorded_and_replayed(G):
     data["drags"][0]["tracker"] = "other-tracker"
     recipe = recipes.load_recipe(data)
     assert recipe.drags[0].tracker == "other-tracker" and recipe.to_json()["drags"][0]["tracker"] == "other-tracker"
-    with pytest.raises(RecipeError, match="no point tracker 'other-tracker'"):
+    with pytest.raises(RecipeError, match="no drag method 'other-tracker'"):
         recipes.replay(recipe, G)
 
-    data["drags"][0]["tracker"] = "freedrag"
+    data["drags"][0]["tracker"] = "freedrag-ms"
     recipe = recipes.load_recipe(data)
     result = recipes.replay(recipe, G)
     drags = result.session.snapshot().drags()
-    assert [d.tracker for d in drags] == ["freedrag", "official"], "each drag replays with its recorded tracker"
+    assert [d.tracker for d in drags] == ["freedrag-ms", "official"], "each drag replays with its recorded method"
     again = recipes.replay(recipes.load_recipe(data), G).session
     assert torch.equal(again.ws, result.session.ws)
 
 
-@pytest.mark.parametrize("tracker", TRACKER_NAMES)
+@pytest.mark.parametrize("retired", ["freedrag", "centroid"])
+def test_a_recipe_naming_a_retired_method_replays_with_official_and_says_so_in_one_line(G, retired):
+    data = _recipe(steps=(2, 2)).to_json()
+    data["drags"][1]["tracker"] = retired
+    recipe = recipes.load_recipe(data)
+    assert recipe.notes == (f"drag 2: the drag method {retired!r} was retired; replayed with 'official', the "
+                            f"nearest kept one (the image can differ from the original)",)
+    assert [d.tracker for d in recipe.drags] == ["official", "official"]
+    replayed = recipes.replay(recipe, G).session
+    data["drags"][1]["tracker"] = "official"
+    official = recipes.load_recipe(data)
+    assert official.notes == () and torch.equal(replayed.ws, recipes.replay(official, G).session.ws)
+
+
+@pytest.mark.parametrize("tracker", methods.names())
 def test_a_recipe_records_each_tracker_and_replays_the_same_drag(G, tracker):
     recipe = Recipe(model=CURRENT_MODEL, model_sha256=SG2_SHA, model_label="tiny", seed=3, psi=0.6, space="w+",
                     image_size=(64, 64),

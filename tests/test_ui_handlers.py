@@ -498,22 +498,26 @@ def test_the_tracker_setting_reaches_the_drag_and_the_recipe(G, tmp_path):
     import json
 
     import app
-    from draggan.engine.trackers import TRACKER_NAMES
+    from draggan.engine import methods
+    from draggan.service.studio import Studio
 
-    assert [value for _, value in app.TRACKER_CHOICES] == list(TRACKER_NAMES), "the dropdown offers every tracker"
+    menu = app.build_demo(Studio(device="cpu", hub_online=False)).page.tracker
+    assert menu.choices == [(m.label, m.name) for m in methods.METHODS.values()], "the menu is the registry"
+    assert all(m.help in menu.info for m in methods.METHODS.values()), "with every method's help line"
     ui = new_state(G, max_steps=3)
     click(ui, 20, 20)
     click(ui, 30, 26)
-    handlers.update_params(ui, 2e-3, 3, 2, 20.0, "freedrag")
+    handlers.update_params(ui, 2e-3, 3, 2, 20.0, "freedrag-ms")
     handlers.run_blocking(ui)
     handlers.update_params(ui, 2e-3, 3, 2, 20.0, "official")
     handlers.run_blocking(ui)                         # same points, another tracker: a new drag, not a resume
     drags = ui.snap.drags()
-    assert [d.tracker for d in drags] == ["freedrag", "official"] and not drags[1].resume
+    assert [d.tracker for d in drags] == ["freedrag-ms", "official"] and not drags[1].resume
     recipe = json.loads(handlers.export_recipe(ui, tmp_path).read_text())
-    assert [d["tracker"] for d in recipe["drags"]] == ["freedrag", "official"]
-    with pytest.raises(UserError, match="point tracking"):
-        handlers.update_params(ui, 2e-3, 3, 2, 20.0, "magic")
+    assert [d["tracker"] for d in recipe["drags"]] == ["freedrag-ms", "official"]
+    for retired in ("magic", "freedrag", "centroid"):
+        with pytest.raises(UserError, match="drag method must be one of official, freedrag-ms, freedrag-local"):
+            handlers.update_params(ui, 2e-3, 3, 2, 20.0, retired)
     assert "the whole image may change" in handlers.stats_text(ui)
     handlers.update_params(ui, 2e-3, 3, 2, 20.0, "freedrag-local")
     assert "keeps the image away from the drag still" in handlers.stats_text(ui), "the status says what may change"

@@ -1,6 +1,8 @@
 """DragGAN drag engine: per-user sessions that move handle points to targets by optimising the latent."""
 
+from .config import DragConfig
 from .render_policy import RenderPolicy
-from .session import DragConfig, DragSession, StepResult, default_feature_block
+from .session import DragSession
+from .step import StepResult, default_feature_block
 
 __all__ = ["DragConfig", "DragSession", "RenderPolicy", "StepResult", "default_feature_block"]

@@ -12,7 +12,8 @@ import torch
 
 from . import render_costs
 from .render_policy import RenderPolicy
-from .session import DragConfig, DragSession
+from .config import DragConfig
+from .session import DragSession
 
 
 def drag_seconds(synthesis: torch.nn.Module, steps: int, policy: RenderPolicy | None = None) -> float | None:

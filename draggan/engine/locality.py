@@ -2,9 +2,8 @@
 
 Without a painted mask a drag may change anything, and it does: on the cartoon-face pairs of
 `bench/drag_quality.py` the keypoints that were not dragged moved almost as far as the dragged ones
-(official, 5 points, W+: 7.5 px of drift for a 10-px drag). For a tracker with a weight in
-`trackers.KEEP_LAMBDAS` (the "freedrag-local" tracker) the session adds, while no mask is painted, the
-official masked L1 term
+(official, 5 points, W+: 7.5 px of drift for a 10-px drag). For a drag method with a `keep_lambda`
+(`methods/freedrag_local.py`) the step adds, while no mask is painted, the official masked L1 term
 
     keep_lambda × mean over C × h × w of |F − F0| · M
 
@@ -15,20 +14,9 @@ centres at ((j + ½)·W/w − ½, (i + ½)·H/h − ½)). Content away from the 
 optimiser has to move the handles along latent directions that leave it alone.
 
 Why coarse: the blocks up to 32 × 32 are what moves faces, heads and backgrounds as a whole (the drift seen),
-and they are cheap to run whole (the windowed synthesis then starts its windows above them): at 512 (FFHQ
-config, one thread) a step costs 0.13 s instead of 0.093 s with one handle. Measured on development pairs
-(`--seed 0 --pairs 10 --points 5`, with freedrag-ms's motion supervision): the term on the 16 × 16 block lost
-handles (W+ 27% after, 16% tracking failures), on 64 × 64 it did what 32 × 32 does at twice the step time; a
-24-px radius at 128 (instead of 16) kept less (W+ drift 6.3 px vs 5.1). A weight ramped in over the first 100
-steps, a soft-edged mask, or a weight halved whenever the handles stall changed neither reach nor mirror error
-beyond noise; nor did removing the term's gradient component against motion supervision (PCGrad), or
-normalising the two gradients by separate Adam moments (that only moves along the same reach–drift curve).
-Replacing the term by a hard lock (the coarse map blended back to F0 on the mask, in the render too) crossed that
-curve on paper but cut the head apart where it had to move; the README has the numbers.
-The same L1 on the skip image of the blocks up to the coarse one (their low-resolution colour) moved along the
-curve too.
-The README has the rest, and the price: a single handle whose move needs the whole face to follow (1-point
-drags) barely moves.
+and they are cheap to run whole (the windowed synthesis then starts its windows above them). The block, radius
+and weight were chosen on development pairs (docs/experiments.md, with the variants that did no better). The
+price: a single handle whose move needs the whole face to follow (1-point drags) barely moves.
 """
 
 from __future__ import annotations

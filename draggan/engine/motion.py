@@ -102,5 +102,8 @@ def _read_box(view: UpsampledView, plan: MotionPlan, origin: tuple[int, int],
     y_hi = min(max(int(plan.rows.max()), int(torch.floor(plan.ys.max())) + 1), height - 1)
     x_lo = max(min(int(plan.cols.min()), int(torch.floor(plan.xs.min()))), 0)
     x_hi = min(max(int(plan.cols.max()), int(torch.floor(plan.xs.max())) + 1), width - 1)
-    return (max(int(view.rows.idx0[y_lo]) - origin[0], 0), min(int(view.rows.idx1[y_hi]) + 1 - origin[0], window_hw[0]),
-            max(int(view.cols.idx0[x_lo]) - origin[1], 0), min(int(view.cols.idx1[x_hi]) + 1 - origin[1], window_hw[1]))
+    box = (int(view.rows.idx0[y_lo]) - origin[0], int(view.rows.idx1[y_hi]) + 1 - origin[0],
+           int(view.cols.idx0[x_lo]) - origin[1], int(view.cols.idx1[x_hi]) + 1 - origin[1])
+    assert box[0] >= 0 and box[1] <= window_hw[0] and box[2] >= 0 and box[3] <= window_hw[1], \
+        f"motion supervision reads {box} outside the step's window {tuple(window_hw)}"
+    return box

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .methods import DEFAULT as DEFAULT_METHOD
+
 Point = tuple[float, float]
 
 
@@ -37,7 +39,7 @@ class DragSummary:
     mask_lambda: float
     mask: np.ndarray | None = None   # float32 [H, W], 1 = fixed, as the drag used it
     resume: bool = False             # continued the previous drag (same points, optimiser state kept)
-    tracker: str = "official"
+    tracker: str = DEFAULT_METHOD
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class DragProgress:
     lr: float
     run_steps: int = 0               # steps of the current run (since the last history entry)
     resumed: bool = False            # the current run continues a drag recorded in an earlier entry
-    tracker: str = "official"        # the point tracker of this drag (DragConfig.tracker when it began)
+    tracker: str = DEFAULT_METHOD    # the drag method of this drag (DragConfig.tracker when it began)
     tracker_state: dict[str, Any] = dataclasses.field(default_factory=dict)  # the point tracker's own state
 
 

@@ -22,8 +22,8 @@ from .. import export, limits, recipes
 from ..limits import check_points, parse_points  # LimitError is a UserError: refusals read as they are
 from ..errors import UserError
 from ..engine import DragConfig
-from ..engine.session import SPACES
-from ..engine.trackers import TRACKER_NAMES, keep_lambda
+from ..engine.config import SPACES
+from ..engine import methods
 from ..engine import snapshot as snapshots
 from ..export import DragRecord, Recipe
 from . import gpu
@@ -47,8 +47,8 @@ def make_config(lr: Any = DragConfig.lr, max_steps: Any = DragConfig.max_steps,
     """A validated drag configuration from the page's values."""
     if space not in SPACES:
         raise UserError(f"latent space must be one of {SPACES}, got {space!r}")
-    if tracker not in TRACKER_NAMES:
-        raise UserError(f"point tracking must be one of {', '.join(TRACKER_NAMES)}, got {str(tracker)[:40]!r}")
+    if tracker not in methods.METHODS:
+        raise UserError(f"the drag method must be one of {', '.join(methods.names())}, got {str(tracker)[:40]!r}")
     return DragConfig(space=space, lr=limits.check_number("lr", lr),
                       max_steps=limits.check_number("max_steps", max_steps),
                       mask_lambda=limits.check_number("mask_lambda", mask_lambda), tracker=tracker)
@@ -209,8 +209,8 @@ def mask_text(ui: UIState) -> str:
         parts.append(f"fixed area {ui.fixed_mask.mean():.0%}")
     if parts:
         return "mask: " + ", ".join(parts)
-    if keep_lambda(ui.snap.config.tracker):
-        return "no mask: the tracker keeps the image away from the drag still"
+    if methods.get(ui.snap.config.tracker).keep_lambda:
+        return "no mask: the drag method keeps the image away from the drag still"
     return "no mask: the whole image may change"
 
 

@@ -64,6 +64,8 @@ class ExportPanel:
                                          ui.render_every if ui is not None else 0)
         if ui is not None:
             handlers.release(ui)
+        for note in recipe.notes:
+            gr.Info(note[:1].upper() + note[1:] + ".")
         gr.Info(f"Replayed {len(recipe.drags)} drag(s) from the recipe.")
         return whole(self.page, new)
 

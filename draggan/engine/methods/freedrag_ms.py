@@ -31,48 +31,47 @@ those 9 × C values:
   largest loss is below threshold_l / 2.
 - The drag has arrived when every handle has (`settled`), which replaces the session's distance test.
 
-The handle the session shows and measures is round(p). Step size: the session's Adam step is `LR_SCALE` (4) ×
-DragConfig.lr for this method: a sub-motion waits for the content to match before it moves on, so the step size
-sets its speed, and at the official step size most drags used all 200 steps. Ratio 0.3 and the 4× step were
-chosen together on development pairs of the bundled 128-px model (`bench/drag_quality.py --seed 0 --pairs 10
---points 5 --no-mirror`, lr 4e-3; official there: W+ MD after 21% of before, 14% tracking failures, W 33% / 4%):
-×2 step: ratio 0.25 W+ 22% / 6%, W 29% / 4%, ratio 0.4 W+ 15% / 6%, W 19% / 16%; ×4: ratio 0.25 W+ 18% / 2%, W
-22% / 0%, ratio 0.3 W+ 13% / 6%, W 18% / 6%, ratio 0.35 W+ 11% / 6%, W 13% / 12%, ratio 0.4 W+ 11% / 6%, W 12% /
-10%; ×8: ratio 0.25 W+ 19% / 2%, ratio 0.3 W+ 12% / 6%, W 13% / 4%. A larger ratio moves each sub-motion farther
-and loses more handles; the drift of the keypoints not dragged grows with how far the drag gets (8.4 px
-official, 9.4 at ×4 / 0.3, 9.8–10.3 at ×8). Earlier, at the plain step size (seeds 0–15, W+): ratio 1 / 0.5 /
-0.4 / 0.3 / 0.25 gave 34% / 20% / 26% / 26% / 29% after and 45% / 15% / 18% / 12% / 2% failures; fewer steps per
-sub-motion (3, 2) moved on before the content followed (20%, 30% failures).
+The handle the session shows and measures is round(p). Step size: `lr_scale` (4) × DragConfig.lr: a
+sub-motion waits for the content to match before it moves on, so the step size sets its speed (at the official
+step size most drags used all 200 steps). Ratio 0.3 and the 4× step were chosen together on development pairs
+(docs/experiments.md).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .features import UpsampledView
+from .base import DragGeometry
 
 SUBSTEPS = 5       # FreeDrag's per-sub-motion iteration cap
-LR_SCALE = 4.0     # this method's Adam step size, in units of DragConfig.lr (module docstring)
 CANDIDATES = 10    # FreeDrag's points per line search
 
 
-class FreeDragTracker:
+class FreeDrag:
     """FreeDrag's per-drag state for N handles: next points, templates, sub-motion bookkeeping (see module
-    docstring). A tracker (its call returns the handles) that also supplies the motion-supervision loss."""
+    docstring)."""
 
-    lr_scale = LR_SCALE
+    name = "freedrag-ms"
+    label = "FreeDrag (template supervision + line search)"
+    help = ("FreeDrag: pulls each handle's template along its line at 4× the step size; it ends closest and "
+            "loses the fewest points on trained models, but moves the rest of the image more.")
+    lr_scale = 4.0         # this method's Adam step size, in units of DragConfig.lr (module docstring)
+    keep_lambda = 0.0
+    replaces: tuple[str, ...] = ()
 
-    def __init__(self, view: UpsampledView, feat0: torch.Tensor, handles_rc: torch.Tensor, radius: int,
+    def __init__(self, geometry: DragGeometry, ref: torch.Tensor, feat0: torch.Tensor, handles_rc: torch.Tensor,
                  origin: tuple[int, int] = (0, 0), ratio: float = 0.3, max_move: float | None = None) -> None:
         """feat0: the first step's block map (or window at origin); handles_rc: [N, 2] int64 start handles;
-        radius: the official search radius r2 in pixels (sets d and the patch spacing)."""
+        `geometry.r2_px`, the official search radius, sets d and the patch spacing (ref is not used)."""
+        radius = geometry.r2_px
         assert handles_rc.ndim == 2 and handles_rc.shape[1] == 2 and radius >= 1
         if not ratio > 0:
             raise ValueError(f"ratio must be > 0, got {ratio}")
-        self.view = view
+        self.view = geometry.view
         self.max_move = float(max(radius - 1, 1) if max_move is None else max_move)
         if not self.max_move > 0:
             raise ValueError(f"max_move must be > 0, got {self.max_move}")
@@ -90,7 +89,7 @@ class FreeDragTracker:
         self.expected = (ratio * costs.mean(dim=1)).clamp_min(1e-12)                                 # L [N]
         self.loss_ini = torch.zeros(n, dtype=torch.float64)
         self.loss_end = torch.zeros(n, dtype=torch.float64)
-        self.arrived = torch.zeros(n, dtype=torch.bool)
+        self.at_target = torch.zeros(n, dtype=torch.bool)
         self.substep = 0           # steps taken in the current sub-motion
         self.started = False       # whether the first sub-motion began
         self.settled = False       # every handle arrived: the drag is done
@@ -98,19 +97,19 @@ class FreeDragTracker:
     # ------------------------------------------------------------------ snapshot
 
     def state(self) -> dict[str, np.ndarray]:
-        """Next points, templates, L, the sub-motion's losses and counters (see `trackers.Tracker`)."""
+        """Next points, templates, L, the sub-motion's losses and counters."""
         return {"pos": self.pos.numpy().copy(), "template": self.template.detach().cpu().numpy().copy(),
                 "expected": self.expected.numpy().copy(), "loss_ini": self.loss_ini.numpy().copy(),
-                "loss_end": self.loss_end.numpy().copy(), "arrived": self.arrived.numpy().copy(),
+                "loss_end": self.loss_end.numpy().copy(), "arrived": self.at_target.numpy().copy(),
                 "counters": np.array([self.substep, int(self.started), int(self.settled)], dtype=np.int64)}
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         self.pos = torch.as_tensor(state["pos"]).clone()
         self.template = torch.as_tensor(state["template"]).to(self.template.device).clone()
         self.expected = torch.as_tensor(state["expected"]).clone()
         self.loss_ini = torch.as_tensor(state["loss_ini"]).clone()
         self.loss_end = torch.as_tensor(state["loss_end"]).clone()
-        self.arrived = torch.as_tensor(state["arrived"]).clone()
+        self.at_target = torch.as_tensor(state["arrived"]).clone()
         substep, started, settled = (int(v) for v in state["counters"])
         self.substep, self.started, self.settled = substep, bool(started), bool(settled)
 
@@ -135,8 +134,8 @@ class FreeDragTracker:
 
     # ------------------------------------------------------------------ the step
 
-    def __call__(self, feat: torch.Tensor, handles_rc: torch.Tensor, targets_rc: torch.Tensor,
-                 origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    def track(self, feat: torch.Tensor, handles_rc: torch.Tensor, targets_rc: torch.Tensor,
+              origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """The handles round(p) [N, 2] int64 (on handles_rc's device); begins a sub-motion when one is due.
 
         feat: [C, h, w] current block map (or a window at origin); handles_rc: ignored (p is the state);
@@ -153,19 +152,19 @@ class FreeDragTracker:
             current = self._patch(feat, self.pos, origin)
             self.loss_end = self._cost(current[:, None])[:, 0]
             remain = torch.linalg.norm(targets - self.pos, dim=1)
-            self.arrived = (remain < 1) & (self.loss_end <= 0.5 * limit)
+            self.at_target = (remain < 1) & (self.loss_end <= 0.5 * limit)
             a = math.log(9.0) / (0.6 * expected)
-            weight = torch.where(self.arrived, torch.ones_like(expected),
+            weight = torch.where(self.at_target, torch.ones_like(expected),
                                  1 / (1 + torch.exp(a * (self.loss_end - 0.2 * expected))))
             weight = weight.to(self.template.dtype).to(self.template.device)[:, None, None]
             self.template = weight * current + (1 - weight) * self.template
         self.started = True
-        self.settled = bool(self.arrived.all())
+        self.settled = bool(self.at_target.all())
         if self.settled:
             return
         steps = torch.arange(1, CANDIDATES + 1, dtype=torch.float64) / CANDIDATES                  # [K]
         for k in range(self.pos.shape[0]):
-            if bool(self.arrived[k]):
+            if bool(self.at_target[k]):
                 continue
             p, t = self.pos[k], targets[k]
             remain = float(torch.linalg.norm(t - p))
@@ -191,7 +190,12 @@ class FreeDragTracker:
         patches = self._patch(feat, line, origin)                                                   # [K, P, C]
         return (patches - self.template[k][None]).abs().mean(dim=(-2, -1)).cpu().to(torch.float64)
 
-    def supervise(self, feat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    def arrived(self, distances: Sequence[float]) -> bool:
+        """Every handle arrived by FreeDrag's own test (the distances are not read)."""
+        return self.settled
+
+    def motion_loss(self, feat: torch.Tensor, handles_rc: torch.Tensor, targets_rc: torch.Tensor,
+                    origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """This step's motion-supervision loss Σ_k ℓ_k(p_k) (differentiable in feat), and the sub-motion's
         bookkeeping: ℓ_ini at its first step; it ends after SUBSTEPS steps or a step below threshold_l / 2."""
         losses = (self._patch(feat, self.pos, origin) - self.template.detach()).abs().mean(dim=(-2, -1))  # [N]
