@@ -16,6 +16,7 @@ from draggan.engine import DragConfig, methods
 from draggan.engine.config import SPACES
 from draggan.export import animation_formats
 from draggan.inversion import face_alignment_available
+from draggan.limits import LIMITS
 from draggan.service import examples, handlers
 from draggan.app import served
 from draggan.service.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
@@ -134,9 +135,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         p.load_own = gr.Button("Load this model")
                 with gr.Accordion("Latent", open=True):
                     with gr.Row(equal_height=True):
-                        p.seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
+                        p.seed = gr.Number(0, label="Seed", precision=0, scale=3, **LIMITS.seed.field())
                         p.dice = gr.Button("Random", scale=1, min_width=80)
-                    p.psi = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Truncation ψ")
+                    p.psi = gr.Slider(value=0.7, label="Truncation ψ", **LIMITS.psi.field())
                     p.space = gr.Radio(list(SPACES), value=DragConfig.space, label="Latent space",
                                        info="w+ edits each layer's code (more precise); w keeps one shared code.")
                 with gr.Accordion("Edit your own photo", open=False, elem_id="photo-panel"):
@@ -151,9 +152,10 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                         p.preset = gr.Radio(list(PRESETS), value=preset, label="Preset")
                         first = PRESETS[preset].steps
                         with gr.Row():
-                            p.w_steps = gr.Number(first[0], label="W steps", precision=0, minimum=0)
-                            p.wplus_steps = gr.Number(first[1], label="W+ steps", precision=0, minimum=0)
-                            p.pti_steps = gr.Number(first[2], label="PTI steps", precision=0, minimum=0)
+                            steps = LIMITS.inversion_steps.field()
+                            p.w_steps = gr.Number(first[0], label="W steps", precision=0, **steps)
+                            p.wplus_steps = gr.Number(first[1], label="W+ steps", precision=0, **steps)
+                            p.pti_steps = gr.Number(first[2], label="PTI steps", precision=0, **steps)
                     p.estimate = gr.Markdown(photo_panel.estimate_text(*first))
                     with gr.Row(elem_classes="compact-row"):
                         p.invert = gr.Button("Invert photo", variant="primary")
@@ -161,13 +163,13 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     p.photo_status = gr.HTML(elem_id="photo-status")
                 with gr.Accordion("Drag settings", open=False):
                     with gr.Row():
-                        p.lr = gr.Number(studio.drag_lr(default), label="Step size (lr)",
-                                         minimum=1e-5, maximum=1.0, step=0.0005)
-                        p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", minimum=0.0, step=1.0)
-                    p.max_steps = gr.Slider(1, 1000, value=DragConfig.max_steps, step=1, label="Max steps per drag")
+                        p.lr = gr.Number(studio.drag_lr(default), label="Step size (lr)", **LIMITS.lr.field())
+                        p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", **LIMITS.mask_lambda.field())
+                    p.max_steps = gr.Slider(value=DragConfig.max_steps, label="Max steps per drag",
+                                            **LIMITS.max_steps.field())
                     p.tracker = gr.Dropdown(methods.choices(), value=DragConfig.tracker, label="Drag method",
                                             info=" ".join(m.help for m in methods.METHODS.values()))
-                    p.render_every = gr.Slider(0, 20, value=DEFAULT_RENDER_EVERY, step=1,
+                    p.render_every = gr.Slider(value=DEFAULT_RENDER_EVERY, **LIMITS.render_every.field(),
                                                label="Display interval: 0 = by time (a fresh view about every 2 s, "
                                                      "a cheap preview while dragging); k = every k steps")
                 with gr.Accordion("Export", open=False):

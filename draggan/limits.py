@@ -38,7 +38,15 @@ class Range:
     hi: float
     lo_open: bool = False
     integer: bool = False
-    step: float | None = None     # a page field's step (None: 1 for whole numbers, else any value)
+    step: float | None = None     # a page field's step (None: 1 for whole numbers)
+    page_hi: float | None = None  # a page slider's top where the whole range would not fit a slider
+
+    def field(self) -> dict[str, float | None]:
+        """`minimum`, `maximum` and `step` of the page field that sets this number (Gradio's keywords): the
+        page reads its bounds here and nowhere else. An open lower end starts one step above it."""
+        step = self.step if self.step is not None else (1 if self.integer else None)
+        low = self.lo + step if self.lo_open and step else self.lo
+        return dict(minimum=low, maximum=self.page_hi if self.page_hi is not None else self.hi, step=step)
 
     def describe(self) -> str:
         return f"between {_text(self.lo)}{' (exclusive)' if self.lo_open else ''} and {_text(self.hi)}"
@@ -58,8 +66,8 @@ class Limits:
     psi: Range = Range(-1.0, 2.0, step=0.05)
     lr: Range = Range(0.0, 1.0, lo_open=True, step=1e-4)
     max_steps: Range = Range(1, 2000, integer=True)
-    render_every: Range = Range(0, 1000, integer=True)   # 0: the live view is timed by the render policy
-    mask_lambda: Range = Range(0.0, 1e4)
+    render_every: Range = Range(0, 1000, integer=True, page_hi=20)   # 0: the live view is timed by the policy
+    mask_lambda: Range = Range(0.0, 1e4, step=1.0)
     inversion_steps: Range = Range(0, 5000, integer=True)
     # sizes and counts
     point_pairs: int = 64

@@ -153,10 +153,11 @@ class ModelPanel:
 
     @answer()
     def update_params(self, ui: UIState | None, lr: Any, max_steps: Any, render_every: Any,
-                      mask_lambda: Any, tracker: str | None = None) -> None:
-        if ui is None:
-            return
-        handlers.update_params(ui, lr, max_steps, render_every, mask_lambda, tracker)
+                      mask_lambda: Any, tracker: str | None = None) -> dict:
+        """A drag setting the visitor edited: the session's next drag uses it (nothing on the page changes)."""
+        if ui is not None:
+            handlers.update_params(ui, lr, max_steps, render_every, mask_lambda, tracker)
+        return unchanged()
 
     def wire(self, heavy: dict, light: dict) -> None:
         p = self.page
@@ -172,8 +173,10 @@ class ModelPanel:
               [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
         p.dice.click(self.random_seed, None, p.seed, **light).then(
             self.change_latent, [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
-        gr.on([c.change for c in [*settings, p.tracker]], self.update_params, [p.state, *settings, p.tracker], None,
-              **light)
+        # `input`, not `change`: only the visitor's edits; a value the server writes (a model's step size) is in
+        # the state already and does not come back.
+        gr.on([c.input for c in [*settings, p.tracker]], self.update_params, [p.state, *settings, p.tracker],
+              p.stats, **light)
         p.use_bundled.click(self.bundled, None, p.model, **light)
         for example, button in p.example_buttons.items():
             button.click(lambda ui, space, progress=gr.Progress(), example=example:
