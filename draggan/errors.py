@@ -11,7 +11,7 @@ Subclasses keep the builtin base their callers already catch (multiple inheritan
 | class                    | also a                 | raised when                                            |
 | ------------------------ | ---------------------- | ------------------------------------------------------ |
 | ModelUnavailableError    | OSError                | a model is neither on disk nor downloadable right now  |
-| ModelReleasedError       | FileNotFoundError      | a released session's private model is asked for        |
+| ModelNotFoundError       | FileNotFoundError      | no model at that source (or a released private model)  |
 | ModelFormatError         | ValueError             | a file holds no generator we can load                  |
 | UnsafePickleError        | pickle.UnpicklingError | a pickle references code outside the allow-list        |
 | UnknownModelError        | KeyError               | a zoo key is not in the registry                       |
@@ -45,8 +45,9 @@ class ModelIntegrityError(ModelUnavailableError):
     """A downloaded model file whose SHA-256 is not the one the model registry pins; it is refused."""
 
 
-class ModelReleasedError(ModelUnavailableError, FileNotFoundError):
-    """A session's private model (a photo's tuned copy) asked for after the session released it."""
+class ModelNotFoundError(ModelUnavailableError, FileNotFoundError):
+    """No model at the source named: no such file, zoo key or Hub file, or a session's private model (a photo's
+    tuned copy) asked for after the session released it."""
 
 
 class ModelFormatError(DragGANError, ValueError):

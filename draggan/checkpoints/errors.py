@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ModelFormatError, ModelIntegrityError, ModelUnavailableError, UnsafePickleError
+from ..errors import ModelFormatError, ModelIntegrityError, ModelNotFoundError, ModelUnavailableError, UnsafePickleError
 
-__all__ = ["ModelFormatError", "ModelIntegrityError", "ModelUnavailableError", "UnsafePickleError"]
+__all__ = ["ModelFormatError", "ModelIntegrityError", "ModelNotFoundError", "ModelUnavailableError",
+           "UnsafePickleError"]

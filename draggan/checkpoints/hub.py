@@ -29,7 +29,7 @@ from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, 
 
 from .. import settings
 from .digest import file_sha256
-from .errors import ModelIntegrityError, ModelUnavailableError
+from .errors import ModelIntegrityError, ModelNotFoundError, ModelUnavailableError
 from .zoo import UnknownModelError, ZooEntry, get_model, list_models
 
 __all__ = ["HubRef", "ModelIntegrityError", "ModelUnavailableError", "availability", "cached_hub_file", "entry_ref",
@@ -298,7 +298,7 @@ def resolve_source(source: str | Path | ZooEntry, progress: ProgressCallback | N
     if text.startswith((HUB_SCHEME, "http://", "https://")):
         ref = parse_hub_ref(text)
         if ref is None:
-            raise ValueError(f"not a Hub file reference: {text!r} (expected hf://owner/repo/file.pkl)")
+            raise ModelNotFoundError(f"not a Hub file reference: {text[:200]!r} (expected hf://owner/repo/file.pkl)")
         return fetch_from_hub(ref, progress)
     path = Path(text).expanduser()
     if path.exists():
@@ -310,7 +310,7 @@ def resolve_source(source: str | Path | ZooEntry, progress: ProgressCallback | N
     ref = None if text.startswith(("/", ".", "~")) else parse_hub_ref(text)
     if ref is None:
         keys = ", ".join(e.key for e in list_models())
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"No model file at {path.resolve()}. A model source is a path to a .pkl or converted model, "
             f"a zoo key ({keys}), or a Hub file such as DragGan/DragGan-Models/stylegan2-ffhq-512x512.pkl.")
     return fetch_from_hub(ref, progress)

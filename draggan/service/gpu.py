@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import settings
-from ..errors import DragGANError, ModelReleasedError
+from ..errors import DragGANError, ModelNotFoundError
 from ..engine import DragConfig, DragSession, RenderPolicy
 from ..engine.snapshot import DragSnapshot
 from .models import ModelRef, shared_cache, store_private_model
@@ -148,11 +148,11 @@ def generator(ref: ModelRef, device: str) -> torch.nn.Module:
 
     A kept ZeroGPU worker holds what it loaded across calls, so a private model (a photo's tuned copy) is
     served only while its folder exists: a released session's copy is dropped from this process's cache and
-    refused (`ModelReleasedError`, a `FileNotFoundError`), never served from memory. A re-tuned photo is a new folder (`store_private_model`
+    refused (`ModelNotFoundError`, a `FileNotFoundError`), never served from memory. A re-tuned photo is a new folder (`store_private_model`
     names each copy anew), so no source ever changes content under a loaded generator."""
     if ref.private and not os.path.isdir(ref.source):
         shared_cache().forget(ref.source)
-        raise ModelReleasedError(f"the tuned model {ref.label!r} was released with its session")
+        raise ModelNotFoundError(f"the tuned model {ref.label!r} was released with its session")
     return shared_cache().get(ref.source, torch.device(device))
 
 

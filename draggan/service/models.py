@@ -31,11 +31,20 @@ MODEL_SUFFIXES = (".pkl", ".safetensors")
 @dataclasses.dataclass(frozen=True)
 class ModelRef:
     """Which generator: `source` as `load_generator` takes it (zoo key, local file, Hub file or converted
-    folder) and the label shown to users. `private` models (a photo's tuned copy) are never listed."""
+    folder) and the label shown to users. `private` models (a photo's tuned copy) are never listed. `drag_lr`
+    is the step size the registry recommends for it (None: the app's default); it travels with the model and
+    takes no part in comparing two references."""
 
     source: str
     label: str
     private: bool = False
+    drag_lr: float | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def lr(self) -> float:
+        """The step size a drag on this model starts with: the recommended one, else the app's default."""
+        from ..engine import DragConfig
+        return self.drag_lr if self.drag_lr is not None else DragConfig.lr
 
 
 @dataclasses.dataclass(frozen=True)

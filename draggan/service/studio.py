@@ -14,7 +14,7 @@ import torch
 
 from .. import settings
 from ..devices import pick_device
-from ..engine import DragConfig, drag_cost, render_costs
+from ..engine import drag_cost, render_costs
 from . import gpu
 from ..errors import DragGANError
 from .handlers import UserError
@@ -71,10 +71,8 @@ class Studio:
 
     def drag_lr(self, source: str | None) -> float:
         """The step size the app starts with for a model: the zoo's recommendation, else the default."""
-        for c in self.choices:
-            if c.source == source and c.drag_lr is not None:
-                return c.drag_lr
-        return DragConfig.lr
+        choice = self.offered(source) if source else None
+        return ModelRef(source or "", "", drag_lr=choice.drag_lr if choice is not None else None).lr
 
     def models_note(self) -> str:
         """Short Markdown about models that cannot be used right now (empty when all can)."""
@@ -94,10 +92,8 @@ class Studio:
         return "\n".join(f"- {c.label}: {c.reason}" for c in self.choices if not c.available)
 
     def label_of(self, source: str) -> str:
-        for c in self.choices:
-            if c.source == source:
-                return c.label
-        return Path(source).name
+        choice = self.offered(source)
+        return choice.label if choice is not None else Path(source).name
 
     def offered(self, model: str) -> ModelChoice | None:
         """The offered model named by source or label (never an arbitrary path), else None."""
@@ -114,8 +110,13 @@ class Studio:
             return choice
         raise UserError(f"Unknown model {model!r}; choose one of: {', '.join(c.source for c in self.available)}")
 
-    def ref(self, source: str, label: str | None = None) -> ModelRef:
-        return ModelRef(source=str(source), label=label or self.label_of(source))
+    def resolve(self, model: str) -> ModelRef:
+        """The offered model named by source or label, resolved once into the `ModelRef` that travels on (its
+        label and recommended step size with it); `UserError` when it is not offered or not available here."""
+        choice = self.find_choice(model)
+        if not choice.available:
+            raise UserError(f"{choice.label} is not available here: {choice.reason}")
+        return ModelRef(source=choice.source, label=choice.label, drag_lr=choice.drag_lr)
 
     def load(self, ref: ModelRef, progress: Callable[[int, int | None], None] | None = None) -> torch.nn.Module:
         """Make sure the model is loaded in this process (downloading it first if needed)."""

@@ -8,7 +8,6 @@ import gradio as gr
 import numpy as np
 
 from ...service import handlers
-from ...service.handlers import UserError
 from ...service.studio import Studio
 from . import Page, answer
 
@@ -28,13 +27,10 @@ class ApiPanel:
              request: gr.Request = None):
         """Run one drag headlessly: returns the result image and a JSON summary (one running job per
         visitor; the model named by its label, never a server path). A refusal is raised as `gr.Error`."""
-        choice = self.studio.find_choice(model or (self.studio.default_model() or ""))
-        if not choice.available:
-            raise UserError(f"Model {choice.label} is not available: {choice.reason}")
-        ref = self.studio.ref(choice.source, choice.label)
+        ref = self.studio.resolve(model or (self.studio.default_model() or ""))
         self.studio.load(ref)
         ui, job = handlers.headless_drag(ref, str(self.studio.device), seed, psi, space or "w+", points, steps, lr)
-        info = {"model": choice.label, "steps": ui.snap.drags()[-1].steps if ui.snap.drags() else 0,
+        info = {"model": ref.label, "steps": ui.snap.drags()[-1].steps if ui.snap.drags() else 0,
                 "handles": [list(p) for p in ui.handles], "targets": [list(p) for p in ui.targets],
                 "distances": [float(np.hypot(tx - x, ty - y)) for (x, y), (tx, ty) in zip(ui.handles, ui.targets)],
                 "start_image_changed": bool((ui.image != ui.start_image).any())}

@@ -39,7 +39,7 @@ class ExportPanel:
             return ui.model
         choice = self.studio.offered(model)
         if choice is not None and choice.available:
-            return self.studio.ref(choice.source, choice.label)
+            return self.studio.resolve(choice.source)
         if ui is None:
             raise UserError(f"The recipe's model {Path(model).name!r} is not available here: load it under "
                             f"'Your own model', then load the recipe again.")

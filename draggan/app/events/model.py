@@ -14,6 +14,7 @@ from ...limits import check_number
 from ...service import handlers
 from ...service.examples import Example
 from ...service.handlers import UserError
+from ...service.models import ModelRef
 from ...service.models import check_upload
 from ...service.state import UIState
 from ...service.studio import Studio
@@ -31,13 +32,12 @@ class ModelPanel:
                 progress((done, total), desc=f"Downloading {name}", unit="bytes")
         return report
 
-    def _new_state(self, ui: UIState | None, source: str, label: str, seed: Any, psi: Any, space: str,
+    def _new_state(self, ui: UIState | None, ref: ModelRef, seed: Any, psi: Any, space: str,
                    progress: gr.Progress | None, lr: float | None = None) -> UIState:
-        """A new session state on `source`; raises UserError (and changes nothing) when refused."""
+        """A new session state on `ref`; raises UserError (and changes nothing) when refused."""
         if ui is not None:
             handlers.ensure_idle(ui, "change the model or latent")
-        ref = self.studio.ref(source, label)
-        self.studio.load(ref, self._progress(progress, Path(source).name))
+        self.studio.load(ref, self._progress(progress, Path(ref.source).name))
         config = ui.snap.config if ui is not None else handlers.make_config()
         config = dataclasses.replace(config, lr=lr if lr is not None else config.lr)
         new = handlers.make_state(ref, str(self.studio.device), seed, psi, space, config,
@@ -69,8 +69,8 @@ class ModelPanel:
         if source is None:
             return {page.stats: self.studio.models_note()}
         config = handlers.make_config(lr, max_steps, mask_lambda, space)
-        ref = self.studio.ref(source)
-        self.studio.load(ref, self._progress(progress, Path(source).name))
+        ref = self.studio.resolve(source)
+        self.studio.load(ref, self._progress(progress, Path(ref.source).name))
         ui = handlers.make_state(ref, str(self.studio.device), seed, psi, space, config, render_every)
         return whole(page, ui)
 
@@ -80,8 +80,9 @@ class ModelPanel:
         """Model picked: a new image, with the model's recommended step size."""
         if not model or (ui is not None and ui.photo is None and ui.model.source == model):
             return unchanged()
-        lr = self.studio.drag_lr(model)
-        new = self._new_state(ui, model, self.studio.label_of(model), seed, psi, space, progress, lr=lr)
+        ref = self.studio.resolve(model)
+        lr = ref.lr
+        new = self._new_state(ui, ref, seed, psi, space, progress, lr=lr)
         return {**self._replace(ui, new), self.page.lr: lr}
 
     @answer("a model conversion")
@@ -103,7 +104,7 @@ class ModelPanel:
             label = f"{Path(ref.filename).name} (Hub)"
         else:
             raise UserError("Upload a .pkl / .safetensors file or type a Hub file (owner/repo/file.pkl).")
-        new = self._new_state(ui, source, label, seed, psi, space, progress)
+        new = self._new_state(ui, ModelRef(source=source, label=label), seed, psi, space, progress)
         return self._replace(ui, new)
 
     @answer()
@@ -121,7 +122,7 @@ class ModelPanel:
         if same_start and space == ui.space and ui.photo is None:
             return unchanged()
         base = ui.photo.base if ui.photo is not None else ui.model
-        new = self._new_state(ui, base.source, base.label, seed, psi, space, None)
+        new = self._new_state(ui, base, seed, psi, space, None)
         return self._replace(ui, new)
 
     @answer()
@@ -129,17 +130,15 @@ class ModelPanel:
                      progress: gr.Progress = gr.Progress()) -> dict:
         """An example button: its model at its seed and ψ with its points set, ready for Start."""
         p = self.page
-        lr = self.studio.drag_lr(example.model)
-        choice = self.studio.find_choice(example.model)
-        if not choice.available:
-            raise UserError(f"{choice.label} is not available here: {choice.reason}")
-        new = self._new_state(ui, choice.source, choice.label, example.seed, example.psi, space, progress, lr=lr)
+        ref = self.studio.resolve(example.model)
+        lr = ref.lr
+        new = self._new_state(ui, ref, example.seed, example.psi, space, progress, lr=lr)
         handlers.check_points(example.handles, example.targets, new.height, new.width)
         new.snap = snapshots.set_points(new.snap, example.handles, example.targets)
         new.notice = f"Example “{example.label}”: press Start to drag the points."
         if ui is not None:
             handlers.release(ui)
-        return {**whole(p, new), p.model: choice.source, p.seed: example.seed, p.psi: example.psi, p.lr: lr}
+        return {**whole(p, new), p.model: ref.source, p.seed: example.seed, p.psi: example.psi, p.lr: lr}
 
     @answer()
     def bundled(self) -> dict:
