@@ -263,7 +263,7 @@ def _invert(ref: ModelRef, device: str, target: np.ndarray, config: Any, drag_co
         return
     tuned = store_private_model(result.G_tuned, label, note=dict(base_model=ref.source, psnr=round(result.psnr, 3)))
     w = result.w.detach().cpu().numpy()
-    session = DragSession(result.G_tuned, w=w, config=dataclasses.replace(drag_config, space="w+"))
+    session = DragSession(result.G_tuned, w=w, config=drag_config)   # in W+: the caller's config (photo.py)
     yield InversionDone(model=tuned, snapshot=session.snapshot(), image=session.render(), target=result.target,
                         w=w, psnr=result.psnr, lpips=result.lpips, loss_name=result.loss_name,
                         loss_note=result.loss_note, seconds=result.seconds)

@@ -33,6 +33,16 @@ from .models import forget_private_model
 from .state import InversionJob, PhotoStart, PreparedUpload, UIState
 
 STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "pivotal tuning"}
+# The W+ rule for photos, stated once: an inverted photo's latent is per-layer, so a single shared W code could
+# not reproduce it; a photo session is dragged in W+ and its space cannot be switched to W.
+PHOTO_SPACE = "w+"
+PHOTO_SPACE_NOTE = ("An image made from a photo is edited in W+ (a single W code would change it); change the "
+                    "seed or ψ to start a generated image instead.")
+
+
+def keeps_photo_space(ui: UIState, space: str) -> bool:
+    """Whether asking for `space` must be answered with the photo's W+ instead (the rule above)."""
+    return ui.photo is not None and space != PHOTO_SPACE
 
 
 def default_preset(device_type: str) -> str:
@@ -179,7 +189,7 @@ def follow_inversion(ui: UIState, job: InversionJob, min_interval: float = 0.25
     ended = False
     try:
         for event in gpu.invert(ui.base_model, ui.device, job.target, job.config,
-                                dataclasses.replace(ui.snap.config, space="w+"), job.stop,
+                                dataclasses.replace(ui.snap.config, space=PHOTO_SPACE), job.stop,
                                 f"{ui.base_model.label} · {job.name}"):
             if isinstance(event, InversionDone):
                 adopt_inversion(ui, event, job.name, job.total_steps)

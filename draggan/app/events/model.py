@@ -11,7 +11,7 @@ import numpy as np
 
 from ...engine import snapshot as snapshots
 from ...limits import check_number
-from ...service import handlers
+from ...service import handlers, photo
 from ...service.examples import Example
 from ...service.handlers import UserError
 from ...service.models import ModelRef
@@ -115,10 +115,9 @@ class ModelPanel:
         if ui is None:
             return unchanged()
         same_start = check_number("seed", seed) == ui.seed and check_number("psi", psi) == ui.psi
-        if same_start and ui.photo is not None and space != ui.space:
-            gr.Warning("An image made from a photo is edited in W+ (a single W code would change it); change "
-                       "the seed or ψ to start a generated image instead.")
-            return {self.page.space: ui.space}
+        if same_start and photo.keeps_photo_space(ui, space):
+            gr.Warning(photo.PHOTO_SPACE_NOTE)
+            return {self.page.space: photo.PHOTO_SPACE}
         if same_start and space == ui.space and ui.photo is None:
             return unchanged()
         base = ui.photo.base if ui.photo is not None else ui.model
