@@ -7,7 +7,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from ...engine import DragConfig
 from ...service import handlers
+from .. import served
 from ...service.studio import Studio
 from . import Page, answer
 
@@ -16,6 +18,21 @@ class ApiPanel:
     def __init__(self, studio: Studio, page: Page) -> None:
         self.studio = studio
         self.page = page
+
+    def controls(self) -> None:
+        """The hidden inputs and outputs `gradio_client` calls /drag with."""
+        p = self.page
+        with gr.Row(visible=False):
+            p.api_model = gr.Textbox(label="model")
+            p.api_seed = gr.Number(0, label="seed", precision=0)
+            p.api_points = gr.Textbox(label="points", value="[[20, 20, 30, 30]]")
+            p.api_steps = gr.Number(50, label="steps", precision=0)
+            p.api_psi = gr.Number(0.7, label="psi")
+            p.api_space = gr.Textbox(DragConfig.space, label="space")
+            p.api_lr = gr.Number(DragConfig.lr, label="lr")
+            p.api_image = served.Image(type="numpy", format="png", label="image")
+            p.api_info = gr.JSON(label="info")
+            p.api_button = gr.Button("drag")
 
     def models(self) -> list[dict[str, Any]]:
         """Models this server can use: source (pass it to /drag), label, and availability."""

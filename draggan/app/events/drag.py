@@ -8,9 +8,18 @@ import gradio as gr
 import numpy as np
 
 from ...service import handlers
-from ...service.state import UIState
+from ...engine import DragConfig, methods
+from ...limits import LIMITS
+from ...service.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
+from ...service.state import DEFAULT_RENDER_EVERY, UIState
+from .. import served
 from ...service.studio import Studio
 from . import Page, answer, compare_value, editor_value, need, unchanged
+
+
+IMAGE_HEIGHT = 512
+FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
+FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
 
 
 def _same_masks(ui: UIState, fixed: np.ndarray | None, flexible: np.ndarray | None) -> bool:
@@ -24,6 +33,59 @@ class DragPanel:
     def __init__(self, studio: Studio, page: Page) -> None:
         self.studio = studio
         self.page = page
+
+    def controls(self) -> None:
+        """The "Drag settings" section: step size (the start model's recommended one), mask λ, steps, method,
+        display interval; each field's bounds are the limits table's."""
+        p, studio = self.page, self.studio
+        default = studio.default_model()
+        with gr.Accordion("Drag settings", open=False):
+            with gr.Row():
+                p.lr = gr.Number(studio.drag_lr(default), label="Step size (lr)", **LIMITS.lr.field())
+                p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", **LIMITS.mask_lambda.field())
+            p.max_steps = gr.Slider(value=DragConfig.max_steps, label="Max steps per drag",
+                                    **LIMITS.max_steps.field())
+            p.tracker = gr.Dropdown(methods.choices(), value=DragConfig.tracker, label="Drag method",
+                                    info=" ".join(m.help for m in methods.METHODS.values()))
+            p.render_every = gr.Slider(value=DEFAULT_RENDER_EVERY, **LIMITS.render_every.field(),
+                                       label="Display interval: 0 = by time (a fresh view about every 2 s, "
+                                             "a cheap preview while dragging); k = every k steps")
+
+    def workspace(self) -> None:
+        """The workspace: the Start / Stop / Undo / Redo / Reset toolbar, the status line and progress, and the
+        Points, Mask and Before / after tabs."""
+        p = self.page
+        with gr.Row(elem_id="toolbar"):
+            p.start = gr.Button("▶ Start", variant="primary")
+            p.stop = gr.Button("■ Stop", variant="stop")
+            p.undo = gr.Button("↶ Undo")
+            p.redo = gr.Button("↷ Redo")
+            p.reset = gr.Button("⟲ Reset")
+        p.stats = gr.Markdown(elem_id="stats")
+        p.progress = gr.HTML(elem_id="drag-progress")
+        with gr.Tabs():
+            with gr.Tab("Points"):
+                p.image = served.Image(label="Click: handle, then target", type="pil", interactive=False,
+                                   elem_id="canvas", buttons=["fullscreen"], show_label=False)
+                with gr.Row(elem_classes="compact-row"):
+                    p.remove_last = gr.Button("Remove last point", size="sm")
+                    p.clear = gr.Button("Clear points", size="sm")
+                    p.show_mask = gr.Checkbox(True, label="Show mask", min_width=80)
+            with gr.Tab("Mask"):
+                p.editor = served.ImageEditor(
+                    type="numpy", image_mode="RGBA", sources=[], transforms=[], layers=False,
+                    brush=gr.Brush(colors=[FLEX_HEX, FIXED_HEX], default_color=FLEX_HEX,
+                                   color_mode="fixed", default_size=24),
+                    eraser=gr.Eraser(default_size=24), show_label=False, elem_id="mask-editor",
+                    height=IMAGE_HEIGHT + 60, canvas_size=(DISPLAY_MIN_SIZE, DISPLAY_MIN_SIZE))
+                with gr.Row():
+                    gr.Markdown(f"<span style='color:{FLEX_HEX}'>■</span> flexible area (may change; "
+                                f"everything else stays) &nbsp; <span style='color:{FIXED_HEX}'>■</span> "
+                                "fixed area (must not change)")
+                    p.reset_mask = gr.Button("Reset mask", size="sm", scale=0)
+            with gr.Tab("Before / after"):
+                p.compare = served.ImageSlider(label="Start image · result", type="numpy", interactive=False,
+                                           elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
 
     def _act(self, ui: UIState | None, action: Callable[[UIState], str], shown: Callable[[UIState], dict]) -> dict:
         """Run `action` (its sentence goes to the status line) and return `shown(ui)`."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from ... import export, recipes
+from ...export import animation_formats
 from ...service import handlers, photo
 from ...service.handlers import UserError
 from ...service.state import UIState
@@ -18,6 +19,23 @@ class ExportPanel:
     def __init__(self, studio: Studio, page: Page) -> None:
         self.studio = studio
         self.page = page
+
+    def controls(self) -> None:
+        """The Export section: a button per format, the visible AI mark, the download, the recipe upload."""
+        p = self.page
+        with gr.Accordion("Export", open=False):
+            with gr.Row(elem_classes="compact-row"):
+                p.export_buttons = {"png": gr.Button("PNG", size="sm"),
+                                    "latent": gr.Button("Latent", size="sm")}
+                p.export_buttons.update({fmt: gr.Button(fmt.upper(), size="sm")
+                                         for fmt in animation_formats()})
+                p.export_buttons["recipe"] = gr.Button("Recipe", size="sm")
+                p.export_buttons["tuned"] = gr.Button("Tuned generator", size="sm")
+            p.ai_mark = gr.Checkbox(False, label='Stamp a visible "AI Generated" mark on the PNG',
+                                    info="On by default for an edited photo; the PNG always says in its "
+                                         "metadata that it is AI-generated or AI-edited.")
+            p.exported = gr.File(label="Download", interactive=False, visible=False)
+            p.recipe_in = gr.File(label="Replay an edit recipe (.json)", file_types=[".json"])
 
     @answer()
     def export(self, ui: UIState | None, what: str, mark: bool | None = None) -> dict:

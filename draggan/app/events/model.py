@@ -11,7 +11,9 @@ import numpy as np
 
 from ...engine import snapshot as snapshots
 from ...limits import check_number
-from ...service import handlers, photo
+from ...engine.config import SPACES, DragConfig
+from ...limits import LIMITS
+from ...service import examples, handlers, photo
 from ...service.examples import Example
 from ...service.handlers import UserError
 from ...service.models import ModelRef
@@ -25,6 +27,47 @@ class ModelPanel:
     def __init__(self, studio: Studio, page: Page) -> None:
         self.studio = studio
         self.page = page
+
+    def controls(self) -> None:
+        """The Model and Latent sections of the controls column: picker, bundled shortcut, own model, seed, ψ,
+        latent space."""
+        p, studio = self.page, self.studio
+        default, bundled = studio.default_model(), studio.bundled_model()
+        with gr.Accordion("Model", open=True):
+            p.model = gr.Dropdown(studio.dropdown_choices(), value=default, label="Model",
+                                  info="Downloads on first use; loaded models are shared by all users.",
+                                  elem_id="model-picker")
+            p.use_bundled = gr.Button(f"Use {studio.label_of(bundled)} (no download)" if bundled else "",
+                                      size="sm", visible=bool(bundled and bundled != default))
+            gr.Markdown(studio.models_note(), elem_id="models-note")
+            if studio.unavailable_details():
+                with gr.Accordion("Unavailable models", open=False):
+                    gr.Markdown(studio.unavailable_details(), elem_id="models-note")
+            with gr.Accordion("Your own model", open=False):
+                p.upload = gr.File(label=f"Upload a network pickle or safetensors "
+                                         f"(≤ {studio.max_upload_mb:.0f} MB)",
+                                   file_types=[".pkl", ".safetensors"], height=110)
+                p.hub_ref = gr.Textbox(label="…or a Hugging Face Hub file",
+                                       placeholder="DragGan/DragGan-Models/stylegan2-ffhq-512x512.pkl")
+                p.load_own = gr.Button("Load this model")
+        with gr.Accordion("Latent", open=True):
+            with gr.Row(equal_height=True):
+                p.seed = gr.Number(0, label="Seed", precision=0, scale=3, **LIMITS.seed.field())
+                p.dice = gr.Button("Random", scale=1, min_width=80)
+            p.psi = gr.Slider(value=0.7, label="Truncation ψ", **LIMITS.psi.field())
+            p.space = gr.Radio(list(SPACES), value=DragConfig.space, label="Latent space",
+                               info="w+ edits each layer's code (more precise); w keeps one shared code.")
+
+    def examples(self) -> None:
+        """The row of example buttons above the image (the examples whose model is offered here)."""
+        p = self.page
+        example_list = examples.offered(c.source for c in self.studio.available)
+        p.example_buttons = {}
+        if example_list:
+            with gr.Row(elem_id="examples"):
+                gr.Markdown("**Try an example:**", container=False)
+                for example in example_list:
+                    p.example_buttons[example] = gr.Button(example.label, size="sm")
 
     def _progress(self, progress: gr.Progress | None, name: str):
         def report(done: int, total: int | None) -> None:

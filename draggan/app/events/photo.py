@@ -7,7 +7,10 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from ...limits import number_or_none
+from ...inversion import face_alignment_available
+from ...inversion.presets import PRESETS
+from ...limits import LIMITS, number_or_none
+from .. import served
 from ...service import handlers, photo
 from ...server import owned_files
 from ...service.state import UIState
@@ -23,6 +26,31 @@ class PhotoPanel:
     def __init__(self, studio: Studio, page: Page) -> None:
         self.studio = studio
         self.page = page
+
+    def controls(self) -> None:
+        """The "Edit your own photo" section: upload, crop preview, inversion preset and steps, Invert / Cancel."""
+        p = self.page
+        with gr.Accordion("Edit your own photo", open=False, elem_id="photo-panel"):
+            p.photo_file = gr.File(label="Upload a photo (PNG, JPEG, WebP)", file_types=["image"],
+                                   height=110, elem_id="photo-upload")
+            p.face_align = gr.Checkbox(False, label="Align face (FFHQ-style crop, for face models)",
+                                       visible=face_alignment_available())
+            p.photo_view = served.Image(label="Your photo · the model's reconstruction", type="numpy",
+                                    interactive=False, elem_id="photo-view", buttons=[])
+            with gr.Accordion("Inversion steps", open=False):
+                preset = self.default_preset()
+                p.preset = gr.Radio(list(PRESETS), value=preset, label="Preset")
+                first = PRESETS[preset].steps
+                with gr.Row():
+                    steps = LIMITS.inversion_steps.field()
+                    p.w_steps = gr.Number(first[0], label="W steps", precision=0, **steps)
+                    p.wplus_steps = gr.Number(first[1], label="W+ steps", precision=0, **steps)
+                    p.pti_steps = gr.Number(first[2], label="PTI steps", precision=0, **steps)
+            p.estimate = gr.Markdown(self.estimate_text(*first))
+            with gr.Row(elem_classes="compact-row"):
+                p.invert = gr.Button("Invert photo", variant="primary")
+                p.cancel = gr.Button("Cancel", variant="stop")
+            p.photo_status = gr.HTML(elem_id="photo-status")
 
     @answer()
     def preset(self, name: str) -> dict:
