@@ -91,7 +91,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
     light = dict(queue=True, concurrency_limit=None, api_visibility="private", show_progress="hidden")
     heavy = dict(concurrency_id="gpu", concurrency_limit=studio.concurrency)
     p = Page()
-    panels = Page(model=ModelPanel(studio, p), photo=PhotoPanel(studio, p), drag=DragPanel(studio, p),
+    model = ModelPanel(studio, p)
+    panels = Page(model=model, photo=PhotoPanel(studio, p), drag=DragPanel(studio, p, model.apply_latent),
                   export=ExportPanel(studio, p), api=ApiPanel(studio, p))
     config = settings.get()
     gradio_files = use_for_gradio()   # uploads and downloads in the app's temp folder, aged out

@@ -23,6 +23,7 @@ Start to the first view, between views, and to the last), and the drag's wall ti
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import subprocess
@@ -31,6 +32,8 @@ import threading
 import time
 
 import torch
+
+from bench import allocate_as_the_app
 
 
 def _generator(model: str, device: str) -> torch.nn.Module:
@@ -100,14 +103,14 @@ def run_visitors(visitors: int, model: str, steps: int, device: str, stagger_s: 
     figures: list[dict] = [{} for _ in range(visitors)]
 
     def visit(k: int) -> None:
-        snap, _ = gpu.PLAIN["new_image"](ref, device, k, 0.7, config)
+        snap, _ = inspect.unwrap(gpu.new_image)(ref, device, k, 0.7, config)
         snap = snapshots.set_points(snap, [(0.3 * size, 0.3 * size)], [(0.8 * size, 0.75 * size)])
         time.sleep(k * stagger_s)
         pressed = time.perf_counter()
         with slots:
             started = time.perf_counter()
             views, step_s = [pressed], []
-            for update in gpu.PLAIN["drag"](ref, device, snap, steps, None, float("inf"), 0, RenderPolicy()):
+            for update in inspect.unwrap(gpu.drag)(ref, device, snap, steps, None, float("inf"), 0, RenderPolicy()):
                 if update.image is not None:
                     views.append(time.perf_counter())
                 step_s.append(update.seconds)
@@ -137,6 +140,7 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=None, help="N visitors dragging as the app runs them")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    allocate_as_the_app()
     if args.visitors is not None:
         result = run_visitors(args.visitors, args.model, args.steps, args.device)
         for figure in result["visitors"]:

@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge", default=str(DEFAULT_JUDGE))
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--max-steps", type=int, default=200)
-    parser.add_argument("--tracker", default="all", help=f"comma list of drag methods ({', '.join(methods.names())}), or 'all'")
+    parser.add_argument("--tracker", default="all",
+                        help=f"comma list of drag methods ({', '.join(methods.names())}), or 'all'")
     parser.add_argument("--spaces", default="w,w+")
     parser.add_argument("--points", default="5", help="comma list of point sets: 1, 5, all (all 11 keypoints)")
     parser.add_argument("--full", action="store_true", help="the full grid: every point set (1, 5, all)")

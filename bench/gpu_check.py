@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -106,7 +107,7 @@ def models(quick: bool) -> dict[str, Callable[[], torch.nn.Module]]:
 def stand_in_half(device: torch.device) -> torch.dtype:
     """The half dtype of the fp16 layers: float16 on CUDA; on a CPU bfloat16 where oneDNN runs it natively,
     else float16 (both run there; the other is slow reference kernels)."""
-    from draggan.engine.preview import preview_dtype
+    from draggan.networks.stylegan2_render import preview_dtype
 
     if device.type == "cuda":
         return torch.float16
@@ -218,9 +219,9 @@ def forked_worker(device: str, source: str, steps: int) -> dict[str, Any]:
     handle, target = _points(gpu.generator(ref, "cpu").img_resolution)   # loaded on the CPU, as a server does
     outcome = {}
     for where, wrap in (("forked", forked), ("in-process", lambda fn: fn)):
-        snap, _ = wrap(gpu.PLAIN["new_image"])(ref, device, 0, 0.7, config)
+        snap, _ = wrap(inspect.unwrap(gpu.new_image))(ref, device, 0, 0.7, config)
         snap = snapshots.set_points(snap, [handle], [target])
-        last = list(wrap(gpu.PLAIN["drag"])(ref, device, snap, steps, None, float("inf"), 0))[-1]
+        last = list(wrap(inspect.unwrap(gpu.drag))(ref, device, snap, steps, None, float("inf"), 0))[-1]
         outcome[where] = dict(handles=[list(h) for h in last.handles], image=last.image.tolist(), end=last.end)
     return outcome
 

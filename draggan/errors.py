@@ -24,8 +24,7 @@ Subclasses keep the builtin base their callers already catch (multiple inheritan
 | UploadError              | UserError, ValueError  | an uploaded file's type or size is refused, unread     |
 | CommandError             | -                      | a command-line invocation is wrong                     |
 
-The classes are defined here and re-exported from the modules that defined them before, so every existing
-`from draggan.checkpoints import ModelFormatError`-style import keeps working.
+The classes are defined here; the modules that raise them import them from here.
 """
 
 from __future__ import annotations

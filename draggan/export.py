@@ -1,8 +1,4 @@
-"""Export a drag edit: result PNG, latent `.npy` and GIF/MP4 of the drag.
-
-Edit recipes (format, validation, replay) live in `draggan.recipes`; their names are re-exported here so
-older imports (`from draggan.export import Recipe, load_recipe, ...`) keep working.
-"""
+"""Export a drag edit: result PNG, latent `.npy` and GIF/MP4 of the drag (edit recipes: `draggan.recipes`)."""
 
 from __future__ import annotations
 
@@ -15,13 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .recipes import (RECIPE_FORMAT, RECIPE_VERSION, SPACES, DragRecord, Recipe, RecipeError, load_recipe,
-                      mask_to_rle, replay_recipe, rle_to_mask, run_drag, save_recipe)
-
-__all__ = ["save_png", "save_latent", "mp4_available", "animation_formats", "save_animation",
-           # re-exported from draggan.recipes
-           "RECIPE_FORMAT", "RECIPE_VERSION", "SPACES", "DragRecord", "Recipe", "RecipeError", "load_recipe",
-           "mask_to_rle", "replay_recipe", "rle_to_mask", "run_drag", "save_recipe"]
+__all__ = ["save_png", "save_latent", "mp4_available", "animation_formats", "save_animation"]
 
 
 # ----------------------------------------------------------------------------------------------------------

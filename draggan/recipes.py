@@ -490,10 +490,3 @@ def replay(recipe: Recipe, G: Any, *, current_model_key: str | None = None,
         if stopped:
             break
     return ReplayResult(session=session, drags=done, start_image=start_image, stopped=stopped)
-
-
-def replay_recipe(recipe: Recipe, G: Any, on_step: Callable[[Any], None] | None = None,
-                  config_overrides: dict[str, Any] | None = None) -> Any:
-    """`replay` without model identity check or frames; returns the session (`on_step` gets StepResults)."""
-    hook = None if on_step is None else (lambda p: on_step(p.result))
-    return replay(recipe, G, on_step=hook, config_overrides=config_overrides).session

@@ -59,6 +59,7 @@ except Exception as exc:  # a spaces release this stand-in does not fit
     print(f"spaces cannot start in ZeroGPU mode here: {type(exc).__name__}: {exc}", file=sys.stderr)
     sys.exit(3)
 
+from _plain_gpu import PLAIN  # noqa: E402
 from draggan.engine import snapshot as snapshots  # noqa: E402
 from draggan.service import gpu, handlers  # noqa: E402
 from draggan.service.models import ModelRef, shared_cache  # noqa: E402
@@ -139,7 +140,7 @@ def main(out: str, scenarios: list[str]) -> None:
     torch.set_num_threads(1)
     shared_cache().get(REF.source, torch.device("cpu"))   # loaded before any fork, as the app's preload does
     results = [{"calls": calls, "follow": follow, "stop": stop, "app": app}[name]() for name in scenarios]
-    wrapped = sorted(name for name, fn in gpu.PLAIN.items() if fn in decorated_cache)
+    wrapped = sorted(name for name, fn in PLAIN.items() if fn in decorated_cache)
     Path(out).write_bytes(pickle.dumps({"results": results, "wrapped": wrapped}))
 
 

@@ -18,11 +18,12 @@ from _numerics import assert_same_drag, first_gradient
 from conftest import fixture_path
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
-from draggan.engine import DragConfig, DragSession, default_feature_block
+from draggan.engine import DragConfig, DragSession
 from draggan.engine.features import UpsampledView, masked_l1
 from draggan.engine.motion import motion_loss, official_grid, plan_motion
 from draggan.engine.tracking import reference_features, track_points
-from draggan.engine.window import Box, WindowedSynthesis
+from draggan.networks.generator import Box
+from draggan.networks.stylegan2_window import plan
 from draggan.networks.stylegan2 import Generator
 
 
@@ -198,7 +199,7 @@ def test_masked_l1_equals_official_in_chunks():
 def test_generator_step_loss_and_gradient_equal_official():
     """Through a generator: our truncated unfused synthesis + sparse loss vs. the full official path."""
     G = small_generator(resolution=32)
-    block = default_feature_block(G)
+    block = G.synthesis.default_feature_block()
     ws = G.mapping(torch.randn(1, 16), None, truncation_psi=0.7).detach().requires_grad_(True)
     points, targets = [[16, 16], [3, 29]], [[20.0, 10.0], [3.0, 20.0]]
     _, feats = G.synthesis(ws, noise_mode="const", return_features=True)
@@ -218,8 +219,8 @@ def test_generator_step_loss_and_gradient_equal_official():
 def test_default_feature_blocks(fixture_G):
     big = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=512, img_channels=3,
                     synthesis_kwargs=dict(channel_base=512, channel_max=4))
-    assert default_feature_block(big) == 5 and big.synthesis.feature_shapes()[5][1:] == (128, 128)
-    assert default_feature_block(fixture_G) == 3  # 64-px model: the 32×32 block
+    assert big.synthesis.default_feature_block() == 5 and big.synthesis.feature_shapes()[5][1:] == (128, 128)
+    assert fixture_G.synthesis.default_feature_block() == 3  # 64-px model: the 32×32 block
     s = DragSession(fixture_G, config=DragConfig(feature_block=2))
     assert s.feature_block == 2 and s.feature_shape == (64, 16, 16)
 
@@ -422,21 +423,20 @@ def test_windowed_feature_block_equals_full_map(square):
     ws = G.mapping(torch.randn(1, 16), None)
     block = 4
     full = G.synthesis(ws, until_block=block, fused_modconv=False, noise_mode="const")[-1][0]
-    windowed = WindowedSynthesis(G.synthesis, block)
     width = full.shape[2]
     coarse = G.synthesis(ws, until_block=2, fused_modconv=False, noise_mode="const")[-1][0]
     for box in [Box(20, 31, 5, 17), Box(0, 9, 0, 9), Box(55, 64, width - 12, width), Box(0, 64, 0, width)]:
-        got, origin, none = windowed(ws, box)
+        got, origin, none = G.synthesis.features(ws, block, box)
         assert origin == (box.r0, box.c0) and none is None
         torch.testing.assert_close(got, full[:, box.r0:box.r1, box.c0:box.c1], rtol=1e-5, atol=1e-6)
-        got, origin, coarse_map = windowed(ws, box, coarse=2)   # blocks up to 2 whole, the window above
+        got, origin, coarse_map = G.synthesis.features(ws, block, box, coarse=2)   # blocks up to 2 whole
         torch.testing.assert_close(got, full[:, box.r0:box.r1, box.c0:box.c1], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(coarse_map, coarse, rtol=1e-5, atol=1e-6)
-    assert len(windowed.plan(Box(20, 31, 5, 17))) >= 2, "the small window must skip whole-map work"
+    assert len(plan(G.synthesis, block, Box(20, 31, 5, 17))) >= 2, "the small window must skip whole-map work"
 
 
 def test_windowed_synthesis_of_the_whole_map_with_grad_layers_equals_the_synthesis():
-    """box None: every block in full; grad_layers: the same features and the same gradient of the optimised
+    """A box of the whole map: every block in full; grad_layers: the same features and the same gradient of the optimised
     layers, and no gradient path through the latent of the layers above them."""
     torch.manual_seed(0)
     G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=128, img_channels=3, mapping_kwargs=dict(num_layers=2),
@@ -446,13 +446,13 @@ def test_windowed_synthesis_of_the_whole_map_with_grad_layers_equals_the_synthes
     probe = torch.randn(G.synthesis.feature_shapes()[block])
     full = G.synthesis(ws, until_block=block, fused_modconv=False, noise_mode="const")[-1][0]
     (g_full,) = torch.autograd.grad((full * probe).sum(), [ws])
-    windowed = WindowedSynthesis(G.synthesis, block)
-    got, origin, _ = windowed(ws, None, grad_layers=n_opt)
+    _, height, width = G.synthesis.feature_shapes()[block]
+    got, origin, _ = G.synthesis.features(ws, block, Box(0, height, 0, width), grad_layers=n_opt)
     assert origin == (0, 0)
     torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-6)
     (g_got,) = torch.autograd.grad((got * probe).sum(), [ws])
     torch.testing.assert_close(g_got[:, :n_opt], g_full[:, :n_opt], rtol=1e-4, atol=1e-6)
-    frozen = windowed.ws_start[3]  # the first block whose layers all lie above n_opt
+    frozen = sum(getattr(G.synthesis, f"b{r}").num_conv for r in G.synthesis.block_resolutions[:3])  # block 3's first
     assert frozen >= n_opt and g_full[:, frozen:].abs().sum() > 0
     assert not g_got[:, frozen:].any(), "no style gradients above the optimised layers"
 

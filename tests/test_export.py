@@ -14,7 +14,8 @@ from PIL import Image
 from draggan import export
 from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
-from draggan.export import DragRecord, Recipe, RecipeError
+from draggan import recipes
+from draggan.recipes import DragRecord, Recipe, RecipeError
 from draggan.engine import snapshot as snapshots
 from draggan.service import handlers
 from draggan.service.models import ModelRef
@@ -32,20 +33,20 @@ def test_mask_rle_round_trip(kind):
     rng = np.random.default_rng(0)
     mask = {"random": rng.random((13, 17)) > 0.6, "empty": np.zeros((8, 8), bool), "full": np.ones((8, 8), bool),
             "starts_true": np.eye(9, dtype=bool), "single": np.ones((1, 1), bool)}[kind]
-    rle = export.mask_to_rle(mask)
+    rle = recipes.mask_to_rle(mask)
     assert json.loads(json.dumps(rle)) == rle
     assert sum(rle["counts"]) == mask.size
-    back = export.rle_to_mask(rle)
+    back = recipes.rle_to_mask(rle)
     assert back.dtype == bool and np.array_equal(back, mask)
 
 
 def test_rle_rejects_bad_input():
     with pytest.raises(RecipeError):
-        export.rle_to_mask({"size": [4, 4], "counts": [3, 3]})
+        recipes.rle_to_mask({"size": [4, 4], "counts": [3, 3]})
     with pytest.raises(RecipeError):
-        export.rle_to_mask({"size": [4, 4], "counts": [-1, 17]})
+        recipes.rle_to_mask({"size": [4, 4], "counts": [-1, 17]})
     with pytest.raises(RecipeError):
-        export.rle_to_mask({"counts": [16]})
+        recipes.rle_to_mask({"counts": [16]})
 
 
 def test_png_and_latent_files(tmp_path):
@@ -103,14 +104,14 @@ def _recipe() -> Recipe:
 
 def test_recipe_round_trip(tmp_path):
     recipe = _recipe()
-    path = export.save_recipe(recipe, tmp_path / "r.json")
+    path = recipes.save_recipe(recipe, tmp_path / "r.json")
     data = json.loads(path.read_text())
-    assert data["format"] == export.RECIPE_FORMAT and data["version"] == export.RECIPE_VERSION
+    assert data["format"] == recipes.RECIPE_FORMAT and data["version"] == recipes.RECIPE_VERSION
     assert data["drags"][0]["mask"]["size"] == [64, 64]
-    back = export.load_recipe(path)
+    back = recipes.load_recipe(path)
     assert back.to_json() == recipe.to_json()
     assert np.array_equal(back.drags[0].mask, recipe.drags[0].mask) and back.drags[1].mask is None
-    assert export.load_recipe(data).to_json() == data
+    assert recipes.load_recipe(data).to_json() == data
 
 
 @pytest.mark.parametrize("change, message", [
@@ -126,14 +127,14 @@ def test_bad_recipes_are_refused(tmp_path, change, message):
     data = _recipe().to_json()
     change(data)
     with pytest.raises(RecipeError, match=message):
-        export.load_recipe(data)
+        recipes.load_recipe(data)
 
 
 def test_unreadable_recipe_file(tmp_path):
     path = tmp_path / "r.json"
     path.write_text("{not json")
     with pytest.raises(RecipeError, match="cannot read"):
-        export.load_recipe(path)
+        recipes.load_recipe(path)
 
 
 def test_replay_reproduces_the_edit(G, tmp_path):
@@ -158,8 +159,8 @@ def test_replay_reproduces_the_edit(G, tmp_path):
     latent = torch.from_numpy(snapshots.full_latent(ui.snap))
 
     path = handlers.export_recipe(ui, tmp_path)
-    recipe = export.load_recipe(path)
-    session = export.replay_recipe(recipe, G)
+    recipe = recipes.load_recipe(path)
+    session = recipes.replay(recipe, G).session
     assert torch.equal(session.ws, latent)
     assert session.handles == list(ui.snap.handles)
 
@@ -169,10 +170,10 @@ def test_replay_reproduces_the_edit(G, tmp_path):
     handlers.undo(replayed)
     assert len(replayed.snap.drags()) == 2
 
-    short = export.load_recipe(path)
+    short = recipes.load_recipe(path)
     short.drags[0].steps = 1
-    assert not torch.equal(export.replay_recipe(short, G).ws, latent), "steps matter"
+    assert not torch.equal(recipes.replay(short, G).session.ws, latent), "steps matter"
 
     other = generator_from_persistent(read_network_pickle(SG2.parent / "stylegan2-tiny-cond-32.pkl")["G_ema"])
     with pytest.raises(RecipeError, match="64×64"):
-        export.replay_recipe(recipe, other)
+        recipes.replay(recipe, other)

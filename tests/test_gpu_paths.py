@@ -2,7 +2,7 @@
 
 No GPU runs in CI, yet the code takes other branches on CUDA: the fp16 layers compute in float16
 (`networks/precision.py`), the masked L1 follows its device plan (`engine/phase_l1.py`), the session renders
-with `synthesis(ws)` instead of the CPU's direct forms (`engine/preview.py`), and the app's presets and
+with `synthesis(ws)` instead of the CPU's direct forms (`networks/stylegan2_render.py`), and the app's presets and
 concurrency depend on the device. Every one of these is selectable here, so each branch runs on the CPU
 against the CPU's own. `bench.gpu_check` repeats the equality checks on a real GPU.
 """
@@ -22,7 +22,6 @@ from bench.gpu_check import HANDLE_PX, MIN_PSNR, drag, handle_gap, psnr_u8, quic
 from conftest import private_caches
 from draggan.engine import DragConfig, DragSession, RenderPolicy
 from draggan.engine.phase_l1 import phase_l1
-from draggan.engine.preview import direct_supported
 from draggan.images import to_uint8
 from draggan.networks.precision import block_dtype, set_half_dtype
 from draggan.networks.stylegan3 import Generator as StyleGAN3
@@ -118,12 +117,12 @@ def test_phase_l1_in_the_gpu_plan_equals_the_cpu_plan():
 
 
 def test_a_session_renders_as_on_a_gpu_when_its_direct_render_is_off():
-    """On a GPU `direct_supported` is False: no preview, every image `synthesis(ws)` (fused, fp16 layers). A CPU
+    """On a GPU `direct_render_supported` is False: no preview, every image `synthesis(ws)` (fused, fp16 layers). A CPU
     session with `direct_render = False` takes that branch: the run's images are all "full", each equal to
     `synthesis(ws)`, and the drag ends where the CPU path's does."""
     G = quick_generator(64)
-    assert direct_supported(G.synthesis, torch.device("cpu"))
-    assert not direct_supported(G.synthesis, torch.device("cuda")), "StyleGAN2 on a GPU renders with synthesis(ws)"
+    assert G.synthesis.direct_render_supported(torch.device("cpu"))
+    assert not G.synthesis.direct_render_supported(torch.device("cuda")), "on a GPU: synthesis(ws)"
     runs = {}
     for direct in (True, False):
         session = DragSession(G, seed=0, config=DragConfig(lr=2e-2))
@@ -166,7 +165,7 @@ def test_every_device_dependent_choice_given_a_device_string(device, monkeypatch
     assert photo.default_preset(kind) == ("Fast" if cpu else "Best")
     assert ("CPU inversion is slow" in photo.estimate_text(device, 100, None)) is cpu
     assert default_model({}, cached=True) == "ffhq-512", "every tier starts on real faces where they are had"
-    assert direct_supported(quick_generator(16).synthesis, torch.device(device)) is cpu
+    assert quick_generator(16).synthesis.direct_render_supported(torch.device(device)) is cpu
     assert block_dtype(True, False, torch.device(device)) == (torch.float16 if cuda else torch.float32)
 
 

@@ -17,8 +17,10 @@ from draggan.checkpoints.builders import generator_from_persistent
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.engine import DragConfig, DragSession, RenderPolicy
 from draggan.engine.features import UpsampledView, masked_l1
-from draggan.engine.preview import preview_dtype
+from draggan.networks.generator import Box
+from draggan.networks.stylegan2_render import preview_dtype
 from draggan.networks.stylegan2 import Generator
+from draggan.networks.stylegan2_window import plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,38 +148,36 @@ def test_preview_of_non_square_and_orig_networks(square, architecture):
 def test_half_resolution_last_block_preview_is_close_to_the_exact_image(square, architecture):
     """The preview's last block at half resolution keeps the image (32.5 dB here; with the up-sampling
     kernel not flipped it falls to 27–33 dB) and its shape."""
-    from draggan.engine.preview import render_direct, render_preview
     from draggan.images import to_uint8
 
     G = _small_generator(128, square, architecture)
     ws = G.latent_from_seed(0, 0.7)
-    exact = to_uint8(render_direct(G.synthesis, ws))
-    half = to_uint8(render_preview(G.synthesis, ws, half_top=True))
+    exact = to_uint8(G.synthesis.render_direct(ws))
+    half = to_uint8(G.synthesis.render_direct(ws, preview=True, half_top=True))
     assert half.shape == exact.shape == (128, 128 if square else 64, 3)
     assert _psnr(half, exact) > 32.5
-    assert _psnr(half, exact) < _psnr(to_uint8(render_preview(G.synthesis, ws, half_top=False)), exact)
+    assert _psnr(half, exact) < _psnr(to_uint8(G.synthesis.render_direct(ws, preview=True, half_top=False)), exact)
 
 
 @pytest.mark.parametrize("resolution,half_top", [(256, False), (512, True)])
 def test_previews_run_the_last_block_at_half_resolution_from_512_pixels(resolution, half_top):
-    from draggan.engine.preview import render_preview
     from draggan.images import to_uint8
 
     G = _small_generator(resolution)
     s = DragSession(G, seed=0)
     preview = s.render(preview=True)
-    assert np.array_equal(preview, to_uint8(render_preview(G.synthesis, s.ws, half_top=half_top)))
-    assert not np.array_equal(preview, to_uint8(render_preview(G.synthesis, s.ws, half_top=not half_top)))
+    assert np.array_equal(preview, to_uint8(G.synthesis.render_direct(s.ws, preview=True, half_top=half_top)))
+    assert not np.array_equal(preview, to_uint8(G.synthesis.render_direct(s.ws, preview=True, half_top=not half_top)))
 
 
 def test_previews_are_float32_where_bfloat16_convolutions_are_not_supported(monkeypatch):
-    from draggan.engine import preview
+    from draggan.networks import stylegan2_render as preview
 
     G = _small_generator(512)
     ws = G.latent_from_seed(0, 0.7)
     monkeypatch.setattr(preview, "_bf16_convolutions_supported", lambda: False)
     assert preview.preview_dtype() == torch.float32
-    f32 = preview.render_preview(G.synthesis, ws)
+    f32 = G.synthesis.render_direct(ws, preview=True)
     assert torch.equal(f32, preview._render(G.synthesis, ws, "const", torch.float32, half_top=True))
     assert not torch.equal(f32, preview._render(G.synthesis, ws, "const", torch.bfloat16, half_top=True))
     monkeypatch.setattr(preview, "_bf16_convolutions_supported", lambda: True)
@@ -186,10 +186,9 @@ def test_previews_are_float32_where_bfloat16_convolutions_are_not_supported(monk
 
 @pytest.mark.parametrize("model", ["fixture", "bundled"])
 def test_the_direct_float32_render_is_the_synthesis_image(model):
-    """The session's exact image on CPU (preview.render_direct in float32) equals `synthesis(ws)` up to float
+    """The session's exact image on CPU (`render_direct`, float32) equals `synthesis(ws)` up to float
     rounding: |Δ| < 1e-4 and uint8 values at most one apart."""
     from draggan.checkpoints import load_generator
-    from draggan.engine.preview import render_direct
     from draggan.images import to_uint8
 
     G = _load("stylegan2-tiny-64.pkl") if model == "fixture" else load_generator("cartoon-faces-128", device="cpu")
@@ -197,7 +196,7 @@ def test_the_direct_float32_render_is_the_synthesis_image(model):
         ws = G.latent_from_seed(seed, 0.7)
         with torch.no_grad():
             ref = G.synthesis(ws, noise_mode="const")
-        direct = render_direct(G.synthesis, ws, "const")
+        direct = G.synthesis.render_direct(ws, "const")
         assert direct.dtype == torch.float32 and direct.shape == ref.shape
         assert (direct - ref).abs().max().item() < 1e-4
         a, b = to_uint8(direct).astype(int), to_uint8(ref).astype(int)
@@ -297,15 +296,15 @@ def test_masked_l1_on_a_window_equals_the_whole_map(image_hw, feat_hw):
 
 
 class _Recorder:
-    """Wraps a session's WindowedSynthesis and records the boxes it is asked for."""
+    """Wraps a session's synthesis network and records the feature windows it is asked for."""
 
-    def __init__(self, windowed) -> None:
-        self.windowed = windowed
+    def __init__(self, synthesis) -> None:
+        self.synthesis = synthesis
         self.boxes = []
 
-    def __call__(self, ws, box, **kwargs):
+    def features(self, ws, block, box=None, **kwargs):
         self.boxes.append(box)
-        return self.windowed(ws, box, **kwargs)
+        return self.synthesis.features(ws, block, box, **kwargs)
 
 
 def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | None = None,
@@ -321,7 +320,7 @@ def _masked_drags(mask: np.ndarray, steps: int = 4, later_mask: np.ndarray | Non
         s.set_points(*points)
         recorder = None
         if windowed:
-            recorder = s._step.windowed = _Recorder(s._step.windowed)
+            recorder = s._step.synthesis = _Recorder(s._step.synthesis)
         results, gradient = [], None
         for i in range(steps):
             if i == 2 and later_mask is not None:
@@ -350,7 +349,7 @@ def test_masked_step_on_the_fixed_region_window_equals_the_whole_map():
     assert len(recorder.boxes) == 4
     for box in recorder.boxes:
         assert (box.r1 - box.r0) * (box.c1 - box.c0) < 0.5 * 64 * 64
-        assert len(recorder.windowed.plan(box)) >= 1, "the window must skip whole-map work"
+        assert len(plan(recorder.synthesis, 4, box)) >= 1, "the window must skip whole-map work"
 
 
 def test_masked_step_with_a_painted_flexible_area_uses_the_whole_map():
@@ -358,7 +357,7 @@ def test_masked_step_with_a_painted_flexible_area_uses_the_whole_map():
     mask[20:80, 20:80] = 0  # flexible area painted around the drag; fixed = the rest
     runs = _masked_drags(mask, steps=3)
     _assert_same_drags(runs)
-    assert runs[True][2].boxes == [None] * 3, "the whole map, every block in full"
+    assert runs[True][2].boxes == [Box(0, 64, 0, 64)] * 3, "the whole map, every block in full"
 
 
 def test_a_mask_changed_during_a_drag_reads_the_first_step_features_of_its_new_region():

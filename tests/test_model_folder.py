@@ -15,7 +15,7 @@ import torch
 from draggan import settings
 from draggan.checkpoints import cache, load_generator, model_folder
 from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.errors import ModelFormatError
+from draggan.errors import ModelFormatError
 from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.data import procedural
 from draggan.inversion.export import save_tuned_generator

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from _plain_gpu import GPU_FUNCTIONS, PLAIN
 from draggan.engine import snapshot as snapshots
 from draggan.service import gpu, handlers
 from draggan.service.models import ModelRef, shared_cache
@@ -78,7 +79,7 @@ def schedules(calls: list) -> list[dict]:
 
 
 def test_spaces_wraps_every_gpu_function_and_schedules_each_call(zero):
-    assert zero["wrapped"] == sorted(gpu.PLAIN), "every GPU function is a spaces.GPU wrapper in ZeroGPU mode"
+    assert zero["wrapped"] == sorted(GPU_FUNCTIONS), "every GPU function is a spaces.GPU wrapper in ZeroGPU mode"
     paths = [path for path, _ in zero["calls"]]
     assert paths[:6] == ["/schedule", "/allow", "/release"] * 2
     asked = schedules(zero["calls"])
@@ -96,10 +97,10 @@ def test_new_image_and_drag_equal_the_in_process_results(zero):
     shared_cache().get(REF.source, torch.device("cpu"))
     remote = zero["results"][0]
     config = handlers.make_config(lr=5e-3, max_steps=6)
-    local_snap, local_image = gpu.PLAIN["new_image"](REF, "cpu", 3, 0.7, config)
+    local_snap, local_image = PLAIN["new_image"](REF, "cpu", 3, 0.7, config)
     same((local_snap, local_image), remote["new_image"])
     moved = snapshots.set_points(local_snap, [(20, 20)], [(34, 28)])
-    local = list(gpu.PLAIN["drag"](REF, "cpu", moved, 5, None, float("inf"), 2))
+    local = list(PLAIN["drag"](REF, "cpu", moved, 5, None, float("inf"), 2))
     assert [u.step for u in remote["drag"]] == [1, 2, 3, 4, 5] and remote["drag"][-1].end == "limit"
     same(local, remote["drag"])
     assert not np.array_equal(remote["drag"][-1].image, local_image)

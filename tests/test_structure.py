@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import draggan.errors as errors
 
@@ -103,15 +104,65 @@ def test_networks_import_only_networks() -> None:
             assert all(t.startswith("draggan.networks") for t in targets), (module, targets)
 
 
+# Names of the networks' insides: blocks and layers, their convolutions, filters, noise and style counts. Only
+# draggan/networks (which owns its forward passes) and the format converters of draggan/checkpoints, which map
+# parameter names, may use them; the engine, inversion and the page go through `generator.DragSynthesis`.
+BLOCK_INTERNALS = {"conv0", "conv1", "torgb", "resample_filter", "noise_const", "noise_strength", "num_conv",
+                   "num_torgb", "block_resolutions", "layer_names", "affine", "w_avg"}
+BLOCK_NAME_RE = __import__("re").compile(r"^(b\d+|L\d+_.*|.*\.?(conv0|conv1|torgb|noise_const)(\..*)?)$")
+
+
+def _internals_named(source: str) -> list[str]:
+    """Where `source` names a block's internals: attributes, names in strings, block names built by f-strings."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in BLOCK_INTERNALS:
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and BLOCK_NAME_RE.match(node.value):
+            found.append(f"line {node.lineno}: {node.value!r}")
+        elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant) \
+                and node.values[0].value in ("b", "L") and len(node.values) > 1:
+            found.append(f"line {node.lineno}: f-string {node.values[0].value!r}{{...}}")
+    return found
+
+
+def test_the_checker_finds_block_internals() -> None:
+    planted = ('blk = getattr(synthesis, f"b{res}")\nk = blk.conv0.weight.shape[-1]\nf = blk.resample_filter\n'
+               'n = dict(synthesis.named_buffers())["b8.conv0.noise_const"]\nm = G.mapping.w_avg\n')
+    assert len(_internals_named(planted)) == 5
+    assert _internals_named("x = synthesis.features(ws, block, box)\nw = f'{a}b{c}'\n") == []
+
+
+def test_engine_inversion_and_the_page_name_no_block_internals() -> None:
+    """The networks own their forward passes (windowed features, direct render and preview, noise maps,
+    w_avg's EMA): a module of engine/, inversion/ or the page (app.py, draggan/app, service, server) that
+    names a block's insides fails here."""
+    paths = [ROOT / "app.py"] + [p for sub in ("engine", "inversion", "app", "service", "server")
+                                 for p in sorted((PACKAGE / sub).rglob("*.py"))]
+    assert len(paths) > 40
+    offenders = {str(p.relative_to(ROOT)): found for p in paths if (found := _internals_named(p.read_text()))}
+    assert offenders == {}
+
+
+def test_every_network_module_prints_its_settings() -> None:
+    from draggan.networks import ops, stylegan2, stylegan3
+
+    for module in (ops, stylegan2, stylegan3):
+        for name, cls in vars(module).items():
+            if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == module.__name__ \
+                    and name != "Generator":
+                assert "extra_repr" in vars(cls), f"{module.__name__}.{name} has no extra_repr"
+
+
 def test_every_error_is_a_draggan_error_with_its_builtin_base() -> None:
-    from draggan import cli, export
+    from draggan import cli, recipes
     from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError,
                                      UnsafePickleError, nvidia_pickle, zoo)
     from draggan.inversion import FaceAlignmentUnavailable, InversionCancelled
 
     assert (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError) == \
         (errors.ModelFormatError, errors.ModelUnavailableError, errors.UnknownModelError, errors.UnsafePickleError)
-    assert (nvidia_pickle.UnsafePickleError, zoo.UnknownModelError, export.RecipeError, cli.CommandError) == \
+    assert (nvidia_pickle.UnsafePickleError, zoo.UnknownModelError, recipes.RecipeError, cli.CommandError) == \
         (errors.UnsafePickleError, errors.UnknownModelError, errors.RecipeError, errors.CommandError)
     assert (FaceAlignmentUnavailable, InversionCancelled) == \
         (errors.FaceAlignmentUnavailable, errors.InversionCancelled)

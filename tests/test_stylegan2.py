@@ -177,3 +177,16 @@ def test_stylegan_human_pickle_detected_as_non_square_from_tensor_shapes() -> No
     assert (loaded.img_height, loaded.img_width) == (32, 16)
     ws = G.mapping(torch.randn(1, 16), None, truncation_psi=0.7)
     assert torch.equal(loaded.synthesis(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const"))
+
+
+def test_the_mapping_network_keeps_its_own_w_avg_moving_average() -> None:
+    """`update_emas=True` (training) moves w_avg by (1 − β) towards the batch's mean w; inference leaves it."""
+    torch.manual_seed(0)
+    mapping = stylegan2.MappingNetwork(z_dim=8, c_dim=0, w_dim=8, num_ws=3, num_layers=2, w_avg_beta=0.9)
+    z = torch.randn(4, 8)
+    before = mapping.w_avg.clone()
+    ws = mapping(z, None)
+    assert torch.equal(mapping.w_avg, before), "no update unless asked"
+    assert torch.equal(mapping(z, None, update_emas=True), ws), "the output does not change"
+    torch.testing.assert_close(mapping.w_avg, before.lerp(ws[:, 0].mean(dim=0), 0.1))
+    assert "w_avg_beta=0.9" in repr(mapping)

@@ -154,9 +154,9 @@ def test_default_feature_layer_full_size(resolution, expected):
     layer = synthesis.layers()[expected]
     assert layer.out_sampling_rate == 128
     assert synthesis.layers()[expected + 1].out_sampling_rate > 128
-    assert stylegan3.default_feature_layer(synthesis) == expected
+    assert synthesis.default_feature_block() == expected
 
 
 def test_default_feature_layer_tiny(loaded):
     _, G, _ = loaded
-    assert stylegan3.default_feature_layer(G) == G.synthesis.num_blocks - 2
+    assert G.synthesis.default_feature_block() == G.synthesis.num_blocks - 2

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from _app_server import app_panels, build_app
+from _plain_gpu import PLAIN
 from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.service import gpu, handlers
@@ -42,7 +43,7 @@ def ws(ui) -> torch.Tensor:
 
 
 def render(ui) -> np.ndarray:
-    return gpu.PLAIN["render"](ui.model, "cpu", ui.snap)
+    return PLAIN["render"](ui.model, "cpu", ui.snap)
 
 
 def in_background(ui):
@@ -347,8 +348,9 @@ def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
     class Click:
         index = (900, 900)
 
-    assert panels.drag.click(state, Click()) == unchanged() and "outside" in warnings_shown[-1]
-    assert panels.drag.click(None, Click()) == unchanged() and "Load a model" in warnings_shown[-1]
+    latent = (state.seed, state.psi, state.space)
+    assert panels.drag.click(state, *latent, Click()) == unchanged() and "outside" in warnings_shown[-1]
+    assert panels.drag.click(None, *latent, Click()) == unchanged() and "Load a model" in warnings_shown[-1]
     panels.model.update_params(state, "fast", 3, 1, 20)
     assert "lr" in warnings_shown[-1]
     assert panels.export.export(state, "gif") == unchanged()
@@ -716,7 +718,7 @@ def test_every_refusal_is_an_answer_gradio_accepts(monkeypatch, tmp_path):
         (panels.photo.prepare_photo, (state, None, False), {}),
         (panels.drag.stop, (None,), {}),
         (panels.drag.undo, (None,), {}),
-        (panels.drag.click, (state, type("Click", (), {"index": (900, 900)})()), {}),
+        (panels.drag.click, (state, 0, 0.7, "w+", type("Click", (), {"index": (900, 900)})()), {}),
         (panels.drag.paint_mask, (None, None), {}),
         (panels.drag.reset_mask, (None,), {}),
     ]
@@ -770,3 +772,61 @@ def test_status_before_start_and_after_a_short_drag_says_what_blocks_and_what_he
     handlers.run_blocking(ui)
     text = handlers.stats_text(ui)
     assert "Step limit reached after 2 steps" in text and "flexible" not in text.split("\n")[-1]
+
+
+def test_a_seed_makes_one_new_image_whichever_of_enter_blur_and_click_comes_first(monkeypatch):
+    """The seed box asks for a new image on Enter and on blur, and a click on the image reads the seed too (its
+    mouse-down is the blur): whatever the order, one new image per seed and the click's handle on it. When
+    the blur's image is still being made, the click waits for it and answers only after its view was sent."""
+    import time
+
+    import gradio as gr
+
+    monkeypatch.setattr(gr, "Info", lambda *a, **k: None)
+    studio, page, panels = _demo(monkeypatch)
+    made = []
+    make_state = handlers.make_state
+
+    def slow(model, device, seed, *args, **kwargs):
+        made.append(int(seed))
+        time.sleep(0.3)
+        return make_state(model, device, seed, *args, **kwargs)
+
+    monkeypatch.setattr(handlers, "make_state", slow)
+    state = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
+    centre = type("Click", (), {"index": (256, 256)})()
+
+    # Enter, then the click's blur, then the click: the blur and the click find the seed applied.
+    entered = list(panels.model.change_latent(state, 5, 0.7, "w+"))
+    new = entered[0][page.state]
+    assert new.seed == 5 and entered[-1] == unchanged() and state.replaced_by is new
+    assert list(panels.model.change_latent(state, 5, 0.7, "w+")) == [unchanged()], "a repeat changes nothing"
+    out = panels.drag.click(state, 5, 0.7, "w+", centre)       # the click's input was the replaced state
+    assert page.state not in out and len(new.handles) == 1 and "Handle 1 placed" in out[page.stats]
+    assert made.count(5) == 1
+
+    # No Enter: the click comes first and applies the seed; the blur after it finds it applied.
+    out = panels.drag.click(new, 6, 0.7, "w+", centre)
+    six = out[page.state]
+    assert six.seed == 6 and len(six.handles) == 1 and out[page.image] is not None
+    assert list(panels.model.change_latent(new, 6, 0.7, "w+")) == [unchanged()]
+    assert made.count(6) == 1
+
+    # No Enter: the blur starts first and is still making the image when the click comes.
+    blur = panels.model.change_latent(six, 7, 0.7, "w+")
+    first, answer = [], []
+    thread = threading.Thread(target=lambda: first.append(next(blur)))
+    thread.start()
+    while not made.count(7):
+        time.sleep(0.01)
+    clicker = threading.Thread(target=lambda: answer.append(panels.drag.click(six, 7, 0.7, "w+", centre)))
+    clicker.start()
+    thread.join()
+    seven = first[0][page.state]
+    assert "Handle" not in first[0][page.stats], "the blur's view was made before the click"
+    clicker.join(timeout=0.5)
+    assert clicker.is_alive(), "the click waits until the blur's view was sent"
+    assert list(blur) == [unchanged()]                       # Gradio sent the view and asks for the next yield
+    clicker.join(timeout=10)
+    assert not clicker.is_alive() and page.state not in answer[0] and len(seven.handles) == 1
+    assert made == [0, 5, 6, 7], "one new image per seed"

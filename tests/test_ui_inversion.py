@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _plain_gpu import PLAIN
 from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.inversion import align, losses
 from _app_server import app_panels
@@ -108,6 +109,14 @@ def _png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def invert_blocking(ui, file: str, w_steps, wplus_steps, pti_steps, **kwargs):
+    """`photo.start_inversion`, followed to its end as the page would (the job is returned)."""
+    job = photo.start_inversion(ui, file, w_steps, wplus_steps, pti_steps, **kwargs)
+    for _ in photo.follow_inversion(ui, job, min_interval=3600.0):
+        pass
+    return job
+
+
 def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
     before = _clone(G)
     ui = _state(G)
@@ -116,7 +125,7 @@ def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
     target, message = photo.prepare_photo(G, str(file))
     assert target.shape == (64, 64, 3) and "resized to 64×64 px (from 160×128 px)" in message
 
-    job = photo.invert_blocking(ui, str(file), **STEPS, **FAST)
+    job = invert_blocking(ui, str(file), **STEPS, **FAST)
     result = job.result
     assert job.error is None and not job.cancelled and ui.job is None
     assert ui.photo is not None and ui.photo.name == "me.png" and ui.photo.steps == 16
@@ -138,7 +147,7 @@ def test_upload_invert_then_drag_on_the_tuned_generator(G, tmp_path):
     tuned_before = _clone(_tuned(ui))
     job = handlers.run_blocking(ui)
     assert job.steps == 3 and not np.array_equal(ui.image, ui.start_image)
-    assert np.array_equal(ui.image, gpu.PLAIN["render"](ui.model, "cpu", ui.snap))
+    assert np.array_equal(ui.image, PLAIN["render"](ui.model, "cpu", ui.snap))
     assert all(torch.equal(tuned_before[k], v) for k, v in _tuned(ui).state_dict().items()), "dragging edits w only"
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()), "the shared generator changed"
     handlers.reset_image(ui)
@@ -250,7 +259,7 @@ def test_photo_session_export(G, tmp_path):
     ui = _state(G)
     with pytest.raises(UserError, match="Only an image made from your photo"):
         photo.export_tuned_generator(ui, tmp_path)
-    photo.invert_blocking(ui, str(_photo(G, 7, tmp_path / "cat photo.png")), **STEPS, **FAST)
+    invert_blocking(ui, str(_photo(G, 7, tmp_path / "cat photo.png")), **STEPS, **FAST)
     _click(ui, 20, 20)
     _click(ui, 26, 26)
     handlers.run_blocking(ui)
@@ -321,13 +330,15 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     assert "measured on this server" in panels.photo.estimate(6, 4, 6, state)[page.estimate]
 
     # The space radio cannot turn a photo session into W (it would change the image); it flips back.
-    out = panels.model.change_latent(state, 0, 0.7, "w")
+    out = next(panels.model.change_latent(state, 0, 0.7, "w"))
     assert out == {page.space: "w+"} and "W+" in warnings_shown[-1] and state.photo is not None
     assert panels.export.export(state, "tuned")[page.exported]["value"].endswith("-tuned-generator.zip")
     assert panels.export.export(state, "recipe") == unchanged() and "started from your photo" in warnings_shown[-1]
 
     folder, base = Path(state.model.source), state.photo.base
-    new_state = panels.model.change_latent(state, 5, 0.7, "w+")[page.state]
+    assert next(panels.model.change_latent(state, 0, 0.7, "w+")) == unchanged(), "the same seed keeps the photo"
+    assert state.photo is not None
+    new_state = next(panels.model.change_latent(state, 5, 0.7, "w+"))[page.state]
     assert new_state is not state and new_state.photo is None and new_state.model == base
     assert not folder.exists(), "a new seed drops the photo's tuned generator"
 

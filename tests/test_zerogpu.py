@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from _plain_gpu import PLAIN
 from draggan import settings
 from draggan.engine import snapshot as snapshots
-from draggan.export import DragRecord, Recipe
+from draggan.recipes import DragRecord, Recipe
 from draggan.service import gpu, handlers, photo
 from draggan.server.forked import WorkerError, forked
 from draggan.service.gpu import StopFlag
@@ -61,7 +62,7 @@ def same(a, b) -> None:
 
 def both(name: str, *args):
     """The in-process result and the forked-worker result of GPU function `name`."""
-    fn = gpu.PLAIN[name]
+    fn = PLAIN[name]
     run = (lambda f: list(f(*args))) if name in ("drag", "invert") else (lambda f: f(*args))
     return run(fn), run(forked(fn))
 
@@ -74,22 +75,22 @@ def test_new_image_and_render_round_trip():
 
 
 def test_drag_updates_and_snapshot_come_back_whole(tmp_path):
-    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 1, 0.7, CONFIG)
+    snap, _ = PLAIN["new_image"](REF, "cpu", 1, 0.7, CONFIG)
     snap = snapshots.set_points(snap, [(20, 20)], [(34, 28)])
     local, remote = both("drag", REF, "cpu", snap, 5, StopFlag(str(tmp_path / "stop")), float("inf"), 2)
     assert [u.step for u in remote] == [1, 2, 3, 4, 5] and [u.snapshot is None for u in remote[:-1]]
     same(local, remote)
     final = remote[-1]
     assert final.end == "limit" and final.snapshot.drags()[0].steps == 5 and final.image is not None
-    assert not np.array_equal(final.image, gpu.PLAIN["render"](REF, "cpu", snap))
+    assert not np.array_equal(final.image, PLAIN["render"](REF, "cpu", snap))
 
 
 def test_a_chunked_drag_equals_one_uninterrupted_drag(tmp_path):
     """ZeroGPU grants are short: a drag split into calls of a few steps ends exactly where one call does."""
-    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 2, 0.7, CONFIG)
+    snap, _ = PLAIN["new_image"](REF, "cpu", 2, 0.7, CONFIG)
     snap = snapshots.set_points(snap, [(20, 20)], [(40, 30)])
-    whole = list(gpu.PLAIN["drag"](REF, "cpu", snap, 6, None, float("inf"), 0))[-1]
-    drag = forked(gpu.PLAIN["drag"])
+    whole = list(PLAIN["drag"](REF, "cpu", snap, 6, None, float("inf"), 0))[-1]
+    drag = forked(PLAIN["drag"])
     current, calls = snap, 0
     while True:
         last = list(drag(REF, "cpu", current, 6, None, 1e-9, 0))[-1]   # a budget of one step per call
@@ -102,11 +103,11 @@ def test_a_chunked_drag_equals_one_uninterrupted_drag(tmp_path):
 
 
 def test_stop_reaches_the_worker(tmp_path):
-    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 2, 0.7, CONFIG)
+    snap, _ = PLAIN["new_image"](REF, "cpu", 2, 0.7, CONFIG)
     snap = snapshots.set_points(snap, [(20, 20)], [(60, 60)])
     stop = StopFlag(str(tmp_path / "stop"))
     updates = []
-    for update in forked(gpu.PLAIN["drag"])(REF, "cpu", snap, 10_000, stop, float("inf"), 0):
+    for update in forked(PLAIN["drag"])(REF, "cpu", snap, 10_000, stop, float("inf"), 0):
         updates.append(update)
         if len(updates) == 3:
             stop.set()                                   # the server's side: a file the worker sees
@@ -120,7 +121,7 @@ def test_replay_and_invert_round_trip(tmp_path):
                                       mask_lambda=20.0)])
     same(*both("replay", REF, "cpu", recipe, 1))
 
-    target = gpu.PLAIN["new_image"](REF, "cpu", 9, 0.5, CONFIG)[1]
+    target = PLAIN["new_image"](REF, "cpu", 9, 0.5, CONFIG)[1]
     config = photo.make_inversion_config(3, 2, 3, w_avg_samples=200)
     local, remote = both("invert", REF, "cpu", target, config, CONFIG, None, "photo")
     done_local, done_remote = local[-1], remote[-1]
@@ -235,7 +236,7 @@ def test_a_drag_asks_for_its_chunks_budget_plus_start_up_sized_per_call(monkeypa
     import sys
     import types
 
-    snap, _ = gpu.PLAIN["new_image"](REF, "cpu", 1, 0.7, CONFIG)
+    snap, _ = PLAIN["new_image"](REF, "cpu", 1, 0.7, CONFIG)
     assert gpu.drag_seconds(REF, "cpu", snap, 10, None, 7.0) == 7 + gpu.START_SECONDS
     assert gpu.drag_seconds(REF, "cpu", snap, 10, None, float("inf")) == gpu.DRAG_SECONDS
     assert gpu.drag_seconds(REF, "cpu", snap, 10, None, 2.2, 0, None) == 8
@@ -259,18 +260,18 @@ def test_a_kept_worker_never_serves_a_stale_generator_or_cache(tmp_path):
     photo's new weights, and refuses a released photo's model although it had loaded it."""
     from draggan.service.models import forget_private_model
 
-    render = forked(gpu.PLAIN["render"])
-    invert = forked(gpu.PLAIN["invert"])
+    render = forked(PLAIN["render"])
+    invert = forked(PLAIN["invert"])
     other = ModelRef(str(Path(__file__).parent / "data" / "stylegan2-tf-tiny-64.pkl"), "tf tiny")
     try:
-        snap, image = gpu.PLAIN["new_image"](REF, "cpu", 5, 0.7, CONFIG)
+        snap, image = PLAIN["new_image"](REF, "cpu", 5, 0.7, CONFIG)
         same(render(REF, "cpu", snap), image)
-        other_snap, other_image = gpu.PLAIN["new_image"](other, "cpu", 5, 0.7, CONFIG)
+        other_snap, other_image = PLAIN["new_image"](other, "cpu", 5, 0.7, CONFIG)
         assert not np.array_equal(other_image, image)
         same(render(other, "cpu", other_snap), other_image)          # another model, same worker
         same(render(REF, "cpu", snap), image)
 
-        target = gpu.PLAIN["new_image"](REF, "cpu", 9, 0.5, CONFIG)[1]
+        target = PLAIN["new_image"](REF, "cpu", 9, 0.5, CONFIG)[1]
         tuned = []
         for pti_steps in (2, 6):                                      # the photo, then re-tuned
             config = photo.make_inversion_config(3, 2, pti_steps, w_avg_samples=200)

@@ -16,7 +16,7 @@ import torch
 from ..devices import pick_device
 from . import cache
 from .builders import generator_from_persistent
-from .errors import ModelFormatError, ModelIntegrityError, ModelUnavailableError
+from ..errors import ModelFormatError, ModelIntegrityError, ModelUnavailableError
 from .hub import ProgressCallback, resolve_source
 from .nvidia_pickle import PersistentObject, TFNetwork, UnsafePickleError, read_network_pickle
 from .zoo import UnknownModelError, ZooEntry

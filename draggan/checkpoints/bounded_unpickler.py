@@ -23,7 +23,7 @@ import os
 import pickle
 from typing import Any, BinaryIO, Callable, Iterable
 
-from .errors import UnsafePickleError
+from ..errors import UnsafePickleError
 
 _ATOMS = (str, bytes, int, float, bool, type(None))
 

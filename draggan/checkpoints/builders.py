@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..networks import stylegan2
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 from .generator_limits import check_generator_kwargs
 from .nvidia_pickle import PersistentObject
 

@@ -35,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 from .. import settings
 from . import model_folder
 from .builders import FAMILIES, build_generator
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 from .digest import file_sha256
 from .hub import hf_home
 from .model_folder import CONFIG_FILE, WEIGHTS_FILE

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from ..networks.ops import ACTIVATION_GAINS
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 2048
 MAX_DIM = 4096

@@ -29,7 +29,7 @@ from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, 
 
 from .. import settings
 from .digest import file_sha256
-from .errors import ModelIntegrityError, ModelNotFoundError, ModelUnavailableError
+from ..errors import ModelIntegrityError, ModelNotFoundError, ModelUnavailableError
 from .zoo import UnknownModelError, ZooEntry, get_model, list_models
 
 __all__ = ["HubRef", "ModelIntegrityError", "ModelUnavailableError", "availability", "cached_hub_file", "entry_ref",

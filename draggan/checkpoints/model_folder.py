@@ -30,7 +30,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

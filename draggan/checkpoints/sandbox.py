@@ -35,7 +35,7 @@ from typing import Any
 
 from .. import settings
 from . import cache
-from .errors import ModelFormatError, UnsafePickleError
+from ..errors import ModelFormatError, UnsafePickleError
 
 _REFUSED_EXIT = 3
 _ERRORS = {"ModelFormatError": ModelFormatError, "UnsafePickleError": UnsafePickleError}

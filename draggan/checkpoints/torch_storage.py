@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .bounded_unpickler import ALLOWED_OPCODES, BoundedUnpickler, PickleLimits, type_name
-from .errors import UnsafePickleError
+from ..errors import UnsafePickleError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001

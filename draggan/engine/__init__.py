@@ -3,6 +3,6 @@
 from .config import DragConfig
 from .render_policy import RenderPolicy
 from .session import DragSession
-from .step import StepResult, default_feature_block
+from .step import StepResult
 
-__all__ = ["DragConfig", "DragSession", "RenderPolicy", "StepResult", "default_feature_block"]
+__all__ = ["DragConfig", "DragSession", "RenderPolicy", "StepResult"]

@@ -18,8 +18,8 @@ the render cost (render_costs.py keeps the last ones); when it is unknown it is 
 step is followed by a render, which measures it. That measuring render is not counted against the shares:
 it happens once per network and process, and counted at the run's start it would use up `max_share` early
 and hold the next view back past `max_age_s` (2.3 s at 1024 on CPU).
-`preview=True` asks for the cheap preview image during the drag (see `preview.py`); the final image of a
-run is always the exact full render. Times are plain floats (seconds on any monotonic clock), so the
+`preview=True` asks for the cheap preview image during the drag (the network's `render_direct`); the final
+image of a run is always the exact full render. Times are plain floats (seconds on any monotonic clock), so the
 decisions are pure functions of the numbers fed in and testable with a fake clock.
 """
 

@@ -24,7 +24,6 @@ from ..images import to_uint8
 from . import render_costs
 from . import snapshot as snapshots
 from .config import DragConfig, Point
-from .preview import direct_supported, render_direct, render_preview
 from .render_policy import RenderPolicy
 from .run import run_drag
 from .snapshot import DragSnapshot
@@ -42,9 +41,9 @@ class DragSession:
         self.width = int(G.img_width)
         tensors = list(G.parameters()) + list(G.buffers())
         self.device = tensors[0].device if tensors else torch.device("cpu")
-        # Render with preview.py's direct CPU forms (exact image and preview; StyleGAN2 on CPU), else with
+        # Render with the network's direct forms (exact image and preview; StyleGAN2 on CPU), else with
         # `synthesis(ws)` as on a GPU; False on a CPU session runs the GPU's render path (tests do).
-        self.direct_render: bool = direct_supported(G.synthesis, self.device)
+        self.direct_render: bool = G.synthesis.direct_render_supported(self.device)
         w0 = self._start_latent(seed, psi, w)
         n_opt = min(cfg.num_layers, int(G.num_ws))
         self._w_start = (w0[:, :n_opt] if cfg.space == "w+" else w0[:, :1]).detach().clone()
@@ -194,8 +193,8 @@ class DragSession:
 
     def render(self, preview: bool = False) -> np.ndarray:
         """The image of the current latent, uint8 [H, W, 3]: the exact full synthesis (no grad; on CPU for
-        StyleGAN2 its direct float32 form, preview.py), or with `preview` the cheaper preview where
-        `has_preview`, else the full one."""
+        StyleGAN2 its direct float32 form), or with `preview` the cheaper preview where `has_preview`, else
+        the full one."""
         return self.view(preview)[0]
 
     @property
@@ -213,10 +212,8 @@ class DragSession:
         t0 = time.perf_counter()
         ws, synthesis, noise_mode = self.ws, self.G.synthesis, self.config.noise_mode
         kind = self.view_kind(preview)
-        if kind == "preview":
-            img = render_preview(synthesis, ws, noise_mode)
-        elif self.direct_render:
-            img = render_direct(synthesis, ws, noise_mode)
+        if self.direct_render:
+            img = synthesis.render_direct(ws, noise_mode, preview=kind == "preview")
         else:
             with torch.no_grad():
                 img = synthesis(ws, noise_mode=noise_mode)

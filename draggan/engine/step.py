@@ -13,9 +13,10 @@ only on the window the step reads: the handles' window (`image_reach`), joined w
 when a mask term applies (the two apart, or the whole map, when that join exceeds WINDOW_MAX_SHARE of it).
 The upsampled feature map is read sparsely (`features.py`).
 
-StyleGAN3 feature layers carry a margin outside the image; the network drops it before the step reads
-them, so that feature pixels line up with image pixels (the official code upsamples the margin too, which
-shifts features near the image border by up to margin × H / size pixels).
+The synthesis network computes the feature maps (`networks/generator.DragSynthesis`). StyleGAN3 feature
+layers carry a margin outside the image; the network drops it before the step reads them, so that feature
+pixels line up with image pixels (the official code upsamples the margin too, which shifts features near the
+image border by up to margin × H / size pixels).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from .config import DragConfig, Point
 from .features import UpsampledView, masked_l1
 from .locality import KEEP_RADIUS, coarse_block, keep_l1, keep_mask
 from .snapshot import DragProgress
+from ..networks.generator import Box
 from .tracking import reference_features
-from .window import Box, WindowedSynthesis
 
 WINDOW_MAX_SHARE = 0.75  # above this share of the map a masked step computes it whole (break-even ~0.8 at 512)
 
@@ -55,7 +56,7 @@ class StepResult:
     loss_mask: float = 0.0
     loss_keep: float = 0.0     # the keep-the-rest term (locality.py), before its weight
     image: np.ndarray | None = field(default=None, repr=False)
-    image_kind: str | None = None  # what `image` is: "full" (exact render) or "preview" (see preview.py)
+    image_kind: str | None = None  # what `image` is: "full" (the exact render) or "preview" (a cheaper one)
     end: str = ""              # set on the last result of a run: "arrived", "limit", "stopped" or "budget"
 
 
@@ -108,34 +109,6 @@ class ActiveDrag:
                             tracker_state=self.method.state() if self.method is not None else self.method_state)
 
 
-def default_feature_block(G: torch.nn.Module) -> int:
-    """Index of the synthesis block/layer whose output DragGAN reads.
-
-    StyleGAN2: block 5 (128×128 in a 512 model, as the official code), or the last block below full
-    resolution for models with fewer blocks. StyleGAN3: the network module's own choice
-    (`stylegan3.default_feature_layer`) when it provides one, else the deepest layer whose size is
-    closest to a quarter of the image height.
-    """
-    shapes = G.synthesis.feature_shapes()
-    if getattr(G, "family", "stylegan2") == "stylegan3":
-        from ..networks import stylegan3
-        chooser = getattr(stylegan3, "default_feature_layer", None)
-        if chooser is not None:
-            return int(chooser(G))
-        goal = G.img_height / 4
-        scores = [abs(math.log(h / goal)) for _, h, _ in shapes]
-        best = min(scores)
-        return max(i for i, s in enumerate(scores) if s <= best + 1e-9)
-    if len(shapes) >= 6:
-        return 5
-    return max(len(shapes) - 2, 0)
-
-
-def _inside(feats: torch.Tensor, margin: int) -> torch.Tensor:
-    """The [C, h, w] float32 part of a [1, C, H, W] block output that covers the image (margin cropped)."""
-    return feats[0, :, margin:feats.shape[2] - margin, margin:feats.shape[3] - margin].to(torch.float32)
-
-
 def _box_of(feat: torch.Tensor, origin: tuple[int, int]) -> Box:
     """The block window a [C, rows, cols] feature window starting at `origin` covers."""
     return Box(origin[0], origin[0] + feat.shape[1], origin[1], origin[1] + feat.shape[2])
@@ -156,27 +129,24 @@ class DragStep:
 
     def __init__(self, G: torch.nn.Module, config: DragConfig, w0: torch.Tensor, n_opt: int) -> None:
         """w0: the session's start latent [1, num_ws, w_dim]; n_opt: how many of its first layers are optimised."""
-        self.G = G
+        self.synthesis = G.synthesis
         self.w0, self.n_opt = w0, n_opt
         self.noise_mode = config.noise_mode
         self.height, self.width = int(G.img_height), int(G.img_width)
         self.device = w0.device
         num_blocks = len(G.synthesis.feature_shapes())
-        self.feature_block = default_feature_block(G) if config.feature_block is None else int(config.feature_block)
+        self.feature_block = G.synthesis.default_feature_block() if config.feature_block is None \
+            else int(config.feature_block)
         if not 0 <= self.feature_block < num_blocks:
             raise ValueError(f"feature_block must be in [0, {num_blocks}), got {self.feature_block}")
         channels, feat_h, feat_w = G.synthesis.feature_shapes()[self.feature_block]
-        margins = G.synthesis.feature_margins()          # StyleGAN3's layers reach past the image; StyleGAN2's: 0
-        self._margin = int(margins[self.feature_block])
-        feat_h, feat_w = feat_h - 2 * self._margin, feat_w - 2 * self._margin
+        margin = int(G.synthesis.feature_margins()[self.feature_block])  # StyleGAN3's layers reach past the image
+        feat_h, feat_w = feat_h - 2 * margin, feat_w - 2 * margin
         self.feature_shape = (int(channels), int(feat_h), int(feat_w))
         self.view = UpsampledView.create((feat_h, feat_w), (self.height, self.width), self.device)
         self.coarse_block = coarse_block(G.synthesis, self.feature_block)
-        self._coarse_margin = int(margins[self.coarse_block])
-        self.windowed = None
-        if config.windowed and getattr(G, "family", "stylegan2") == "stylegan2" \
-                and config.noise_mode in ("const", "none"):
-            self.windowed = WindowedSynthesis(G.synthesis, self.feature_block, config.noise_mode)
+        self.windowed = config.windowed and G.synthesis.supports_windows(config.noise_mode)
+        self._whole = Box(0, feat_h, 0, feat_w)
         self.r1_px, self.r2_px, self.arrive_px = config.radii_px(self.height)
         self.geometry = methods.DragGeometry.create(self.view, self.r1_px, self.r2_px, self.arrive_px)
 
@@ -249,19 +219,18 @@ class DragStep:
 
     def features(self, ws: torch.Tensor, box: Box | None = None,
                  coarse: bool = False) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
-        """The feature block of ws (float32), running only the blocks up to it: the window `box` of it when
-        windowed synthesis applies (which also skips the style gradients of the layers not optimised), else
-        the whole [C, h, w] map; the origin of what is returned; with `coarse`, the keep term's whole
-        coarse block (locality.py, margins cropped), else None."""
-        if self.windowed is not None:
-            return self.windowed(ws, box, grad_layers=self.n_opt, coarse=self.coarse_block if coarse else None)
-        kwargs = dict(until_block=self.feature_block, noise_mode=self.noise_mode)
-        if getattr(self.G, "family", "stylegan2") == "stylegan2":
-            kwargs["fused_modconv"] = False
-        feats = self.G.synthesis(ws, **kwargs)
-        feat = _inside(feats[-1], self._margin)
+        """The feature block of ws (float32), running only the blocks up to it: the window `box` of it (None:
+        whole) when windowed synthesis applies (which also skips the style gradients of the layers not
+        optimised), else the whole [C, h, w] map; the origin of what is returned; with `coarse`, the keep
+        term's whole coarse block (locality.py, margins cropped), else None."""
+        coarse_block = self.coarse_block if coarse else None
+        if self.windowed:
+            return self.synthesis.features(ws, self.feature_block, box or self._whole, noise_mode=self.noise_mode,
+                                           grad_layers=self.n_opt, coarse=coarse_block)
+        feat, origin, coarse_map = self.synthesis.features(ws, self.feature_block, noise_mode=self.noise_mode,
+                                                           coarse=coarse_block)
         assert tuple(feat.shape) == self.feature_shape, (tuple(feat.shape), self.feature_shape)
-        return feat, (0, 0), _inside(feats[self.coarse_block], self._coarse_margin) if coarse else None
+        return feat, origin, coarse_map
 
     def image_reach(self, points_rc: torch.Tensor) -> tuple[int, int, int, int]:
         """Image rows y0..y1 and columns x0..x1 (inclusive) that one step may read around handles points_rc.
@@ -294,7 +263,8 @@ class DragStep:
         if drag.feat0 is None or not _contains(held, need):
             _, height, width = self.feature_shape
             with torch.no_grad():
-                feat, origin, _ = self.features(self.compose(drag.w_begin), None if need.covers(height, width) else need)
+                whole = need.covers(height, width)
+                feat, origin, _ = self.features(self.compose(drag.w_begin), None if whole else need)
             drag.feat0, drag.feat0_box = feat.detach(), _box_of(feat, origin)
             held = drag.feat0_box
         return drag.feat0[:, need.r0 - held.r0:need.r1 - held.r0, need.c0 - held.c0:need.c1 - held.c0]
@@ -318,6 +288,6 @@ class DragStep:
         limit = WINDOW_MAX_SHARE * height * width
         if _area(box) <= limit:
             return [box]
-        if self.windowed is not None and _area(handle_box) + _area(fixed_box) <= limit:
+        if self.windowed and _area(handle_box) + _area(fixed_box) <= limit:
             return [handle_box, fixed_box]
         return [None]

@@ -30,11 +30,6 @@ class Projection:
     noise_bufs: dict[str, torch.Tensor]   # synthesis buffer name → tensor, for `synthesis(noise_bufs=…)`
 
 
-def noise_buffer_names(G: torch.nn.Module) -> list[str]:
-    """Names (relative to `G.synthesis`) of the constant-noise buffers; empty for StyleGAN3."""
-    return [name for name, _ in G.synthesis.named_buffers() if name.endswith("noise_const")]
-
-
 def projection_resolution(G: torch.nn.Module, project_size: int) -> int:
     """The image height the projection fits: the smallest the synthesis network can stop at that is at least
     `project_size` (0: the full height)."""
@@ -148,9 +143,8 @@ def project(G: torch.nn.Module, target: torch.Tensor, loss: ReconstructionLoss, 
     w_avg, w_std = w_statistics(G, config.w_avg_samples, config.seed, device)
     noise_bufs: dict[str, torch.Tensor] = {}
     if config.optimize_noise:
-        buffers = dict(G.synthesis.named_buffers())
-        noise_bufs = {name: torch.randn(buffers[name].shape, generator=generator).to(device)
-                      for name in noise_buffer_names(G)}
+        noise_bufs = {name: torch.randn(shape, generator=generator).to(device)
+                      for name, shape in G.synthesis.noise_shapes().items()}
     latent = w_avg.detach().clone()
     resolution = projection_resolution(G, config.project_size)
     if resolution != G.img_height:

@@ -11,26 +11,30 @@ from typing import Any
 
 import torch
 
-from .generator import StyleGenerator
+from . import stylegan2_render
+from .generator import Box, StyleGenerator
 from .ops import (ACTIVATION_GAINS, FullyConnectedLayer, bias_act, modulated_conv2d, normalize_2nd_moment,
                   setup_filter, upsample2d)
 from .precision import block_dtype
+from .stylegan2_window import block_margin, windowed_features
 
 NOISE_MODES = ("random", "const", "none")
 
 
 class MappingNetwork(torch.nn.Module):
-    """z (+ label c) → w, broadcast to `num_ws` layers, with truncation towards `w_avg`."""
+    """z (+ label c) → w, broadcast to `num_ws` layers, with truncation towards `w_avg`, the moving average of
+    w that this module keeps up to date while training (`update_emas=True`)."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
                  embed_features: int | None = None, layer_features: int | None = None,
                  activation: str = "lrelu", lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998) -> None:
         super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.num_ws = num_ws
-        self.num_layers = num_layers
+        self.z_dim = z_dim                # latent z size (0: label-only)
+        self.c_dim = c_dim                # label size (0: unconditional)
+        self.w_dim = w_dim                # w size
+        self.num_ws = num_ws              # layers w is broadcast to (None: return [N, w_dim])
+        self.num_layers = num_layers      # fully connected layers
+        self.w_avg_beta = w_avg_beta      # decay of w_avg's moving average (None: no w_avg)
         if embed_features is None:
             embed_features = w_dim
         if c_dim == 0:
@@ -47,8 +51,13 @@ class MappingNetwork(torch.nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
+    def extra_repr(self) -> str:
+        return (f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, "
+                f"num_ws={self.num_ws}, w_avg_beta={self.w_avg_beta}")
+
     def forward(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None) -> torch.Tensor:
+                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] (or w [N, w_dim]); `update_emas`: move `w_avg` towards this batch's mean w."""
         x = None
         if self.z_dim > 0:
             assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [N, {self.z_dim}], got {tuple(z.shape)}"
@@ -59,6 +68,9 @@ class MappingNetwork(torch.nn.Module):
             x = torch.cat([x, y], dim=1) if x is not None else y
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
+        if update_emas and self.num_ws is not None and self.w_avg_beta is not None:
+            with torch.no_grad():
+                self.w_avg.lerp_(x.detach().mean(dim=0), 1 - self.w_avg_beta)
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
@@ -110,6 +122,10 @@ class SynthesisLayer(torch.nn.Module):
             cached = self._demod_cache = (key, weight.detach().square().sum(dim=[2, 3]).t())
         return cached[1]
 
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"resolution={self.resolution}, up={self.up}, activation={self.activation}")
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True,
                 gain: float = 1.0, noise_const: torch.Tensor | None = None) -> torch.Tensor:
         """`noise_const` replaces the `noise_const` buffer in 'const' mode without touching the module; it may
@@ -143,6 +159,9 @@ class ToRGBLayer(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / (in_channels * kernel_size ** 2) ** 0.5
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.weight.shape[1]}, out_channels={self.weight.shape[0]}"
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
@@ -184,6 +203,10 @@ class SynthesisBlock(torch.nn.Module):
         if is_last or architecture == "skip":
             self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
             self.num_torgb += 1
+
+    def extra_repr(self) -> str:
+        return (f"resolution={self.resolution}, architecture={self.architecture}, "
+                f"num_conv={self.num_conv}, num_torgb={self.num_torgb}, use_fp16={self.use_fp16}")
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "random",
                 fused_modconv: bool | None = None, force_fp32: bool = False, skip_rgb: bool = False,
@@ -239,6 +262,7 @@ class SynthesisNetwork(torch.nn.Module):
             if res == img_resolution:
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
+        self._window_margins: dict[int, int] = {}
 
     @property
     def num_blocks(self) -> int:
@@ -255,6 +279,50 @@ class SynthesisNetwork(torch.nn.Module):
     def feature_margins(self) -> list[int]:
         """Pixels outside the image on each side of each block's output: none (StyleGAN3's have margins)."""
         return [0] * len(self.block_resolutions)
+
+    # The drag engine's forward passes (`generator.DragSynthesis`).
+
+    def default_feature_block(self) -> int:
+        """Block 5 (128 × 128 in a 512 model, as the official DragGAN), or the last block below full resolution
+        for models with fewer blocks."""
+        return 5 if self.num_blocks >= 6 else max(self.num_blocks - 2, 0)
+
+    def supports_windows(self, noise_mode: str) -> bool:
+        """Every operation of a block is local (`stylegan2_window.py`); windows need deterministic noise."""
+        return noise_mode in ("const", "none")
+
+    def window_margin(self, block: int) -> int:
+        """Output pixels at each side of block `block`'s windowed output that the window's edge corrupts
+        (`stylegan2_window.block_margin`, cached; 0 for the first block, which always runs whole)."""
+        if block not in self._window_margins:
+            self._window_margins[block] = 0 if block == 0 else \
+                block_margin(getattr(self, f"b{self.block_resolutions[block]}"))
+        return self._window_margins[block]
+
+    def features(self, ws: torch.Tensor, block: int, box: Box | None = None, *, noise_mode: str = "const",
+                 grad_layers: int | None = None, coarse: int | None = None
+                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """Block `block`'s map of ws, float32 [C, h, w], on the window `box` (`stylegan2_window.py`) or, with
+        None, whole by `forward(until_block=block, fused_modconv=False)`; its origin; block `coarse`'s whole
+        map when asked. See `generator.DragSynthesis`."""
+        if box is not None:
+            assert self.supports_windows(noise_mode), f"windows need 'const' or 'none' noise, not {noise_mode!r}"
+            return windowed_features(self, ws, block, box, noise_mode, grad_layers, coarse)
+        feats = self(ws, until_block=block, noise_mode=noise_mode, fused_modconv=False)
+        return feats[-1][0].to(torch.float32), (0, 0), None if coarse is None else feats[coarse][0].to(torch.float32)
+
+    def direct_render_supported(self, device: torch.device) -> bool:
+        """On a CPU the direct render (`stylegan2_render.py`) takes about half the time of `forward`."""
+        return torch.device(device).type == "cpu"
+
+    def render_direct(self, ws: torch.Tensor, noise_mode: str = "const", preview: bool = False,
+                      half_top: bool | None = None) -> torch.Tensor:
+        """The image of ws [1, num_ws, w_dim] by `stylegan2_render.render`: exact in float32, or the preview."""
+        return stylegan2_render.render(self, ws, noise_mode, preview, half_top)
+
+    def noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The constant-noise maps, by the name `forward(noise_bufs=…)` takes, and their shapes."""
+        return {name: tuple(buf.shape) for name, buf in self.named_buffers() if name.endswith("noise_const")}
 
     def image_resolutions(self) -> list[int]:
         """The image heights `image_at` can stop at: every block's with the skip architecture (each block adds
@@ -277,6 +345,10 @@ class SynthesisNetwork(torch.nn.Module):
             f"this network can stop at {self.image_resolutions()} px, not {resolution}"
         return self(ws, noise_mode=noise_mode, noise_bufs=noise_bufs, fused_modconv=fused_modconv,
                     last_block=self.block_resolutions.index(resolution))
+
+    def extra_repr(self) -> str:
+        return (f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "
+                f"img_width={self.img_width}, img_channels={self.img_channels}")
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,
                 until_block: int | None = None, fused_modconv: bool | None = None, force_fp32: bool = False,

@@ -111,6 +111,10 @@ class SynthesisInput(torch.nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", phases)
 
+    def extra_repr(self) -> str:
+        return (f"w_dim={self.w_dim}, channels={self.channels}, size={self.size}, "
+                f"sampling_rate={self.sampling_rate:g}, bandwidth={self.bandwidth:g}")
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         assert w.ndim == 2 and w.shape[1] == self.w_dim, f"w must be [N, {self.w_dim}], got {tuple(w.shape)}"
         batch_size = w.shape[0]
@@ -198,6 +202,13 @@ class SynthesisLayer(torch.nn.Module):
         pad_lo = (pad_total + self.up_factor) // 2
         pad_hi = pad_total - pad_lo
         self.padding = [pad_lo, pad_hi, pad_lo, pad_hi]
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"in_size={self.in_size}, out_size={self.out_size}, "
+                f"in_sampling_rate={self.in_sampling_rate}, "
+                f"out_sampling_rate={self.out_sampling_rate}, is_torgb={self.is_torgb}, "
+                f"is_critically_sampled={self.is_critically_sampled}")
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 force_fp32: bool = False) -> torch.Tensor:
@@ -291,6 +302,49 @@ class SynthesisNetwork(torch.nn.Module):
         exactly the image, sampled at the layer's sampling rate."""
         return [(layer.out_size - layer.out_sampling_rate) // 2 for layer in self.layers()]
 
+    # The drag engine's forward passes (`generator.DragSynthesis`).
+
+    def default_feature_block(self) -> int:
+        """The layer DragGAN reads: StyleGAN2 DragGAN reads the 128×128 block; the StyleGAN3 counterpart is the
+        deepest non-ToRGB layer whose sampling rate is at most 128 (layer 7 of a 512 model, layer 6 of a 1024
+        model). Smaller models use their last non-ToRGB layer."""
+        best = 0
+        for idx, layer in enumerate(self.layers()[:-1]):
+            if layer.out_sampling_rate <= DRAG_FEATURE_SAMPLING_RATE:
+                best = idx
+        return best
+
+    def supports_windows(self, noise_mode: str) -> bool:
+        """No: a layer's filtered up- and down-sampling (and its margin) is not computed on windows here."""
+        return False
+
+    def features(self, ws: torch.Tensor, block: int, box: Any = None, *, noise_mode: str = "const",
+                 grad_layers: int | None = None, coarse: int | None = None
+                 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """Layer `block`'s map of ws, margins cropped, float32 [C, h, w], whole (`box` must be None); origin
+        (0, 0); layer `coarse`'s map when asked. See `generator.DragSynthesis`."""
+        if box is not None:
+            raise NotImplementedError("StyleGAN3 synthesis computes whole feature maps only (supports_windows)")
+        feats = self(ws, until_block=block, noise_mode=noise_mode)
+        margins = self.feature_margins()
+
+        def inside(k: int) -> torch.Tensor:
+            m = margins[k]
+            return feats[k][0, :, m:feats[k].shape[2] - m, m:feats[k].shape[3] - m].to(torch.float32)
+
+        return inside(block), (0, 0), None if coarse is None else inside(coarse)
+
+    def direct_render_supported(self, device: torch.device) -> bool:
+        """No: StyleGAN3 renders with `forward` everywhere."""
+        return False
+
+    def render_direct(self, ws: torch.Tensor, noise_mode: str = "const", preview: bool = False) -> torch.Tensor:
+        raise NotImplementedError("StyleGAN3 has no direct render (direct_render_supported): use synthesis(ws)")
+
+    def noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """None: StyleGAN3 has no noise maps."""
+        return {}
+
     def image_resolutions(self) -> list[int]:
         """The image heights `image_at` can stop at: only the full one (every layer works at its own sampling
         rate and only the last one makes an image)."""
@@ -303,6 +357,11 @@ class SynthesisNetwork(torch.nn.Module):
         convolution form, so `fused_modconv` changes nothing); see StyleGAN2's."""
         assert resolution in self.image_resolutions() and not noise_bufs
         return self(ws, noise_mode=noise_mode)
+
+    def extra_repr(self) -> str:
+        return (f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "
+                f"img_channels={self.img_channels}, num_layers={self.num_layers}, "
+                f"num_critical={self.num_critical}, margin_size={self.margin_size}")
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", return_features: bool = False,
                 until_block: int | None = None, force_fp32: bool = False):
@@ -352,19 +411,3 @@ class Generator(StyleGenerator):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
                                       **{"num_layers": DEFAULT_MAPPING_LAYERS, **mapping_kwargs})
-
-
-def default_feature_layer(G: torch.nn.Module) -> int:
-    """Index of the synthesis layer whose output DragGAN should track and supervise for this generator.
-
-    StyleGAN2 DragGAN reads the 128×128 block; the StyleGAN3 counterpart is the deepest non-ToRGB layer
-    whose sampling rate is at most 128 (layer 7 of a 512 model, layer 6 of a 1024 model). Smaller models
-    use their last non-ToRGB layer. See notes/stylegan3_feature_layer.md.
-    """
-    synthesis = G.synthesis if hasattr(G, "synthesis") else G
-    layers = synthesis.layers()[:-1]
-    best = 0
-    for idx, layer in enumerate(layers):
-        if layer.out_sampling_rate <= DRAG_FEATURE_SAMPLING_RATE:
-            best = idx
-    return best

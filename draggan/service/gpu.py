@@ -319,5 +319,3 @@ render = gpu(_render)
 drag = _decorator(drag_seconds)(_drag)
 replay = gpu_long(_replay)
 invert = gpu_long(_invert)
-PLAIN = {"new_image": _new_image, "render": _render, "drag": _drag, "replay": _replay,
-         "invert": _invert}

@@ -25,7 +25,7 @@ from ..engine import DragConfig
 from ..engine.config import SPACES
 from ..engine import methods
 from ..engine import snapshot as snapshots
-from ..export import DragRecord, Recipe
+from ..recipes import DragRecord, Recipe
 from . import gpu
 from ..server import owned_files
 from .drawing import FIXED_TINT, FLEXIBLE_TINT, display_scale, from_display, render_overlay, sample_mask, upscale_mask
@@ -86,6 +86,16 @@ def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_
         ui.snap = snapshots.with_config(ui.snap, lr=config.lr, max_steps=config.max_steps,
                                         mask_lambda=config.mask_lambda, tracker=config.tracker)
         ui.render_every = render_every
+
+
+def replace(old: UIState | None, new: UIState) -> None:
+    """`new` replaces `old` as its browser session's state (a new image, model, example or recipe): events
+    that started on `old` go on with `new` (`UIState.latest`), and `old` is released."""
+    if old is None:
+        return
+    with old.lock:
+        old.replaced_by = new
+    release(old)
 
 
 def release(ui: UIState | None) -> None:
@@ -603,7 +613,7 @@ def export_recipe(ui: UIState, out_dir: str | Path | None = None) -> Path:
                         "latent (.npy) and the tuned generator instead: together they reproduce the edited image.")
     if not ui.snap.drags():
         raise UserError("Run a drag first: the recipe records your drags.")
-    return export.save_recipe(recipe_of(ui), _out_dir(ui, out_dir) / f"{file_stem(ui)}-recipe.json")
+    return recipes.save_recipe(recipe_of(ui), _out_dir(ui, out_dir) / f"{file_stem(ui)}-recipe.json")
 
 
 def state_from_recipe(recipe: Recipe, model: ModelRef, device: str, render_every: int = 2,

@@ -240,15 +240,6 @@ def outcome(job: InversionJob) -> str:
     return "The inversion finished."
 
 
-def invert_blocking(ui: UIState, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
-                    **kwargs: Any) -> InversionJob:
-    """`start_inversion` and run it to the end (headless use and tests)."""
-    job = start_inversion(ui, photo, w_steps, wplus_steps, pti_steps, **kwargs)
-    for _ in follow_inversion(ui, job, min_interval=3600.0):
-        pass
-    return job
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Showing progress and quality.
 

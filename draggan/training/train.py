@@ -70,7 +70,8 @@ def make_generator(cfg: TrainConfig) -> Generator:
     """The small StyleGAN2 generator of a run: z has one coordinate per procedural parameter."""
     return Generator(z_dim=procedural.NUM_PARAMS, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution,
                      img_channels=3,
-                     mapping_kwargs=dict(num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_mul),
+                     mapping_kwargs=dict(num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_mul,
+                                         w_avg_beta=cfg.w_avg_beta),
                      synthesis_kwargs=dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max))
 
 
@@ -242,14 +243,13 @@ class Trainer:
         with torch.no_grad():
             target, keypoints = procedural.render_z(z, cfg.resolution)
             weight = feature_weight_map(keypoints, cfg.resolution, cfg.feature_weight)
-        ws = self.G.mapping(z, None)
+        ws = self.G.mapping(z, None, update_emas=True)   # the mapping keeps its w_avg EMA
         pred = self.G.synthesis(ws, noise_mode="random")
         loss = reconstruction_loss(pred, target, weight, cfg.grad_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         with torch.no_grad():
-            self.G.mapping.w_avg.lerp_(ws[:, 0].mean(dim=0), 1 - cfg.w_avg_beta)
             ema_images = cfg.ema_kimg * 1000 * min(1.0, (self.images_seen + cfg.batch) / (cfg.ema_kimg * 1000 * 5))
             beta = 0.5 ** (cfg.batch / max(ema_images, 1e-8))
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ... import export, recipes
+from ... import recipes
 from ...export import animation_formats
 from ...service import handlers, photo
 from ...service.handlers import UserError
@@ -72,7 +72,7 @@ class ExportPanel:
             return unchanged()
         if ui is not None:
             handlers.ensure_idle(ui, "load a recipe")
-        recipe = export.load_recipe(file)
+        recipe = recipes.load_recipe(file)
         ref = self._recipe_model(ui, recipe.model)
         G = self.studio.load(ref)
         if (G.img_height, G.img_width) != tuple(recipe.image_size):

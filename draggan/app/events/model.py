@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import gradio as gr
 import numpy as np
@@ -90,13 +91,14 @@ class ModelPanel:
         return new
 
     def _replace(self, ui: UIState | None, new: UIState) -> dict:
+        """`new` replaces `ui`; what was reset is said in the new image's status line (not a toast over it)."""
         if ui is not None:
             had_photo = ui.photo is not None
             changed = bool(ui.snap.drags() or ui.handles or ui.fixed_mask is not None or ui.flexible_mask is not None)
-            handlers.release(ui)
+            handlers.replace(ui, new)
             if changed or had_photo:
-                gr.Info("New image: points, mask and history were reset"
-                        + ("; the photo's tuned generator was dropped." if had_photo else "."))
+                new.notice = ("New image: points, mask and history were reset"
+                              + ("; the photo's tuned generator was dropped." if had_photo else "."))
         return whole(self.page, new)
 
     def _said(self, text: str, began: bool, *args: Any, **kwargs: Any) -> dict:
@@ -151,18 +153,38 @@ class ModelPanel:
         return self._replace(ui, new)
 
     @answer()
-    def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str) -> dict:
-        """Seed, ψ or space changed: a new image. A photo session stays in W+ (its latent is per-layer; one
-        shared W code would change the image): choosing W there flips the radio back. A new seed or ψ replaces
-        the photo with a generated image of the model it was made from."""
+    def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str) -> Iterator[dict]:
+        """Seed (Enter or leaving the box), ψ or space changed: a new image, once per change (`apply_latent`).
+
+        A generator, so that a click that waited for this image answers after it: Gradio sends a yield's
+        outputs before it asks for the next one, and only then is `view_sent` set, which the click waits for
+        (`DragPanel.click`); its point is thus drawn over the new image, never overwritten by it. The last
+        yield changes nothing (Gradio sends a generator's last outputs twice)."""
         if ui is None:
-            return unchanged()
+            yield unchanged()
+            return
+        with ui.latest() as ui:
+            shown = self.apply_latent(ui, seed, psi, space)
+            new = shown.get(self.page.state)
+            if new is not None:
+                new.view_sent = threading.Event()
+        yield shown or unchanged()
+        if new is not None:
+            new.view_sent.set()
+            yield unchanged()
+
+    def apply_latent(self, ui: UIState, seed: Any, psi: Any, space: str) -> dict:
+        """The outputs of a new image at the page's (seed, ψ, space), {} when they are `ui`'s already: the
+        seed box's Enter, its blur and a click on the image that caused the blur all ask, so only the first
+        to come makes the image (call with `ui.latest()` held). A photo session stays in W+ (`photo`'s rule):
+        choosing W there flips the radio back. A new seed or ψ replaces the photo with a generated image of the
+        model it was made from. A refused seed or ψ raises (the caller's `answer` says why)."""
         same_start = check_number("seed", seed) == ui.seed and check_number("psi", psi) == ui.psi
         if same_start and photo.keeps_photo_space(ui, space):
             gr.Warning(photo.PHOTO_SPACE_NOTE)
             return {self.page.space: photo.PHOTO_SPACE}
-        if same_start and space == ui.space and ui.photo is None:
-            return unchanged()
+        if same_start and (space == ui.space or ui.photo is not None):
+            return {}
         base = ui.photo.base if ui.photo is not None else ui.model
         new = self._new_state(ui, base, seed, psi, space, None)
         return self._replace(ui, new)
@@ -178,8 +200,7 @@ class ModelPanel:
         handlers.check_points(example.handles, example.targets, new.height, new.width)
         new.snap = snapshots.set_points(new.snap, example.handles, example.targets)
         new.notice = f"Example “{example.label}”: press Start to drag the points."
-        if ui is not None:
-            handlers.release(ui)
+        handlers.replace(ui, new)
         return {**whole(p, new), p.model: ref.source, p.seed: example.seed, p.psi: example.psi, p.lr: lr}
 
     @answer()
@@ -210,10 +231,12 @@ class ModelPanel:
                        api_visibility="private")
         p.load_own.click(self.load_own_model, [p.state, p.upload, p.hub_ref, p.seed, p.psi, p.space], full,
                          **heavy, api_visibility="private")
+        # Enter and blur both ask (`apply_latent` makes one image). The progress shows on the status line only:
+        # an overlay on the image would swallow the click whose mouse-down blurred the seed box.
         gr.on([p.seed.submit, p.seed.blur, p.psi.release, p.space.change], self.change_latent,
-              [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
+              [p.state, p.seed, p.psi, p.space], [*full, p.space], show_progress_on=p.stats, **heavy)
         p.dice.click(self.random_seed, None, p.seed, **light).then(
-            self.change_latent, [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
+            self.change_latent, [p.state, p.seed, p.psi, p.space], [*full, p.space], show_progress_on=p.stats, **heavy)
         # `input`, not `change`: only the visitor's edits; a value the server writes (a model's step size) is in
         # the state already and does not come back.
         gr.on([c.input for c in [*settings, p.tracker]], self.update_params, [p.state, *settings, p.tracker],

@@ -1,29 +1,23 @@
-"""The CPU render of a StyleGAN2 image, direct: exact in float32, and a cheaper preview in bfloat16.
+"""The CPU render of a StyleGAN2 image, direct: exact in float32, and a cheaper preview in bfloat16
+(`SynthesisNetwork.render_direct`).
 
 Both run every layer the synthesis network runs — nothing of the image is left out — but each
 modulated convolution as one convolution with the modulated, demodulated weights (batch 1), in channels-last
 layout (oneDNN's fast CPU path), with the activation gain folded into the weights, bias and noise
 (g·lrelu(v) = lrelu(g·v) for g > 0) and bias, noise, activation and clamp applied in place; the skip image is
 accumulated in float32.
-- float32 (`render_direct`): the same image as `synthesis(ws)` up to float rounding (max |Δ| ~2e-5 on the
+- float32 (the exact image): the same image as `synthesis(ws)` up to float rounding (max |Δ| ~2e-5 on the
   FFHQ-512 config, about 1 in 6000 uint8 values off by one — the size of the difference between NVIDIA's own
-  fused and unfused modulated convolutions), at about half its CPU time (0.76 against 1.1–1.5 s at 512 on one
-  thread). This is the exact image the session shows on arrival, on Stop and for export.
-- bfloat16 (`render_preview`): about 2× cheaper again (0.38–0.44 s at 512; random weights: PSNR ~49 dB
-  against the exact image; the bundled 128-pixel cartoon model ~63 dB), the live view while a drag runs.
-  From 512 pixels up (`HALF_TOP_FROM`) the preview also runs the last block at half resolution — the same
-  layers and ToRGB on the previous block's grid (its up-sampling convolution as the plain 3×3 convolution
-  with the same, flipped kernel; noise subsampled) — and FIR-upsamples the image: 0.28 s at 512 instead
-  of 0.38–0.44, PSNR 43–46 dB on random weights (an exact image average-pooled 2× and upsampled scores
-  ~48), so that a view every ~2 s costs at most ~15 % of a drag. Below 512 the full-resolution preview is
-  kept: the renders are cheap there and the last block carries more of the image (the cartoon model
-  at 128: 32 dB with a half-resolution last block). Measured and rejected: CPU autocast of the whole
-  network (~2× cheaper than float32 synthesis, ~42 dB); stopping the synthesis one or two blocks early
-  and upsampling the skip image (12–17 dB: the top ToRGB layers carry much of the image).
+  fused and unfused modulated convolutions), at about half its CPU time. The session shows it on arrival,
+  on Stop and for export.
+- `preview_dtype()` (the preview): about 2× cheaper again; the live view while a drag runs. From 512 pixels
+  up (`HALF_TOP_FROM`) it also runs the last block at half resolution — the same layers and ToRGB on the
+  previous block's grid (its up-sampling convolution as the plain 3×3 convolution with the same, flipped
+  kernel; noise subsampled) — and FIR-upsamples the image, so that a view every ~2 s costs at most ~15 % of
+  a drag. Below 512 the full-resolution preview is kept: the renders are cheap there and the last block
+  carries more of the image. Measurements: docs/experiments.md.
 
-Only StyleGAN2 on CPU takes this path: on GPUs the synthesis network is already fast, and StyleGAN3 has no
-such path here; there `direct_supported` is False and callers use `synthesis(ws)` (the time-driven render
-policy then simply renders less often).
+On GPUs the synthesis network is already fast: there (and for StyleGAN3) callers use `synthesis(ws)`.
 """
 
 from __future__ import annotations
@@ -31,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..networks.ops import bias_act, conv2d_resample, upsample2d
+from .ops import bias_act, conv2d_resample, upsample2d
 
 HALF_TOP_FROM = 512   # image resolution from which the preview runs its last block at half resolution
 
@@ -48,11 +42,6 @@ def _bf16_convolutions_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def direct_supported(synthesis: torch.nn.Module, device: torch.device) -> bool:
-    """Whether `render_direct` / `render_preview` apply to `synthesis` on `device` (StyleGAN2 on CPU)."""
-    return device.type == "cpu" and hasattr(synthesis, "block_resolutions")
 
 
 def _layer(layer: torch.nn.Module, x: torch.Tensor, w: torch.Tensor, noise_mode: str,
@@ -85,20 +74,16 @@ def _torgb(torgb: torch.nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Te
     return bias_act(y, torgb.bias, clamp=torgb.conv_clamp)
 
 
-def render_preview(synthesis: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const",
-                   half_top: bool | None = None) -> torch.Tensor:
-    """Preview image [1, C, H, W] float32 of ws [1, num_ws, w_dim]: the direct render in `preview_dtype()`,
-    its last block at half resolution when `half_top` (by default: from `HALF_TOP_FROM` pixels up)."""
+def render(synthesis: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", preview: bool = False,
+           half_top: bool | None = None) -> torch.Tensor:
+    """Image [1, C, H, W] float32 of ws [1, num_ws, w_dim] (no gradients): exact (float32 activations), or
+    with `preview` in `preview_dtype()`, its last block at half resolution when `half_top` (by default: from
+    `HALF_TOP_FROM` pixels up)."""
+    if not preview:
+        return _render(synthesis, ws, noise_mode, torch.float32, half_top=False)
     if half_top is None:
         half_top = synthesis.img_resolution >= HALF_TOP_FROM
     return _render(synthesis, ws, noise_mode, preview_dtype(), half_top)
-
-
-def render_direct(synthesis: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const",
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Image [1, C, H, W] float32 of ws [1, num_ws, w_dim] (StyleGAN2 synthesis, no gradients), its
-    activations in `dtype`: in float32 the exact image."""
-    return _render(synthesis, ws, noise_mode, dtype, half_top=False)
 
 
 def _render(synthesis: torch.nn.Module, ws: torch.Tensor, noise_mode: str, dtype: torch.dtype,
