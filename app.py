@@ -30,7 +30,9 @@ INTRO = """# DragGAN studio
 Click the image for a **handle** (red), then its **target** (blue), and press **Start**. The **Mask** tab says
 what may change; **Edit your own photo** starts from your picture."""
 CSS = """
-#canvas img { cursor: crosshair; }
+/* The whole image on the first screen: the status lines sit below it, and the image is held to the viewport's
+   height below its own top (--canvas-top, kept by FIT_JS; 270 px, the desktop's, until that runs). */
+#canvas img { cursor: crosshair; max-height: max(200px, calc(100svh - var(--canvas-top, 270px) - 8px)); }
 #stats { min-height: 3.2em; }
 #models-note, #models-note * { font-size: 0.85rem !important; opacity: 0.85; }
 .compact-row button { min-width: 0 !important; }
@@ -57,6 +59,19 @@ CSS = """
                  height: auto !important; aspect-ratio: 1 / 1; }
 }
 """
+# Keeps --canvas-top, the image's distance from the top of the page, for the CSS that fits it to the first screen
+# (what lies above it wraps differently at every width). Clicks still map to generator pixels (drawing.py).
+FIT_JS = """() => {
+  const fit = () => {
+    const frame = document.querySelector('#canvas');
+    const box = frame && frame.getBoundingClientRect();
+    if (!box || box.height === 0) return;                       /* not shown yet, or another tab */
+    document.documentElement.style.setProperty('--canvas-top', `${Math.round(box.top + window.scrollY)}px`);
+  };
+  new ResizeObserver(fit).observe(document.body);
+  window.addEventListener('resize', fit);
+  fit();
+}"""
 
 
 def _duration(seconds: float) -> str:
@@ -120,8 +135,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, **kwargs):
-    """`demo.launch` with the app's theme and CSS (Gradio 6 takes them at launch time)."""
-    return demo.launch(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, **kwargs)
+    """`demo.launch` with the app's theme, CSS and script (Gradio 6 takes them at launch time)."""
+    return demo.launch(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, js=FIT_JS, **kwargs)
 
 
 def main() -> None:

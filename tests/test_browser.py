@@ -286,3 +286,34 @@ def test_a_click_after_typing_a_seed_places_its_handle_on_the_new_image(url, ser
         page.wait_for_timeout(1000)                   # any second new-image event would have come by now
         assert "Handle 1 placed" in stats.inner_text(), "a later event replaced the image with the handle"
     assert made.count(seed) == 1, f"new images made for seed {seed}: {made.count(seed)}"
+
+
+def _image_box(page) -> dict:
+    return page.evaluate("""() => { const r = document.querySelector('#canvas img').getBoundingClientRect();
+        return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY, width: r.width}; }""")
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
+def test_the_whole_image_is_on_the_first_screen_also_during_a_drag(url, width, height):
+    """At a laptop's and a phone's first screen the whole image shows, after an example and while a drag runs:
+    the status lines and the progress bar sit below it, so when they grow they do not push it down."""
+    with open_app(url, width, height) as page:
+        stats = page.locator("#stats")
+        sync_api.expect(stats).to_contain_text(BUNDLED, timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#canvas img').naturalWidth > 0")
+        first = _image_box(page)
+        assert first["bottom"] <= height and first["width"] >= 0.6 * min(width - 40, 512), first
+        assert page.locator("#stats").bounding_box()["y"] >= first["bottom"], "the status lines are below the image"
+        page.get_by_role("button", name="Open the mouth", exact=True).click()
+        sync_api.expect(stats).to_contain_text("press Start", timeout=60_000)
+        page.get_by_role("button", name="Start").click()
+        sync_api.expect(page.locator("#drag-progress progress")).to_have_count(1, timeout=60_000)
+        sync_api.expect(stats).to_contain_text("running", timeout=60_000)
+        boxes = []
+        for _ in range(6):                                                   # the status lines at their longest
+            boxes.append(_image_box(page))
+            page.wait_for_timeout(250)
+        page.get_by_role("button", name="Stop").click()
+        sync_api.expect(stats).to_contain_text("drag(s) done", timeout=60_000)
+        boxes.append(_image_box(page))
+    assert all(abs(b["top"] - first["top"]) < 1 and b["bottom"] <= height for b in boxes), (first, boxes)

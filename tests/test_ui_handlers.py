@@ -415,7 +415,8 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     latent = ws(state)
     workdir = state.workdir
     new_state = panels.export.load_recipe(state, str(moved), progress=None)[page.state]
-    assert "Replayed 1 drag" in infos[-1], "a path in a recipe means the current model, checked by content"
+    assert "Replayed 1 drag" in new_state.notice, "a path in a recipe means the current model, checked by content"
+    assert "Replayed 1 drag" in handlers.stats_text(new_state) and not infos, "said in the status line, no toast"
     assert new_state is not state and torch.equal(ws(new_state), latent) and new_state.model == state.model
     assert not workdir.exists(), "the replaced session was released"
     assert panels.export.load_recipe(None, str(moved), progress=None) == unchanged()
@@ -666,6 +667,30 @@ def test_png_export_says_what_it_is(G, tmp_path):
     assert np.array_equal(np.asarray(Image.open(plain).convert("RGB")), ui.image), "no mark by default"
     marked = np.asarray(Image.open(handlers.export_png(ui, tmp_path / "..", mark=True)).convert("RGB"))
     assert not np.array_equal(marked, ui.image), "the visible mark is stamped"
+    assert "Upscaled" not in text and "Upscaled" not in Image.open(plain).info.get("Description", "")
+
+
+def test_png_export_at_the_displayed_size_beside_the_native_one(G, tmp_path, monkeypatch):
+    """'PNG as shown': the 64-px model's image as the page shows it (512 px, the display's upscale, no
+    overlays), its metadata saying it was upscaled from 64×64; 'PNG' stays at the generator's size."""
+    import gradio as gr
+    from PIL import Image
+
+    ui = new_state(G, max_steps=2)
+    click(ui, 20, 20)
+    click(ui, 30, 26)
+    handlers.run_blocking(ui)
+    shown = Image.open(handlers.export_png(ui, tmp_path, displayed=True))
+    assert shown.size == (512, 512) and shown.filename.endswith("-512px.png")
+    assert np.array_equal(np.asarray(shown.convert("RGB")), handlers.plain_view(ui)), "the image as shown"
+    assert shown.text["Upscaled"].startswith("from 64x64") and "Upscaled from the generator's 64x64" in \
+        shown.text["Description"] and shown.text["Points"] == "[[20, 20, 30, 26]]", "points in generator pixels"
+    native = Image.open(handlers.export_png(ui, tmp_path))
+    assert native.size == (64, 64) and "Upscaled" not in native.text
+    _, page, panels = app_panels(monkeypatch)
+    monkeypatch.setattr(gr, "Warning", lambda *a, **k: None)
+    assert panels.export.export(ui, "png-shown")[page.exported]["value"].endswith("-512px.png")
+    assert page.export_buttons["png-shown"].value == "PNG as shown"
 
 
 def test_frames_stay_bounded_while_a_drag_runs(G, monkeypatch):
@@ -830,3 +855,38 @@ def test_a_seed_makes_one_new_image_whichever_of_enter_blur_and_click_comes_firs
     clicker.join(timeout=10)
     assert not clicker.is_alive() and page.state not in answer[0] and len(seven.handles) == 1
     assert made == [0, 5, 6, 7], "one new image per seed"
+
+
+def test_the_progress_bar_and_the_status_count_the_same_steps_on_a_resumed_drag(G):
+    """A drag that reached its step limit and is resumed: the progress bar, the running status and the end
+    notice all count this Start's steps of its limit (issue 23: "step 269 of 270" against "after 200 steps")."""
+    import re
+
+    ui = new_state(G, max_steps=3)
+    click(ui, 8, 8)
+    click(ui, 56, 56)                                       # far: the limit comes first
+    handlers.run_blocking(ui)
+    assert ui.notice.startswith("Step limit reached after 3 steps")
+    job = handlers.start_drag(ui)                           # Start again: resumes the same drag
+    seen = []
+    for _ in handlers.follow(ui, job):
+        if ui.running:
+            bar = re.search(r"<progress value='(\d+)' max='(\d+)'>.*step (\d+) of (\d+)", handlers.progress_html(ui))
+            line = re.search(r"running · step (\d+) of (\d+)", handlers.stats_text(ui))
+            seen.append((bar.groups(), line.groups()))
+    assert seen and all(b[0] == b[2] == l[0] and b[1] == b[3] == l[1] == "3" for b, l in seen), seen
+    assert seen[-1][0][0] == "3" and ui.notice.startswith("Step limit reached after 3 steps"), ui.notice
+    assert ui.snap.steps == 6, "the engine's drag goes on from step 3"
+
+
+def test_outcomes_are_said_in_the_status_line_not_in_toasts(monkeypatch):
+    """A new image that reset points says so in the status line; nothing pops up over the image."""
+    import gradio as gr
+
+    infos = []
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
+    studio, page, panels = _demo(monkeypatch)
+    state = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
+    click(state, 20, 20)
+    out = next(panels.model.change_latent(state, 3, 0.7, "w+"))
+    assert "New image: points, mask and history were reset." in out[page.stats] and not infos

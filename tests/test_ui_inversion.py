@@ -320,7 +320,8 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     outputs = list(panels.photo.invert_photo(state, str(file), False, 6, 4, 6))
     final = outputs[-1]
     assert final[page.state] is state and state.photo is not None and state.model.private
-    assert infos[-1].startswith("Photo inverted") and "PSNR" in handlers.stats_text(state)
+    assert "Photo inverted" in final[page.stats] and "PSNR" in handlers.stats_text(state)
+    assert not any(i.startswith("Photo inverted") for i in infos), "said in the status line, not a toast"
     assert np.array_equal(np.asarray(final[page.image]), np.asarray(handlers.view(state)))
     assert "PSNR" in final[page.photo_status] and "compared pixel by pixel" in final[page.photo_status]
     assert final[page.ai_mark] is True, "an edited photo's PNG gets the visible AI mark by default"

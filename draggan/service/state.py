@@ -64,7 +64,8 @@ class Job:
     started: float = dataclasses.field(default_factory=time.perf_counter)
     last: Any = None                  # the latest update (gpu.DragUpdate, InversionProgress, ...)
     steps: int = 0                    # steps taken by this job
-    goal: int = 0                     # a drag's step count at which it stops
+    goal: int = 0                     # a drag's step count at which it stops (counted from the drag's first step)
+    limit: int = 0                    # steps this run may take (its step limit); `steps` counts the same run
     view_kind: str = ""               # what the image shown is: "preview" or "full"
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
 

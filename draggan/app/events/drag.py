@@ -55,8 +55,8 @@ class DragPanel:
                                              "a cheap preview while dragging); k = every k steps")
 
     def workspace(self) -> None:
-        """The workspace: the Start / Stop / Undo / Redo / Reset toolbar, the status line and progress, and the
-        Points, Mask and Before / after tabs."""
+        """The workspace: the Start / Stop / Undo / Redo / Reset toolbar, the Points, Mask and Before / after tabs,
+        and below them the status line and progress."""
         p = self.page
         with gr.Row(elem_id="toolbar"):
             p.start = gr.Button("▶ Start", variant="primary")
@@ -64,8 +64,6 @@ class DragPanel:
             p.undo = gr.Button("↶ Undo")
             p.redo = gr.Button("↷ Redo")
             p.reset = gr.Button("⟲ Reset")
-        p.stats = gr.Markdown(elem_id="stats")
-        p.progress = gr.HTML(elem_id="drag-progress")
         with gr.Tabs():
             with gr.Tab("Points"):
                 p.image = served.Image(label="Click: handle, then target", type="pil", interactive=False,
@@ -89,6 +87,9 @@ class DragPanel:
             with gr.Tab("Before / after"):
                 p.compare = served.ImageSlider(label="Start image · result", type="numpy", interactive=False,
                                            elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
+        # Below the image: the status lines grow during a drag and must not push it off the first screen.
+        p.stats = gr.Markdown(elem_id="stats")
+        p.progress = gr.HTML(elem_id="drag-progress")
 
     def _act(self, ui: UIState | None, action: Callable[[UIState], str], shown: Callable[[UIState], dict]) -> dict:
         """Run `action` (its sentence goes to the status line) and return `shown(ui)`."""
