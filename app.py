@@ -36,7 +36,9 @@ INTRO = """# DragGAN studio
 Click the image for a **handle** (red), then its **target** (blue), and press **Start**. The **Mask** tab says
 what may change; **Edit your own photo** starts from your picture."""
 CSS = """
-#canvas img { cursor: crosshair; }
+/* The whole image on the first screen: the status lines sit below it, and the image is held to the viewport's
+   height below its own top (--canvas-top, kept by FIT_JS; 270 px, the desktop's, until that runs). */
+#canvas img { cursor: crosshair; max-height: max(200px, calc(100svh - var(--canvas-top, 270px) - 8px)); }
 #stats { min-height: 3.2em; }
 #models-note, #models-note * { font-size: 0.85rem !important; opacity: 0.85; }
 .compact-row button { min-width: 0 !important; }
@@ -63,6 +65,19 @@ CSS = """
                  height: auto !important; aspect-ratio: 1 / 1; }
 }
 """
+# Keeps --canvas-top, the image's distance from the top of the page, for the CSS that fits it to the first screen
+# (what lies above it wraps differently at every width). Clicks still map to generator pixels (drawing.py).
+FIT_JS = """() => {
+  const fit = () => {
+    const frame = document.querySelector('#canvas');
+    const box = frame && frame.getBoundingClientRect();
+    if (!box || box.height === 0) return;                       /* not shown yet, or another tab */
+    document.documentElement.style.setProperty('--canvas-top', `${Math.round(box.top + window.scrollY)}px`);
+  };
+  new ResizeObserver(fit).observe(document.body);
+  window.addEventListener('resize', fit);
+  fit();
+}"""
 IMAGE_HEIGHT = 512
 FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
 FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
@@ -173,6 +188,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                 with gr.Accordion("Export", open=False):
                     with gr.Row(elem_classes="compact-row"):
                         p.export_buttons = {"png": gr.Button("PNG", size="sm"),
+                                            "png-shown": gr.Button("PNG as shown", size="sm"),
                                             "latent": gr.Button("Latent", size="sm")}
                         p.export_buttons.update({fmt: gr.Button(fmt.upper(), size="sm")
                                                  for fmt in animation_formats()})
@@ -196,8 +212,6 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     p.undo = gr.Button("↶ Undo")
                     p.redo = gr.Button("↷ Redo")
                     p.reset = gr.Button("⟲ Reset")
-                p.stats = gr.Markdown(elem_id="stats")
-                p.progress = gr.HTML(elem_id="drag-progress")
                 with gr.Tabs():
                     with gr.Tab("Points"):
                         p.image = served.Image(label="Click: handle, then target", type="pil", interactive=False,
@@ -221,6 +235,9 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
                     with gr.Tab("Before / after"):
                         p.compare = served.ImageSlider(label="Start image · result", type="numpy", interactive=False,
                                                    elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
+                # Below the image: the status lines grow during a drag and must not push it off the first screen.
+                p.stats = gr.Markdown(elem_id="stats")
+                p.progress = gr.HTML(elem_id="drag-progress")
 
         with gr.Accordion("About this demo: models, licences, your photos", open=False, elem_id="about"):
             gr.Markdown(about_text(studio))
@@ -238,7 +255,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
             p.api_info = gr.JSON(label="info")
             p.api_button = gr.Button("drag")
 
-        demo.panels = Page(model=ModelPanel(studio, p), drag=DragPanel(studio, p), photo=photo_panel,
+        model_panel = ModelPanel(studio, p)
+        demo.panels = Page(model=model_panel, drag=DragPanel(studio, p, model_panel.apply_latent), photo=photo_panel,
                            export=ExportPanel(studio, p), api=ApiPanel(studio, p))
         for panel in vars(demo.panels).values():
             panel.wire(heavy, light)
@@ -250,8 +268,8 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, **kwargs):
-    """`demo.launch` with the app's theme and CSS (Gradio 6 takes them at launch time)."""
-    return demo.launch(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, **kwargs)
+    """`demo.launch` with the app's theme, CSS and script (Gradio 6 takes them at launch time)."""
+    return demo.launch(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, js=FIT_JS, **kwargs)
 
 
 def main() -> None:

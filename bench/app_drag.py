@@ -36,6 +36,7 @@ import time
 import numpy as np
 import torch
 
+from bench import allocate_as_the_app
 from bench.generator import ffhq_generator
 from draggan.engine import DragConfig, DragSession, RenderPolicy
 from draggan.networks.stylegan2 import Generator
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cases", default="unmasked,quarter,painted")
     parser.add_argument("--device", default="cpu", help="where the generator and the drag run (cpu, cuda)")
     args = parser.parse_args(argv)
+    allocate_as_the_app()
     args.cases = args.cases.split(",")
     torch.set_num_threads(args.threads)
     ratios = {size: run_size(size, args) for size in (int(s) for s in args.sizes.split(","))}

@@ -33,6 +33,8 @@ import time
 
 import torch
 
+from bench import allocate_as_the_app
+
 
 def _generator(model: str, device: str) -> torch.nn.Module:
     if model == "ffhq512":
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=None, help="N visitors dragging as the app runs them")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    allocate_as_the_app()
     if args.visitors is not None:
         result = run_visitors(args.visitors, args.model, args.steps, args.device)
         for figure in result["visitors"]:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench import allocate_as_the_app
 from bench.app_drag import masks, step_times
 from bench.generator import ffhq_generator
 from draggan.checkpoints import load_generator
@@ -208,6 +209,7 @@ def main() -> None:
                         help="image resolution (128: the bundled model)")
     parser.add_argument("--masked", action="store_true", help="masked vs unmasked windowed and whole-map steps")
     args = parser.parse_args()
+    allocate_as_the_app()
     if args.masked:
         torch.set_num_threads(args.threads or 1)
         run_masked(args.steps, args.warmup, torch.device(args.device), args.size)

@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from bench import allocate_as_the_app
 from draggan.inversion import invert
 from draggan.inversion.presets import PRESETS
 
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
+    allocate_as_the_app()
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []

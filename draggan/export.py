@@ -39,17 +39,22 @@ def _point_rows(points: Sequence[Any]) -> list[list[float]]:
 
 
 def png_metadata(model: str | None = None, seed: int | None = None, points: Sequence[Any] | None = None,
-                 edited_photo: bool = False) -> dict[str, str]:
+                 edited_photo: bool = False, upscaled_from: tuple[int, int] | None = None) -> dict[str, str]:
     """The text chunks `save_png` writes: what made the image and that it is AI-generated or AI-edited.
 
     Keys: `Software`, `AI` ("AI-generated", or "AI-edited" for an edited photo), `DigitalSourceType` (the IPTC
-    term for the same), `Description` (one sentence), and when given `Model`, `Seed` and `Points` (JSON rows
-    of [handle_x, handle_y, target_x, target_y] in image pixels).
+    term for the same), `Description` (one sentence), and when given `Model`, `Seed`, `Points` (JSON rows
+    of [handle_x, handle_y, target_x, target_y] in the generator's image pixels) and `Upscaled` (the image is
+    the generator's (width, height) image enlarged, as the app shows it; the Description says so too).
     """
     kind = AI_EDITED if edited_photo else AI_GENERATED
     what = "A photo edited" if edited_photo else "An image generated"
     text = {"Software": SOFTWARE, "AI": kind, "DigitalSourceType": _SOURCE_TYPE[kind],
             "Description": f"{what} by a generative model (StyleGAN, DragGAN point-based editing) in {SOFTWARE}."}
+    if upscaled_from is not None:
+        w, h = (int(v) for v in upscaled_from)
+        text["Upscaled"] = f"from {w}x{h} (the generator's image), Lanczos, as the app shows it"
+        text["Description"] += f" Upscaled from the generator's {w}x{h} pixels; points are in those pixels."
     if model:
         text["Model"] = str(model)
     if seed is not None:
@@ -86,11 +91,14 @@ def add_ai_mark(image: np.ndarray, text: str = MARK_TEXT) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike, *, model: str | None = None, seed: int | None = None,
-             points: Sequence[Any] | None = None, edited_photo: bool = False, mark: bool | None = None) -> Path:
+             points: Sequence[Any] | None = None, edited_photo: bool = False, mark: bool | None = None,
+             upscaled_from: tuple[int, int] | None = None) -> Path:
     """Write a uint8 [H, W, 3] image as PNG that says what it is.
 
-    The PNG carries `png_metadata(model, seed, points, edited_photo)` as text chunks. `mark` stamps a visible
-    "AI Generated" label (`add_ai_mark`); by default it is on for edited photos and off for generated images.
+    The PNG carries `png_metadata(model, seed, points, edited_photo, upscaled_from)` as text chunks: the
+    latter, (width, height), when `image` is the generator's image enlarged (as the app shows a small model's).
+    `mark` stamps a visible "AI Generated" label (`add_ai_mark`) at the written size; by default it is on for
+    edited photos and off for generated images.
     """
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, f"bad image {image.dtype} {image.shape}"
     from PIL.PngImagePlugin import PngInfo
@@ -99,7 +107,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike, *, model: str | None = 
     if edited_photo if mark is None else mark:
         image = add_ai_mark(image)
     info = PngInfo()
-    for key, value in png_metadata(model, seed, points, edited_photo).items():
+    for key, value in png_metadata(model, seed, points, edited_photo, upscaled_from).items():
         info.add_itxt(key, value)
     Image.fromarray(image).save(path, format="PNG", pnginfo=info)
     return path

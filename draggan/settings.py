@@ -62,6 +62,9 @@ class Settings:
     torch_threads: int | None = _var("DRAGGAN_TORCH_THREADS", int, None, 1, 1024)
     # DRAGGAN_MALLOC_ARENAS, default 2 (0 = glibc's default): malloc arenas of the process (draggan/server/memory.py).
     malloc_arenas: int = _var("DRAGGAN_MALLOC_ARENAS", int, 2, 0, 1024)
+    # DRAGGAN_MALLOC_KEEP_MB, default 1024 (0 = glibc's defaults): free heap memory glibc keeps for reuse between
+    # steps instead of handing it back and faulting it in again (draggan/server/memory.py).
+    malloc_keep_mb: int = _var("DRAGGAN_MALLOC_KEEP_MB", int, 1024, 0, 65536)
     # DRAGGAN_QUEUE_MAX, default 64: requests that may wait in the queue; past it a visitor is refused at once.
     queue_max: int = _var("DRAGGAN_QUEUE_MAX", int, 64, 1, 100000)
     # Sessions and their files.

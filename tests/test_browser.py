@@ -248,3 +248,72 @@ def test_upload_photo_invert_and_see_the_quality(url, tmp_path):
         if shot:
             page.locator("#photo-panel").screenshot(path=os.path.join(shot, "photo-panel.png"))
             page.screenshot(path=os.path.join(shot, "photo-app.png"), full_page=True)
+
+
+@pytest.mark.parametrize("enter", [True, False])
+def test_a_click_after_typing_a_seed_places_its_handle_on_the_new_image(url, server_log, monkeypatch, enter):
+    """Type a seed (with or without Enter) and click the image once: the seed box's blur and the click race,
+    yet the seed makes exactly one new image and the click places its handle on it (issue 23: the first
+    click was lost)."""
+    from draggan.service import handlers
+
+    seed = 11 if enter else 12
+    made = []
+    make_state = handlers.make_state
+
+    def counting(model, device, seed_value, *args, **kwargs):
+        made.append(int(seed_value))
+        return make_state(model, device, seed_value, *args, **kwargs)
+
+    monkeypatch.setattr(handlers, "make_state", counting)
+    with open_app(url, 1280, 800) as page:
+        stats, image = page.locator("#stats"), page.locator("#canvas img")
+        sync_api.expect(stats).to_contain_text("seed 0", timeout=60_000)
+        box = page.get_by_label("Seed", exact=True)
+        box.fill(str(seed))
+        if enter:
+            box.press("Enter")
+            sync_api.expect(stats).to_contain_text(f"seed {seed}", timeout=60_000)
+        before = image.get_attribute("src")
+        size = image.bounding_box()
+        image.click(position={"x": size["width"] * 0.3, "y": size["height"] * 0.6})   # blurs the seed box
+        sync_api.expect(stats).to_contain_text("Handle 1 placed", timeout=30_000)
+        sync_api.expect(stats).to_contain_text(f"seed {seed}")
+        sync_api.expect(image).not_to_have_attribute("src", before, timeout=30_000)
+        if enter:
+            fx, fy = _red_dot_centre(page, before, image.get_attribute("src"))
+            assert abs(fx - 0.3) < 0.05 and abs(fy - 0.6) < 0.05, (fx, fy)
+        page.wait_for_timeout(1000)                   # any second new-image event would have come by now
+        assert "Handle 1 placed" in stats.inner_text(), "a later event replaced the image with the handle"
+    assert made.count(seed) == 1, f"new images made for seed {seed}: {made.count(seed)}"
+
+
+def _image_box(page) -> dict:
+    return page.evaluate("""() => { const r = document.querySelector('#canvas img').getBoundingClientRect();
+        return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY, width: r.width}; }""")
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
+def test_the_whole_image_is_on_the_first_screen_also_during_a_drag(url, width, height):
+    """At a laptop's and a phone's first screen the whole image shows, after an example and while a drag runs:
+    the status lines and the progress bar sit below it, so when they grow they do not push it down."""
+    with open_app(url, width, height) as page:
+        stats = page.locator("#stats")
+        sync_api.expect(stats).to_contain_text(BUNDLED, timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#canvas img').naturalWidth > 0")
+        first = _image_box(page)
+        assert first["bottom"] <= height and first["width"] >= 0.6 * min(width - 40, 512), first
+        assert page.locator("#stats").bounding_box()["y"] >= first["bottom"], "the status lines are below the image"
+        page.get_by_role("button", name="Open the mouth", exact=True).click()
+        sync_api.expect(stats).to_contain_text("press Start", timeout=60_000)
+        page.get_by_role("button", name="Start").click()
+        sync_api.expect(page.locator("#drag-progress progress")).to_have_count(1, timeout=60_000)
+        sync_api.expect(stats).to_contain_text("running", timeout=60_000)
+        boxes = []
+        for _ in range(6):                                                   # the status lines at their longest
+            boxes.append(_image_box(page))
+            page.wait_for_timeout(250)
+        page.get_by_role("button", name="Stop").click()
+        sync_api.expect(stats).to_contain_text("drag(s) done", timeout=60_000)
+        boxes.append(_image_box(page))
+    assert all(abs(b["top"] - first["top"]) < 1 and b["bottom"] <= height for b in boxes), (first, boxes)

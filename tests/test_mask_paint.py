@@ -76,7 +76,7 @@ def test_the_editor_gets_a_layer_only_once_a_mask_exists(monkeypatch, G):  # noq
     drag.paint_mask(ui, _stroke(ui, slice(0, h // 2), slice(0, w // 2)))
     assert ui.flexible_mask is not None
     monkeypatch.setattr(gr, "Info", lambda *a, **k: None)
-    fresh = panels.model.change_latent(ui, 1, 0.7, "w+")
+    fresh = next(panels.model.change_latent(ui, 1, 0.7, "w+"))
     assert fresh[page.editor]["layers"] == [], "a new image starts without a mask, so without a layer"
 
 

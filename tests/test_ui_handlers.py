@@ -348,8 +348,9 @@ def test_studio_refuses_bad_input_without_raising(tmp_path, monkeypatch):
     class Click:
         index = (900, 900)
 
-    assert panels.drag.click(state, Click()) == unchanged() and "outside" in warnings_shown[-1]
-    assert panels.drag.click(None, Click()) == unchanged() and "Load a model" in warnings_shown[-1]
+    latent = (state.seed, state.psi, state.space)
+    assert panels.drag.click(state, *latent, Click()) == unchanged() and "outside" in warnings_shown[-1]
+    assert panels.drag.click(None, *latent, Click()) == unchanged() and "Load a model" in warnings_shown[-1]
     panels.model.update_params(state, "fast", 3, 1, 20)
     assert "lr" in warnings_shown[-1]
     assert panels.export.export(state, "gif") == unchanged()
@@ -414,7 +415,8 @@ def test_studio_uploads_and_recipes(tmp_path, monkeypatch):
     latent = ws(state)
     workdir = state.workdir
     new_state = panels.export.load_recipe(state, str(moved), progress=None)[page.state]
-    assert "Replayed 1 drag" in infos[-1], "a path in a recipe means the current model, checked by content"
+    assert "Replayed 1 drag" in new_state.notice, "a path in a recipe means the current model, checked by content"
+    assert "Replayed 1 drag" in handlers.stats_text(new_state) and not infos, "said in the status line, no toast"
     assert new_state is not state and torch.equal(ws(new_state), latent) and new_state.model == state.model
     assert not workdir.exists(), "the replaced session was released"
     assert panels.export.load_recipe(None, str(moved), progress=None) == unchanged()
@@ -665,6 +667,30 @@ def test_png_export_says_what_it_is(G, tmp_path):
     assert np.array_equal(np.asarray(Image.open(plain).convert("RGB")), ui.image), "no mark by default"
     marked = np.asarray(Image.open(handlers.export_png(ui, tmp_path / "..", mark=True)).convert("RGB"))
     assert not np.array_equal(marked, ui.image), "the visible mark is stamped"
+    assert "Upscaled" not in text and "Upscaled" not in Image.open(plain).info.get("Description", "")
+
+
+def test_png_export_at_the_displayed_size_beside_the_native_one(G, tmp_path, monkeypatch):
+    """'PNG as shown': the 64-px model's image as the page shows it (512 px, the display's upscale, no
+    overlays), its metadata saying it was upscaled from 64×64; 'PNG' stays at the generator's size."""
+    import gradio as gr
+    from PIL import Image
+
+    ui = new_state(G, max_steps=2)
+    click(ui, 20, 20)
+    click(ui, 30, 26)
+    handlers.run_blocking(ui)
+    shown = Image.open(handlers.export_png(ui, tmp_path, displayed=True))
+    assert shown.size == (512, 512) and shown.filename.endswith("-512px.png")
+    assert np.array_equal(np.asarray(shown.convert("RGB")), handlers.plain_view(ui)), "the image as shown"
+    assert shown.text["Upscaled"].startswith("from 64x64") and "Upscaled from the generator's 64x64" in \
+        shown.text["Description"] and shown.text["Points"] == "[[20, 20, 30, 26]]", "points in generator pixels"
+    native = Image.open(handlers.export_png(ui, tmp_path))
+    assert native.size == (64, 64) and "Upscaled" not in native.text
+    _, page, panels = app_panels(monkeypatch)
+    monkeypatch.setattr(gr, "Warning", lambda *a, **k: None)
+    assert panels.export.export(ui, "png-shown")[page.exported]["value"].endswith("-512px.png")
+    assert page.export_buttons["png-shown"].value == "PNG as shown"
 
 
 def test_frames_stay_bounded_while_a_drag_runs(G, monkeypatch):
@@ -717,7 +743,7 @@ def test_every_refusal_is_an_answer_gradio_accepts(monkeypatch, tmp_path):
         (panels.photo.prepare_photo, (state, None, False), {}),
         (panels.drag.stop, (None,), {}),
         (panels.drag.undo, (None,), {}),
-        (panels.drag.click, (state, type("Click", (), {"index": (900, 900)})()), {}),
+        (panels.drag.click, (state, 0, 0.7, "w+", type("Click", (), {"index": (900, 900)})()), {}),
         (panels.drag.paint_mask, (None, None), {}),
         (panels.drag.reset_mask, (None,), {}),
     ]
@@ -771,3 +797,96 @@ def test_status_before_start_and_after_a_short_drag_says_what_blocks_and_what_he
     handlers.run_blocking(ui)
     text = handlers.stats_text(ui)
     assert "Step limit reached after 2 steps" in text and "flexible" not in text.split("\n")[-1]
+
+
+def test_a_seed_makes_one_new_image_whichever_of_enter_blur_and_click_comes_first(monkeypatch):
+    """The seed box asks for a new image on Enter and on blur, and a click on the image reads the seed too (its
+    mouse-down is the blur): whatever the order, one new image per seed and the click's handle on it. When
+    the blur's image is still being made, the click waits for it and answers only after its view was sent."""
+    import time
+
+    import gradio as gr
+
+    monkeypatch.setattr(gr, "Info", lambda *a, **k: None)
+    studio, page, panels = _demo(monkeypatch)
+    made = []
+    make_state = handlers.make_state
+
+    def slow(model, device, seed, *args, **kwargs):
+        made.append(int(seed))
+        time.sleep(0.3)
+        return make_state(model, device, seed, *args, **kwargs)
+
+    monkeypatch.setattr(handlers, "make_state", slow)
+    state = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
+    centre = type("Click", (), {"index": (256, 256)})()
+
+    # Enter, then the click's blur, then the click: the blur and the click find the seed applied.
+    entered = list(panels.model.change_latent(state, 5, 0.7, "w+"))
+    new = entered[0][page.state]
+    assert new.seed == 5 and entered[-1] == unchanged() and state.replaced_by is new
+    assert list(panels.model.change_latent(state, 5, 0.7, "w+")) == [unchanged()], "a repeat changes nothing"
+    out = panels.drag.click(state, 5, 0.7, "w+", centre)       # the click's input was the replaced state
+    assert page.state not in out and len(new.handles) == 1 and "Handle 1 placed" in out[page.stats]
+    assert made.count(5) == 1
+
+    # No Enter: the click comes first and applies the seed; the blur after it finds it applied.
+    out = panels.drag.click(new, 6, 0.7, "w+", centre)
+    six = out[page.state]
+    assert six.seed == 6 and len(six.handles) == 1 and out[page.image] is not None
+    assert list(panels.model.change_latent(new, 6, 0.7, "w+")) == [unchanged()]
+    assert made.count(6) == 1
+
+    # No Enter: the blur starts first and is still making the image when the click comes.
+    blur = panels.model.change_latent(six, 7, 0.7, "w+")
+    first, answer = [], []
+    thread = threading.Thread(target=lambda: first.append(next(blur)))
+    thread.start()
+    while not made.count(7):
+        time.sleep(0.01)
+    clicker = threading.Thread(target=lambda: answer.append(panels.drag.click(six, 7, 0.7, "w+", centre)))
+    clicker.start()
+    thread.join()
+    seven = first[0][page.state]
+    assert "Handle" not in first[0][page.stats], "the blur's view was made before the click"
+    clicker.join(timeout=0.5)
+    assert clicker.is_alive(), "the click waits until the blur's view was sent"
+    assert list(blur) == [unchanged()]                       # Gradio sent the view and asks for the next yield
+    clicker.join(timeout=10)
+    assert not clicker.is_alive() and page.state not in answer[0] and len(seven.handles) == 1
+    assert made == [0, 5, 6, 7], "one new image per seed"
+
+
+def test_the_progress_bar_and_the_status_count_the_same_steps_on_a_resumed_drag(G):
+    """A drag that reached its step limit and is resumed: the progress bar, the running status and the end
+    notice all count this Start's steps of its limit (issue 23: "step 269 of 270" against "after 200 steps")."""
+    import re
+
+    ui = new_state(G, max_steps=3)
+    click(ui, 8, 8)
+    click(ui, 56, 56)                                       # far: the limit comes first
+    handlers.run_blocking(ui)
+    assert ui.notice.startswith("Step limit reached after 3 steps")
+    job = handlers.start_drag(ui)                           # Start again: resumes the same drag
+    seen = []
+    for _ in handlers.follow(ui, job):
+        if ui.running:
+            bar = re.search(r"<progress value='(\d+)' max='(\d+)'>.*step (\d+) of (\d+)", handlers.progress_html(ui))
+            line = re.search(r"running · step (\d+) of (\d+)", handlers.stats_text(ui))
+            seen.append((bar.groups(), line.groups()))
+    assert seen and all(b[0] == b[2] == l[0] and b[1] == b[3] == l[1] == "3" for b, l in seen), seen
+    assert seen[-1][0][0] == "3" and ui.notice.startswith("Step limit reached after 3 steps"), ui.notice
+    assert ui.snap.steps == 6, "the engine's drag goes on from step 3"
+
+
+def test_outcomes_are_said_in_the_status_line_not_in_toasts(monkeypatch):
+    """A new image that reset points says so in the status line; nothing pops up over the image."""
+    import gradio as gr
+
+    infos = []
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
+    studio, page, panels = _demo(monkeypatch)
+    state = panels.model.init_session(None, 0, 0.7, "w+", 1e-3, 3, 1, 20.0, progress=None)[page.state]
+    click(state, 20, 20)
+    out = next(panels.model.change_latent(state, 3, 0.7, "w+"))
+    assert "New image: points, mask and history were reset." in out[page.stats] and not infos

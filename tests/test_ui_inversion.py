@@ -320,7 +320,8 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     outputs = list(panels.photo.invert_photo(state, str(file), False, 6, 4, 6))
     final = outputs[-1]
     assert final[page.state] is state and state.photo is not None and state.model.private
-    assert infos[-1].startswith("Photo inverted") and "PSNR" in handlers.stats_text(state)
+    assert "Photo inverted" in final[page.stats] and "PSNR" in handlers.stats_text(state)
+    assert not any(i.startswith("Photo inverted") for i in infos), "said in the status line, not a toast"
     assert np.array_equal(np.asarray(final[page.image]), np.asarray(handlers.view(state)))
     assert "PSNR" in final[page.photo_status] and "compared pixel by pixel" in final[page.photo_status]
     assert final[page.ai_mark] is True, "an edited photo's PNG gets the visible AI mark by default"
@@ -330,13 +331,15 @@ def test_studio_photo_flow(G, tmp_path, monkeypatch):
     assert "measured on this server" in panels.photo.estimate(6, 4, 6, state)[page.estimate]
 
     # The space radio cannot turn a photo session into W (it would change the image); it flips back.
-    out = panels.model.change_latent(state, 0, 0.7, "w")
+    out = next(panels.model.change_latent(state, 0, 0.7, "w"))
     assert out == {page.space: "w+"} and "W+" in warnings_shown[-1] and state.photo is not None
     assert panels.export.export(state, "tuned")[page.exported]["value"].endswith("-tuned-generator.zip")
     assert panels.export.export(state, "recipe") == unchanged() and "started from your photo" in warnings_shown[-1]
 
     folder, base = Path(state.model.source), state.photo.base
-    new_state = panels.model.change_latent(state, 5, 0.7, "w+")[page.state]
+    assert next(panels.model.change_latent(state, 0, 0.7, "w+")) == unchanged(), "the same seed keeps the photo"
+    assert state.photo is not None
+    new_state = next(panels.model.change_latent(state, 5, 0.7, "w+"))[page.state]
     assert new_state is not state and new_state.photo is None and new_state.model == base
     assert not folder.exists(), "a new seed drops the photo's tuned generator"
 

@@ -88,6 +88,16 @@ def update_params(ui: UIState, lr: Any, max_steps: Any, render_every: Any, mask_
         ui.render_every = render_every
 
 
+def replace(old: UIState | None, new: UIState) -> None:
+    """`new` replaces `old` as its browser session's state (a new image, model, example or recipe): events
+    that started on `old` go on with `new` (`UIState.latest`), and `old` is released."""
+    if old is None:
+        return
+    with old.lock:
+        old.replaced_by = new
+    release(old)
+
+
 def release(ui: UIState | None) -> None:
     """Free a closed or replaced session: stop its job, drop its frames and files (its folder, and the files of
     Gradio's cache that no other session was sent: a photo's images, exports and upload) and, for a photo
@@ -325,7 +335,7 @@ def stats_text(ui: UIState) -> str:
     elif ui.running and isinstance(last, DragUpdate):
         ms = 1000.0 * (time.perf_counter() - job.started) / max(job.steps, 1)
         view = " · live preview (exact image at the end)" if job.view_kind == "preview" else ""
-        lines.append(f"running · step {last.step} of {last.max_steps} · {ms:.0f} ms/step · distance "
+        lines.append(f"running · step {job.steps} of {job.limit} · {ms:.0f} ms/step · distance "
                      f"{_distances(last.handles, last.targets)}{view}")
     elif ui.points_done:
         lines.append(f"{len(drags)} drag(s) done · its points are done (grey)")
@@ -373,14 +383,15 @@ def _seconds(seconds: float) -> str:
 
 
 def progress_html(ui: UIState) -> str:
-    """A drag progress bar: steps taken of the drag's step limit, and the largest distance left (HTML)."""
+    """A drag progress bar: steps taken of this run's step limit, as the status line counts them (a resumed
+    drag counts from its Start), and the largest distance left (HTML)."""
     job = ui.job
     last = job.last if job is not None else None
-    if not ui.running or not isinstance(last, DragUpdate) or not job.goal:
+    if not ui.running or not isinstance(last, DragUpdate) or not job.limit:
         return ""
     left = max(last.distances) if last.distances else 0.0
-    return (f"<div class='drag-progress'><progress value='{last.step}' max='{job.goal}'></progress>"
-            f"<span>step {last.step} of {job.goal} · {left:.1f} px to go</span></div>")
+    return (f"<div class='drag-progress'><progress value='{job.steps}' max='{job.limit}'></progress>"
+            f"<span>step {job.steps} of {job.limit} · {left:.1f} px to go</span></div>")
 
 
 END_NOTICES = {
@@ -407,6 +418,7 @@ def start_drag(ui: UIState) -> Job:
         job = Job(kind="drag", stop=StopFlag(str(ui.workdir / "stop")))
         job.stop.clear()
         job.goal = snap.steps + snap.config.max_steps
+        job.limit = snap.config.max_steps
         ui.job = job
     return job
 
@@ -553,17 +565,23 @@ def _out_dir(ui: UIState, out_dir: str | Path | None) -> Path:
     return folder
 
 
-def export_png(ui: UIState, out_dir: str | Path | None = None, mark: bool | None = None) -> Path:
+def export_png(ui: UIState, out_dir: str | Path | None = None, mark: bool | None = None,
+               displayed: bool = False) -> Path:
     """The image shown as PNG that says what it is: model, seed (none for a photo), every drag's points (the
     drags that lead to this image) and AI-generated / AI-edited; `mark` stamps the visible "AI Generated"
-    label (None: on for an edited photo, off otherwise)."""
+    label (None: on for an edited photo, off otherwise). At the generator's size, or `displayed`: at the
+    size the page shows it (`plain_view`: a small model's image enlarged, which the PNG says)."""
     drags = ui.snap.drags()
     points = [(h, t) for d in drags for h, t in zip(d.handles, d.targets)]
     base = ui.base_model
     model = base.source if recipes.is_zoo_key(base.source) else base.label      # a zoo key, never a path
-    return export.save_png(ui.image, _out_dir(ui, out_dir) / f"{file_stem(ui)}.png", model=model,
+    upscaled = displayed and scale_of(ui) > 1
+    image = plain_view(ui) if upscaled else ui.image
+    name = f"{file_stem(ui)}-{image.shape[1]}px.png" if upscaled else f"{file_stem(ui)}.png"
+    return export.save_png(image, _out_dir(ui, out_dir) / name, model=model,
                            seed=None if ui.photo is not None else ui.seed, points=points,
-                           edited_photo=ui.photo is not None, mark=mark)
+                           edited_photo=ui.photo is not None, mark=mark,
+                           upscaled_from=(ui.width, ui.height) if upscaled else None)
 
 
 def export_latent(ui: UIState, out_dir: str | Path | None = None) -> Path:

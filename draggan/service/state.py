@@ -9,11 +9,12 @@ each drag for the animation (by history entry id), the photo an image came from,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -52,7 +53,8 @@ class Job:
     started: float = dataclasses.field(default_factory=time.perf_counter)
     last: Any = None                  # the latest update (gpu.DragUpdate, InversionProgress, ...)
     steps: int = 0                    # steps taken by this job
-    goal: int = 0                     # a drag's step count at which it stops
+    goal: int = 0                     # a drag's step count at which it stops (counted from the drag's first step)
+    limit: int = 0                    # steps this run may take (its step limit); `steps` counts the same run
     view_kind: str = ""               # what the image shown is: "preview" or "full"
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
@@ -106,6 +108,23 @@ class UIState:
     workdir: Path | None = None       # this session's private folder (stop flags, exports); removed on release
     files: set[str] = dataclasses.field(default_factory=set)  # Gradio cache files it was sent (owned_files.py)
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock, repr=False)
+    replaced_by: "UIState | None" = dataclasses.field(default=None, repr=False)  # set by handlers.replace
+    # Set once the page was sent this state's first view, when a racing event must answer after it (None: no wait).
+    view_sent: threading.Event | None = dataclasses.field(default=None, repr=False)
+
+    @contextlib.contextmanager
+    def latest(self) -> Iterator["UIState"]:
+        """The session's current state, locked while the block runs: this one, or the state that replaced it
+        (a new image) while an event that started on this one was waiting. Two events of one visitor that
+        race (the seed box's blur and the click that caused it) thus see each other's outcome."""
+        ui = self
+        while True:
+            while ui.replaced_by is not None:
+                ui = ui.replaced_by
+            with ui.lock:
+                if ui.replaced_by is None:
+                    yield ui
+                    return
 
     @property
     def height(self) -> int:

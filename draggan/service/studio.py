@@ -147,10 +147,11 @@ class Studio:
             raise UserError(f"Could not load the model: {exc}") from None
 
     def apply_thread_policy(self) -> None:
-        """Start-up, once per process: torch's thread count from `policy`, and glibc's malloc arenas capped
-        (`DRAGGAN_MALLOC_ARENAS`) so that released sessions' memory can go back to the system."""
-        from ..server.memory import limit_arenas
-        limit_arenas(settings.get().malloc_arenas)
+        """Start-up, once per process: torch's thread count from `policy`, and glibc's allocator tuned
+        (`DRAGGAN_MALLOC_ARENAS`, `DRAGGAN_MALLOC_KEEP_MB`: server/memory.py)."""
+        from ..server.memory import tune_allocator
+        config = settings.get()
+        tune_allocator(config.malloc_arenas, config.malloc_keep_mb)
         apply_thread_policy(self.policy)
 
     def preload(self) -> list[str]:

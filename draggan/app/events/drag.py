@@ -11,7 +11,10 @@ from ...service import handlers
 from ...service.handlers import UserError
 from ...service.state import UIState
 from ...service.studio import Studio
-from . import Page, compare_value, editor_value, need, unchanged
+from . import Page, compare_value, editor_value, need, unchanged, whole_outputs
+
+
+VIEW_WAIT_S = 10.0   # longest a click waits for the new image it landed on to be sent (a closed page never is)
 
 
 def _same_masks(ui: UIState, fixed: np.ndarray | None, flexible: np.ndarray | None) -> bool:
@@ -22,9 +25,11 @@ def _same_masks(ui: UIState, fixed: np.ndarray | None, flexible: np.ndarray | No
 
 
 class DragPanel:
-    def __init__(self, studio: Studio, page: Page) -> None:
+    def __init__(self, studio: Studio, page: Page,
+                 apply_latent: Callable[[UIState, Any, Any, str], dict] | None = None) -> None:
         self.studio = studio
         self.page = page
+        self.apply_latent = apply_latent     # ModelPanel.apply_latent: a seed typed but not yet applied
 
     def _act(self, ui: UIState | None, action: Callable[[UIState], str], shown: Callable[[UIState], dict]) -> dict:
         """Run `action` (its sentence goes to the status line) and return `shown(ui)`; a refusal is a toast."""
@@ -40,8 +45,26 @@ class DragPanel:
         return self._act(ui, action, lambda u: {self.page.image: handlers.view(u),
                                                self.page.stats: handlers.stats_text(u)})
 
-    def click(self, ui: UIState | None, evt: gr.SelectData) -> dict:
-        return self._points(ui, lambda u: handlers.add_point(u, evt.index))
+    def click(self, ui: UIState | None, seed: Any, psi: Any, space: str, evt: gr.SelectData) -> dict:
+        """A click on the image: a handle, or the target of the last one. A seed, ψ or space on the page that is
+        not yet the image's (typed, then the image clicked: the seed box's blur races this click) is applied
+        first, so the point lands on the new image; whichever of the two events comes second finds the new
+        image there and makes none (`UIState.latest`)."""
+        p = self.page
+        if ui is None or self.apply_latent is None:
+            return self._points(ui, lambda u: handlers.add_point(u, evt.index))
+        with ui.latest() as ui:
+            shown = self.apply_latent(ui, seed, psi, space)
+            ui = shown.get(p.state, ui)
+            try:
+                ui.notice = handlers.add_point(ui, evt.index)
+            except UserError as exc:
+                gr.Warning(str(exc), duration=5)
+                return shown or unchanged()
+            out = {**shown, p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
+        if ui.view_sent is not None:               # a new image another event made: answer after it was sent
+            ui.view_sent.wait(timeout=VIEW_WAIT_S)
+        return out
 
     def remove_last(self, ui: UIState | None) -> dict:
         return self._points(ui, handlers.remove_last_point)
@@ -158,7 +181,8 @@ class DragPanel:
         # drag's own end is on its way; values that close together load their mask layers at the same time
         # (see `editor_value`). The editor gets its value once, after the drag.
         dragged = [p.image, p.stats, p.compare, p.progress]
-        p.image.select(self.click, p.state, [p.image, p.stats], **light)
+        # The click reads the latent's inputs too and may answer with a new image (see `click`).
+        p.image.select(self.click, [p.state, p.seed, p.psi, p.space], [*whole_outputs(p), p.space], **light)
         p.remove_last.click(self.remove_last, p.state, [p.image, p.stats], **light)
         p.clear.click(self.clear_points, p.state, [p.image, p.stats], **light)
         p.show_mask.change(self.toggle_mask, [p.state, p.show_mask], p.image, **light)

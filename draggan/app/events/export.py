@@ -21,7 +21,10 @@ class ExportPanel:
 
     def export(self, ui: UIState | None, what: str, mark: bool | None = None) -> dict:
         """Write one export of the session; `mark` stamps the visible "AI Generated" label on a PNG."""
-        writers = {"png": lambda u: handlers.export_png(u, mark=None if mark is None else bool(mark)), "latent": handlers.export_latent, "recipe": handlers.export_recipe,
+        mark = None if mark is None else bool(mark)
+        writers = {"png": lambda u: handlers.export_png(u, mark=mark),
+                   "png-shown": lambda u: handlers.export_png(u, mark=mark, displayed=True),
+                   "latent": handlers.export_latent, "recipe": handlers.export_recipe,
                    "gif": lambda u: handlers.export_animation(u, "gif"),
                    "mp4": lambda u: handlers.export_animation(u, "mp4"), "tuned": photo.export_tuned_generator}
         try:
@@ -36,21 +39,20 @@ class ExportPanel:
         return {self.page.exported: gr.update(value=str(path), visible=True)}
 
     def _recipe_model(self, ui: UIState | None, model: str):
-        """The model to replay a recipe on: the zoo model it names, or for "the current model" this session's
-        model (its content key is checked on replay). A recipe names no paths."""
+        """(the model to replay a recipe on, a note or ""): the zoo model it names, or for "the current model"
+        this session's model (its content key is checked on replay). A recipe names no paths."""
         if model == recipes.CURRENT_MODEL and ui is not None:
-            return ui.model
+            return ui.model, ""
         try:
             choice = self.studio.find_choice(model)
             if choice.available:
-                return self.studio.ref(choice.source, choice.label)
+                return self.studio.ref(choice.source, choice.label), ""
         except UserError:
             pass
         if ui is None:
             raise UserError(f"The recipe's model {Path(model).name!r} is not available here: load it under "
                             f"'Your own model', then load the recipe again.")
-        gr.Info(f"The recipe's model {Path(model).name!r} is not available here; replaying it on {ui.model.label}.")
-        return ui.model
+        return ui.model, f"The recipe's model {Path(model).name!r} is not available here; replayed on {ui.model.label}."
 
     def load_recipe(self, ui: UIState | None, file: str | None, progress: gr.Progress = gr.Progress(),
                     request: gr.Request = None) -> dict:
@@ -70,7 +72,7 @@ class ExportPanel:
             if ui is not None:
                 handlers.ensure_idle(ui, "load a recipe")
             recipe = recipes.load_recipe(file)
-            ref = self._recipe_model(ui, recipe.model)
+            ref, model_note = self._recipe_model(ui, recipe.model)
             G = self.studio.load(ref)
             if (G.img_height, G.img_width) != tuple(recipe.image_size):
                 raise UserError(f"The recipe was made on a {recipe.image_size[0]}×{recipe.image_size[1]} model; "
@@ -80,11 +82,9 @@ class ExportPanel:
         except (UserError, recipes.RecipeError) as exc:
             gr.Warning(str(exc))
             return unchanged()
-        if ui is not None:
-            handlers.release(ui)
-        for note in recipe.notes:
-            gr.Info(note[:1].upper() + note[1:] + ".")
-        gr.Info(f"Replayed {len(recipe.drags)} drag(s) from the recipe.")
+        handlers.replace(ui, new)
+        notes = [note[:1].upper() + note[1:] + "." for note in recipe.notes]   # said in the status line
+        new.notice = " ".join([f"Replayed {len(recipe.drags)} drag(s) from the recipe.", model_note, *notes]).strip()
         return whole(self.page, new)
 
     def wire(self, heavy: dict, light: dict) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import gradio as gr
 import numpy as np
@@ -46,13 +47,14 @@ class ModelPanel:
         return new
 
     def _replace(self, ui: UIState | None, new: UIState) -> dict:
+        """`new` replaces `ui`; what was reset is said in the new image's status line (not a toast over it)."""
         if ui is not None:
             had_photo = ui.photo is not None
             changed = bool(ui.snap.drags() or ui.handles or ui.fixed_mask is not None or ui.flexible_mask is not None)
-            handlers.release(ui)
+            handlers.replace(ui, new)
             if changed or had_photo:
-                gr.Info("New image: points, mask and history were reset"
-                        + ("; the photo's tuned generator was dropped." if had_photo else "."))
+                new.notice = ("New image: points, mask and history were reset"
+                              + ("; the photo's tuned generator was dropped." if had_photo else "."))
         return whole(self.page, new)
 
     def init_session(self, model: str | None, seed: Any, psi: Any, space: str, lr: Any, max_steps: Any,
@@ -120,12 +122,32 @@ class ModelPanel:
             return unchanged()
         return self._replace(ui, new)
 
-    def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str) -> dict:
-        """Seed, ψ or space changed: a new image. A photo session stays in W+ (its latent is per-layer; one
-        shared W code would change the image): choosing W there flips the radio back. A new seed or ψ replaces
-        the photo with a generated image of the model it was made from."""
+    def change_latent(self, ui: UIState | None, seed: Any, psi: Any, space: str) -> Iterator[dict]:
+        """Seed (Enter or leaving the box), ψ or space changed: a new image, once per change (`apply_latent`).
+
+        A generator, so that a click that waited for this image answers after it: Gradio sends a yield's
+        outputs before it asks for the next one, and only then is `view_sent` set, which the click waits for
+        (`DragPanel.click`); its point is thus drawn over the new image, never overwritten by it. The last
+        yield changes nothing (Gradio sends a generator's last outputs twice)."""
         if ui is None:
-            return unchanged()
+            yield unchanged()
+            return
+        with ui.latest() as ui:
+            shown = self.apply_latent(ui, seed, psi, space)
+            new = shown.get(self.page.state)
+            if new is not None:
+                new.view_sent = threading.Event()
+        yield shown or unchanged()
+        if new is not None:
+            new.view_sent.set()
+            yield unchanged()
+
+    def apply_latent(self, ui: UIState, seed: Any, psi: Any, space: str) -> dict:
+        """The outputs of a new image at the page's (seed, ψ, space), {} when they are `ui`'s already: the
+        seed box's Enter, its blur and a click on the image that caused the blur all ask, so only the first
+        to come makes the image (call with `ui.latest()` held). A photo session stays in W+ (its latent is
+        per-layer; one shared W code would change the image): choosing W there flips the radio back. A new
+        seed or ψ replaces the photo with a generated image of the model it was made from."""
         try:
             same_start = int(seed) == ui.seed and float(psi) == ui.psi
         except (TypeError, ValueError):
@@ -134,14 +156,14 @@ class ModelPanel:
             gr.Warning("An image made from a photo is edited in W+ (a single W code would change it); change "
                        "the seed or ψ to start a generated image instead.")
             return {self.page.space: ui.space}
-        if same_start and space == ui.space and ui.photo is None:
-            return unchanged()
+        if same_start and (space == ui.space or ui.photo is not None):
+            return {}
         base = ui.photo.base if ui.photo is not None else ui.model
         try:
             new = self._new_state(ui, base.source, base.label, seed, psi, space, None)
         except UserError as exc:
             gr.Warning(str(exc))
-            return unchanged()
+            return {}
         return self._replace(ui, new)
 
     def load_example(self, ui: UIState | None, example: Example, space: str,
@@ -161,8 +183,7 @@ class ModelPanel:
             return unchanged()
         new.snap = snapshots.set_points(new.snap, example.handles, example.targets)
         new.notice = f"Example “{example.label}”: press Start to drag the points."
-        if ui is not None:
-            handlers.release(ui)
+        handlers.replace(ui, new)
         return {**whole(p, new), p.model: choice.source, p.seed: example.seed, p.psi: example.psi, p.lr: lr}
 
     def bundled(self) -> dict:
@@ -193,10 +214,12 @@ class ModelPanel:
                        api_visibility="private")
         p.load_own.click(self.load_own_model, [p.state, p.upload, p.hub_ref, p.seed, p.psi, p.space], full,
                          **heavy, api_visibility="private")
+        # Enter and blur both ask (`apply_latent` makes one image). The progress shows on the status line only:
+        # an overlay on the image would swallow the click whose mouse-down blurred the seed box.
         gr.on([p.seed.submit, p.seed.blur, p.psi.release, p.space.change], self.change_latent,
-              [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
+              [p.state, p.seed, p.psi, p.space], [*full, p.space], show_progress_on=p.stats, **heavy)
         p.dice.click(self.random_seed, None, p.seed, **light).then(
-            self.change_latent, [p.state, p.seed, p.psi, p.space], [*full, p.space], **heavy)
+            self.change_latent, [p.state, p.seed, p.psi, p.space], [*full, p.space], show_progress_on=p.stats, **heavy)
         gr.on([c.change for c in [*settings, p.tracker]], self.update_params, [p.state, *settings, p.tracker], None,
               **light)
         p.use_bundled.click(self.bundled, None, p.model, **light)

@@ -112,7 +112,7 @@ class PhotoPanel:
             yield {p.stats: handlers.stats_text(ui), p.photo_view: photo.comparison(job.target, None),
                    p.photo_status: _status(photo.outcome(job))}
             return
-        gr.Info("Photo inverted: drag it as usual (on your session's own tuned copy of the model).")
+        ui.notice = "Photo inverted: drag it as usual (on your session's own tuned copy of the model)."
         yield {**whole(p, ui), p.photo_view: photo.comparison(ui.photo.target, ui.start_image),
                p.photo_status: photo.quality_html(ui.photo), p.space: ui.space}
 
@@ -120,8 +120,7 @@ class PhotoPanel:
         """Cancel a running inversion; the session keeps its image."""
         if ui is None:
             return unchanged()
-        message = photo.cancel_inversion(ui)
-        gr.Info(message)
+        message = photo.cancel_inversion(ui)       # said where the inversion's progress was
         return {self.page.stats: handlers.stats_text(ui), self.page.photo_status: _status(message)}
 
     def wire(self, heavy: dict, light: dict) -> None:
