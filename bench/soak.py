@@ -163,7 +163,8 @@ def visit(url: str, fns: dict[str, int], ids: dict[str, int], model: str, addres
             width, height = Image.open(io.BytesIO(tab.download(view))).size
         for fx, fy in ((0.35, 0.4), (0.55, 0.5)):
             point = [int(fx * width), int(fy * height)]
-            stats.timed("click", tab.call, fns["click"], [None, seed, 0.7, "w+"],     # state and the latent's fields
+            # inputs: state, and the seed box, ψ and latent space as shown (a click applies a typed seed first)
+            stats.timed("click", tab.call, fns["click"], [None, seed, 0.7, "w+"],
                         {"index": point, "value": None, "selected": True}, ids["click"])
         stats.timed("drag", tab.call, fns["start"], [None], None, ids["start"])
         exported = stats.timed("export", tab.call, fns["export_png"], [None, None], None, ids["export_png"])  # state, AI mark

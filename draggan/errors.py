@@ -11,14 +11,17 @@ Subclasses keep the builtin base their callers already catch (multiple inheritan
 | class                    | also a                 | raised when                                            |
 | ------------------------ | ---------------------- | ------------------------------------------------------ |
 | ModelUnavailableError    | OSError                | a model is neither on disk nor downloadable right now  |
+| ModelNotFoundError       | FileNotFoundError      | no model at that source (or a released private model)  |
 | ModelFormatError         | ValueError             | a file holds no generator we can load                  |
 | UnsafePickleError        | pickle.UnpicklingError | a pickle references code outside the allow-list        |
 | UnknownModelError        | KeyError               | a zoo key is not in the registry                       |
 | RecipeError              | ValueError             | an edit recipe cannot be read or replayed              |
 | SettingsError            | ValueError             | a `DRAGGAN_*` environment variable has a bad value     |
 | FaceAlignmentUnavailable | RuntimeError           | dlib or its landmark model cannot be had               |
+| PhotoError               | ValueError             | a photo cannot be used (not an image, size, no face)   |
 | InversionCancelled       | RuntimeError           | a photo inversion was stopped on request               |
 | UserError                | -                      | the editor refuses a request (bad point, no image ...) |
+| UploadError              | UserError, ValueError  | an uploaded file's type or size is refused, unread     |
 | CommandError             | -                      | a command-line invocation is wrong                     |
 
 The classes are defined here; the modules that raise them import them from here.
@@ -39,6 +42,11 @@ class ModelUnavailableError(DragGANError, OSError):
 
 class ModelIntegrityError(ModelUnavailableError):
     """A downloaded model file whose SHA-256 is not the one the model registry pins; it is refused."""
+
+
+class ModelNotFoundError(ModelUnavailableError, FileNotFoundError):
+    """No model at the source named: no such file, zoo key or Hub file, or a session's private model (a photo's
+    tuned copy) asked for after the session released it."""
 
 
 class ModelFormatError(DragGANError, ValueError):
@@ -68,6 +76,10 @@ class FaceAlignmentUnavailable(DragGANError, RuntimeError):
     """dlib or its landmark model cannot be had; use the plain centre crop instead."""
 
 
+class PhotoError(DragGANError, ValueError):
+    """A photo that cannot be used: not an image, too small or too large, damaged, or no face where one is asked."""
+
+
 class InversionCancelled(DragGANError, RuntimeError):
     """Raised when the cancel event is set; nothing of the interrupted inversion is kept."""
 
@@ -78,6 +90,10 @@ class InversionCancelled(DragGANError, RuntimeError):
 
 class UserError(DragGANError):
     """A request the editor refuses; the message tells the user what to do instead."""
+
+
+class UploadError(UserError, ValueError):
+    """An uploaded file refused by its name or size before any of it is read."""
 
 
 class CommandError(DragGANError):

@@ -6,7 +6,8 @@ the `check_*` / `parse_points` helpers raise `LimitError` whose message names th
 range, e.g. ``lr must be a finite number, got nan`` or ``at most 64 point pairs per drag, got 5000``.
 
 Numbers: `seed`, `psi`, `lr`, `max_steps` (steps of one drag, also a recipe drag's step count),
-`render_every` and `mask_lambda` are `Range`s (closed unless `lo_open`; `integer` ranges take whole numbers
+`render_every`, `mask_lambda` and `inversion_steps` (each of a photo inversion's W, W+ and PTI step counts) are
+`Range`s, with the `step` a page field moves by (the page's fields read their minimum, maximum and step here) (closed unless `lo_open`; `integer` ranges take whole numbers
 only). Sizes: `point_pairs` per drag, `drags` per recipe, `recipe_bytes` per recipe file, `recipe_depth`
 (JSON nesting of a recipe: its deepest legal value is a point or a mask's run lengths at depth 5),
 `points_depth` (nesting of a points argument: `[[[hx, hy], [tx, ty]], ...]` is 3), `points_bytes` (points
@@ -37,6 +38,15 @@ class Range:
     hi: float
     lo_open: bool = False
     integer: bool = False
+    step: float | None = None     # a page field's step (None: 1 for whole numbers)
+    page_hi: float | None = None  # a page slider's top where the whole range would not fit a slider
+
+    def field(self) -> dict[str, float | None]:
+        """`minimum`, `maximum` and `step` of the page field that sets this number (Gradio's keywords): the
+        page reads its bounds here and nowhere else. An open lower end starts one step above it."""
+        step = self.step if self.step is not None else (1 if self.integer else None)
+        low = self.lo + step if self.lo_open and step else self.lo
+        return dict(minimum=low, maximum=self.page_hi if self.page_hi is not None else self.hi, step=step)
 
     def describe(self) -> str:
         return f"between {_text(self.lo)}{' (exclusive)' if self.lo_open else ''} and {_text(self.hi)}"
@@ -53,11 +63,12 @@ class Limits:
 
     # numbers a user sets
     seed: Range = Range(0, 2**32 - 1, integer=True)
-    psi: Range = Range(-1.0, 2.0)
-    lr: Range = Range(0.0, 1.0, lo_open=True)
+    psi: Range = Range(-1.0, 2.0, step=0.05)
+    lr: Range = Range(0.0, 1.0, lo_open=True, step=1e-4)
     max_steps: Range = Range(1, 2000, integer=True)
-    render_every: Range = Range(0, 1000, integer=True)   # 0: the live view is timed by the render policy
-    mask_lambda: Range = Range(0.0, 1e4)
+    render_every: Range = Range(0, 1000, integer=True, page_hi=20)   # 0: the live view is timed by the policy
+    mask_lambda: Range = Range(0.0, 1e4, step=1.0)
+    inversion_steps: Range = Range(0, 5000, integer=True)
     # sizes and counts
     point_pairs: int = 64
     points_depth: int = 3
@@ -85,24 +96,34 @@ def short(value: Any) -> str:
     return _SHORT.repr(value)
 
 
-def check_number(name: str, value: Any, limits: Limits = LIMITS) -> float | int:
-    """`value` as a number inside `limits.<name>` (an int for integer ranges); `LimitError` otherwise."""
+def check_number(name: str, value: Any, limits: Limits = LIMITS, label: str | None = None) -> float | int:
+    """`value` as a number inside `limits.<name>` (an int for integer ranges); `LimitError` otherwise, its
+    message naming `label` (default: `name`)."""
     bounds: Range = getattr(limits, name)
+    field, name = name, label or name
     if isinstance(value, bool):
-        raise LimitError(name, f"{name} must be a number, got {value!r}")
+        raise LimitError(field, f"{name} must be a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise LimitError(name, f"{name} must be a number, got {short(value)}") from None
+        raise LimitError(field, f"{name} must be a number, got {short(value)}") from None
     if not math.isfinite(number):
-        raise LimitError(name, f"{name} must be a finite number, got {number}")
+        raise LimitError(field, f"{name} must be a finite number, got {number}")
     if number < bounds.lo or (bounds.lo_open and number == bounds.lo) or number > bounds.hi:
-        raise LimitError(name, f"{name} must be {bounds.describe()}, got {_text(number)}")
+        raise LimitError(field, f"{name} must be {bounds.describe()}, got {_text(number)}")
     if bounds.integer:
         if number != int(number):
-            raise LimitError(name, f"{name} must be a whole number, got {number:g}")
+            raise LimitError(field, f"{name} must be a whole number, got {number:g}")
         return int(number)
     return number
+
+
+def number_or_none(name: str, value: Any, limits: Limits = LIMITS) -> float | int | None:
+    """`check_number`'s value, or None where it would refuse (a field still being typed: nothing to say yet)."""
+    try:
+        return check_number(name, value, limits)
+    except LimitError:
+        return None
 
 
 def check_name(name: str, value: Any, limits: Limits = LIMITS) -> str:

@@ -5,6 +5,12 @@ while the process runs has no effect until `reload()` (tests call it after `monk
 empty variable takes the field's default; any other value must parse as the field's type and lie in its
 range, else `SettingsError` names the variable, the accepted values and what was found. Nothing else in the
 package reads a `DRAGGAN_*` variable.
+
+Flags (on/off variables: the `bool` fields, and the platform's `HF_HUB_OFFLINE` and `SPACES_ZERO_GPU`, which
+`flag()` reads from the environment each time it is asked) have one parser: `1`, `true`, `yes`, `on` are on;
+`0`, `false`, `no`, `off` and unset or empty are off (any case, spaces ignored); any other value is a
+`SettingsError` naming the variable. `get()` checks the platform flags too, so a wrong one stops the app at
+start-up.
 """
 
 from __future__ import annotations
@@ -19,6 +25,25 @@ from typing import Any
 from .errors import SettingsError
 
 PREFIX = "DRAGGAN_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+PLATFORM_FLAGS = ("HF_HUB_OFFLINE", "SPACES_ZERO_GPU")   # set by huggingface_hub's users and by Spaces
+
+
+def parse_flag(env: str, raw: str | None) -> bool:
+    """The one boolean parser (see the module docstring); `SettingsError` naming `env` for any other word."""
+    word = (raw or "").strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingsError(f"{env} must be one of {', '.join(TRUE_WORDS)} (on) or {', '.join(w for w in FALSE_WORDS if w)} "
+                        f"(off), got {raw!r}")
+
+
+def flag(env: str, environ: Mapping[str, str] | None = None) -> bool:
+    """The platform flag `env` (one of `PLATFORM_FLAGS`) as it is now in the environment."""
+    return parse_flag(env, (os.environ if environ is None else environ).get(env))
 
 
 def _var(env: str, kind: type, default: Any, lo: float | None = None, hi: float | None = None) -> Any:
@@ -80,9 +105,9 @@ class Settings:
     # DRAGGAN_MAX_PHOTO_MP, default 50: largest photo accepted for inversion, megapixels.
     max_photo_mp: float = _var("DRAGGAN_MAX_PHOTO_MP", float, 50.0, 0.01, 1000.0)
     # ZeroGPU time slots (`spaces.GPU(duration=...)`), seconds.
-    # DRAGGAN_FORKED_GPU, default 0: 1 runs every GPU call in a forked, pickling worker, as ZeroGPU does
+    # DRAGGAN_FORKED_GPU, default off: on runs every GPU call in a forked, pickling worker, as ZeroGPU does
     # (draggan/server/forked.py), to try the app under ZeroGPU's contract on any machine.
-    forked_gpu: int = _var("DRAGGAN_FORKED_GPU", int, 0, 0, 1)
+    forked_gpu: bool = _var("DRAGGAN_FORKED_GPU", bool, False)
     # DRAGGAN_GPU_DURATION, default 120: slot of one drag call.
     gpu_duration: int = _var("DRAGGAN_GPU_DURATION", int, 120, 1, 3600)
     # DRAGGAN_GPU_INVERT_DURATION, default 600: slot of one photo inversion.
@@ -112,6 +137,8 @@ def _parse(meta: Mapping[str, Any], raw: str) -> Any:
         return raw
     if kind is Path:
         return Path(raw).expanduser()
+    if kind is bool:
+        return parse_flag(env, raw)
     what = "an integer" if kind is int else "a number"
     bounds = f" between {lo:g} and {hi:g}" if lo is not None else ""
     try:
@@ -125,7 +152,9 @@ def _parse(meta: Mapping[str, Any], raw: str) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def get() -> Settings:
-    """The process's settings, parsed from the environment on the first call."""
+    """The process's settings, parsed from the environment on the first call (the platform flags checked)."""
+    for env in PLATFORM_FLAGS:
+        flag(env)
     return Settings.from_env()
 
 

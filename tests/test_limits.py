@@ -103,3 +103,25 @@ def test_ui_settings_use_the_table():
     with pytest.raises(UserError, match="lr must be a finite number"):
         handlers.make_config(lr=float("nan"), max_steps=5, mask_lambda=1)
     assert handlers.make_config(lr=1.0, max_steps=2000, mask_lambda=0).max_steps == 2000
+
+
+def test_the_page_fields_read_their_bounds_from_the_table(monkeypatch):
+    """Each number field's minimum, maximum and step are the limits table's; the drag settings reach the session
+    on the visitor's edits only (`input`), so a value the server writes (a model's step size) is not sent back."""
+    from _app_server import build_app
+
+    from draggan.limits import LIMITS
+
+    demo = build_app(monkeypatch)
+    page = demo.page
+    for name, field in [("seed", page.seed), ("psi", page.psi), ("lr", page.lr), ("max_steps", page.max_steps),
+                        ("render_every", page.render_every), ("mask_lambda", page.mask_lambda),
+                        ("inversion_steps", page.w_steps), ("inversion_steps", page.pti_steps)]:
+        bounds = getattr(LIMITS, name).field()
+        assert (field.minimum, field.maximum, field.step) == (bounds["minimum"], bounds["maximum"], bounds["step"]), name
+    assert LIMITS.lr.field()["minimum"] > LIMITS.lr.lo and LIMITS.lr.lo_open, "the open end is not offered"
+    update = demo.panels.model.update_params
+    triggers = [(demo.blocks[block_id], event) for fn in demo.fns.values() if fn.fn == update
+                for block_id, event in fn.targets]
+    assert {event for _, event in triggers} == {"input"}
+    assert {b for b, _ in triggers} == {page.lr, page.max_steps, page.render_every, page.mask_lambda, page.tracker}

@@ -39,6 +39,51 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     assert isinstance(info.value, DragGANError) and isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize("raw, on", [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False),
+                                     ("false", False), ("No", False), ("off", False), ("", False), (None, False)])
+def test_one_flag_parser_reads_the_documented_words(raw, on, monkeypatch) -> None:
+    assert settings.parse_flag("DRAGGAN_FORKED_GPU", raw) is on
+    assert settings.Settings.from_env({"DRAGGAN_FORKED_GPU": raw or ""}).forked_gpu is on
+    for name in settings.PLATFORM_FLAGS:
+        if raw is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, raw)
+        assert settings.flag(name) is on
+    if raw is not None:
+        assert hub.is_offline() is on, "HF_HUB_OFFLINE is read by the same parser"
+
+
+@pytest.mark.parametrize("name", ["DRAGGAN_FORKED_GPU", *settings.PLATFORM_FLAGS])
+def test_any_other_flag_word_stops_the_start_naming_the_variable(name, monkeypatch) -> None:
+    monkeypatch.setenv(name, "maybe")
+    with pytest.raises(SettingsError, match=rf"^{name} must be one of 1, true, yes, on \(on\) or 0, false, no, off "
+                                            rf"\(off\), got 'maybe'$"):
+        settings.reload()
+    monkeypatch.delenv(name)
+    settings.reload()
+
+
+def test_settings_are_read_when_used(monkeypatch) -> None:
+    """The GPU grants follow `reload()` (nothing is read at import), and the default model has one reader."""
+    from draggan.checkpoints.default_model import default_model
+    from draggan.service import gpu
+
+    monkeypatch.setenv("DRAGGAN_GPU_DURATION", "77")
+    monkeypatch.setenv("DRAGGAN_GPU_INVERT_DURATION", "88")
+    monkeypatch.setenv("DRAGGAN_DEFAULT_MODEL", " lions-512 ")
+    settings.reload()
+    try:
+        assert gpu.DRAG_SECONDS == gpu.drag_grant() == 77 and gpu.invert_grant() == 88
+        assert gpu.drag_seconds(None, "cpu", None, 10, None, float("inf")) == 77
+        assert default_model() == "lions-512"
+        with pytest.raises(SettingsError, match="DRAGGAN_DEFAULT_MODEL|DRAGGAN_GPU_DURATION"):
+            default_model({"DRAGGAN_GPU_DURATION": "never"})
+    finally:
+        monkeypatch.undo()
+        settings.reload()
+
+
 def test_read_once_until_reload(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     first = settings.get()
     monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "conv"))

@@ -22,25 +22,20 @@ DEFAULT_MODEL_ENV = "DRAGGAN_DEFAULT_MODEL"
 HUB_DEFAULT_MODEL = "ffhq-512"
 
 
-def bundled_default(zoo_path: str | os.PathLike | None = None) -> str:
-    """The key of the registry's first bundled (local) model."""
+def bundled_default(zoo_path: str | os.PathLike | None = None) -> str | None:
+    """The key of the registry's first bundled (local) model (None: it has none)."""
     from .zoo import list_models
 
-    for entry in list_models(zoo_path):
-        if entry.is_local:
-            return entry.key
-    raise ValueError("the model registry has no bundled model to fall back on")
+    return next((entry.key for entry in list_models(zoo_path) if entry.is_local), None)
 
 
 def default_model(env: Mapping[str, str] | None = None, hub_online: bool | None = None, cached: bool | None = None,
                   zoo_path: str | os.PathLike | None = None) -> str:
-    """The model source the app starts on (see the module docstring for the rules); `env` defaults to
-    `os.environ`."""
-    if env is None:
-        from .. import settings
-        env, chosen = os.environ, settings.get().default_model.strip()
-    else:
-        chosen = str(env.get(DEFAULT_MODEL_ENV, "")).strip()
+    """The model source the app starts on (see the module docstring for the rules); `env` defaults to the
+    process's settings (one reader of `DRAGGAN_DEFAULT_MODEL`: `draggan.settings`)."""
+    from .. import settings
+
+    chosen = (settings.get() if env is None else settings.Settings.from_env(env)).default_model.strip()
     if chosen:
         return chosen
     from . import hub
@@ -52,4 +47,4 @@ def default_model(env: Mapping[str, str] | None = None, hub_online: bool | None 
         return HUB_DEFAULT_MODEL
     if hub_online is None:
         hub_online = not hub.is_offline() and hub.hub_reachable()
-    return HUB_DEFAULT_MODEL if hub_online else bundled_default(zoo_path)
+    return HUB_DEFAULT_MODEL if hub_online else (bundled_default(zoo_path) or HUB_DEFAULT_MODEL)

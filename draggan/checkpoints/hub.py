@@ -29,7 +29,7 @@ from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, 
 
 from .. import settings
 from .digest import file_sha256
-from ..errors import ModelIntegrityError, ModelUnavailableError
+from ..errors import ModelIntegrityError, ModelNotFoundError, ModelUnavailableError
 from .zoo import UnknownModelError, ZooEntry, get_model, list_models
 
 __all__ = ["HubRef", "ModelIntegrityError", "ModelUnavailableError", "availability", "cached_hub_file", "entry_ref",
@@ -40,7 +40,6 @@ HUB_SCHEME = "hf://"
 DEFAULT_ETAG_TIMEOUT_S = 10.0
 ProgressCallback = Callable[[int, "int | None"], None]
 
-_TRUE = {"1", "on", "yes", "true"}
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 _DOWNLOAD_TAKES_TQDM_CLASS = "tqdm_class" in inspect.signature(hf_hub_download).parameters
 
@@ -80,10 +79,11 @@ def hub_cache_dir() -> Path:
 
 def is_offline() -> bool:
     """Whether `HF_HUB_OFFLINE` asks us never to touch the network (read from the environment now)."""
-    value = os.environ.get("HF_HUB_OFFLINE")
-    if value is None:
+    from .. import settings
+
+    if os.environ.get("HF_HUB_OFFLINE") is None:
         return bool(hf_constants.HF_HUB_OFFLINE)
-    return value.strip().lower() in _TRUE
+    return settings.flag("HF_HUB_OFFLINE")
 
 
 def _endpoint() -> str:
@@ -298,7 +298,7 @@ def resolve_source(source: str | Path | ZooEntry, progress: ProgressCallback | N
     if text.startswith((HUB_SCHEME, "http://", "https://")):
         ref = parse_hub_ref(text)
         if ref is None:
-            raise ValueError(f"not a Hub file reference: {text!r} (expected hf://owner/repo/file.pkl)")
+            raise ModelNotFoundError(f"not a Hub file reference: {text[:200]!r} (expected hf://owner/repo/file.pkl)")
         return fetch_from_hub(ref, progress)
     path = Path(text).expanduser()
     if path.exists():
@@ -310,7 +310,7 @@ def resolve_source(source: str | Path | ZooEntry, progress: ProgressCallback | N
     ref = None if text.startswith(("/", ".", "~")) else parse_hub_ref(text)
     if ref is None:
         keys = ", ".join(e.key for e in list_models())
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"No model file at {path.resolve()}. A model source is a path to a .pkl or converted model, "
             f"a zoo key ({keys}), or a Hub file such as DragGan/DragGan-Models/stylegan2-ffhq-512x512.pkl.")
     return fetch_from_hub(ref, progress)
@@ -323,15 +323,28 @@ def is_available_offline(entry: ZooEntry) -> bool:
     return cached_hub_file(entry_ref(entry)) is not None
 
 
-def availability(entry: ZooEntry, hub_online: Callable[[], bool] | None = None) -> str:
+def availability(entry: ZooEntry, hub_online: bool | Callable[[], bool] | None = None) -> str:
     """Where a model stands here: "bundled", "missing", "cached", "download needed", "unavailable offline"
     (HF_HUB_OFFLINE is on) or "not reachable" (the Hub does not answer). `hub_online` is asked only for a Hub
-    file that is not cached (default: `hub_reachable`), so a caller listing many models can probe once.
+    file that is not cached (default: `hub_reachable`), so a caller listing many models can probe once; a
+    caller that already knows passes the answer (a bool, which offline mode does not override).
     """
     if entry.is_local:
         return "bundled" if entry.local_path.exists() else "missing"
     if cached_hub_file(entry_ref(entry)) is not None:
         return "cached"
+    if isinstance(hub_online, bool):
+        return "download needed" if hub_online else "unavailable offline" if is_offline() else "not reachable"
     if is_offline():
         return "unavailable offline"
     return "download needed" if (hub_online or hub_reachable)() else "not reachable"
+
+
+USABLE = ("bundled", "cached", "download needed")   # the `availability` states a model can be loaded in
+
+
+def unavailable_reason(entry: ZooEntry, state: str) -> str:
+    """Why a model in `availability` state `state` cannot be used here ("" when it can), for the picker."""
+    return {"missing": f"missing file {entry.local_path}",
+            "unavailable offline": "unavailable offline: not cached, and offline mode is on (HF_HUB_OFFLINE=1)",
+            "not reachable": "not reachable: not cached, and the Hugging Face Hub does not answer"}.get(state, "")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnknownModelError
+from ..limits import check_number
 from .builders import FAMILIES
 from .licences import LICENCES
 
@@ -132,9 +133,8 @@ def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0):
         raise ValueError(f"{where}: approx_size_mb must be a positive number")
     drag_lr = raw.get("drag_lr")
-    if drag_lr is not None and (isinstance(drag_lr, bool) or not isinstance(drag_lr, (int, float))
-                                or not 0 < drag_lr <= 1):
-        raise ValueError(f"{where}: drag_lr must be a number in (0, 1]")
+    if drag_lr is not None:
+        check_number("lr", drag_lr, label=f"{where}: drag_lr")     # the drag's bound, from the limits table
     return ZooEntry(key=key, name=raw["name"], format=raw["format"], family=raw["family"], resolution=resolution,
                     repo_id=raw.get("repo_id"), filename=raw.get("filename"), revision=raw.get("revision"),
                     sha256=raw.get("sha256"), licence=raw.get("licence"), path=raw.get("path"), content=content,
@@ -165,10 +165,15 @@ def list_models(zoo_path: str | Path | None = None) -> list[ZooEntry]:
     return list(_load_zoo(path, path.stat().st_mtime_ns))
 
 
+def find_model(key: str, zoo_path: str | Path | None = None) -> ZooEntry | None:
+    """The entry for `key`, or None when `key` is not a registry key (a local file, a Hub file)."""
+    return next((e for e in list_models(zoo_path) if e.key == key), None)
+
+
 def get_model(key: str, zoo_path: str | Path | None = None) -> ZooEntry:
     """The entry for `key`; `UnknownModelError` naming the valid keys otherwise."""
+    entry = find_model(key, zoo_path)
+    if entry is not None:
+        return entry
     entries = list_models(zoo_path)
-    for entry in entries:
-        if entry.key == key:
-            return entry
     raise UnknownModelError(f"unknown model key {key!r}; valid keys: {', '.join(e.key for e in entries)}")

@@ -7,9 +7,9 @@ scale with H/512 (at least 1 px: below 86-pixel-high images the official roundin
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from ..limits import check_number
 from . import methods
 
 Point = tuple[float, float]
@@ -40,10 +40,8 @@ class DragConfig:
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
-            raise ValueError(f"lr must be a number in (0, 1], got {self.lr}")
-        if not (math.isfinite(self.mask_lambda) and self.mask_lambda >= 0):
-            raise ValueError(f"mask_lambda must be a finite number ≥ 0, got {self.mask_lambda}")
+        check_number("lr", self.lr)                     # the bounds are the limits table's (draggan.limits)
+        check_number("mask_lambda", self.mask_lambda)
         if not (self.r1 > 0 and self.r2 > 0):
             raise ValueError(f"r1 and r2 must be positive, got {self.r1}, {self.r2}")
         if self.max_steps < 0 or self.num_layers < 1:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..checkpoints.hub import HubRef, fetch_from_hub
-from ..errors import FaceAlignmentUnavailable
+from ..errors import FaceAlignmentUnavailable, PhotoError
 
 PREDICTOR_REF = HubRef("DragGan/DragGan-Models", "align.dat")
 
@@ -96,7 +96,7 @@ def detect_landmarks(image: Image.Image, predictor_path: str | Path | None = Non
     arr = np.asarray(image.convert("RGB"))
     faces = list(detector(arr, 1))
     if not faces:
-        raise ValueError("no face found in the photo; switch face alignment off to use a centre crop")
+        raise PhotoError("no face found in the photo; switch face alignment off to use a centre crop")
     face = max(faces, key=lambda r: r.width() * r.height())
     shape = predictor(arr, face)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)

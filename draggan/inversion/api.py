@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .align import align_face
+from ..errors import PhotoError
 from ..images import to_uint8
 from .config import InversionConfig, InversionProgress, StepTracker
 from .losses import downsample_to, make_loss
@@ -50,7 +51,7 @@ class InversionResult:
 
 
 def _open(image: ImageInput) -> Image.Image:
-    """Any supported upload → PIL image (not yet decoded for files); ValueError for anything else."""
+    """Any supported upload → PIL image (not yet decoded for files); PhotoError for anything else."""
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, np.ndarray):
@@ -60,23 +61,23 @@ def _open(image: ImageInput) -> Image.Image:
     elif isinstance(image, (str, os.PathLike)):
         source = Path(image)
         if not source.is_file():
-            raise ValueError(f"no such image file: {source}")
+            raise PhotoError(f"no such image file: {source}")
     else:
-        raise ValueError(f"expected an image (PIL image, array, bytes or file path), got {type(image).__name__}")
+        raise PhotoError(f"expected an image (PIL image, array, bytes or file path), got {type(image).__name__}")
     try:
         return Image.open(source)
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError("the upload is not an image this app can read (use PNG, JPEG or WebP)") from exc
+        raise PhotoError("the upload is not an image this app can read (use PNG, JPEG or WebP)") from exc
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise ValueError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got shape {arr.shape}")
+        raise PhotoError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got shape {arr.shape}")
     if arr.dtype != np.uint8:
         if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"an image array must be uint8 or float in [0, 1], got {arr.dtype}")
+            raise PhotoError(f"an image array must be uint8 or float in [0, 1], got {arr.dtype}")
         arr = (np.clip(np.nan_to_num(arr), 0, 1) * 255 + 0.5).astype(np.uint8)
     return Image.fromarray(arr)
 
@@ -96,27 +97,50 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedImage:
+    """An upload decoded and cropped once: the generator's input and what the upload was."""
+
+    target: np.ndarray               # uint8 [img_height, img_width, 3]
+    size: tuple[int, int]            # the upload's (width, height) before any crop
+    mode: str                        # its PIL mode ("L", "RGBA", "P", ...)
+    transparent: bool                # it had transparency (filled with white)
+
+
 def prepare_image(image: ImageInput, G: torch.nn.Module, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                   face_align: bool = False) -> np.ndarray:
-    """Validate an upload and turn it into the generator's input: uint8 [img_height, img_width, 3].
+    """`prepare(...)`'s target: the generator's input, uint8 [img_height, img_width, 3]."""
+    return prepare(image, G, max_megapixels, face_align).target
 
-    Rejects (ValueError with a message for the user) non-images, images under 32 px on a side and images over
+
+def prepare(image: ImageInput, G: torch.nn.Module, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+            face_align: bool = False) -> PreparedImage:
+    """Validate an upload and turn it into the generator's input, decoding it once.
+
+    Rejects (`PhotoError` with a message for the user) non-images, images under 32 px on a side and images over
     `max_megapixels`. Applies EXIF rotation, converts grey to RGB, composites transparency on white,
     optionally crops the face FFHQ-style (`align.align_face`; raises `FaceAlignmentUnavailable` without dlib,
-    ValueError when no face is found), centre-crops to the model's aspect ratio and resizes with Lanczos.
+    `PhotoError` when no face is found), centre-crops to the model's aspect ratio and resizes with Lanczos.
     """
-    img = _open(image)
+    try:
+        img = _open(image)
+    except Image.DecompressionBombError:
+        raise PhotoError(f"it is far too large (the limit is {max_megapixels:g} MP)") from None
     width, height = img.size
+    size, mode = (width, height), img.mode
+    transparent = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
     if min(width, height) < MIN_SIDE:
-        raise ValueError(f"the image is too small ({width}×{height} px); it needs at least {MIN_SIDE} px on each side")
+        raise PhotoError(f"the image is too small ({width}×{height} px); it needs at least {MIN_SIDE} px on each side")
     if width * height > max_megapixels * 1e6:
-        raise ValueError(f"the image is too large ({width}×{height} px = {width * height / 1e6:.1f} MP); "
+        raise PhotoError(f"the image is too large ({width}×{height} px = {width * height / 1e6:.1f} MP); "
                          f"the limit is {max_megapixels:g} MP")
     try:
         img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
     except (OSError, SyntaxError) as exc:
-        raise ValueError(f"the image file is damaged or truncated ({exc})") from exc
+        raise PhotoError(f"the image file is damaged or truncated ({exc})") from exc
+    except Image.DecompressionBombError:
+        raise PhotoError(f"it is far too large (the limit is {max_megapixels:g} MP)") from None
     out_w, out_h = G.img_width, G.img_height
     if face_align:
         img = align_face(img, max(out_w, out_h))
@@ -131,7 +155,7 @@ def prepare_image(image: ImageInput, G: torch.nn.Module, max_megapixels: float =
         img = img.resize((out_w, out_h), Image.Resampling.LANCZOS)
     arr = np.asarray(img, dtype=np.uint8)
     assert arr.shape == (out_h, out_w, 3)
-    return arr
+    return PreparedImage(target=arr, size=size, mode=mode, transparent=transparent)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..errors import LimitError
 from .config import InversionConfig
 
 
@@ -52,9 +53,9 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called `name`; ValueError naming the choices otherwise."""
+    """The preset called `name`; `LimitError` (a `ValueError`) naming the choices otherwise."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {str(name)[:40]!r}; choose one of {', '.join(PRESETS)}")
+        raise LimitError("preset", f"Unknown preset {str(name)[:40]!r}; choose one of {', '.join(PRESETS)}.")
     return PRESETS[name]
 
 

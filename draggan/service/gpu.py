@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .. import settings
+from ..errors import DragGANError, ModelNotFoundError
 from ..engine import DragConfig, DragSession, RenderPolicy
 from ..engine.snapshot import DragSnapshot
 from .models import ModelRef, shared_cache, store_private_model
@@ -102,21 +103,44 @@ def _decorator(duration: int | Callable[..., int]) -> Callable[[Callable], Calla
 
 
 def forked_wanted() -> bool:
-    return settings.get().forked_gpu == 1
+    return settings.get().forked_gpu
 
 
-DRAG_SECONDS = max(10, settings.get().gpu_duration)
-INVERT_SECONDS = max(10, settings.get().gpu_invert_duration)
+def on_zero_gpu() -> bool:
+    """Whether this process runs on ZeroGPU hardware (the platform's `SPACES_ZERO_GPU` flag)."""
+    return settings.flag("SPACES_ZERO_GPU")
+
+
+def drag_grant() -> int:
+    """The ZeroGPU seconds a drag call may ask for (`DRAGGAN_GPU_DURATION`, at least 10), read when asked."""
+    return max(10, settings.get().gpu_duration)
+
+
+def invert_grant(*args: Any, **kwargs: Any) -> int:
+    """The ZeroGPU seconds of a photo inversion or recipe replay (`DRAGGAN_GPU_INVERT_DURATION`, at least 10),
+    read at each call (spaces calls it with the function's arguments)."""
+    return max(10, settings.get().gpu_invert_duration)
+
+
+def __getattr__(name: str) -> int:
+    """`DRAG_SECONDS` / `INVERT_SECONDS`: the settings as they are now (read when used, never at import)."""
+    if name == "DRAG_SECONDS":
+        return drag_grant()
+    if name == "INVERT_SECONDS":
+        return invert_grant()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 START_SECONDS = 5   # a call's start-up on ZeroGPU (the grant, the worker, CUDA) and its closing render
-gpu = _decorator(DRAG_SECONDS)
-gpu_long = _decorator(INVERT_SECONDS)
+gpu = _decorator(lambda *args, **kwargs: drag_grant())
+gpu_long = _decorator(invert_grant)
 
 
 def drag_seconds(ref: ModelRef, device: str, snap: DragSnapshot, max_steps: int, stop: StopFlag | None,
                  budget_s: float, render_every: int = 0, policy: RenderPolicy | None = None) -> int:
     """The GPU seconds one `drag` call asks for (`_drag`'s signature, as spaces calls it): the chunk's
-    `budget_s` plus start-up, at most `DRAG_SECONDS` (an unbounded chunk asks for that)."""
-    return int(math.ceil(min(DRAG_SECONDS, budget_s + START_SECONDS)))
+    `budget_s` plus start-up, at most `drag_grant()` (an unbounded chunk asks for that)."""
+    return int(math.ceil(min(drag_grant(), budget_s + START_SECONDS)))
 
 
 def generator(ref: ModelRef, device: str) -> torch.nn.Module:
@@ -124,11 +148,11 @@ def generator(ref: ModelRef, device: str) -> torch.nn.Module:
 
     A kept ZeroGPU worker holds what it loaded across calls, so a private model (a photo's tuned copy) is
     served only while its folder exists: a released session's copy is dropped from this process's cache and
-    refused (`FileNotFoundError`), never served from memory. A re-tuned photo is a new folder (`store_private_model`
+    refused (`ModelNotFoundError`, a `FileNotFoundError`), never served from memory. A re-tuned photo is a new folder (`store_private_model`
     names each copy anew), so no source ever changes content under a loaded generator."""
     if ref.private and not os.path.isdir(ref.source):
         shared_cache().forget(ref.source)
-        raise FileNotFoundError(f"the tuned model {ref.label!r} was released with its session")
+        raise ModelNotFoundError(f"the tuned model {ref.label!r} was released with its session")
     return shared_cache().get(ref.source, torch.device(device))
 
 
@@ -239,16 +263,28 @@ def _invert(ref: ModelRef, device: str, target: np.ndarray, config: Any, drag_co
         return
     tuned = store_private_model(result.G_tuned, label, note=dict(base_model=ref.source, psnr=round(result.psnr, 3)))
     w = result.w.detach().cpu().numpy()
-    session = DragSession(result.G_tuned, w=w, config=dataclasses.replace(drag_config, space="w+"))
+    session = DragSession(result.G_tuned, w=w, config=drag_config)   # in W+: the caller's config (photo.py)
     yield InversionDone(model=tuned, snapshot=session.snapshot(), image=session.render(), target=result.target,
                         w=w, psnr=result.psnr, lpips=result.lpips, loss_name=result.loss_name,
                         loss_note=result.loss_note, seconds=result.seconds)
 
 
+def failures() -> tuple[type[Exception], ...]:
+    """What a GPU call fails with when it is not a bug: a `DragGANError` (the fork harness's `WorkerError`, a
+    released session's model) and, where `spaces` is installed, ZeroGPU's `gr.Error` (a refused or ended grant, a
+    worker that failed: see `explain_failure`). The only Gradio name the service knows, read where it is raised."""
+    try:
+        import spaces  # noqa: F401
+        from gradio import Error
+    except ImportError:
+        return (DragGANError,)
+    return DragGANError, Error
+
+
 def chunk_seconds() -> float:
     """How long one drag call may run: under ZeroGPU a little less than its grant, elsewhere without end."""
-    if os.environ.get("SPACES_ZERO_GPU") or forked_wanted():
-        return max(5.0, DRAG_SECONDS - 5.0)
+    if on_zero_gpu() or forked_wanted():
+        return max(5.0, drag_grant() - 5.0)
     return float("inf")
 
 

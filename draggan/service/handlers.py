@@ -1,7 +1,7 @@
 """What every button and click of the editor does, as plain functions of a `UIState` and plain values.
 
-Nothing here imports Gradio: the event modules (`draggan/app/events/`) turn `UserError` into a warning toast
-and images into components. A `UserError` means the request was refused and nothing changed. Work that needs
+Nothing here imports Gradio: the page's one refusal path (`draggan/app/refusals.py`) turns a `UserError` into
+a warning toast, and the event modules (`draggan/app/events/`) turn images into components. A `UserError` means the request was refused and nothing changed. Work that needs
 the accelerator goes through `gpu.py` (picklable values in, new values out); the results replace the
 session's `DragSnapshot` here, on the server.
 """
@@ -451,7 +451,7 @@ def follow(ui: UIState, job: Job, budget_s: float | None = None) -> Iterator[Dra
                             ui.snap = update.snapshot
                             final = update
                     yield update
-            except Exception as exc:
+            except gpu.failures() as exc:    # a model gone, the worker's or the platform's refusal; a bug goes on
                 raise UserError(gpu.explain_failure(exc)) from None
             if final is None or final.end != "budget":
                 break

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 import threading
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Callable
 import torch
 
 from .. import settings
+from ..errors import UploadError
 
 MODEL_SUFFIXES = (".pkl", ".safetensors")
 
@@ -29,11 +31,20 @@ MODEL_SUFFIXES = (".pkl", ".safetensors")
 @dataclasses.dataclass(frozen=True)
 class ModelRef:
     """Which generator: `source` as `load_generator` takes it (zoo key, local file, Hub file or converted
-    folder) and the label shown to users. `private` models (a photo's tuned copy) are never listed."""
+    folder) and the label shown to users. `private` models (a photo's tuned copy) are never listed. `drag_lr`
+    is the step size the registry recommends for it (None: the app's default); it travels with the model and
+    takes no part in comparing two references."""
 
     source: str
     label: str
     private: bool = False
+    drag_lr: float | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def lr(self) -> float:
+        """The step size a drag on this model starts with: the recommended one, else the app's default."""
+        from ..engine import DragConfig
+        return self.drag_lr if self.drag_lr is not None else DragConfig.lr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,39 +77,22 @@ def extra_model_choices(value: str | None = None) -> list[ModelChoice]:
 
 
 def zoo_choices(hub_online: bool | None = None) -> list[ModelChoice]:
-    """Zoo models, labelled with name and resolution; Hub files count as available when cached or online."""
+    """Zoo models, labelled with name and resolution, as `hub.availability` finds them here (the Hub probed at
+    most once, and only for a file that is not cached; `hub_online` answers it instead)."""
     from ..checkpoints import hub, zoo
 
-    try:
-        entries = zoo.list_models()
-    except (OSError, ValueError):
-        return []
-    online = None
+    probe = functools.cache(hub.hub_reachable) if hub_online is None else hub_online
     choices = []
-    for entry in entries:
+    for entry in zoo.list_models():
         size = f"{entry.height}×{entry.width}" if entry.height != entry.width else f"{entry.height}px"
         label = entry.name if str(entry.height) in entry.name else f"{entry.name} ({size})"
-        if hub.is_available_offline(entry):
-            choices.append(ModelChoice(source=entry.key, label=label, available=True, drag_lr=entry.drag_lr))
-            continue
-        if entry.is_local:
-            choices.append(ModelChoice(source=entry.key, label=label, available=False,
-                                       reason=f"missing file {entry.local_path}"))
-            continue
-        if online is None:
-            online = hub_online if hub_online is not None else (not hub.is_offline() and hub.hub_reachable())
-        mb = f", ~{entry.approx_size_mb:.0f} MB download" if entry.approx_size_mb else ", download"
-        choices.append(ModelChoice(source=entry.key, label=label + mb if online else label, available=online,
-                                   reason="" if online else _unavailable_reason(hub.is_offline()),
-                                   drag_lr=entry.drag_lr))
+        state = hub.availability(entry, probe)
+        if state == "download needed":
+            label += f", ~{entry.approx_size_mb:.0f} MB download" if entry.approx_size_mb else ", download"
+        choices.append(ModelChoice(source=entry.key, label=label, available=state in hub.USABLE,
+                                   reason=hub.unavailable_reason(entry, state),
+                                   drag_lr=entry.drag_lr if state != "missing" else None))
     return choices
-
-
-def _unavailable_reason(offline: bool) -> str:
-    """Why a Hub model that is not cached cannot be used now, in `hub.availability`'s terms."""
-    if offline:
-        return "unavailable offline: not cached, and offline mode is on (HF_HUB_OFFLINE=1)"
-    return "not reachable: not cached, and the Hugging Face Hub does not answer"
 
 
 def model_choices(hub_online: bool | None = None) -> list[ModelChoice]:
@@ -107,14 +101,14 @@ def model_choices(hub_online: bool | None = None) -> list[ModelChoice]:
 
 
 def check_upload(path: str | os.PathLike, max_mb: float) -> Path:
-    """Validate an uploaded model file's type and size; `ValueError` with a user-facing message otherwise."""
+    """Validate an uploaded model file's type and size; `UploadError` (a refusal) otherwise."""
     file = Path(path)
     if file.suffix.lower() not in MODEL_SUFFIXES:
-        raise ValueError(f"'{file.name}' is not a model file: upload a StyleGAN network pickle (.pkl) or a "
+        raise UploadError(f"'{file.name}' is not a model file: upload a StyleGAN network pickle (.pkl) or a "
                          f"converted .safetensors model")
     size_mb = file.stat().st_size / 2**20
     if size_mb > max_mb:
-        raise ValueError(f"'{file.name}' is {size_mb:.0f} MB, more than this app accepts ({max_mb:.0f} MB; "
+        raise UploadError(f"'{file.name}' is {size_mb:.0f} MB, more than this app accepts ({max_mb:.0f} MB; "
                          f"set DRAGGAN_MAX_UPLOAD_MB to change it)")
     return file
 

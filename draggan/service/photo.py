@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import io
 import os
 import shutil
 import tempfile
@@ -25,15 +24,25 @@ import numpy as np
 from PIL import Image
 
 from .. import export, settings
+from ..limits import check_number
 from ..engine import snapshot as snapshots
 from . import gpu
 from .gpu import InversionDone, StopFlag
 from .handlers import UserError, ensure_idle, file_stem
 from .models import forget_private_model
-from .state import InversionJob, PhotoStart, UIState
+from .state import InversionJob, PhotoStart, PreparedUpload, UIState
 
-MAX_STEPS = 5000
 STAGE_NAMES = {"w": "projection into W", "w+": "projection into W+", "pti": "pivotal tuning"}
+# The W+ rule for photos, stated once: an inverted photo's latent is per-layer, so a single shared W code could
+# not reproduce it; a photo session is dragged in W+ and its space cannot be switched to W.
+PHOTO_SPACE = "w+"
+PHOTO_SPACE_NOTE = ("An image made from a photo is edited in W+ (a single W code would change it); change the "
+                    "seed or ψ to start a generated image instead.")
+
+
+def keeps_photo_space(ui: UIState, space: str) -> bool:
+    """Whether asking for `space` must be answered with the photo's W+ instead (the rule above)."""
+    return ui.photo is not None and space != PHOTO_SPACE
 
 
 def default_preset(device_type: str, resolution: int) -> str:
@@ -45,24 +54,15 @@ def default_preset(device_type: str, resolution: int) -> str:
 def preset_steps(name: str) -> tuple[int, int, int]:
     """(W, W+, PTI) steps of the preset called `name`; `UserError` for any other name."""
     from ..inversion.presets import get_preset
-    try:
-        return get_preset(name).steps
-    except ValueError as exc:
-        raise UserError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
+    return get_preset(name).steps
 
 
 def max_photo_megapixels() -> float:
     return settings.get().max_photo_mp
 
 
-def _steps(name: str, value: Any) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a whole number, got {value!r}") from None
-    if not np.isfinite(number) or number != int(number) or not 0 <= number <= MAX_STEPS:
-        raise UserError(f"{name} must be a whole number between 0 and {MAX_STEPS}, got {value}")
-    return int(number)
+def _steps(label: str, value: Any) -> int:
+    return int(check_number("inversion_steps", value, label=label))
 
 
 def make_inversion_config(w_steps: Any, wplus_steps: Any, pti_steps: Any, preset: str | None = None,
@@ -74,10 +74,7 @@ def make_inversion_config(w_steps: Any, wplus_steps: Any, pti_steps: Any, preset
     w, wp, pti = _steps("W steps", w_steps), _steps("W+ steps", wplus_steps), _steps("PTI steps", pti_steps)
     if w + wp == 0:
         raise UserError("Give the projection at least one W or W+ step.")
-    try:
-        chosen = get_preset(preset or "Quick")
-    except ValueError as exc:
-        raise UserError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
+    chosen = get_preset(preset or "Quick")
     total = w + wp + pti
     kwargs = dict(w_steps=w, wplus_steps=wp, pti_steps=pti, preview_every=max(1, min(10, total // 40)))
     kwargs.update(overrides)
@@ -90,27 +87,13 @@ def photo_name(photo: Any) -> str:
     return "photo"
 
 
-def _describe_upload(photo: Any) -> str:
-    """What was done to the upload besides cropping: its original size, grey or transparency handling."""
-    if isinstance(photo, np.ndarray):
-        h, w = photo.shape[:2]
-        channels = 1 if photo.ndim == 2 else photo.shape[2]
-        return _notes((w, h), {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "RGB"), {})
-    if isinstance(photo, Image.Image):
-        return _notes(photo.size, photo.mode, dict(photo.info))
-    source = io.BytesIO(photo) if isinstance(photo, (bytes, bytearray)) else photo
-    try:
-        with Image.open(source) as img:
-            return _notes(img.size, img.mode, dict(img.info))
-    except (OSError, ValueError, TypeError):
-        return ""
-
-
-def _notes(size: tuple[int, int], mode: str, info: dict) -> str:
-    parts = [f"from {size[0]}×{size[1]} px"]
-    if mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"):
+def _notes(prepared: Any) -> str:
+    """What was done to the upload besides cropping (`inversion.PreparedImage`): its original size, grey or
+    transparency handling."""
+    parts = [f"from {prepared.size[0]}×{prepared.size[1]} px"]
+    if prepared.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"):
         parts.append("grey photo: converted to colour")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in info):
+    if prepared.transparent:
         parts.append("transparent areas filled with white")
     return "; ".join(parts)
 
@@ -121,7 +104,8 @@ def prepare_photo(G: Any, photo: Any, face_align: bool = False,
 
     Not an image, too small, too large, damaged, or (with `face_align`) no face/no dlib → `UserError`.
     """
-    from ..inversion import FaceAlignmentUnavailable, prepare_image
+    from ..errors import PhotoError
+    from ..inversion import FaceAlignmentUnavailable, prepare
 
     if photo is None or (isinstance(photo, str) and not photo.strip()):
         raise UserError("Upload a photo first (PNG, JPEG or WebP).")
@@ -129,18 +113,34 @@ def prepare_photo(G: Any, photo: Any, face_align: bool = False,
         raise UserError(f"This model makes {G.img_channels}-channel images; photo editing needs an RGB model.")
     limit = max_photo_megapixels() if max_megapixels is None else float(max_megapixels)
     try:
-        target = prepare_image(photo, G, max_megapixels=limit, face_align=face_align)
+        prepared = prepare(photo, G, max_megapixels=limit, face_align=face_align)
     except FaceAlignmentUnavailable as exc:
         raise UserError(f"Face alignment is not available here ({exc}); untick 'Align face' to use a centre "
                         f"crop.") from None
-    except ValueError as exc:
+    except PhotoError as exc:
         raise UserError(f"This photo cannot be used: {exc}.") from None
-    except Image.DecompressionBombError:
-        raise UserError(f"This photo cannot be used: it is far too large (the limit is {limit:g} MP).") from None
-    note = _describe_upload(photo)
+    note = _notes(prepared)
     crop = "aligned on the face and resized" if face_align else "centre-cropped and resized"
     message = f"{crop.capitalize()} to {G.img_width}×{G.img_height} px" + (f" ({note})" if note else "") + "."
+    return prepared.target, message
+
+
+def prepare_upload(ui: UIState, photo: Any, face_align: bool = False) -> tuple[np.ndarray, str]:
+    """`prepare_photo` for this session's model, kept in `ui.prepared` so that Invert uses this crop as it is."""
+    base = ui.base_model
+    target, message = prepare_photo(gpu.generator(base, ui.device), photo, face_align)
+    with ui.lock:
+        ui.prepared = PreparedUpload(photo=str(photo), face_align=bool(face_align), base=base, target=target)
     return target, message
+
+
+def _target(ui: UIState, photo: Any, face_align: bool, max_megapixels: float | None) -> np.ndarray:
+    """The crop to invert: the one `prepare_upload` made of this very upload, else prepared now."""
+    kept = ui.prepared
+    if (kept is not None and max_megapixels is None and isinstance(photo, (str, os.PathLike))
+            and kept.photo == str(photo) and kept.face_align == bool(face_align) and kept.base == ui.base_model):
+        return kept.target
+    return prepare_photo(gpu.generator(ui.base_model, ui.device), photo, face_align, max_megapixels)[0]
 
 
 def start_inversion(ui: UIState, photo: Any, w_steps: Any, wplus_steps: Any, pti_steps: Any,
@@ -149,8 +149,7 @@ def start_inversion(ui: UIState, photo: Any, w_steps: Any, wplus_steps: Any, pti
     """Check the upload and settings and mark an inversion as this session's job; `follow_inversion` runs it.
     `ui` is untouched when the upload or a setting is refused."""
     config = make_inversion_config(w_steps, wplus_steps, pti_steps, preset, **config_overrides)
-    base = ui.base_model
-    target, _ = prepare_photo(gpu.generator(base, ui.device), photo, face_align, max_megapixels)
+    target = _target(ui, photo, face_align, max_megapixels)
     with ui.lock:
         ensure_idle(ui, "invert a photo")
         job = InversionJob(kind="inversion", stop=StopFlag(str(ui.workdir / "stop")), target=target, config=config,
@@ -187,9 +186,10 @@ def follow_inversion(ui: UIState, job: InversionJob, min_interval: float = 0.25
     cancelled job just ends, the session unchanged)."""
     last_emit = 0.0
     shown_preview = None
+    ended = False
     try:
         for event in gpu.invert(ui.base_model, ui.device, job.target, job.config,
-                                dataclasses.replace(ui.snap.config, space="w+"), job.stop,
+                                dataclasses.replace(ui.snap.config, space=PHOTO_SPACE), job.stop,
                                 f"{ui.base_model.label} · {job.name}"):
             if isinstance(event, InversionDone):
                 adopt_inversion(ui, event, job.name, job.total_steps)
@@ -205,14 +205,15 @@ def follow_inversion(ui: UIState, job: InversionJob, min_interval: float = 0.25
                 preview = job.preview if job.preview is not shown_preview else None
                 shown_preview = job.preview if preview is not None else shown_preview
                 yield preview, progress_html(job)
+        ended = True
     except UserError:
         raise
-    except Exception as exc:
+    except gpu.failures() as exc:       # a model gone, the worker's or the platform's refusal; a bug goes on
         job.error = exc
         raise UserError(f"The inversion failed: {type(exc).__name__}: {exc}") from None
     finally:
         job.ended_at = time.perf_counter()
-        job.cancelled = job.result is None and job.error is None
+        job.cancelled = ended and job.result is None
         with ui.lock:
             job.done.set()
             if ui.job is job:

@@ -44,6 +44,17 @@ class PhotoStart:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedUpload:
+    """A photo upload as checked and cropped when it arrived, so that Invert fits the model to this very crop
+    without decoding the upload again."""
+
+    photo: str                # the uploaded file
+    face_align: bool
+    base: ModelRef            # the model it was cropped for
+    target: np.ndarray        # uint8 [H, W, 3]
+
+
 @dataclasses.dataclass
 class Job:
     """What is running for this session (one at a time): a drag, an inversion or a recipe replay."""
@@ -104,6 +115,7 @@ class UIState:
     notice: str = ""                  # the last action's outcome, shown in the status line (not a toast)
     frames: dict[int, list[np.ndarray]] = dataclasses.field(default_factory=dict)  # history entry id → frames
     photo: PhotoStart | None = None   # set when the start image is an inverted photo
+    prepared: PreparedUpload | None = None   # the last photo upload, decoded and cropped once
     job: Job | None = None
     workdir: Path | None = None       # this session's private folder (stop flags, exports); removed on release
     files: set[str] = dataclasses.field(default_factory=set)  # Gradio cache files it was sent (owned_files.py)

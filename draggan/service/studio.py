@@ -7,7 +7,6 @@ bundled models before the first visitor comes (ZeroGPU's forked workers then inh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -15,19 +14,14 @@ import torch
 
 from .. import settings
 from ..devices import pick_device
-from ..engine import DragConfig, drag_cost, render_costs
+from ..engine import drag_cost, render_costs
+from . import gpu
+from ..errors import DragGANError
 from .handlers import UserError
 from .models import GeneratorCache, ModelChoice, ModelRef, model_choices, set_shared_cache, shared_cache
 from ..server.threads import ThreadPolicy, apply_thread_policy, thread_policy
 from ..server.visitors import Visitors
 
-
-
-def load_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "this model cannot be loaded" (shown to the visitor as one line)."""
-    from ..checkpoints import ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError
-    return (ModelFormatError, ModelUnavailableError, UnknownModelError, UnsafePickleError, FileNotFoundError,
-            ValueError)
 
 
 class Studio:
@@ -61,17 +55,10 @@ class Studio:
 
         offered = [c.source for c in self.available]
         ffhq = any(c.source == HUB_DEFAULT_MODEL for c in self.available)
-        try:
-            wanted = default_model(hub_online=ffhq, cached=ffhq)
-        except (OSError, ValueError):
-            wanted = None
-        if wanted:
-            try:
-                choice = self.find_choice(wanted)      # a zoo key, a label or an offered local file
-                if choice.available:
-                    return choice.source
-            except UserError:
-                pass
+        wanted = default_model(hub_online=ffhq, cached=ffhq)
+        choice = self.offered(wanted) if wanted else None      # a zoo key, a label or an offered local file
+        if choice is not None and choice.available:
+            return choice.source
         bundled = self.bundled_model()
         return bundled or (offered[0] if offered else None)
 
@@ -79,11 +66,8 @@ class Studio:
         """The bundled model (no download, fast on a CPU) when it is offered here."""
         from ..checkpoints.default_model import bundled_default
 
-        try:
-            source = bundled_default()
-        except (OSError, ValueError):
-            return None
-        return source if any(c.source == source for c in self.available) else None
+        source = bundled_default()
+        return source if source is not None and any(c.source == source for c in self.available) else None
 
     @staticmethod
     def resolution_of(source: str | None) -> int:
@@ -97,10 +81,8 @@ class Studio:
 
     def drag_lr(self, source: str | None) -> float:
         """The step size the app starts with for a model: the zoo's recommendation, else the default."""
-        for c in self.choices:
-            if c.source == source and c.drag_lr is not None:
-                return c.drag_lr
-        return DragConfig.lr
+        choice = self.offered(source) if source else None
+        return ModelRef(source or "", "", drag_lr=choice.drag_lr if choice is not None else None).lr
 
     def models_note(self) -> str:
         """Short Markdown about models that cannot be used right now (empty when all can)."""
@@ -120,30 +102,37 @@ class Studio:
         return "\n".join(f"- {c.label}: {c.reason}" for c in self.choices if not c.available)
 
     def label_of(self, source: str) -> str:
-        for c in self.choices:
-            if c.source == source:
-                return c.label
-        return Path(source).name
+        choice = self.offered(source)
+        return choice.label if choice is not None else Path(source).name
 
-    def find_choice(self, model: str) -> ModelChoice:
-        """The offered model named by source or label (never an arbitrary path)."""
+    def offered(self, model: str) -> ModelChoice | None:
+        """The offered model named by source or label (never an arbitrary path), else None."""
         for c in self.choices:
             if model in (c.source, c.label):
                 return c
         resolved = str(Path(model).expanduser().resolve())   # compared with the offered files, never opened
-        for c in self.choices:
-            if c.source == resolved:
-                return c
+        return next((c for c in self.choices if c.source == resolved), None)
+
+    def find_choice(self, model: str) -> ModelChoice:
+        """The offered model named by source or label; `UserError` naming the offered ones otherwise."""
+        choice = self.offered(model)
+        if choice is not None:
+            return choice
         raise UserError(f"Unknown model {model!r}; choose one of: {', '.join(c.source for c in self.available)}")
 
-    def ref(self, source: str, label: str | None = None) -> ModelRef:
-        return ModelRef(source=str(source), label=label or self.label_of(source))
+    def resolve(self, model: str) -> ModelRef:
+        """The offered model named by source or label, resolved once into the `ModelRef` that travels on (its
+        label and recommended step size with it); `UserError` when it is not offered or not available here."""
+        choice = self.find_choice(model)
+        if not choice.available:
+            raise UserError(f"{choice.label} is not available here: {choice.reason}")
+        return ModelRef(source=choice.source, label=choice.label, drag_lr=choice.drag_lr)
 
     def load(self, ref: ModelRef, progress: Callable[[int, int | None], None] | None = None) -> torch.nn.Module:
         """Make sure the model is loaded in this process (downloading it first if needed)."""
         try:
             return self.cache.get(ref.source, self.device, progress=progress)
-        except load_errors() as exc:
+        except DragGANError as exc:      # the loaders' refusals: missing, unsafe, not a generator, unknown key
             raise UserError(f"Could not load the model: {exc}") from None
 
     @staticmethod
@@ -153,7 +142,7 @@ class Studio:
         from ..checkpoints.sandbox import convert_untrusted
         try:
             return str(convert_untrusted(file, name=file.name))
-        except load_errors() as exc:
+        except DragGANError as exc:
             raise UserError(f"Could not load the model: {exc}") from None
 
     def apply_thread_policy(self) -> None:
@@ -176,18 +165,15 @@ class Studio:
         for source in wanted:
             if source is None:
                 continue
-            try:
-                entry = zoo.get_model(source)
-            except KeyError:
-                entry = None                               # a local file, not a zoo key
+            entry = zoo.find_model(source)                  # None: a local file, not a zoo key
             if entry is not None and source != self.default_model() and not hub.is_available_offline(entry):
                 continue                                   # not on disk yet: downloaded when first picked
             try:
                 G = self.cache.pin(source, self.device)
                 loaded.append(source)
-            except load_errors():
+            except DragGANError:
                 continue
-            if (source == self.default_model() and not os.environ.get("SPACES_ZERO_GPU")
+            if (source == self.default_model() and not gpu.on_zero_gpu()
                     and render_costs.cost(G.synthesis, "step") is None):
                 drag_cost.measure(G)   # the page states a drag's cost before Start (ZeroGPU: no GPU here)
         return loaded

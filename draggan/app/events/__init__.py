@@ -3,7 +3,8 @@
 Each panel is a small class built from the shared `Studio` and the page's components (`Page`, a namespace
 filled by `app.py`); its handlers take component values and return `{component: value}` dicts, so only what
 changed is sent, with no positional tuples to keep in line. `wire()` connects a panel to its components.
-A refused request (`UserError`) becomes a warning toast and leaves the page as it was.
+Every handler is wrapped in `refusals.answer`, the page's one refusal path: a refused request (any
+`DragGANError`) becomes a warning toast and leaves the page as it was; a bug, a short apology with an incident id.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-import gradio as gr
-
 from ...service import handlers
 from ...service.state import UIState
+from ..refusals import answer, unchanged  # noqa: F401  (the panels' one refusal path)
 
 Page = SimpleNamespace
 
@@ -55,12 +55,6 @@ def whole(page: Page, ui: UIState) -> dict[Any, Any]:
     return {page.state: ui, page.image: handlers.view(ui), page.editor: editor_value(ui),
             page.stats: handlers.stats_text(ui), page.compare: compare_value(ui), page.progress: "",
             page.ai_mark: ui.photo is not None}
-
-
-def unchanged() -> dict:
-    """A handler's answer that leaves every one of its outputs as it was. (Not `{}`: Gradio reads an empty
-    dict as one value, and with several outputs logs "didn't return enough output values" with a traceback.)"""
-    return gr.skip()
 
 
 def need(ui: UIState | None) -> UIState:

@@ -8,12 +8,18 @@ import gradio as gr
 import numpy as np
 
 from ...service import handlers
-from ...service.handlers import UserError
-from ...service.state import UIState
+from ...engine import DragConfig, methods
+from ...limits import LIMITS
+from ...service.drawing import DISPLAY_MIN_SIZE, FIXED_TINT, FLEXIBLE_TINT
+from ...service.state import DEFAULT_RENDER_EVERY, UIState
+from .. import served
 from ...service.studio import Studio
-from . import Page, compare_value, editor_value, need, unchanged, whole_outputs
+from . import Page, answer, compare_value, editor_value, need, unchanged, whole, whole_outputs
 
 
+IMAGE_HEIGHT = 512
+FLEX_HEX = "#{:02x}{:02x}{:02x}".format(*FLEXIBLE_TINT)
+FIXED_HEX = "#{:02x}{:02x}{:02x}".format(*FIXED_TINT)
 VIEW_WAIT_S = 10.0   # longest a click waits for the new image it landed on to be sent (a closed page never is)
 
 
@@ -31,20 +37,78 @@ class DragPanel:
         self.page = page
         self.apply_latent = apply_latent     # ModelPanel.apply_latent: a seed typed but not yet applied
 
+    def controls(self) -> None:
+        """The "Drag settings" section: step size (the start model's recommended one), mask λ, steps, method,
+        display interval; each field's bounds are the limits table's."""
+        p, studio = self.page, self.studio
+        default = studio.default_model()
+        with gr.Accordion("Drag settings", open=False):
+            with gr.Row():
+                p.lr = gr.Number(studio.drag_lr(default), label="Step size (lr)", **LIMITS.lr.field())
+                p.mask_lambda = gr.Number(DragConfig.mask_lambda, label="Mask λ", **LIMITS.mask_lambda.field())
+            p.max_steps = gr.Slider(value=DragConfig.max_steps, label="Max steps per drag",
+                                    **LIMITS.max_steps.field())
+            p.tracker = gr.Dropdown(methods.choices(), value=DragConfig.tracker, label="Drag method",
+                                    info=" ".join(m.help for m in methods.METHODS.values()))
+            p.render_every = gr.Slider(value=DEFAULT_RENDER_EVERY, **LIMITS.render_every.field(),
+                                       label="Display interval: 0 = by time (a fresh view about every 2 s, "
+                                             "a cheap preview while dragging); k = every k steps")
+
+    def workspace(self) -> None:
+        """The workspace: the Start / Stop / Undo / Redo / Reset toolbar, the Points, Mask and Before / after
+        tabs, and below them the status line and progress (they grow during a drag and must not push the image
+        off the first screen)."""
+        p = self.page
+        with gr.Row(elem_id="toolbar"):
+            p.start = gr.Button("▶ Start", variant="primary")
+            p.stop = gr.Button("■ Stop", variant="stop")
+            p.undo = gr.Button("↶ Undo")
+            p.redo = gr.Button("↷ Redo")
+            p.reset = gr.Button("⟲ Reset")
+        with gr.Tabs():
+            with gr.Tab("Points"):
+                p.image = served.Image(label="Click: handle, then target", type="pil", interactive=False,
+                                   elem_id="canvas", buttons=["fullscreen"], show_label=False)
+                with gr.Row(elem_classes="compact-row"):
+                    p.remove_last = gr.Button("Remove last point", size="sm")
+                    p.clear = gr.Button("Clear points", size="sm")
+                    p.show_mask = gr.Checkbox(True, label="Show mask", min_width=80)
+            with gr.Tab("Mask"):
+                p.editor = served.ImageEditor(
+                    type="numpy", image_mode="RGBA", sources=[], transforms=[], layers=False,
+                    brush=gr.Brush(colors=[FLEX_HEX, FIXED_HEX], default_color=FLEX_HEX,
+                                   color_mode="fixed", default_size=24),
+                    eraser=gr.Eraser(default_size=24), show_label=False, elem_id="mask-editor",
+                    height=IMAGE_HEIGHT + 60, canvas_size=(DISPLAY_MIN_SIZE, DISPLAY_MIN_SIZE))
+                with gr.Row():
+                    gr.Markdown(f"<span style='color:{FLEX_HEX}'>■</span> flexible area (may change; "
+                                f"everything else stays) &nbsp; <span style='color:{FIXED_HEX}'>■</span> "
+                                "fixed area (must not change)")
+                    p.reset_mask = gr.Button("Reset mask", size="sm", scale=0)
+            with gr.Tab("Before / after"):
+                p.compare = served.ImageSlider(label="Start image · result", type="numpy", interactive=False,
+                                           elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
+        p.stats = gr.Markdown(elem_id="stats")
+        p.progress = gr.HTML(elem_id="drag-progress")
+
     def _act(self, ui: UIState | None, action: Callable[[UIState], str], shown: Callable[[UIState], dict]) -> dict:
-        """Run `action` (its sentence goes to the status line) and return `shown(ui)`; a refusal is a toast."""
-        try:
-            ui = need(ui)
-            ui.notice = action(ui)
-        except UserError as exc:
-            gr.Warning(str(exc), duration=5)
-            return unchanged()
+        """Run `action` (its sentence goes to the status line) and return `shown(ui)`."""
+        ui = need(ui)
+        ui.notice = action(ui)
         return shown(ui)
 
     def _points(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
         return self._act(ui, action, lambda u: {self.page.image: handlers.view(u),
                                                self.page.stats: handlers.stats_text(u)})
 
+    def _click_said(self, text: str, began: bool, ui: UIState | None, *args: Any, **kwargs: Any) -> dict | None:
+        """A refused click: the page shows the session as it now is (a seed applied first made a new image)."""
+        if ui is None:
+            return None
+        with ui.latest() as now:
+            return None if now is ui else {**whole(self.page, now), self.page.space: now.space}
+
+    @answer(said=_click_said)
     def click(self, ui: UIState | None, seed: Any, psi: Any, space: str, evt: gr.SelectData) -> dict:
         """A click on the image: a handle, or the target of the last one. A seed, ψ or space on the page that is
         not yet the image's (typed, then the image clicked: the seed box's blur races this click) is applied
@@ -56,55 +120,48 @@ class DragPanel:
         with ui.latest() as ui:
             shown = self.apply_latent(ui, seed, psi, space)
             ui = shown.get(p.state, ui)
-            try:
-                ui.notice = handlers.add_point(ui, evt.index)
-            except UserError as exc:
-                gr.Warning(str(exc), duration=5)
-                return shown or unchanged()
+            ui.notice = handlers.add_point(ui, evt.index)
             out = {**shown, p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
         if ui.view_sent is not None:               # a new image another event made: answer after it was sent
             ui.view_sent.wait(timeout=VIEW_WAIT_S)
         return out
 
+    @answer()
     def remove_last(self, ui: UIState | None) -> dict:
         return self._points(ui, handlers.remove_last_point)
 
+    @answer()
     def clear_points(self, ui: UIState | None) -> dict:
         return self._points(ui, handlers.clear_points)
 
+    @answer()
     def toggle_mask(self, ui: UIState | None, show: bool) -> dict:
         if ui is None:
             return unchanged()
         ui.show_mask = bool(show)
         return {self.page.image: handlers.view(ui)}
 
+    @answer()
     def paint_mask(self, ui: UIState | None, editor: Any) -> dict:
         """Read the painted masks into the state (the editor's `input`: each stroke, and each value the server
         sends it once loaded); an echo of the masks the state holds changes nothing and warns nobody."""
         p = self.page
         if ui is None:
             return unchanged()
-        try:
-            fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
-            if _same_masks(ui, fixed, flexible):
-                return unchanged()
-            handlers.ensure_idle(ui, "change the mask")
-            handlers.set_masks(ui, fixed, flexible)
-        except UserError as exc:
-            gr.Warning(str(exc))
+        fixed, flexible = handlers.masks_from_editor(editor, ui.height, ui.width)
+        if _same_masks(ui, fixed, flexible):
             return unchanged()
+        handlers.ensure_idle(ui, "change the mask")
+        handlers.set_masks(ui, fixed, flexible)
         return {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui)}
 
+    @answer()
     def reset_mask(self, ui: UIState | None) -> dict:
         """Clear both masks; refused while a drag runs, as painting is (the drag keeps the mask it started
         with)."""
         p = self.page
-        try:
-            ui = need(ui)
-            handlers.ensure_idle(ui, "reset the mask")
-        except UserError as exc:
-            gr.Warning(str(exc), duration=5)
-            return unchanged()
+        ui = need(ui)
+        handlers.ensure_idle(ui, "reset the mask")
         handlers.reset_mask(ui)
         return {p.image: handlers.view(ui), p.editor: editor_value(ui), p.stats: handlers.stats_text(ui)}
 
@@ -115,44 +172,34 @@ class DragPanel:
                  p.progress: handlers.progress_html(ui)}
         return {**shown, p.editor: editor_value(ui)} if editor else shown
 
+    @answer()
     def show_editor(self, ui: UIState | None) -> dict:
         """The mask editor's value once a drag has ended (see `wire`)."""
         return unchanged() if ui is None else {self.page.editor: editor_value(ui)}
 
+    def _said(self, text: str, began: bool, ui: UIState | None, *args: Any, **kwargs: Any) -> dict | None:
+        """A refused or failed drag: said in the status line too; the image it reached is kept."""
+        if ui is None:
+            return None
+        ui.notice = text
+        return self._shown(ui, editor=False)
+
+    @answer("a drag", said=_said)
     def start(self, ui: UIState | None, request: gr.Request = None) -> Iterator[dict]:
         """Start (or resume) a drag and stream the image and stats until it ends or is stopped; one running
-        job per visitor (`Studio.visitors`), held until the drag ends."""
-        try:
-            ui = need(ui)
-            slot = self.studio.visitors.claim(request, "a drag")
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return
-        with slot:
-            yield from self._run(ui)
-
-    def _run(self, ui: UIState) -> Iterator[dict]:
+        job per visitor, held until the drag ends. A failed drag keeps its last image: the failure is said in
+        the status line as well as in the toast."""
         p = self.page
-        try:
-            job = handlers.start_drag(ui)
-        except UserError as exc:
-            if ui is None:
-                gr.Warning(str(exc), duration=5)
-                return
-            ui.notice = str(exc)                       # said in the status line, not in a toast
-            yield {p.stats: handlers.stats_text(ui)}
-            return
+        ui = need(ui)
+        job = handlers.start_drag(ui)
         ui.notice = ""
-        try:
-            for update in handlers.follow(ui, job):
-                if update.image is not None:
-                    yield {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui),
-                           p.progress: handlers.progress_html(ui)}
-        except UserError as exc:
-            ui.notice = str(exc)
-            gr.Warning(str(exc))
+        for update in handlers.follow(ui, job):
+            if update.image is not None:
+                yield {p.image: handlers.view(ui), p.stats: handlers.stats_text(ui),
+                       p.progress: handlers.progress_html(ui)}
         yield self._shown(ui, editor=False)
 
+    @answer()
     def stop(self, ui: UIState | None) -> dict:
         if ui is None:
             return unchanged()
@@ -164,12 +211,15 @@ class DragPanel:
     def _history(self, ui: UIState | None, action: Callable[[UIState], str]) -> dict:
         return self._act(ui, action, self._shown)
 
+    @answer()
     def undo(self, ui: UIState | None) -> dict:
         return self._history(ui, handlers.undo)
 
+    @answer()
     def redo(self, ui: UIState | None) -> dict:
         return self._history(ui, handlers.redo)
 
+    @answer()
     def reset_image(self, ui: UIState | None) -> dict:
         return self._history(ui, handlers.reset_image)
 

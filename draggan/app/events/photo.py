@@ -7,12 +7,15 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from ...service import gpu, handlers, photo
+from ...inversion import face_alignment_available
+from ...inversion.presets import PRESETS
+from ...limits import LIMITS, number_or_none
+from .. import served
+from ...service import handlers, photo
 from ...server import owned_files
-from ...service.handlers import UserError
 from ...service.state import UIState
 from ...service.studio import Studio
-from . import Page, need, unchanged, whole, whole_outputs
+from . import Page, answer, need, unchanged, whole, whole_outputs
 
 
 def _status(text: str, extra_html: str = "") -> str:
@@ -24,14 +27,36 @@ class PhotoPanel:
         self.studio = studio
         self.page = page
 
+    def controls(self) -> None:
+        """The "Edit your own photo" section: upload, crop preview, inversion preset and steps, Invert / Cancel."""
+        p = self.page
+        with gr.Accordion("Edit your own photo", open=False, elem_id="photo-panel"):
+            p.photo_file = gr.File(label="Upload a photo (PNG, JPEG, WebP)", file_types=["image"],
+                                   height=110, elem_id="photo-upload")
+            p.face_align = gr.Checkbox(False, label="Align face (FFHQ-style crop, for face models)",
+                                       visible=face_alignment_available())
+            p.photo_view = served.Image(label="Your photo · the model's reconstruction", type="numpy",
+                                    interactive=False, elem_id="photo-view", buttons=[])
+            with gr.Accordion("Inversion steps", open=False):
+                preset = self.default_preset(self.studio.resolution_of(self.studio.default_model()))
+                p.preset = gr.Radio(list(PRESETS), value=preset, label="Preset")
+                first = PRESETS[preset].steps
+                with gr.Row():
+                    steps = LIMITS.inversion_steps.field()
+                    p.w_steps = gr.Number(first[0], label="W steps", precision=0, **steps)
+                    p.wplus_steps = gr.Number(first[1], label="W+ steps", precision=0, **steps)
+                    p.pti_steps = gr.Number(first[2], label="PTI steps", precision=0, **steps)
+            p.estimate = gr.Markdown(self.estimate_text(*first))
+            with gr.Row(elem_classes="compact-row"):
+                p.invert = gr.Button("Invert photo", variant="primary")
+                p.cancel = gr.Button("Cancel", variant="stop")
+            p.photo_status = gr.HTML(elem_id="photo-status")
+
+    @answer()
     def preset(self, name: str) -> dict:
         """Inversion preset → the W, W+ and PTI step fields."""
         p = self.page
-        try:
-            w, wp, pti = photo.preset_steps(name)
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return unchanged()
+        w, wp, pti = photo.preset_steps(name)
         return {p.w_steps: w, p.wplus_steps: wp, p.pti_steps: pti}
 
     def default_preset(self, resolution: int) -> str:
@@ -45,72 +70,58 @@ class PhotoPanel:
 
     def estimate_text(self, w_steps: Any, wplus_steps: Any, pti_steps: Any, ui: UIState | None = None) -> str | None:
         """The device and, once an inversion ran on this model here, the expected duration (None: bad steps)."""
-        try:
-            total = sum(int(v) for v in (w_steps, wplus_steps, pti_steps))
-        except (TypeError, ValueError):
+        steps = [number_or_none("inversion_steps", v) for v in (w_steps, wplus_steps, pti_steps)]
+        if None in steps:
             return None
+        total = sum(steps)
         rate = None
         if ui is not None:
             rate = self.studio.step_seconds.get((ui.base_model.source, str(self.studio.device)))
         return photo.estimate_text(str(self.studio.device), total, rate)
 
+    @answer()
     def estimate(self, w_steps: Any, wplus_steps: Any, pti_steps: Any, ui: UIState | None = None) -> dict:
         text = self.estimate_text(w_steps, wplus_steps, pti_steps, ui)
         return unchanged() if text is None else {self.page.estimate: text}
 
+    @answer()
     def prepare_photo(self, ui: UIState | None, file: str | None, face_align: bool) -> dict:
         """Upload (or the face-align box): check the photo and show the crop the model will be fitted to."""
         if not file:
             return unchanged()
-        try:
-            ui = need(ui)
-            owned_files.claim(ui, file)           # the upload is deleted with the session (owned_files.py)
-            G = gpu.generator(ui.base_model, ui.device)
-            target, message = photo.prepare_photo(G, file, bool(face_align))
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return unchanged()
+        ui = need(ui)
+        owned_files.claim(ui, file)           # the upload is deleted with the session (owned_files.py)
+        target, message = photo.prepare_upload(ui, file, bool(face_align))
         return {self.page.photo_view: photo.comparison(target, None),
                 self.page.photo_status: _status(message, " Press <b>Invert photo</b> to fit the model to it.")}
 
+    def _said(self, text: str, began: bool, ui: UIState | None, *args: Any, **kwargs: Any) -> dict | None:
+        """An inversion that failed once started: said on the photo's status line too (a refused start only
+        in the toast)."""
+        if not began or ui is None:
+            return None
+        return {self.page.stats: handlers.stats_text(ui), self.page.photo_status: _status(text)}
+
+    @answer("a photo inversion", said=_said)
     def invert_photo(self, ui: UIState | None, file: str | None, face_align: bool, w_steps: Any,
                      wplus_steps: Any, pti_steps: Any, preset: str | None = None,
                      request: gr.Request = None) -> Iterator[dict]:
         """Invert the uploaded photo and stream progress; when it succeeds the session drags the inverted
-        latent on its own tuned generator. One running job per visitor (`Studio.visitors`)."""
-        try:
-            slot = self.studio.visitors.claim(request, "a photo inversion")
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return
-        with slot:
-            yield from self._invert(ui, file, face_align, w_steps, wplus_steps, pti_steps, preset)
-
-    def _invert(self, ui: UIState | None, file: str | None, face_align: bool, w_steps: Any, wplus_steps: Any,
-                pti_steps: Any, preset: str | None) -> Iterator[dict]:
+        latent on its own tuned generator. One running job per visitor."""
         p = self.page
-        try:
-            ui = need(ui)
-            if file:
-                owned_files.claim(ui, file)
-            job = photo.start_inversion(ui, file, w_steps, wplus_steps, pti_steps, face_align=bool(face_align),
-                                        name=photo.photo_name(file) if file else None, preset=preset)
-        except UserError as exc:
-            gr.Warning(str(exc))
-            return
+        ui = need(ui)
+        if file:
+            owned_files.claim(ui, file)
+        job = photo.start_inversion(ui, file, w_steps, wplus_steps, pti_steps, face_align=bool(face_align),
+                                    name=photo.photo_name(file) if file else None, preset=preset)
         base = ui.base_model
         yield {p.stats: handlers.stats_text(ui), p.photo_view: photo.comparison(job.target, None),
                p.photo_status: photo.progress_html(job)}
-        try:
-            for preview, status in photo.follow_inversion(ui, job):
-                out = {p.stats: handlers.stats_text(ui), p.photo_status: status}
-                if preview is not None:
-                    out[p.photo_view] = photo.comparison(job.target, preview)
-                yield out
-        except UserError as exc:
-            gr.Warning(str(exc))
-            yield {p.stats: handlers.stats_text(ui), p.photo_status: _status(str(exc))}
-            return
+        for preview, status in photo.follow_inversion(ui, job):
+            out = {p.stats: handlers.stats_text(ui), p.photo_status: status}
+            if preview is not None:
+                out[p.photo_view] = photo.comparison(job.target, preview)
+            yield out
         rate = job.seconds_per_step()
         if rate is not None:
             self.studio.step_seconds[(base.source, str(self.studio.device))] = rate
@@ -122,6 +133,7 @@ class PhotoPanel:
         yield {**whole(p, ui), p.photo_view: photo.comparison(ui.photo.target, ui.start_image),
                p.photo_status: photo.quality_html(ui.photo), p.space: ui.space}
 
+    @answer()
     def cancel_photo(self, ui: UIState | None) -> dict:
         """Cancel a running inversion; the session keeps its image."""
         if ui is None:
