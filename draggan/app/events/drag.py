@@ -55,9 +55,8 @@ class DragPanel:
                                              "a cheap preview while dragging); k = every k steps")
 
     def workspace(self) -> None:
-        """The workspace: the Start / Stop / Undo / Redo / Reset toolbar, the Points, Mask and Before / after
-        tabs, and below them the status line and progress (they grow during a drag and must not push the image
-        off the first screen)."""
+        """The workspace: the Start / Stop / Undo / Redo / Reset toolbar, the Points, Mask and Before / after tabs,
+        and below them the status line and progress."""
         p = self.page
         with gr.Row(elem_id="toolbar"):
             p.start = gr.Button("▶ Start", variant="primary")
@@ -88,6 +87,7 @@ class DragPanel:
             with gr.Tab("Before / after"):
                 p.compare = served.ImageSlider(label="Start image · result", type="numpy", interactive=False,
                                            elem_id="compare", max_height=IMAGE_HEIGHT, buttons=[])
+        # Below the image: the status lines grow during a drag and must not push it off the first screen.
         p.stats = gr.Markdown(elem_id="stats")
         p.progress = gr.HTML(elem_id="drag-progress")
 
