@@ -436,7 +436,7 @@ def test_the_app_replays_a_v1_path_recipe_on_the_session_model(G, tmp_path, monk
     expected = recipes.replay(recipes.load_recipe(data), G).session.ws
     spy = _OpenSpy(monkeypatch, ["/dev/zero"])
     new_state = panels.export.load_recipe(state, str(file), progress=None)[page.state]
-    assert spy.touched == [] and "Replayed 2 drag" in shown[-1], shown
+    assert spy.touched == [] and "Replayed 2 drag" in new_state.notice, new_state.notice   # the status line
     assert new_state.model == state.model and Path(state.model.source).is_dir(), "the upload was converted"
     assert torch.equal(torch.from_numpy(snapshots.full_latent(new_state.snap)), expected)
     hostile = _with(HOSTILE["rle-claims-1.9GB"][0])

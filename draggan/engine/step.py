@@ -183,10 +183,7 @@ class DragStep:
             drag.feat0, drag.feat0_box = fixed_feat.detach().clone(), _box_of(fixed_feat, fixed_origin)
             drag.ref = reference_features(self.view, feat, handles_rc, origin)
         if drag.method is None:                # the first step, or a drag continued from a snapshot
-            drag.method = drag.method_class(self.geometry, drag.ref, feat, handles_rc, origin)
-            if drag.method_state:
-                drag.method.load_state(drag.method_state)
-            drag.optimizer.param_groups[0]["lr"] = drag.lr * drag.method_class.lr_scale
+            self._begin_method(drag, feat, handles_rc, origin)
         targets_rc = torch.tensor([[y, x] for x, y in targets], dtype=torch.float64)
         points = drag.method.track(feat, handles_rc, targets_rc, origin).cpu()
         drag.points_rc = points
@@ -196,26 +193,45 @@ class DragStep:
         losses = [0.0, 0.0, 0.0]
         if not done:
             zero = feat.new_zeros([])
-            motion = drag.method.motion_loss(feat, points, targets_rc, origin)
-            held = zero
-            if fixed is not None:
-                box = fixed.box
-                rows = slice(box.r0 - fixed_origin[0], box.r1 - fixed_origin[0])
-                cols = slice(box.c0 - fixed_origin[1], box.c1 - fixed_origin[1])
-                held = masked_l1(self.view, fixed_feat[:, rows, cols], self._feat0(drag, box), fixed.mask,
-                                 origin=box.origin)
-            kept = keep_l1(coarse, drag.keep0, drag.keep_mask) if keep else zero
-            loss = motion + mask_lambda * held + keep * kept
-            (grad,) = torch.autograd.grad(loss, [w], allow_unused=True)
-            w.grad = torch.zeros_like(w) if grad is None else grad
-            drag.optimizer.step()
-            w.grad = None
-            losses = torch.stack([motion.detach(), held.detach(), kept.detach()]).tolist()
+            terms = [drag.method.motion_loss(feat, points, targets_rc, origin),
+                     zero if fixed is None else self._fixed_l1(drag, fixed, fixed_feat, fixed_origin),
+                     keep_l1(coarse, drag.keep0, drag.keep_mask) if keep else zero]
+            losses = self._descend(drag, w, terms, mask_lambda, keep)
         drag.steps += 1
         return StepResult(step=drag.steps, handles=handles, targets=list(targets), distances=distances, done=done,
                           loss=losses[0] + mask_lambda * losses[1] + keep * losses[2],
                           seconds=time.perf_counter() - t0, loss_motion=losses[0], loss_mask=losses[1],
                           loss_keep=losses[2])
+
+    def _begin_method(self, drag: ActiveDrag, feat: torch.Tensor, handles_rc: torch.Tensor,
+                      origin: tuple[int, int]) -> None:
+        """The drag's method object, from its first step's map (and the state it learnt, when the drag
+        continues from a snapshot); Adam's step size becomes the method's multiple of the drag's."""
+        drag.method = drag.method_class(self.geometry, drag.ref, feat, handles_rc, origin)
+        if drag.method_state:
+            drag.method.load_state(drag.method_state)
+        drag.optimizer.param_groups[0]["lr"] = drag.lr * drag.method_class.lr_scale
+
+    def _fixed_l1(self, drag: ActiveDrag, fixed: FixedRegion, feat: torch.Tensor,
+                  origin: tuple[int, int]) -> torch.Tensor:
+        """The painted mask's term: the masked L1 of the upsampled maps against F0 on the fixed region's
+        window, read from `feat` (a window of the block map at `origin` that holds it)."""
+        box = fixed.box
+        rows = slice(box.r0 - origin[0], box.r1 - origin[0])
+        cols = slice(box.c0 - origin[1], box.c1 - origin[1])
+        return masked_l1(self.view, feat[:, rows, cols], self._feat0(drag, box), fixed.mask, origin=box.origin)
+
+    @staticmethod
+    def _descend(drag: ActiveDrag, w: torch.Tensor, terms: list[torch.Tensor], mask_lambda: float,
+                 keep: float) -> list[float]:
+        """One Adam step of w on motion + mask_lambda × held + keep × kept; the three terms' values."""
+        motion, held, kept = terms
+        loss = motion + mask_lambda * held + keep * kept
+        (grad,) = torch.autograd.grad(loss, [w], allow_unused=True)
+        w.grad = torch.zeros_like(w) if grad is None else grad
+        drag.optimizer.step()
+        w.grad = None
+        return torch.stack([t.detach() for t in terms]).tolist()
 
     def features(self, ws: torch.Tensor, box: Box | None = None,
                  coarse: bool = False) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
