@@ -436,10 +436,14 @@ def test_the_app_replays_a_v1_path_recipe_on_the_session_model(G, tmp_path, monk
     expected = recipes.replay(recipes.load_recipe(data), G).session.ws
     spy = _OpenSpy(monkeypatch, ["/dev/zero"])
     new_state = panels.export.load_recipe(state, str(file), progress=None)[page.state]
-    assert spy.touched == [] and "Replayed 2 drag" in new_state.notice, new_state.notice   # the status line
+    assert spy.touched == [] and "Replayed 2 drag" in new_state.notice, "the status line says what was done"
     assert new_state.model == state.model and Path(state.model.source).is_dir(), "the upload was converted"
     assert torch.equal(torch.from_numpy(snapshots.full_latent(new_state.snap)), expected)
     hostile = _with(HOSTILE["rle-claims-1.9GB"][0])
     file.write_text(json.dumps(hostile))
     assert panels.export.load_recipe(new_state, str(file), progress=None) == unchanged()
     assert "differs from the image size" in shown[-1] and str(tmp_path) not in shown[-1]
+    data["drags"][0]["tracker"] = "centroid"                     # a retired method: replayed, and said
+    file.write_text(json.dumps(data))
+    retired = panels.export.load_recipe(new_state, str(file), progress=None)[page.state]
+    assert "Drag 1: the drag method 'centroid' was retired; replayed with 'official'" in retired.notice
