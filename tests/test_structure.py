@@ -172,7 +172,8 @@ def test_every_error_is_a_draggan_error_with_its_builtin_base() -> None:
                errors.FaceAlignmentUnavailable: RuntimeError, errors.InversionCancelled: RuntimeError,
                errors.UserError: Exception, errors.CommandError: Exception,
                errors.ModelIntegrityError: errors.ModelUnavailableError, errors.WorkerError: RuntimeError,
-               errors.LimitError: errors.UserError}
+               errors.LimitError: errors.UserError, errors.UploadError: errors.UserError,
+               errors.PhotoError: ValueError, errors.ModelNotFoundError: FileNotFoundError}
     defined = {obj for obj in vars(errors).values() if isinstance(obj, type) and issubclass(obj, Exception)}
     assert defined == set(builtin) | {errors.DragGANError}
     for cls, base in builtin.items():
