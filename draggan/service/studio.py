@@ -74,10 +74,8 @@ class Studio:
         """A zoo model's resolution (its larger side, pixels) without loading it; 0 when not a zoo key."""
         from ..checkpoints import zoo
 
-        try:
-            return max(zoo.get_model(str(source)).resolution)
-        except (KeyError, ValueError, OSError):
-            return 0
+        entry = zoo.find_model(str(source)) if source else None
+        return max(entry.resolution) if entry is not None else 0
 
     def drag_lr(self, source: str | None) -> float:
         """The step size the app starts with for a model: the zoo's recommendation, else the default."""
