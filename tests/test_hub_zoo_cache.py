@@ -20,6 +20,7 @@ from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, Unknow
                                  load_generator)
 from draggan.checkpoints.zoo import ZooEntry, get_model, list_models
 from draggan.devices import pick_device
+from draggan.errors import ZooError
 
 from conftest import fixture_path, load_reference, private_caches
 
@@ -155,30 +156,46 @@ def test_local_entries_come_first_and_resolve_next_to_the_registry(env) -> None:
     assert hub.is_available_offline(local) and hub.resolve_source(local) == local.local_path
 
 
-@pytest.mark.parametrize("change", [
-    dict(path="x.pkl"),                      # both a local path and a Hub file
-    dict(repo_id=None),                      # Hub file without repo
-    dict(repo_id="no-owner"),
-    dict(format="onnx"),
-    dict(family="biggan"),
-    dict(resolution=[512]),
-    dict(resolution=[512, 0]),
-    dict(content=[600, 512], resolution=[512, 512]),
-    dict(key="Has Space"),
-    dict(size=3),                            # unknown field
-    dict(drag_lr=0),
-    dict(drag_lr="fast"),
-    dict(drag_lr=True),
+@pytest.mark.parametrize("change, field", [
+    (dict(path="x.pkl"), "path"),                      # both a local path and a Hub file
+    (dict(repo_id=None), "repo_id"),                   # Hub file without repo
+    (dict(repo_id="no-owner"), "repo_id"),
+    (dict(format="onnx"), "format"),
+    (dict(family="biggan"), "family"),
+    (dict(resolution=[512]), "resolution"),
+    (dict(resolution=[512, 0]), "resolution"),
+    (dict(content=[600, 512], resolution=[512, 512]), "content"),
+    (dict(key="Has Space"), "key"),
+    (dict(size=3), "size"),                            # unknown field
+    (dict(drag_lr=0), "drag_lr"),
+    (dict(drag_lr="fast"), "drag_lr"),
+    (dict(drag_lr=True), "drag_lr"),
 ])
-def test_malformed_entries_are_rejected(env, change) -> None:
+def test_malformed_entries_are_rejected_naming_the_field(env, change, field) -> None:
     raw = {k: v for k, v in {**HUB_ENTRY, **change}.items() if v is not None}
-    with pytest.raises(ValueError):
+    with pytest.raises(ZooError, match=field) as info:
         list_models(_write_zoo(env / "zoo.json", [raw]))
+    assert isinstance(info.value, ValueError) and str(env) not in str(info.value)
 
 
 def test_duplicate_keys_are_rejected(env) -> None:
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(ZooError, match="key must be unique; duplicate"):
         list_models(_write_zoo(env / "zoo.json", [HUB_ENTRY, HUB_ENTRY]))
+
+
+@pytest.mark.parametrize("text, field", [
+    ("{\"format_version\": 1, \"models\": [", "not valid JSON"),
+    ("[]", "format_version"),
+    ("{\"format_version\": 2, \"models\": []}", "format_version"),
+    ("{\"format_version\": 1, \"models\": {}}", "models"),
+    ("{\"format_version\": 1, \"models\": [7]}", "zoo entry must be an object"),
+])
+def test_a_malformed_registry_file_is_a_zoo_error_naming_it_not_its_folder(env, text, field) -> None:
+    zoo = env / "zoo.json"
+    zoo.write_text(text)
+    with pytest.raises(ZooError, match=field) as info:
+        list_models(zoo)
+    assert str(env) not in str(info.value) and "\n" not in str(info.value)
 
 
 # ----------------------------------------------------------------------------------------------- sources

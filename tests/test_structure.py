@@ -173,7 +173,8 @@ def test_every_error_is_a_draggan_error_with_its_builtin_base() -> None:
                errors.UserError: Exception, errors.CommandError: Exception,
                errors.ModelIntegrityError: errors.ModelUnavailableError, errors.WorkerError: RuntimeError,
                errors.LimitError: errors.UserError, errors.UploadError: errors.UserError,
-               errors.PhotoError: ValueError, errors.ModelNotFoundError: FileNotFoundError}
+               errors.PhotoError: ValueError, errors.ModelNotFoundError: FileNotFoundError,
+               errors.ZooError: ValueError}
     defined = {obj for obj in vars(errors).values() if isinstance(obj, type) and issubclass(obj, Exception)}
     assert defined == set(builtin) | {errors.DragGANError}
     for cls, base in builtin.items():
