@@ -16,8 +16,8 @@ import torch
 from huggingface_hub.utils import LocalEntryNotFoundError
 
 import draggan.checkpoints as checkpoints
-from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, cache, hub,
-                                 load_generator)
+from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, builders, cache, hub,
+                                 load_generator, model_folder)
 from draggan.checkpoints.zoo import ZooEntry, get_model, list_models
 from draggan.devices import pick_device
 from draggan.errors import ZooError
@@ -100,7 +100,7 @@ def _outputs(G: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 def _refuse_pickles(monkeypatch) -> None:
     def refuse(path):
         raise AssertionError(f"pickle {path} was read although the converted cache should have been used")
-    monkeypatch.setattr(checkpoints, "read_network_pickle", refuse)
+    monkeypatch.setattr(checkpoints.reader, "read_network_pickle", refuse)
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -304,7 +304,7 @@ def test_converted_entry_loads_directly_as_folder_or_file(env, monkeypatch) -> N
     entry = cache.converted_cache_dir() / cache.file_sha256(fixture_path(f"{TINY}.pkl"))
     _refuse_pickles(monkeypatch)
     for source in (entry, entry / cache.WEIGHTS_FILE):
-        assert cache.is_converted(source)
+        assert model_folder.is_model_folder(source)
         assert torch.equal(_outputs(load_generator(source, device="cpu"))[1], _outputs(G1)[1])
 
 
@@ -336,7 +336,7 @@ def test_corrupt_cache_entry_is_ignored_and_rebuilt(env, corrupt) -> None:
     with pytest.warns(UserWarning, match="broken converted-model cache"):
         G2 = load_generator(source, device="cpu")
     assert torch.equal(_outputs(G1)[1], _outputs(G2)[1])
-    assert torch.equal(_outputs(cache.load_converted(entry))[1], _outputs(G1)[1])
+    assert torch.equal(_outputs(checkpoints.load_converted(entry))[1], _outputs(G1)[1])
 
 
 def test_cache_is_found_by_content_after_the_file_moves(env, monkeypatch) -> None:
@@ -409,14 +409,16 @@ def test_tensors_missing_from_the_file_get_a_normal_initialisation(env, monkeypa
     entry = cache.converted_cache_dir() / cache.file_sha256(fixture_path(f"{TINY}.pkl"))
     builds = []
 
+    instantiate = builders._instantiate
+
     def build_with_unsaved_buffer(family, init_kwargs):
-        G = checkpoints.builders.build_generator(family, init_kwargs)
+        G = instantiate(family, init_kwargs)
         G.register_buffer("unsaved", torch.rand(1000), persistent=False)
         builds.append(G)
         return G
 
-    monkeypatch.setattr(cache, "build_generator", build_with_unsaved_buffer)
-    G = cache.load_converted(entry)
+    monkeypatch.setattr(builders, "_instantiate", build_with_unsaved_buffer)
+    G = checkpoints.load_converted(entry)
     assert len(builds) == 2 and G is builds[1]
     assert 0 <= G.unsaved.min() and G.unsaved.max() < 1 and G.unsaved.std() > 0.2
 

@@ -80,7 +80,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_relative_lazy_and_package_imports() -> None:
     graph = _import_graph()
-    assert "draggan.checkpoints.builders" in graph["draggan.checkpoints"]          # from .builders import ...
+    assert "draggan.checkpoints.loader" in graph["draggan.checkpoints"]            # from .loader import ...
     assert "draggan.networks.stylegan3" in graph["draggan.checkpoints.builders"]   # lazy, inside a function
     assert "draggan.checkpoints" in graph["draggan.cli"]                           # package __init__ runs first
     assert "draggan.checkpoints.cache" in graph["draggan.cli"]                     # from .checkpoints import cache
