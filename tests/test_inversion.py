@@ -273,6 +273,28 @@ def test_lpips_weights_from_mocked_hub(G: torch.nn.Module, tmp_path, monkeypatch
     assert result.lpips is not None and result.lpips > 0
 
 
+def test_lpips_target_features_computed_once_and_equal_to_the_plain_distance(tmp_path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _fake_lpips_files(tmp_path)
+    lpips = losses.load_lpips(files["model.safetensors"], files["lin.pth"])
+    loss = losses.TargetCachedLPIPS(lpips, size=32)
+    target = torch.rand(1, 3, 64, 64) * 2 - 1
+    passes = []
+    lpips.vgg.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
+    for step in range(3):
+        synth = (torch.rand(1, 3, 64, 64) * 2 - 1).requires_grad_(True)
+        got = loss(synth, target)
+        (grad_got,) = torch.autograd.grad(got.sum(), synth)
+        plain = lpips(losses.downsample_to(synth, 32), losses.downsample_to(target, 32))
+        (grad_plain,) = torch.autograd.grad(plain.sum(), synth)
+        # the same ops in the same order on the same inputs (the target's pass only skips autograd): equal bits
+        assert torch.equal(got, plain) and torch.equal(grad_got, grad_plain)
+    assert len(passes) == 1 + 3 + 3 * 2, "the target's VGG pass ran once; each step ran the synth only"
+    target.mul_(0.5)                      # changed in place: its features are computed again
+    loss(synth.detach(), target)
+    assert len(passes) == 1 + 3 + 3 * 2 + 2
+
+
 def test_lpips_bad_files_and_failed_download(G: torch.nn.Module, tmp_path, monkeypatch: pytest.MonkeyPatch,
                                              _offline_hub: list) -> None:
     cfg = InversionConfig(loss="auto")
