@@ -301,6 +301,14 @@ def test_the_writer_round_trips_a_sane_generator(tmp_path) -> None:
     assert torch.equal(G(z, None, noise_mode="const"), G2(z, None, noise_mode="const"))
 
 
+def test_pickled_tensors_are_assigned_in_the_modules_dtype(tmp_path) -> None:
+    G = tiny_generator()
+    G2 = generator_from_pickle(write_nvidia_pickle(tmp_path / "f64.pkl", copy.deepcopy(G).double()))
+    assert {k: t.dtype for k, t in G2.state_dict().items()} == {k: t.dtype for k, t in G.state_dict().items()}
+    z = torch.randn(2, 16)
+    assert torch.equal(G(z, None, noise_mode="const"), G2(z, None, noise_mode="const"))
+
+
 # ------------------------------------------------------------------ safetensors
 
 

@@ -339,6 +339,18 @@ def test_corrupt_cache_entry_is_ignored_and_rebuilt(env, corrupt) -> None:
     assert torch.equal(_outputs(checkpoints.load_converted(entry))[1], _outputs(G1)[1])
 
 
+def test_saving_keeps_a_concurrent_entry_but_replaces_one_that_failed(env) -> None:
+    source = fixture_path(f"{TINY}.pkl")
+    G = load_generator(source, device="cpu")
+    entry = cache.converted_cache_dir() / cache.file_sha256(source)
+    (entry / "marker").write_text("another process wrote this entry")
+    assert cache.save(G, builders.generator_config(G), source, entry.name) == entry
+    assert (entry / "marker").is_file()
+    cache.save(G, builders.generator_config(G), source, entry.name, replace=True)
+    assert not (entry / "marker").exists() and model_folder.is_model_folder(entry)
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(model_folder.TMP_PREFIX)]
+
+
 def test_cache_is_found_by_content_after_the_file_moves(env, monkeypatch) -> None:
     load_generator(fixture_path(f"{TINY}.pkl"), device="cpu")
     moved = env / "renamed.bin"

@@ -8,7 +8,7 @@ of a pickle, `save` writes one, `enforce_limit` evicts; it never builds a genera
 does, through `builders`). A small stat index (`by-stat/<hash of path, size, mtime>` → sha256) spares
 re-hashing the pickle on every load; the entry's recorded hash and size are checked against it. Entries are
 written to a temporary folder and renamed into place, so a reader never sees a half-written one; an entry
-that fails to load is reported with a warning and replaced by a fresh conversion of the pickle.
+that fails to load is reported with a warning (`BROKEN_ENTRY`) and replaced by a fresh conversion.
 
 The cache is bounded: after each write, least recently used entries (folder mtime, refreshed on every use)
 are removed until the total is at most `$DRAGGAN_CACHE_MAX_MB` (default 4096 MB); the entry just written or
@@ -75,7 +75,7 @@ def lookup(source: Path) -> tuple[Path | None, str]:
 
     A folder or a safetensors file is a converted model already: (None, "") and nothing to save; a folder is
     marked as just used. An entry whose config cannot be read or whose recorded hash or size does not match
-    is reported as absent with a warning (`BROKEN_ENTRY`); the caller's `save` then replaces it.
+    is removed with a warning (`BROKEN_ENTRY`) and reported as absent, so the caller rebuilds it.
     """
     if source.is_dir():
         touch(source)
@@ -96,6 +96,7 @@ def lookup(source: Path) -> tuple[Path | None, str]:
             raise ModelFormatError(f"{entry.name}: recorded hash or size does not match {source.name}")
     except ModelFormatError as e:
         warnings.warn(BROKEN_ENTRY.format(reason=e, source=source.name), stacklevel=2)
+        shutil.rmtree(entry, ignore_errors=True)
         return None, sha
     if not index.is_file():
         _atomic_write_text(index, sha)
@@ -129,10 +130,10 @@ def _remove_stale_tmp(root: Path) -> None:
 
 
 def save(module_or_state: torch.nn.Module | Mapping[str, torch.Tensor], config: Mapping[str, Any], source: Path,
-         sha: str) -> Path:
+         sha: str, replace: bool = False) -> Path:
     """Write a generator's tensors and `config` (`builders.generator_config`) as the converted entry of pickle
-    `source` (content hash `sha`); returns the entry folder. An entry already there (a broken one, or another
-    process's conversion of the same pickle) is replaced."""
+    `source` (content hash `sha`); returns the entry folder. A model folder already there (another process's
+    conversion of the same pickle) is kept unless `replace` (it failed to load); anything else is replaced."""
     metadata = dict(source=str(source.resolve()), sha256=sha, source_size=source.stat().st_size)
     root = converted_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -144,8 +145,11 @@ def save(module_or_state: torch.nn.Module | Mapping[str, torch.Tensor], config: 
         try:
             os.replace(tmp, entry)
         except OSError:
-            shutil.rmtree(entry, ignore_errors=True)
-            os.replace(tmp, entry)
+            if is_model_folder(entry) and not replace:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                os.replace(tmp, entry)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

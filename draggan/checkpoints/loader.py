@@ -52,7 +52,7 @@ def load_generator(source: str | Path | ZooEntry, device: str | torch.device | N
             warnings.warn(cache.BROKEN_ENTRY.format(reason=e, source=path.name), stacklevel=2)
     if sha and file is path:
         try:
-            cache.save(G, config, path, sha)
+            cache.save(G, config, path, sha, replace=entry is not None)
         except (OSError, TypeError, ValueError, RuntimeError) as e:
             warnings.warn(f"could not write the converted-model cache for {path.name} ({e}); it will be "
                           "converted again next time", stacklevel=2)
