@@ -51,6 +51,7 @@ def load_generator(source: str | Path | ZooEntry, device: str | torch.device | N
                 raise
             warnings.warn(cache.BROKEN_ENTRY.format(reason=e, source=path.name), stacklevel=2)
     if sha and file is path:
+        config = generator_config(G)
         try:
             cache.save(G, config, path, sha, replace=entry is not None)
         except (OSError, TypeError, ValueError, RuntimeError) as e:
