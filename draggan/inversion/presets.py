@@ -45,7 +45,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "Fast": Preset(12, 6, 4, project_size=256),
+    "Fast": Preset(12, 6, 3, project_size=256),
     "Quick": Preset(50, 25, 50),
     "Balanced": Preset(200, 100, 150),
     "Best": Preset(400, 200, 300),

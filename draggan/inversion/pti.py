@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .config import InversionConfig, StepTracker
 from .losses import ReconstructionLoss, saturation_matched
-from .projection import lr_schedule, sample_ws, synthesize
+from .projection import lr_schedule, sample_ws, stage_progress, synthesize
 
 
 def private_copy(G: torch.nn.Module, noise_bufs: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -56,7 +56,8 @@ def tune_generator(G: torch.nn.Module, ws: torch.Tensor, noise_bufs: dict[str, t
     for step in range(config.pti_steps):
         tracker.check_cancel()
         for group in opt.param_groups:
-            group["lr"] = config.pti_lr * lr_schedule(step / config.pti_steps, config.lr_rampup, config.lr_rampdown)
+            group["lr"] = config.pti_lr * lr_schedule(stage_progress(step, config.pti_steps), config.lr_rampup,
+                                                      config.lr_rampdown)
         synth = G_tuned.synthesis(ws, noise_mode="const")
         rec = loss(synth, target)
         total = rec + config.pti_l2_weight * F.mse_loss(saturation_matched(synth, target), target)
