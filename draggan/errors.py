@@ -8,21 +8,22 @@ is a bug and is logged, not shown.
 Subclasses keep the builtin base their callers already catch (multiple inheritance), so code written against
 `OSError`, `ValueError`, `KeyError` or `pickle.UnpicklingError` keeps working:
 
-| class                    | also a                 | raised when                                            |
-| ------------------------ | ---------------------- | ------------------------------------------------------ |
-| ModelUnavailableError    | OSError                | a model is neither on disk nor downloadable right now  |
-| ModelNotFoundError       | FileNotFoundError      | no model at that source (or a released private model)  |
-| ModelFormatError         | ValueError             | a file holds no generator we can load                  |
-| UnsafePickleError        | pickle.UnpicklingError | a pickle references code outside the allow-list        |
-| UnknownModelError        | KeyError               | a zoo key is not in the registry                       |
-| RecipeError              | ValueError             | an edit recipe cannot be read or replayed              |
-| SettingsError            | ValueError             | a `DRAGGAN_*` environment variable has a bad value     |
-| FaceAlignmentUnavailable | RuntimeError           | dlib or its landmark model cannot be had               |
-| PhotoError               | ValueError             | a photo cannot be used (not an image, size, no face)   |
-| InversionCancelled       | RuntimeError           | a photo inversion was stopped on request               |
-| UserError                | -                      | the editor refuses a request (bad point, no image ...) |
-| UploadError              | UserError, ValueError  | an uploaded file's type or size is refused, unread     |
-| CommandError             | -                      | a command-line invocation is wrong                     |
+| class                    | also a                 | raised when                                                            |
+| ------------------------ | ---------------------- | ---------------------------------------------------------------------- |
+| ModelUnavailableError    | OSError                | a model is neither on disk nor downloadable right now                  |
+| ModelNotFoundError       | FileNotFoundError      | no model at that source (or a released private model)                  |
+| ModelFormatError         | ValueError             | a file holds no generator we can load                                  |
+| UnsafePickleError        | pickle.UnpicklingError | a pickle references code outside the allow-list                        |
+| UnknownModelError        | KeyError               | a zoo key is not in the registry                                       |
+| ZooError                 | ValueError             | a zoo.json entry or the file is malformed; the message names the field |
+| RecipeError              | ValueError             | an edit recipe cannot be read or replayed                              |
+| SettingsError            | ValueError             | a `DRAGGAN_*` environment variable has a bad value                     |
+| FaceAlignmentUnavailable | RuntimeError           | dlib or its landmark model cannot be had                               |
+| PhotoError               | ValueError             | a photo cannot be used (not an image, size, no face)                   |
+| InversionCancelled       | RuntimeError           | a photo inversion was stopped on request                               |
+| UserError                | -                      | the editor refuses a request (bad point, no image ...)                 |
+| UploadError              | UserError, ValueError  | an uploaded file's type or size is refused, unread                     |
+| CommandError             | -                      | a command-line invocation is wrong                                     |
 
 The classes are defined here; the modules that raise them import them from here.
 """
@@ -62,6 +63,10 @@ class UnknownModelError(DragGANError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else super().__str__()
+
+
+class ZooError(DragGANError, ValueError):
+    """The model registry (`checkpoints/zoo.json`) or one of its entries is malformed; the message names the field."""
 
 
 class RecipeError(DragGANError, ValueError):

@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 
 from draggan import export
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan import recipes
 from draggan.recipes import DragRecord, Recipe, RecipeError
 from draggan.engine import snapshot as snapshots

@@ -23,9 +23,8 @@ import torch
 from bench.nvidia_format import write_nvidia_pickle
 from bench.soak import rss_mb
 from draggan import settings
-from draggan.checkpoints import (ModelFormatError, UnsafePickleError, cache, generator_from_pickle,
-                                 load_generator)
-from draggan.checkpoints import model_folder
+from draggan.checkpoints import (ModelFormatError, UnsafePickleError, builders, cache, generator_from_pickle,
+                                 load_generator, model_folder, read_config, reader)
 from draggan.checkpoints.nvidia_pickle import PickleLimits, read_network_pickle
 from draggan.checkpoints.sandbox import SandboxLimits, _generator_from_safetensors, convert_report, convert_untrusted
 from draggan.networks.stylegan2 import Generator
@@ -302,18 +301,26 @@ def test_the_writer_round_trips_a_sane_generator(tmp_path) -> None:
     assert torch.equal(G(z, None, noise_mode="const"), G2(z, None, noise_mode="const"))
 
 
+def test_pickled_tensors_are_assigned_in_the_modules_dtype(tmp_path) -> None:
+    G = tiny_generator()
+    G2 = generator_from_pickle(write_nvidia_pickle(tmp_path / "f64.pkl", copy.deepcopy(G).double()))
+    assert {k: t.dtype for k, t in G2.state_dict().items()} == {k: t.dtype for k, t in G.state_dict().items()}
+    z = torch.randn(2, 16)
+    assert torch.equal(G(z, None, noise_mode="const"), G2(z, None, noise_mode="const"))
+
+
 # ------------------------------------------------------------------ safetensors
 
 
 def _config(G: Generator) -> dict:
-    return dict(format_version=cache.FORMAT_VERSION, family=G.family, init_kwargs=G.init_kwargs)
+    return dict(format_version=builders.FORMAT_VERSION, family=G.family, init_kwargs=G.init_kwargs)
 
 
 def test_safetensors_with_the_config_in_its_metadata_is_a_complete_model(tmp_path) -> None:
     G = tiny_generator()
     lone = tmp_path / "lone" / "mine.safetensors"
     lone.parent.mkdir()
-    safetensors.torch.save_file(G.state_dict(), str(lone), metadata=cache.config_metadata(_config(G)))
+    safetensors.torch.save_file(G.state_dict(), str(lone), metadata=model_folder.config_metadata(_config(G)))
     z = torch.randn(1, 16)
     for G2 in (_generator_from_safetensors(lone, "mine.safetensors"), load_generator(lone, device="cpu")):
         assert torch.equal(G(z, None, noise_mode="const"), G2(z, None, noise_mode="const"))
@@ -323,7 +330,7 @@ def test_our_cache_writes_the_config_into_the_weights_file(env) -> None:
     load_generator(fixture_path("stylegan2-tiny-64.pkl"), device="cpu")
     entry = cache.converted_cache_dir() / cache.file_sha256(fixture_path("stylegan2-tiny-64.pkl"))
     with safetensors.safe_open(str(entry / cache.WEIGHTS_FILE), framework="pt") as f:
-        assert cache.metadata_config(f.metadata(), "x") == cache.read_config(entry)
+        assert model_folder.metadata_config(f.metadata(), "x") == read_config(entry)
 
 
 @pytest.mark.parametrize("kind", ["no-config", "int-tensors", "huge-header", "bad-json", "bomb-config"])
@@ -331,7 +338,7 @@ def test_bad_safetensors_are_refused_in_one_line(tmp_path, kind: str) -> None:
     G = tiny_generator()
     path = tmp_path / "upload.safetensors"
     state = G.state_dict()
-    metadata = cache.config_metadata(_config(G))
+    metadata = model_folder.config_metadata(_config(G))
     if kind == "no-config":
         metadata, match = None, "carries no model config"
     elif kind == "int-tensors":
@@ -342,7 +349,7 @@ def test_bad_safetensors_are_refused_in_one_line(tmp_path, kind: str) -> None:
     elif kind == "bomb-config":
         bad = _config(G)
         bad["init_kwargs"]["mapping_kwargs"]["num_layers"] = 10**7
-        metadata, match = cache.config_metadata(bad), "num_layers"
+        metadata, match = model_folder.config_metadata(bad), "num_layers"
     else:
         match = "not a readable safetensors file"
     safetensors.torch.save_file(state, str(path), metadata=metadata)
@@ -361,12 +368,11 @@ def test_bad_safetensors_are_refused_in_one_line(tmp_path, kind: str) -> None:
 def test_an_upload_converts_in_a_child_and_the_server_reads_only_safetensors(env, monkeypatch) -> None:
     lone = env / "lone.safetensors"
     G = tiny_generator()
-    safetensors.torch.save_file(G.state_dict(), str(lone), metadata=cache.config_metadata(_config(G)))
+    safetensors.torch.save_file(G.state_dict(), str(lone), metadata=model_folder.config_metadata(_config(G)))
     entries = [convert_untrusted(fixture_path("stylegan2-tiny-64.pkl")), convert_untrusted(lone)]
-    import draggan.checkpoints as checkpoints
-    monkeypatch.setattr(checkpoints, "read_network_pickle", lambda *a, **k: pytest.fail("pickle read in-process"))
+    monkeypatch.setattr(reader, "read_network_pickle", lambda *a, **k: pytest.fail("pickle read in-process"))
     for entry in entries:
-        assert entry.parent == cache.converted_cache_dir() and cache.is_converted(entry)
+        assert entry.parent == cache.converted_cache_dir() and model_folder.is_model_folder(entry)
         load_generator(entry, device="cpu")
     again = convert_report(fixture_path("stylegan2-tiny-64.pkl"))
     assert again.cached and again.entry == entries[0]

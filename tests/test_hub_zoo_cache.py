@@ -16,10 +16,11 @@ import torch
 from huggingface_hub.utils import LocalEntryNotFoundError
 
 import draggan.checkpoints as checkpoints
-from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, cache, hub,
-                                 load_generator)
+from draggan.checkpoints import (ModelFormatError, ModelUnavailableError, UnknownModelError, builders, cache, hub,
+                                 load_generator, model_folder)
 from draggan.checkpoints.zoo import ZooEntry, get_model, list_models
 from draggan.devices import pick_device
+from draggan.errors import ZooError
 
 from conftest import fixture_path, load_reference, private_caches
 
@@ -99,7 +100,7 @@ def _outputs(G: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 def _refuse_pickles(monkeypatch) -> None:
     def refuse(path):
         raise AssertionError(f"pickle {path} was read although the converted cache should have been used")
-    monkeypatch.setattr(checkpoints, "read_network_pickle", refuse)
+    monkeypatch.setattr(checkpoints.reader, "read_network_pickle", refuse)
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -155,30 +156,46 @@ def test_local_entries_come_first_and_resolve_next_to_the_registry(env) -> None:
     assert hub.is_available_offline(local) and hub.resolve_source(local) == local.local_path
 
 
-@pytest.mark.parametrize("change", [
-    dict(path="x.pkl"),                      # both a local path and a Hub file
-    dict(repo_id=None),                      # Hub file without repo
-    dict(repo_id="no-owner"),
-    dict(format="onnx"),
-    dict(family="biggan"),
-    dict(resolution=[512]),
-    dict(resolution=[512, 0]),
-    dict(content=[600, 512], resolution=[512, 512]),
-    dict(key="Has Space"),
-    dict(size=3),                            # unknown field
-    dict(drag_lr=0),
-    dict(drag_lr="fast"),
-    dict(drag_lr=True),
+@pytest.mark.parametrize("change, field", [
+    (dict(path="x.pkl"), "path"),                      # both a local path and a Hub file
+    (dict(repo_id=None), "repo_id"),                   # Hub file without repo
+    (dict(repo_id="no-owner"), "repo_id"),
+    (dict(format="onnx"), "format"),
+    (dict(family="biggan"), "family"),
+    (dict(resolution=[512]), "resolution"),
+    (dict(resolution=[512, 0]), "resolution"),
+    (dict(content=[600, 512], resolution=[512, 512]), "content"),
+    (dict(key="Has Space"), "key"),
+    (dict(size=3), "size"),                            # unknown field
+    (dict(drag_lr=0), "drag_lr"),
+    (dict(drag_lr="fast"), "drag_lr"),
+    (dict(drag_lr=True), "drag_lr"),
 ])
-def test_malformed_entries_are_rejected(env, change) -> None:
+def test_malformed_entries_are_rejected_naming_the_field(env, change, field) -> None:
     raw = {k: v for k, v in {**HUB_ENTRY, **change}.items() if v is not None}
-    with pytest.raises(ValueError):
+    with pytest.raises(ZooError, match=field) as info:
         list_models(_write_zoo(env / "zoo.json", [raw]))
+    assert isinstance(info.value, ValueError) and str(env) not in str(info.value)
 
 
 def test_duplicate_keys_are_rejected(env) -> None:
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(ZooError, match="key must be unique; duplicate"):
         list_models(_write_zoo(env / "zoo.json", [HUB_ENTRY, HUB_ENTRY]))
+
+
+@pytest.mark.parametrize("text, field", [
+    ("{\"format_version\": 1, \"models\": [", "not valid JSON"),
+    ("[]", "format_version"),
+    ("{\"format_version\": 2, \"models\": []}", "format_version"),
+    ("{\"format_version\": 1, \"models\": {}}", "models"),
+    ("{\"format_version\": 1, \"models\": [7]}", "zoo entry must be an object"),
+])
+def test_a_malformed_registry_file_is_a_zoo_error_naming_it_not_its_folder(env, text, field) -> None:
+    zoo = env / "zoo.json"
+    zoo.write_text(text)
+    with pytest.raises(ZooError, match=field) as info:
+        list_models(zoo)
+    assert str(env) not in str(info.value) and "\n" not in str(info.value)
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -287,7 +304,7 @@ def test_converted_entry_loads_directly_as_folder_or_file(env, monkeypatch) -> N
     entry = cache.converted_cache_dir() / cache.file_sha256(fixture_path(f"{TINY}.pkl"))
     _refuse_pickles(monkeypatch)
     for source in (entry, entry / cache.WEIGHTS_FILE):
-        assert cache.is_converted(source)
+        assert model_folder.is_model_folder(source)
         assert torch.equal(_outputs(load_generator(source, device="cpu"))[1], _outputs(G1)[1])
 
 
@@ -319,7 +336,19 @@ def test_corrupt_cache_entry_is_ignored_and_rebuilt(env, corrupt) -> None:
     with pytest.warns(UserWarning, match="broken converted-model cache"):
         G2 = load_generator(source, device="cpu")
     assert torch.equal(_outputs(G1)[1], _outputs(G2)[1])
-    assert torch.equal(_outputs(cache.load_converted(entry))[1], _outputs(G1)[1])
+    assert torch.equal(_outputs(checkpoints.load_converted(entry))[1], _outputs(G1)[1])
+
+
+def test_saving_keeps_a_concurrent_entry_but_replaces_one_that_failed(env) -> None:
+    source = fixture_path(f"{TINY}.pkl")
+    G = load_generator(source, device="cpu")
+    entry = cache.converted_cache_dir() / cache.file_sha256(source)
+    (entry / "marker").write_text("another process wrote this entry")
+    assert cache.save(G, builders.generator_config(G), source, entry.name) == entry
+    assert (entry / "marker").is_file()
+    cache.save(G, builders.generator_config(G), source, entry.name, replace=True)
+    assert not (entry / "marker").exists() and model_folder.is_model_folder(entry)
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(model_folder.TMP_PREFIX)]
 
 
 def test_cache_is_found_by_content_after_the_file_moves(env, monkeypatch) -> None:
@@ -392,14 +421,16 @@ def test_tensors_missing_from_the_file_get_a_normal_initialisation(env, monkeypa
     entry = cache.converted_cache_dir() / cache.file_sha256(fixture_path(f"{TINY}.pkl"))
     builds = []
 
+    instantiate = builders._instantiate
+
     def build_with_unsaved_buffer(family, init_kwargs):
-        G = checkpoints.builders.build_generator(family, init_kwargs)
+        G = instantiate(family, init_kwargs)
         G.register_buffer("unsaved", torch.rand(1000), persistent=False)
         builds.append(G)
         return G
 
-    monkeypatch.setattr(cache, "build_generator", build_with_unsaved_buffer)
-    G = cache.load_converted(entry)
+    monkeypatch.setattr(builders, "_instantiate", build_with_unsaved_buffer)
+    G = checkpoints.load_converted(entry)
     assert len(builds) == 2 and G is builds[1]
     assert 0 <= G.unsaved.min() and G.unsaved.max() < 1 and G.unsaved.std() > 0.2
 

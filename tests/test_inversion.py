@@ -18,8 +18,7 @@ from PIL import Image
 
 from draggan import settings
 from draggan.checkpoints import ModelUnavailableError, load_generator
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan.engine import DragSession
 from draggan.inversion import align
 from draggan.inversion import (LPIPS_NAME, PIXEL_NAME, InversionCancelled, InversionConfig, invert, losses,

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan.engine import DragSession
 
 from conftest import fixture_path, load_reference

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from _numerics import assert_same_drag, first_gradient
 from conftest import fixture_path
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan.engine import DragConfig, DragSession, RenderPolicy
 from draggan.engine.features import UpsampledView, masked_l1
 from draggan.networks.generator import Box

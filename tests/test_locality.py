@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from _numerics import assert_same_drag, first_gradient
 from conftest import fixture_path
 from draggan.checkpoints import load_generator
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan.engine import DragConfig, DragSession
 from draggan.engine.locality import COARSE_SIZE, KEEP_RADIUS, coarse_block, keep_l1, keep_mask
 from draggan.engine import methods
-from draggan.checkpoints.builders import generator_from_persistent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

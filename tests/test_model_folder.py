@@ -13,10 +13,9 @@ import safetensors.torch
 import torch
 
 from draggan import settings
-from draggan.checkpoints import cache, load_generator, model_folder
-from draggan.checkpoints.builders import generator_from_persistent
+from draggan.checkpoints import cache, load_converted, load_generator, model_folder, read_config, save_converted
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan.errors import ModelFormatError
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
 from draggan.data import procedural
 from draggan.inversion.export import save_tuned_generator
 from draggan.training.keypoints import KeypointNet, load_regressor, save_regressor
@@ -57,11 +56,11 @@ def test_round_trip_writes_config_in_both_places(tmp_path: Path) -> None:
 
 
 def test_a_lone_weights_file_carries_its_config(tmp_path: Path, G: torch.nn.Module) -> None:
-    weights = cache.save_converted(G, tmp_path / "folder", {"base_model": "tiny"})
+    weights = save_converted(G, tmp_path / "folder", {"base_model": "tiny"})
     alone = tmp_path / "elsewhere" / "tiny.safetensors"
     alone.parent.mkdir()
     shutil.copyfile(weights, alone)
-    assert cache.read_config(alone)["base_model"] == "tiny"
+    assert read_config(alone)["base_model"] == "tiny"
     assert torch.equal(_image(load_generator(alone, device="cpu", use_cache=False)), _image(G))
 
 
@@ -109,7 +108,7 @@ def test_every_writer_goes_through_the_model_folder(tmp_path: Path, monkeypatch:
     for weights in (entry / model_folder.WEIGHTS_FILE, tuned, trained, judge):
         assert _header_config(weights) == json.loads((weights.parent / model_folder.CONFIG_FILE).read_text())
     for weights in (entry / model_folder.WEIGHTS_FILE, tuned, trained):
-        assert torch.equal(_image(cache.load_converted(weights)), _image(G))
+        assert torch.equal(_image(load_converted(weights)), _image(G))
     assert _header_config(tuned)["source"] == "inversion (pivotal tuning)"
     assert _header_config(trained)["kimg"] == 1.0 and _header_config(judge)["kind"] == "keypoint-regressor"
     img = torch.rand(1, 3, 16, 16) * 2 - 1
@@ -124,6 +123,6 @@ def test_bundled_folders_load_unchanged(name: str) -> None:
     state, config = model_folder.load_model_folder(folder)
     assert config == json.loads((folder / model_folder.CONFIG_FILE).read_text())
     assert state and all(isinstance(t, torch.Tensor) for t in state.values())
-    model = load_regressor(folder) if "keypoints" in name else cache.load_converted(folder)
+    model = load_regressor(folder) if "keypoints" in name else load_converted(folder)
     assert isinstance(model, torch.nn.Module)
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()} == digest

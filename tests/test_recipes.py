@@ -20,9 +20,8 @@ import pytest
 import torch
 
 from draggan import recipes
-from draggan.checkpoints import cache, load_generator
-from draggan.checkpoints.builders import generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints import cache, load_generator, model_folder
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan.engine import DragConfig, DragSession
 from draggan.engine import methods
 from draggan.recipes import CURRENT_MODEL, DragRecord, Recipe, RecipeError
@@ -104,7 +103,7 @@ def test_model_ref_and_content_key(tmp_path):
     assert recipes.model_ref(str(SG2)) == (CURRENT_MODEL, SG2_SHA)
     load_generator(SG2, device="cpu")                       # writes the converted entry
     entry = cache.converted_cache_dir() / SG2_SHA
-    assert cache.is_converted(entry) and recipes.model_key(str(entry)) == SG2_SHA
+    assert model_folder.is_model_folder(entry) and recipes.model_key(str(entry)) == SG2_SHA
     assert recipes.model_key(str(entry / cache.WEIGHTS_FILE)) == SG2_SHA
     with pytest.raises(RecipeError, match="cannot identify") as info:
         recipes.model_key(str(tmp_path / "gone.pkl"))

@@ -80,7 +80,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_relative_lazy_and_package_imports() -> None:
     graph = _import_graph()
-    assert "draggan.checkpoints.builders" in graph["draggan.checkpoints"]          # from .builders import ...
+    assert "draggan.checkpoints.loader" in graph["draggan.checkpoints"]            # from .loader import ...
     assert "draggan.networks.stylegan3" in graph["draggan.checkpoints.builders"]   # lazy, inside a function
     assert "draggan.checkpoints" in graph["draggan.cli"]                           # package __init__ runs first
     assert "draggan.checkpoints.cache" in graph["draggan.cli"]                     # from .checkpoints import cache
@@ -173,7 +173,8 @@ def test_every_error_is_a_draggan_error_with_its_builtin_base() -> None:
                errors.UserError: Exception, errors.CommandError: Exception,
                errors.ModelIntegrityError: errors.ModelUnavailableError, errors.WorkerError: RuntimeError,
                errors.LimitError: errors.UserError, errors.UploadError: errors.UserError,
-               errors.PhotoError: ValueError, errors.ModelNotFoundError: FileNotFoundError}
+               errors.PhotoError: ValueError, errors.ModelNotFoundError: FileNotFoundError,
+               errors.ZooError: ValueError}
     defined = {obj for obj in vars(errors).values() if isinstance(obj, type) and issubclass(obj, Exception)}
     assert defined == set(builtin) | {errors.DragGANError}
     for cls, base in builtin.items():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from draggan.checkpoints.builders import build_generator, generator_from_persistent
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints.builders import build_generator
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
 from draggan.networks import stylegan2
 
 from conftest import fixture_path, load_reference

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import fixture_path, load_reference
 
-from draggan.checkpoints.builders import build_generator, generator_from_persistent, stylegan3_kwargs
-from draggan.checkpoints.nvidia_pickle import read_network_pickle
+from draggan.checkpoints.builders import build_generator
+from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle, stylegan3_kwargs
 from draggan.networks import stylegan3
 
 FIXTURES = ("stylegan3-t-tiny-64", "stylegan3-r-tiny-64")

@@ -15,6 +15,7 @@ from draggan.checkpoints.default_model import DEFAULT_MODEL_ENV, default_model
 from draggan.checkpoints.licences import LICENCES, licence_notice
 from draggan.checkpoints.zoo import ZOO_PATH, ZooEntry, get_model, list_models
 from draggan.cli import main
+from draggan.errors import ZooError
 
 REPO = "DragGan/DragGan-Models"
 MAIN_COMMIT = "bcc1b7559bc7038004397648530eff423e43074d"
@@ -101,7 +102,7 @@ def test_malformed_pins_are_rejected_naming_the_field(tmp_path, change, field) -
     raw = {k: v for k, v in {**BASE, **change}.items() if v is not None}
     zoo = tmp_path / "zoo.json"
     zoo.write_text(json.dumps({"format_version": 1, "models": [raw]}))
-    with pytest.raises(ValueError, match=rf"'hub-a': {field} must"):
+    with pytest.raises(ZooError, match=rf"'hub-a': {field} must"):
         list_models(zoo)
 
 

@@ -1,23 +1,38 @@
-"""Build our generator modules from an architecture family name and NVIDIA-style constructor kwargs.
+"""Build our generator modules: from a family name and constructor kwargs, or from what a model file holds.
 
-Both the pickle path and the safetensors cache go through `build_generator`, so a cached model is rebuilt
-exactly the way it was first built from its pickle, and every set of settings a file supplies is
-range-checked (`generator_limits`) before a module is built from it.
+Every reader of a model file (a converted model folder, an NVIDIA or TF network pickle) hands over the same
+plain description: a config `{"format_version", "family", "init_kwargs"}` (the converted-model config of
+`generator_config`) and the tensors by name. `generator_from_state` turns it into a module in one place, so
+a cached model is rebuilt exactly the way it was first built from its pickle: the config is checked, the
+settings are range-checked once (`generator_limits`), the module is built without drawing random weights
+and the tensors are assigned by name (`load_state_dict(strict=True, assign=True)`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..networks import stylegan2
 from ..errors import ModelFormatError
 from .generator_limits import check_generator_kwargs
-from .nvidia_pickle import PersistentObject
 
 FAMILIES = ("stylegan2", "stylegan3")
+FORMAT_VERSION = 1
+
+
+def _instantiate(family: str, init_kwargs: dict[str, Any]) -> torch.nn.Module:
+    """The module of `family` built from (a copy of) `init_kwargs`, in eval mode; no checks."""
+    kwargs = copy.deepcopy(init_kwargs)
+    if family == "stylegan2":
+        return stylegan2.Generator(**kwargs).eval()
+    from ..networks import stylegan3
+    return stylegan3.Generator(**kwargs).eval()
 
 
 def build_generator(family: str, init_kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -29,74 +44,75 @@ def build_generator(family: str, init_kwargs: dict[str, Any]) -> torch.nn.Module
     if family not in FAMILIES:
         raise ModelFormatError(f"unknown generator family {family!r:.40}; expected one of {FAMILIES}")
     check_generator_kwargs(family, init_kwargs)
-    kwargs = copy.deepcopy(init_kwargs)
-    if family == "stylegan2":
-        return stylegan2.Generator(**kwargs).eval()
-    from ..networks import stylegan3
-    return stylegan3.Generator(**kwargs).eval()
+    return _instantiate(family, init_kwargs)
 
 
-def _plain(value: Any) -> Any:
-    """Convert EasyDicts, tuples and numpy scalars from a pickle into JSON-friendly Python values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, torch.Tensor):
-        return value.item()
-    return value
+def generator_config(G: torch.nn.Module) -> dict[str, Any]:
+    """What rebuilds `G` with `generator_from_state`: `format_version`, `family`, `init_kwargs` (JSON-normalised)."""
+    return dict(format_version=FORMAT_VERSION, family=G.family,
+                init_kwargs=json.loads(json.dumps(G.init_kwargs)))
 
 
-def detect_family(G: PersistentObject) -> str:
-    """Tell StyleGAN2 from StyleGAN3 by the synthesis network's children, never by file name."""
-    synthesis = G.child("synthesis")
-    children = synthesis.children
-    if "input" in children and getattr(children["input"], "class_name", "") == "SynthesisInput":
-        return "stylegan3"
-    if "b4" in children and getattr(children["b4"], "class_name", "") == "SynthesisBlock":
-        return "stylegan2"
-    raise ValueError(f"unrecognised generator architecture (synthesis children: {sorted(children)})")
+def validate_config(config: Any, where: str) -> dict[str, Any]:
+    """`config` if it is a converted-model config (format version, family, init_kwargs dict), else
+    `ModelFormatError` naming `where`."""
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{where}: not a format_version {FORMAT_VERSION} converted-model config")
+    if config.get("family") not in FAMILIES or not isinstance(config.get("init_kwargs"), dict):
+        raise ModelFormatError(f"{where}: missing or invalid 'family' / 'init_kwargs' in the model config")
+    return config
 
 
-def stylegan2_kwargs(G: PersistentObject) -> dict[str, Any]:
-    """Normalise a StyleGAN2 Generator's pickled constructor arguments to our `stylegan2.Generator`'s."""
-    kw = _plain(G.init_kwargs)
-    names = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
-    for name, value in zip(names, _plain(list(G.init_args))):
-        kw.setdefault(name, value)
-    synthesis_kwargs = dict(kw.pop("synthesis_kwargs", {}) or {})
-    mapping_kwargs = dict(kw.pop("mapping_kwargs", {}) or {})
-    kw.pop("resize", None)
-    kw.pop("padding", None)
-    for key in list(kw):
-        if key not in names:
-            synthesis_kwargs.setdefault(key, kw.pop(key))
-    const = G.child("synthesis").child("b4").state["_parameters"]["const"]
-    if const.shape[1] != const.shape[2]:
-        synthesis_kwargs["square"] = False
-    return dict(**{k: kw[k] for k in names}, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
+def exception_line(e: BaseException) -> str:
+    """`Type: message` of an exception in at most one short line (messages may quote file contents)."""
+    text = " ".join(str(e).split()) if all(isinstance(a, str) for a in e.args) else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def stylegan3_kwargs(G: PersistentObject) -> dict[str, Any]:
-    """Normalise a pickled NVIDIA StyleGAN3 `Generator`'s constructor arguments to our `stylegan3.Generator`'s
-    (positional arguments named, EasyDicts and numpy scalars made plain, so the result is JSON-able)."""
-    from ..networks.stylegan3 import GENERATOR_ARG_NAMES
+class _SkipRandomInit(TorchFunctionMode):
+    """Inside the block, `torch.randn` / `torch.rand` return uninitialised tensors of the requested shape.
 
-    kw = _plain(G.init_kwargs)
-    for name, value in zip(GENERATOR_ARG_NAMES, _plain(list(G.init_args))):
-        assert name not in kw, f"{name} given both positionally and by keyword"
-        kw[name] = value
-    missing = [name for name in GENERATOR_ARG_NAMES[:5] if name not in kw]
-    if missing:
-        raise ValueError(f"StyleGAN3 pickle lacks generator arguments {missing}")
-    kw["mapping_kwargs"] = dict(kw.get("mapping_kwargs") or {})
-    return kw
+    Drawing random initial weights is most of the time spent building a 512 model, and wasted when every
+    tensor is replaced right after by `load_state_dict(strict=True, assign=True)`. Assigning the file's
+    tensors (for safetensors, copy-on-write memory maps of the file) instead of copying them spares another
+    pass over the weights; pages are read on first use, and writes to them never reach the file.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.randn or func is torch.rand:
+            kwargs.pop("generator", None)
+            return torch.empty(*args, **kwargs)
+        return func(*args, **kwargs)
 
 
-def generator_from_persistent(G: PersistentObject) -> torch.nn.Module:
-    """Build our generator from a pickled NVIDIA `Generator` object and load its weights by name."""
-    family = detect_family(G)
-    kwargs = stylegan2_kwargs(G) if family == "stylegan2" else stylegan3_kwargs(G)
-    net = build_generator(family, kwargs)
-    net.load_state_dict(G.tensors(), strict=True)
-    return net.eval().requires_grad_(False)
+def _load(G: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Assign `state` to `G` by name (strict), each tensor in the dtype of the one it replaces."""
+    own = G.state_dict()
+    G.load_state_dict({name: t.to(own[name].dtype) if name in own and t.dtype != own[name].dtype else t
+                       for name, t in state.items()}, strict=True, assign=True)
+
+
+def generator_from_state(config: Any, state: Mapping[str, torch.Tensor], name: str) -> torch.nn.Module:
+    """Our generator (eval mode, no grads) from a model file's config and tensors; `name` is what messages call
+    the file. Every failure is one `ModelFormatError` line.
+
+    Tensors the file does not hold (non-persistent buffers) keep their normal initial values: the module is
+    then built again with random initialisation before the file's tensors are assigned.
+    """
+    config = validate_config(config, name)
+    family, init_kwargs = config["family"], config["init_kwargs"]
+    try:
+        check_generator_kwargs(family, init_kwargs)
+        with _SkipRandomInit():
+            G = _instantiate(family, init_kwargs)
+        if {key for key, _ in [*G.named_parameters(), *G.named_buffers()]} - set(state):
+            G = _instantiate(family, init_kwargs)
+        _load(G, state)
+    except ModelFormatError as e:
+        raise ModelFormatError(f"{name}: {e}") from None
+    except Exception as e:  # any other failure of a hostile or broken file is a format error, in one line
+        raise ModelFormatError(f"{name}: cannot build a generator from its weights and config "
+                               f"({exception_line(e)})") from None
+    return G.eval().requires_grad_(False)

@@ -1,51 +1,46 @@
-"""Converted-model cache: a generator's weights as safetensors plus a JSON config, keyed by the pickle's hash.
+"""Converted-model cache: every network pickle converted once, kept as a model folder keyed by the pickle's hash.
 
 Unpickling a 360 MB network pickle takes seconds; rebuilding the module from its config and memory-mapping a
 safetensors file takes a fraction of one. Each entry is a model folder (`draggan.checkpoints.model_folder`)
 `<root>/<sha256 of source pickle>/` holding `model.safetensors` and `config.json` (`format_version`, `family`,
-`init_kwargs`, `source`, `sha256`, `source_size`). `save_converted` writes the same format anywhere (a tuned
-or trained generator), and `load_converted` reads any such folder or weights file. A small stat index (`by-stat/<hash of path, size, mtime>` → sha256) spares re-hashing the
-pickle on every load; the entry's recorded hash and size are checked against it. Entries are written to a
-temporary folder and renamed into place, so a reader never sees a half-written one; an entry that fails to
-load is removed and rebuilt from the pickle.
+`init_kwargs`, `source`, `sha256`, `source_size`). This module only manages entries: `lookup` finds the entry
+of a pickle, `save` writes one, `enforce_limit` evicts; it never builds a generator (`loader.load_generator`
+does, through `builders`). A small stat index (`by-stat/<hash of path, size, mtime>` → sha256) spares
+re-hashing the pickle on every load; the entry's recorded hash and size are checked against it. Entries are
+written to a temporary folder and renamed into place, so a reader never sees a half-written one; an entry
+that fails to load is reported with a warning (`BROKEN_ENTRY`) and replaced by a fresh conversion.
 
-The config also travels inside `model.safetensors` (metadata key `draggan_config`, the same JSON), so a lone
-weights file is a complete model. The cache is bounded: after each write, least recently used entries
-(folder mtime, refreshed on every use) are removed until the total is at most `$DRAGGAN_CACHE_MAX_MB`
-(default 4096 MB); the entry just written or used stays, and bundled models (`checkpoints/`, outside this
-folder) are never touched.
+The cache is bounded: after each write, least recently used entries (folder mtime, refreshed on every use)
+are removed until the total is at most `$DRAGGAN_CACHE_MAX_MB` (default 4096 MB); the entry just written or
+used stays, and bundled models (`checkpoints/`, outside this folder) are never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from .. import settings
 from . import model_folder
-from .builders import FAMILIES, build_generator
 from ..errors import ModelFormatError
 from .digest import file_sha256
 from .hub import hf_home
-from .model_folder import CONFIG_FILE, WEIGHTS_FILE
+from .model_folder import CONFIG_FILE, WEIGHTS_FILE, is_model_folder
 
-FORMAT_VERSION = 1
 _INDEX_DIR = "by-stat"
 _TMP_PREFIX = model_folder.TMP_PREFIX
 _STALE_TMP_S = 3600.0
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def converted_cache_dir() -> Path:
@@ -72,135 +67,41 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _looks_like_safetensors(path: Path) -> bool:
-    """Content check: 8-byte little-endian header length followed by a JSON object."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
-        return False
-    if len(head) < 9:
-        return False
-    return 2 <= int.from_bytes(head[:8], "little") <= _MAX_HEADER_BYTES and head[8:9] == b"{"
+BROKEN_ENTRY = "ignoring broken converted-model cache entry ({reason}); rebuilding it from {source}"
 
 
-def is_converted(path: str | Path) -> bool:
-    """True for a converted entry: a folder with config + weights, or a safetensors file (judged by content)."""
-    path = Path(path)
-    if path.is_dir():
-        return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
-    return path.is_file() and _looks_like_safetensors(path)
+def lookup(source: Path) -> tuple[Path | None, str]:
+    """(the converted entry of pickle `source`, or None; the sha256 of `source`) to read it from.
 
-
-def generator_config(G: torch.nn.Module) -> dict[str, Any]:
-    """What rebuilds `G` with `build_generator`: `format_version`, `family`, `init_kwargs` (JSON-normalised)."""
-    return dict(format_version=FORMAT_VERSION, family=G.family,
-                init_kwargs=json.loads(json.dumps(G.init_kwargs)))
-
-
-def validate_config(config: Any, where: str) -> dict[str, Any]:
-    """`config` if it is a converted-model config (format version, family, init_kwargs dict), else
-    `ModelFormatError` naming `where`."""
-    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(f"{where}: not a format_version {FORMAT_VERSION} converted-model config")
-    if config.get("family") not in FAMILIES or not isinstance(config.get("init_kwargs"), dict):
-        raise ModelFormatError(f"{where}: missing or invalid 'family' / 'init_kwargs' in the model config")
-    return config
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The validated config of a converted folder or weights file; `ModelFormatError` if missing or malformed."""
-    return validate_config(model_folder.read_config(path), Path(path).name)
-
-
-def config_metadata(config: dict[str, Any]) -> dict[str, str]:
-    """safetensors metadata that carries `config` inside the weights file (as `model_folder` writes it)."""
-    return {model_folder.METADATA_KEY: json.dumps(config, separators=(",", ":"))}
-
-
-def metadata_config(metadata: dict[str, str] | None, where: str) -> dict[str, Any]:
-    """The validated config stored in a safetensors file's metadata; `ModelFormatError` if absent or bad."""
-    text = (metadata or {}).get(model_folder.METADATA_KEY)
-    if not isinstance(text, str):
-        raise ModelFormatError(f"{where} carries no model config: a .safetensors model needs its config.json "
-                               "beside it, or in its metadata (as DragGAN studio writes it)")
-    return validate_config(model_folder.parse_config(text, where), where)
-
-
-class _SkipRandomInit(TorchFunctionMode):
-    """Inside the block, `torch.randn` / `torch.rand` return uninitialised tensors of the requested shape.
-
-    Drawing random initial weights is most of the time spent building a 512 model, and wasted when every
-    tensor is replaced right after by `load_state_dict(strict=True, assign=True)`. Assigning the safetensors
-    tensors (copy-on-write memory maps of the file) instead of copying them spares another pass over the
-    weights; pages are read on first use, and writes to them never reach the file.
+    A folder or a safetensors file is a converted model already: (None, "") and nothing to save; a folder is
+    marked as just used. An entry whose config cannot be read or whose recorded hash or size does not match
+    is removed with a warning (`BROKEN_ENTRY`) and reported as absent, so the caller rebuilds it.
     """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func is torch.randn or func is torch.rand:
-            kwargs.pop("generator", None)
-            return torch.empty(*args, **kwargs)
-        return func(*args, **kwargs)
-
-
-def _build(config: dict[str, Any], weights: Path, name: str | None = None) -> torch.nn.Module:
-    try:
-        state = model_folder.load_state(weights)
-        with _SkipRandomInit():
-            G = build_generator(config["family"], config["init_kwargs"])
-        unloaded = {name for name, _ in [*G.named_parameters(), *G.named_buffers()]} - set(state)
-        if unloaded:
-            G = build_generator(config["family"], config["init_kwargs"])
-        G.load_state_dict(state, strict=True, assign=True)
-    except Exception as e:
-        if name is not None:
-            raise ModelFormatError(f"{name}: cannot build a generator from its weights and config "
-                                   f"({type(e).__name__}: {str(e)[:200]})") from None
-        raise ModelFormatError(f"{weights}: cannot rebuild the generator from the converted cache ({e})") from e
-    return G.eval().requires_grad_(False)
-
-
-def load_converted(path: str | Path) -> torch.nn.Module:
-    """Rebuild a generator from a converted folder or weights file (config beside it or in its header)."""
-    if Path(path).is_dir():
-        touch(Path(path))
-    return _build(read_config(path), model_folder.weights_path(path))
-
-
-def save_converted(G: torch.nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write `G` as a converted model folder (or `.safetensors` file) that `load_converted` and
-    `load_generator` read; `metadata` is JSON-able provenance. Returns the weights file."""
-    return model_folder.save_model_folder(path, G, generator_config(G), metadata)
-
-
-def lookup(source: Path) -> tuple[torch.nn.Module | None, str]:
-    """Return (generator from the cache or None, sha256 of `source`).
-
-    A corrupt or mismatching entry is removed with a warning and reported as absent, so the caller rebuilds it.
-    """
-    root = converted_cache_dir()
-    index = root / _INDEX_DIR / _stat_key(source)
+    if source.is_dir():
+        touch(source)
+        return None, ""
+    index = converted_cache_dir() / _INDEX_DIR / _stat_key(source)
+    if is_model_folder(source):
+        return None, ""
     sha = index.read_text(encoding="utf-8").strip() if index.is_file() else ""
-    if not _SHA_RE.match(sha) or not (root / sha).is_dir():
+    entry = index.parent.parent / sha
+    if not _SHA_RE.match(sha) or not entry.is_dir():
         sha = file_sha256(source)
-    entry = root / sha
+        entry = index.parent.parent / sha
     if not entry.is_dir():
         return None, sha
     try:
-        config = read_config(entry)
+        config = model_folder.read_config(entry)
         if config.get("sha256") != sha or config.get("source_size") != source.stat().st_size:
-            raise ModelFormatError(f"{entry}: recorded hash or size does not match {source}")
-        G = _build(config, entry / WEIGHTS_FILE)
+            raise ModelFormatError(f"{entry.name}: recorded hash or size does not match {source.name}")
     except ModelFormatError as e:
-        warnings.warn(f"ignoring broken converted-model cache entry ({e}); rebuilding it from {source.name}",
-                      stacklevel=2)
+        warnings.warn(BROKEN_ENTRY.format(reason=e, source=source.name), stacklevel=2)
         shutil.rmtree(entry, ignore_errors=True)
         return None, sha
     if not index.is_file():
         _atomic_write_text(index, sha)
     touch(entry)
-    return G, sha
+    return entry, sha
 
 
 def has_converted(source: str | Path) -> bool:
@@ -211,7 +112,7 @@ def has_converted(source: str | Path) -> bool:
     if not index.is_file():
         return False
     sha = index.read_text(encoding="utf-8").strip()
-    return bool(_SHA_RE.match(sha)) and is_converted(root / sha)
+    return bool(_SHA_RE.match(sha)) and is_model_folder(root / sha)
 
 
 def _remove_stale_tmp(root: Path) -> None:
@@ -228,8 +129,11 @@ def _remove_stale_tmp(root: Path) -> None:
             pass
 
 
-def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
-    """Write `G` as the converted entry of pickle `source` (content hash `sha`); returns the entry folder."""
+def save(module_or_state: torch.nn.Module | Mapping[str, torch.Tensor], config: Mapping[str, Any], source: Path,
+         sha: str, replace: bool = False) -> Path:
+    """Write a generator's tensors and `config` (`builders.generator_config`) as the converted entry of pickle
+    `source` (content hash `sha`); returns the entry folder. A model folder already there (another process's
+    conversion of the same pickle) is kept unless `replace` (it failed to load); anything else is replaced."""
     metadata = dict(source=str(source.resolve()), sha256=sha, source_size=source.stat().st_size)
     root = converted_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -237,13 +141,15 @@ def save(G: torch.nn.Module, source: Path, sha: str) -> Path:
     entry = root / sha
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
     try:
-        save_converted(G, tmp, metadata)
+        model_folder.save_model_folder(tmp, module_or_state, config, metadata)
         try:
             os.replace(tmp, entry)
         except OSError:
-            if not is_converted(entry):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+            if is_model_folder(entry) and not replace:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                os.replace(tmp, entry)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -258,10 +164,10 @@ def content_key(source: str | Path) -> str:
     stat index when it is there, else by hashing the file), or for a converted entry the pickle hash its
     config records, else the hash of its weights file. A pickle and its converted entry share one key."""
     source = Path(source)
-    if is_converted(source):
+    if is_model_folder(source):
         entry, weights = (source, source / WEIGHTS_FILE) if source.is_dir() else (source.parent, source)
         try:
-            recorded = read_config(entry).get("sha256", "")
+            recorded = model_folder.read_config(entry).get("sha256", "")
         except ModelFormatError:
             recorded = ""
         return recorded if isinstance(recorded, str) and _SHA_RE.match(recorded) else file_sha256(weights)

@@ -8,13 +8,14 @@ cache, a photo-tuned generator, a trained generator, the keypoint regressor) goe
   header under the key `"config"`, so a `.safetensors` file copied on its own still carries its config.
   Each file is written to a temporary name in its folder and renamed into place, weights first, so a reader
   never sees a half-written file.
+- `is_model_folder(path)` tells a model folder or weights file from anything else by content, never by name.
 - `read_config(path)` / `load_model_folder(path)` read it back. `path` is the folder or its weights file;
   a weights file may also be any `*.safetensors` with a `config.json` beside it. The config comes from
   `config.json` when there is one (folders written before the config was embedded, like the bundled
   `checkpoints/cartoon-faces-*`, load unchanged), else from the safetensors header.
 
-What a config must contain is the caller's business (`cache.read_config` checks a generator's, the keypoint
-regressor checks its own); this module only guarantees a JSON object, or `ModelFormatError`.
+What a config must contain is the caller's business (`builders.validate_config` checks a generator's, the
+keypoint regressor checks its own); this module only guarantees a JSON object, or `ModelFormatError`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,33 @@ CONFIG_FILE = "config.json"
 METADATA_KEY = "config"
 MAX_CONFIG_CHARS = 64 * 1024
 TMP_PREFIX = ".tmp-"
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def weights_path(path: str | Path) -> Path:
     """The weights file of `path`: itself when it names a `.safetensors` file, else `<path>/model.safetensors`."""
     path = Path(path)
     return path if path.suffix == ".safetensors" or path.is_file() else path / WEIGHTS_FILE
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Content check: 8-byte little-endian header length followed by a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= _MAX_HEADER_BYTES and head[8:9] == b"{"
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """True for a model folder (config + weights) or a safetensors weights file (judged by content)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+    return path.is_file() and _looks_like_safetensors(path)
 
 
 def _shown(path: Path) -> str:
@@ -120,6 +142,20 @@ def parse_config(text: str, where: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelFormatError(f"{where}: the model config is not a JSON object")
     return config
+
+
+def config_metadata(config: Mapping[str, Any]) -> dict[str, str]:
+    """safetensors metadata that carries `config` inside the weights file (as `save_model_folder` writes it)."""
+    return {METADATA_KEY: json.dumps(config, separators=(",", ":"))}
+
+
+def metadata_config(metadata: Mapping[str, str] | None, where: str) -> dict[str, Any]:
+    """The config a safetensors file's metadata carries; `ModelFormatError` naming `where` if absent or bad."""
+    text = (metadata or {}).get(METADATA_KEY)
+    if not isinstance(text, str):
+        raise ModelFormatError(f"{where} carries no model config: a .safetensors model needs its config.json "
+                               "beside it, or in its metadata (as DragGAN studio writes it)")
+    return parse_config(text, where)
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -9,6 +9,10 @@ short identifier and whose `module_src` is a bounded string. Persistent network 
 `PersistentObject` records (class name + state dict); their `module_src` is kept as text and never run.
 Any other global in the file is refused, naming it, before anything from the file is called. The result
 is then walked once with a node budget (`check_graph`), so later traversals of it are bounded too.
+
+`generator_description(G_ema)` turns the pickled `Generator` into the plain description every model reader
+hands to `builders.generator_from_state`: the converted-model config (family, told from the synthesis
+network's children, never the file name, and our constructor's kwargs) and the tensors by name.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import numpy as np
 import torch
 
 from .bounded_unpickler import BoundedUnpickler, PickleLimits, check_graph, type_name
+from .builders import FORMAT_VERSION, generator_from_state
 from ..errors import UnsafePickleError
 from .torch_storage import rebuild_parameter, rebuild_tensor, storage_from_bytes
 
 __all__ = ["ALLOWED_GLOBALS", "EasyDict", "PersistentObject", "PickleLimits", "RestrictedUnpickler", "TFNetwork",
-           "UnsafePickleError", "read_network_pickle"]
+           "UnsafePickleError", "describe_contents", "generator_description", "generator_from_persistent", "read_network_pickle"]
 
 
 class EasyDict(dict):
@@ -304,3 +309,83 @@ def read_network_pickle(source: str | Path | BinaryIO, limits: PickleLimits | No
         obj = RestrictedUnpickler(source, limits).load()
     check_graph(obj, limits, _expand, _LEAVES)
     return obj
+
+
+def describe_contents(obj: Any) -> str:
+    """Short description of what a pickle held, from type names and string keys only (never a repr)."""
+    if isinstance(obj, dict):
+        keys = sorted(str(k)[:40] for k in obj if isinstance(k, str))[:8]
+        return f"a dict with keys {keys}"
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} of {len(obj)} items ({', '.join(type(o).__name__ for o in obj[:4])})"
+    return f"a {type(obj).__name__}"
+
+
+def _plain(value: Any) -> Any:
+    """Convert EasyDicts, tuples and numpy scalars from a pickle into JSON-friendly Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def detect_family(G: PersistentObject) -> str:
+    """Tell StyleGAN2 from StyleGAN3 by the synthesis network's children, never by file name."""
+    synthesis = G.child("synthesis")
+    children = synthesis.children
+    if "input" in children and getattr(children["input"], "class_name", "") == "SynthesisInput":
+        return "stylegan3"
+    if "b4" in children and getattr(children["b4"], "class_name", "") == "SynthesisBlock":
+        return "stylegan2"
+    raise ValueError(f"unrecognised generator architecture (synthesis children: {sorted(children)})")
+
+
+def stylegan2_kwargs(G: PersistentObject) -> dict[str, Any]:
+    """Normalise a StyleGAN2 Generator's pickled constructor arguments to our `stylegan2.Generator`'s."""
+    kw = _plain(G.init_kwargs)
+    names = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+    for name, value in zip(names, _plain(list(G.init_args))):
+        kw.setdefault(name, value)
+    synthesis_kwargs = dict(kw.pop("synthesis_kwargs", {}) or {})
+    mapping_kwargs = dict(kw.pop("mapping_kwargs", {}) or {})
+    kw.pop("resize", None)
+    kw.pop("padding", None)
+    for key in list(kw):
+        if key not in names:
+            synthesis_kwargs.setdefault(key, kw.pop(key))
+    const = G.child("synthesis").child("b4").state["_parameters"]["const"]
+    if const.shape[1] != const.shape[2]:
+        synthesis_kwargs["square"] = False
+    return dict(**{k: kw[k] for k in names}, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs)
+
+
+def stylegan3_kwargs(G: PersistentObject) -> dict[str, Any]:
+    """Normalise a pickled NVIDIA StyleGAN3 `Generator`'s constructor arguments to our `stylegan3.Generator`'s
+    (positional arguments named, EasyDicts and numpy scalars made plain, so the result is JSON-able)."""
+    from ..networks.stylegan3 import GENERATOR_ARG_NAMES
+
+    kw = _plain(G.init_kwargs)
+    for name, value in zip(GENERATOR_ARG_NAMES, _plain(list(G.init_args))):
+        assert name not in kw, f"{name} given both positionally and by keyword"
+        kw[name] = value
+    missing = [name for name in GENERATOR_ARG_NAMES[:5] if name not in kw]
+    if missing:
+        raise ValueError(f"StyleGAN3 pickle lacks generator arguments {missing}")
+    kw["mapping_kwargs"] = dict(kw.get("mapping_kwargs") or {})
+    return kw
+
+
+def generator_description(G: PersistentObject) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(converted-model config, tensors by name) of a pickled NVIDIA `Generator`, for `generator_from_state`."""
+    family = detect_family(G)
+    kwargs = stylegan2_kwargs(G) if family == "stylegan2" else stylegan3_kwargs(G)
+    return dict(format_version=FORMAT_VERSION, family=family, init_kwargs=kwargs), G.tensors()
+
+
+def generator_from_persistent(G: PersistentObject) -> torch.nn.Module:
+    """Build our generator (eval mode, no grads) from a pickled NVIDIA `Generator` object and its weights."""
+    config, tensors = generator_description(G)
+    return generator_from_state(config, tensors, G.class_name)

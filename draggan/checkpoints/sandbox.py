@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from . import cache
+from . import cache, model_folder
+from .builders import generator_config, generator_from_state
 from ..errors import ModelFormatError, UnsafePickleError
 
 _REFUSED_EXIT = 3
@@ -130,11 +131,11 @@ def convert_report(path: str | Path, name: str | None = None, limits: SandboxLim
     except OSError as e:
         raise ModelFormatError(f"{name} could not be read ({type(e).__name__})") from None
     entry = cache.converted_cache_dir() / sha
-    if cache.is_converted(entry):
+    if model_folder.is_model_folder(entry):
         cache.touch(entry)
         return ConversionReport(entry, True, 0.0, 0.0)
     with _conversion_slots():
-        if cache.is_converted(entry):
+        if model_folder.is_model_folder(entry):
             cache.touch(entry)
             return ConversionReport(entry, True, 0.0, 0.0)
         return _run_child(path, name, sha, entry, limits)
@@ -195,7 +196,7 @@ def _run_child(path: Path, name: str, sha: str, entry: Path, limits: SandboxLimi
         raise ModelFormatError(f"{name}: its converted weights would be larger than {fsize >> 20} MB; refused")
     if code == _REFUSED_EXIT and result and result.get("error") in _ERRORS:
         raise _ERRORS[result["error"]](str(result.get("message", ""))[:500])
-    if code != 0 or not cache.is_converted(entry):
+    if code != 0 or not model_folder.is_model_folder(entry):
         raise ModelFormatError(f"{name}: the model converter failed (exit status {code})")
     reported = result.get("peak_rss_mb") if result else None
     if isinstance(reported, (int, float)):
@@ -225,8 +226,7 @@ def _generator_from_safetensors(path: Path, name: str):
     bad = sorted(key for key, dtype in dtypes.items() if dtype not in _FLOAT_DTYPES)
     if bad:
         raise ModelFormatError(f"{name}: tensor {bad[0][:80]!r} is {dtypes[bad[0]]}, not a float type")
-    config = cache.metadata_config(metadata, name)
-    return cache._build(config, path, name=name)
+    return generator_from_state(model_folder.metadata_config(metadata, name), model_folder.load_state(path), name)
 
 
 def _child_main(argv: list[str]) -> int:
@@ -234,13 +234,13 @@ def _child_main(argv: list[str]) -> int:
     _child_limits(cpu_s, fsize)
     import torch
     torch.set_num_threads(1)
-    from . import generator_from_pickle
+    from .loader import generator_from_pickle
     try:
-        if cache.is_converted(path):
+        if model_folder.is_model_folder(path):
             G = _generator_from_safetensors(path, name)
         else:
             G = generator_from_pickle(path, name=name)
-        cache.save(G, path, sha)
+        cache.save(G, generator_config(G), path, sha)
     except (ModelFormatError, UnsafePickleError) as e:
         print(json.dumps({"error": type(e).__name__, "message": " ".join(str(e).split())[:500]}), flush=True)
         return _REFUSED_EXIT

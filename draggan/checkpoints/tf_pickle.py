@@ -5,7 +5,8 @@ objects, read by `read_network_pickle` as `TFNetwork` records. `generator_from_t
 `stylegan2.Generator` constructor kwargs from the pickled static kwargs and variable shapes, builds it through
 `build_generator` and fills every parameter and buffer from the TF variables, with the layout changes the
 TF graph implies (HWIO kernels, flipped kernels of transposed up-sampling convolutions, modulation bias
-stored without its +1 offset, batch-dimension wrappers on constants and noise).
+stored without its +1 offset, batch-dimension wrappers on constants and noise). `generator_description(Gs)`
+hands the result on as the plain (config, tensors) description every model reader gives `builders`.
 
 The conversion is strict: every tensor of our model is produced exactly once, every TF variable is either
 consumed or on an explicit list of inference-irrelevant ones, and unsupported configurations (StyleGAN1,
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from ..networks.ops import ACTIVATION_GAINS
-from .builders import build_generator
+from .builders import build_generator, generator_config
 from .nvidia_pickle import TFNetwork
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -338,3 +339,12 @@ def generator_from_tf(Gs: TFNetwork) -> torch.nn.Module:
                          "(unsupported configuration)")
     G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False)
+
+
+def generator_description(Gs: TFNetwork) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(converted-model config, tensors by name) of a TF-era `Gs`, for `builders.generator_from_state`.
+
+    Converting the variables needs our module's layout, so the generator is built here and its state handed on.
+    """
+    G = generator_from_tf(Gs)
+    return generator_config(G), G.state_dict()

@@ -6,7 +6,8 @@ a bundled model is the default wherever the first entry is used.
 
 A Hub entry may pin `revision` (a 40-hex commit id of the repo) and `sha256` (the file's content hash, as
 the Hub's blob page shows it); a downloaded or cached file whose hash differs is refused (see `hub.py`).
-`licence` names the weights' licence, one of `licences.LICENCES`.
+`licence` names the weights' licence, one of `licences.LICENCES`. A malformed file or entry raises `ZooError`,
+its message naming the field (and the file by its name only).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnknownModelError
+from ..errors import LimitError, UnknownModelError, ZooError
 from ..limits import check_number
 from .builders import FAMILIES
 from .licences import LICENCES
@@ -89,52 +90,55 @@ class ZooEntry:
 def _pair(value: Any, what: str) -> tuple[int, int]:
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        raise ValueError(f"{what} must be [height, width] with positive integers, got {value!r}")
+        raise ZooError(f"{what} must be [height, width] with positive integers, got {value!r:.40}")
     return int(value[0]), int(value[1])
 
 
 def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
     """Validate one JSON entry and turn it into a `ZooEntry`."""
     if not isinstance(raw, dict):
-        raise ValueError(f"zoo entry must be an object, got {type(raw).__name__}")
+        raise ZooError(f"zoo entry must be an object, got {type(raw).__name__}")
     key = raw.get("key")
-    where = f"zoo entry {key!r}"
+    where = f"zoo entry {key!r:.60}"
     missing = [name for name in _REQUIRED if name not in raw]
     unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
     if missing or unknown:
-        raise ValueError(f"{where}: missing fields {missing}, unknown fields {unknown}")
+        raise ZooError(f"{where}: missing fields {missing}, unknown fields {unknown}")
     if not isinstance(key, str) or not _KEY_RE.match(key):
-        raise ValueError(f"{where}: key must be lower-case letters, digits, '.', '_' or '-'")
+        raise ZooError(f"{where}: key must be lower-case letters, digits, '.', '_' or '-'")
     for name in ("name", "repo_id", "filename", "revision", "sha256", "licence", "path", "notes"):
         if raw.get(name) is not None and (not isinstance(raw[name], str) or not raw[name]):
-            raise ValueError(f"{where}: {name} must be a non-empty string")
+            raise ZooError(f"{where}: {name} must be a non-empty string")
     if raw["format"] not in FORMATS:
-        raise ValueError(f"{where}: format must be one of {FORMATS}, got {raw['format']!r}")
+        raise ZooError(f"{where}: format must be one of {FORMATS}, got {raw['format']!r:.40}")
     if raw["family"] not in FAMILIES:
-        raise ValueError(f"{where}: family must be one of {FAMILIES}, got {raw['family']!r}")
+        raise ZooError(f"{where}: family must be one of {FAMILIES}, got {raw['family']!r:.40}")
     hub = raw.get("repo_id") is not None or raw.get("filename") is not None
     if hub == (raw.get("path") is not None):
-        raise ValueError(f"{where}: give either 'path' (local file) or 'repo_id' + 'filename' (Hub file)")
+        raise ZooError(f"{where}: give either 'path' (local file) or 'repo_id' + 'filename' (Hub file)")
     if hub and (raw.get("repo_id") is None or raw.get("filename") is None or raw["repo_id"].count("/") != 1):
-        raise ValueError(f"{where}: a Hub entry needs repo_id 'owner/name' and a filename")
+        raise ZooError(f"{where}: a Hub entry needs repo_id 'owner/name' and a filename")
     if raw.get("revision") is not None and (not hub or not _COMMIT_RE.match(raw["revision"])):
-        raise ValueError(f"{where}: revision must be a Hub entry's 40-hex commit id, got {raw['revision']!r}")
+        raise ZooError(f"{where}: revision must be a Hub entry's 40-hex commit id, got {raw['revision']!r:.60}")
     if raw.get("sha256") is not None and (not hub or not _SHA256_RE.match(raw["sha256"])):
-        raise ValueError(f"{where}: sha256 must be a Hub entry's 64 lower-case hex digits, got {raw['sha256']!r}")
+        raise ZooError(f"{where}: sha256 must be a Hub entry's 64 lower-case hex digits, got {raw['sha256']!r:.80}")
     if raw.get("licence") is not None and raw["licence"] not in LICENCES:
-        raise ValueError(f"{where}: licence must be one of {tuple(LICENCES)}, got {raw['licence']!r}")
+        raise ZooError(f"{where}: licence must be one of {tuple(LICENCES)}, got {raw['licence']!r:.40}")
     if raw.get("path") is not None and Path(raw["path"]).is_absolute():
-        raise ValueError(f"{where}: path must be relative to {base_dir}")
+        raise ZooError(f"{where}: path must be relative to the registry's folder")
     resolution = _pair(raw["resolution"], f"{where}: resolution")
     content = None if raw.get("content") is None else _pair(raw["content"], f"{where}: content")
     if content is not None and (content[0] > resolution[0] or content[1] > resolution[1]):
-        raise ValueError(f"{where}: content {content} is larger than resolution {resolution}")
+        raise ZooError(f"{where}: content {content} is larger than resolution {resolution}")
     size = raw.get("approx_size_mb")
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0):
-        raise ValueError(f"{where}: approx_size_mb must be a positive number")
+        raise ZooError(f"{where}: approx_size_mb must be a positive number")
     drag_lr = raw.get("drag_lr")
     if drag_lr is not None:
-        check_number("lr", drag_lr, label=f"{where}: drag_lr")     # the drag's bound, from the limits table
+        try:
+            check_number("lr", drag_lr, label=f"{where}: drag_lr")     # the drag's bound, from the limits table
+        except LimitError as e:
+            raise ZooError(str(e)) from None
     return ZooEntry(key=key, name=raw["name"], format=raw["format"], family=raw["family"], resolution=resolution,
                     repo_id=raw.get("repo_id"), filename=raw.get("filename"), revision=raw.get("revision"),
                     sha256=raw.get("sha256"), licence=raw.get("licence"), path=raw.get("path"), content=content,
@@ -146,16 +150,19 @@ def _entry_from_dict(raw: Any, base_dir: Path) -> ZooEntry:
 @functools.lru_cache(maxsize=8)
 def _load_zoo(path: Path, mtime_ns: int) -> tuple[ZooEntry, ...]:
     with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ZooError(f"{path.name}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     if not isinstance(data, dict) or data.get("format_version") != ZOO_FORMAT_VERSION:
-        raise ValueError(f"{path}: expected an object with format_version {ZOO_FORMAT_VERSION}")
+        raise ZooError(f"{path.name}: format_version must be {ZOO_FORMAT_VERSION} in a JSON object")
     if not isinstance(data.get("models"), list):
-        raise ValueError(f"{path}: 'models' must be a list")
+        raise ZooError(f"{path.name}: models must be a list")
     entries = [_entry_from_dict(raw, path.parent) for raw in data["models"]]
     keys = [e.key for e in entries]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
-        raise ValueError(f"{path}: duplicate keys {duplicates}")
+        raise ZooError(f"{path.name}: key must be unique; duplicate keys {duplicates}")
     return tuple(sorted(entries, key=lambda e: not e.is_local))
 
 

@@ -1,6 +1,6 @@
 """Save a tuned generator in the converted-model format, so every model loader reads it back.
 
-The layout is the converted cache's (`draggan.checkpoints.cache.save_converted`, a model folder of
+The layout is the converted cache's (`draggan.checkpoints.loader.save_converted`, a model folder of
 `draggan.checkpoints.model_folder`): weights as safetensors and a `config.json` with `format_version`,
 `family` and `init_kwargs`, also embedded in the weights file. `load_generator(folder)` (and
 `python -m draggan ... --model folder`) rebuild it; a `.safetensors` path is loadable too, on its own or
@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import cache, model_folder
+from ..checkpoints import model_folder
+from ..checkpoints.builders import generator_config
+from ..checkpoints.loader import read_config, save_converted
 
 
 def save_tuned_generator(G: torch.nn.Module, path: str | Path, note: dict[str, Any] | None = None) -> Path:
@@ -26,9 +28,9 @@ def save_tuned_generator(G: torch.nn.Module, path: str | Path, note: dict[str, A
     """
     weights = model_folder.weights_path(path)
     if (weights.parent / model_folder.CONFIG_FILE).is_file():
-        existing = cache.read_config(weights.parent)
-        config = cache.generator_config(G)
+        existing = read_config(weights.parent)
+        config = generator_config(G)
         if (existing["family"], existing["init_kwargs"]) != (config["family"], config["init_kwargs"]):
             raise ValueError(f"{weights.parent.name}/{model_folder.CONFIG_FILE} describes a different architecture; "
                              "save to another folder")
-    return cache.save_converted(G, weights, dict(source="inversion (pivotal tuning)", **(note or {})))
+    return save_converted(G, weights, dict(source="inversion (pivotal tuning)", **(note or {})))

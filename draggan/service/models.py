@@ -131,7 +131,7 @@ class GeneratorCache:
     def _load(self, source: str, device: torch.device, progress: Callable[[int, int | None], None] | None):
         if self._loader is not None:
             return self._loader(source, device=device)
-        from ..checkpoints import load_generator
+        from ..checkpoints.loader import load_generator
         return load_generator(source, device=device, progress=progress)
 
     def get(self, source: str, device: torch.device,

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..checkpoints.cache import load_converted, read_config, save_converted
+from ..checkpoints.loader import load_converted, read_config, save_converted
 from ..data import procedural
 from ..networks.stylegan2 import Generator
 from .loop import Periodic, run_loop, save_checkpoint
