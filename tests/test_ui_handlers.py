@@ -441,6 +441,29 @@ def test_preload_keeps_models_on_disk_loaded(monkeypatch):
     assert all((source, "cpu") in studio.cache for source in loaded)
 
 
+def test_the_measured_drag_cost_leaves_out_the_first_slow_steps_of_a_network(monkeypatch):
+    """A network's first steps and renders in a process prepare their kernels; `drag_cost.measure` warms up and
+    forgets those figures, so the cost it records is that of steps like the visitor's (here the first recorded
+    step is made 1000× slower, as a cold kernel cache makes it: it must not reach the recorded cost)."""
+    from draggan.checkpoints import load_generator
+    from draggan.engine import drag_cost, render_costs
+
+    G = load_generator(SG2, device="cpu")
+    steps: list[float] = []
+    record = render_costs.record
+
+    def cold_first(synthesis, kind, seconds):
+        if kind == "step":
+            seconds = seconds * 1000 if not steps else seconds
+            steps.append(seconds)
+        record(synthesis, kind, seconds)
+
+    monkeypatch.setattr(render_costs, "record", cold_first)
+    per_step = drag_cost.measure(G, steps=4)
+    assert len(steps) == 2 + 4 and steps[0] > 100 * max(steps[1:])
+    assert per_step <= max(steps[2:]) and per_step == render_costs.cost(G.synthesis, "step")
+
+
 def test_the_status_states_a_drags_cost_here_from_measured_step_and_render_times(monkeypatch):
     """Start-up measures the start model's drag (a few throwaway steps), so before Start the status line says
     what a 100-step drag costs on this hardware; the figure follows the measured costs (steps, the live view's

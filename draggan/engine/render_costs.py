@@ -35,6 +35,12 @@ def record(synthesis: torch.nn.Module, kind: str, seconds: float) -> None:
         costs[kind] = seconds if old is None else (1 - _ALPHA) * old + _ALPHA * seconds
 
 
+def forget(synthesis: torch.nn.Module) -> None:
+    """Drop everything recorded of `synthesis` (what a warm-up's first, slower runs measured)."""
+    with _lock:
+        _costs.pop(synthesis, None)
+
+
 def cost(synthesis: torch.nn.Module, kind: str) -> float | None:
     """The recent seconds of a render of `kind` of `synthesis`, or None when none was recorded."""
     with _lock:
