@@ -12,6 +12,9 @@ orders, and PyTorch picks its kernels by CPU (`ATEN_CPU_CAPABILITY` = default, a
 - A gradient runs the chain backwards as well (twice the operations, and transposed convolutions whose
   order oneDNN picks), so `GRAD_RTOL` = 1e-4 of the gradient's largest element (an element close to zero
   has no relative accuracy: its absolute error is that of its largest neighbours in the same sums).
+- An 8-bit image from two float32 renders (the direct CPU render and the module's forward, say): a value that
+  lands within rounding of a quantisation boundary rounds either way, so such images may differ by one level
+  in a few values (`assert_same_image_u8`: at most 1 level, in at most 0.1 % of the values).
 - Discrete decisions (tracked handles: the argmin of feature distances over a window) are equal unless two
   candidates tie within rounding, which the tests' points do not do; they are compared exactly.
 - After optimiser steps the latents are NOT comparable: Adam's step is lr·m/(√v + ε) per element, so an
@@ -71,3 +74,12 @@ def assert_same_drag(got: Sequence, expected: Sequence, got_gradient: np.ndarray
         np.testing.assert_allclose(a[0], b[0], rtol=VALUE_RTOL, atol=1e-12, err_msg=f"first step's {name}")
         np.testing.assert_allclose(a, b, rtol=STEP_LOSS_RTOL, atol=1e-9, err_msg=name)
     assert_close_gradients(got_gradient, expected_gradient)
+
+
+def assert_same_image_u8(got: np.ndarray, expected: np.ndarray, what: str = "image") -> None:
+    """Two 8-bit renders of the same latent by different float32 paths: equal up to one level in at most 0.1 %
+    of the values (values within rounding of a quantisation boundary; module docstring)."""
+    assert got.shape == expected.shape and got.dtype == expected.dtype == np.uint8, (got.shape, expected.shape)
+    diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, \
+        f"{what}: {int((diff > 0).sum())} of {diff.size} values differ, by up to {int(diff.max())}"

@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from _numerics import assert_same_image_u8
 from draggan import settings
 from draggan.checkpoints import ModelUnavailableError, load_generator
 from draggan.checkpoints.nvidia_pickle import generator_from_persistent, read_network_pickle
@@ -104,8 +105,9 @@ def test_recovers_generated_image(G: torch.nn.Module, tmp_path) -> None:
     assert events[-1].preview.shape == (64, 64, 3) and events[-1].preview.dtype == np.uint8
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
 
-    # The drag engine, given the tuned generator and latent, starts from exactly the reconstruction.
-    assert np.array_equal(DragSession(result.G_tuned, w=result.w).render(), result.image)
+    # The drag engine, given the tuned generator and latent, starts from the reconstruction (its direct CPU
+    # render against the module's forward: equal up to values that round either way).
+    assert_same_image_u8(DragSession(result.G_tuned, w=result.w).render(), result.image)
 
     # Export: the tuned generator round-trips through the converted-model format and the model loader.
     weights = save_tuned_generator(result.G_tuned, tmp_path / "tuned.safetensors")
