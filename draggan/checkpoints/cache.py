@@ -80,14 +80,14 @@ def lookup(source: Path) -> tuple[Path | None, str]:
     if source.is_dir():
         touch(source)
         return None, ""
-    index = converted_cache_dir() / _INDEX_DIR / _stat_key(source)
     if is_model_folder(source):
         return None, ""
+    root = converted_cache_dir()
+    index = root / _INDEX_DIR / _stat_key(source)
     sha = index.read_text(encoding="utf-8").strip() if index.is_file() else ""
-    entry = index.parent.parent / sha
-    if not _SHA_RE.match(sha) or not entry.is_dir():
+    if not _SHA_RE.match(sha) or not (root / sha).is_dir():
         sha = file_sha256(source)
-        entry = index.parent.parent / sha
+    entry = root / sha
     if not entry.is_dir():
         return None, sha
     try:

@@ -24,7 +24,7 @@ from .align import align_face
 from ..errors import PhotoError
 from ..images import to_uint8
 from .config import InversionConfig, InversionProgress, StepTracker
-from .losses import downsample_to, make_loss
+from .losses import make_loss
 from .projection import project
 from .pti import tune_generator
 
@@ -186,9 +186,8 @@ def invert(G: torch.nn.Module, image: ImageInput, config: InversionConfig | None
     with torch.no_grad():
         recon = G_tuned.synthesis(proj.ws, noise_mode="const")
         lpips_value = None
-        if loss.lpips is not None:
-            size = config.loss_max_size
-            lpips_value = float(loss.lpips(downsample_to(recon.clamp(-1, 1), size), downsample_to(target, size))[0])
+        if loss.lpips is not None:   # the loss's LPIPS: the target's features are those the tuning computed
+            lpips_value = float(loss.fn(recon.clamp(-1, 1), target)[0])
     return InversionResult(w=proj.ws, G_tuned=G_tuned, psnr=psnr(recon, target), lpips=lpips_value,
                            loss_name=loss.name, loss_note=loss.note, history=tracker.history,
                            target=target_u8, image=to_uint8(recon), seconds=time.perf_counter() - start)
