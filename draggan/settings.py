@@ -85,8 +85,9 @@ class Settings:
     # DRAGGAN_TORCH_THREADS, default None (= max(1, cores // concurrency)): torch's CPU threads, set once at
     # start-up for the whole process, so that concurrent jobs x threads stays within the cores.
     torch_threads: int | None = _var("DRAGGAN_TORCH_THREADS", int, None, 1, 1024)
-    # DRAGGAN_MALLOC_ARENAS, default 2 (0 = glibc's default): malloc arenas of the process (draggan/server/memory.py).
-    malloc_arenas: int = _var("DRAGGAN_MALLOC_ARENAS", int, 2, 0, 1024)
+    # DRAGGAN_MALLOC_ARENAS, default 1 (0 = glibc's default): malloc arenas of the process; with one, every thread
+    # allocates from the main heap, which serves blocks of any size without faulting them in again (server/memory.py).
+    malloc_arenas: int = _var("DRAGGAN_MALLOC_ARENAS", int, 1, 0, 1024)
     # DRAGGAN_MALLOC_KEEP_MB, default 1024 (0 = glibc's defaults): free heap memory glibc keeps for reuse between
     # steps instead of handing it back and faulting it in again (draggan/server/memory.py).
     malloc_keep_mb: int = _var("DRAGGAN_MALLOC_KEEP_MB", int, 1024, 0, 65536)

@@ -10,17 +10,23 @@ event in a worker thread, so freed memory ends up scattered over many arenas tha
 `limit_arenas(n)` caps them (`mallopt(M_ARENA_MAX, n)`, `DRAGGAN_MALLOC_ARENAS`, at start-up). Measured with
 `bench/soak.py`-style rounds of 60 visits by 4 concurrent visitors after one warm-up visit (resident memory
 growth after 180 visits): default arenas, trimming +83 MB; 2 arenas, no trimming +75 MB; 2 arenas and
-trimming +30 MB, flat over the last 60 visits.
+trimming +30 MB, flat over the last 60 visits. The default is one arena, the main heap, for the reason below.
 
 A CPU drag or inversion step allocates and frees activations of a few MB to tens of MB each. By default glibc
 serves such blocks with a fresh `mmap` (above its mmap threshold, 128 kB rising to at most 32 MB) and hands
 free memory at the top of the heap back at once (trim threshold), so every step faults the same pages in
 again and a large part of its CPU time is the kernel zeroing pages. `keep_heap(mb)` (`DRAGGAN_MALLOC_KEEP_MB`,
-default 1024, at start-up) serves blocks up to 32 MB (the most glibc accepts) from the heap, grows the heap
-`mb` MB at a time and keeps up to 2 × `mb` MB of it free for reuse; `malloc_trim` still hands it all back
-when a session is released. Measured on 2 cores, one torch thread, the Fast photo preset at 512 px
-(`bench/photo_presets.py --times`, A B A B on a shared machine): system time 13.8 / 14.6 → 5.0 / 5.7 s, the
-estimate 91 / 96 → 78 / 84 CPU-s, peak resident memory 2.66 / 2.70 → 2.86 / 2.98 GB.
+default 1024, at start-up) serves every block from the heap (no `mmap` at all: the threshold cannot rise
+above 32 MB, and a 128-channel activation at 256 px is 32 MB, a 64-channel one at 512 px 64 MB), grows the
+heap `mb` MB at a time and keeps up to 2 × `mb` MB of it free for reuse; `malloc_trim` still hands it all back
+when a session is released. A thread's own arena grows in heaps of at most 64 MB and maps any larger block
+afresh whatever the settings, so the app runs with one arena (`DRAGGAN_MALLOC_ARENAS=1`): every thread
+allocates from the main heap, whose blocks have no such limit.
+Measured on 2 cores, one torch thread, the Fast photo preset at 512 px with LPIPS, run in a worker thread as
+the app runs it (`bench/photo_presets.py`): glibc's defaults for blocks above 32 MB and 2 arenas 73.3 / 68.6 s
+(first / second inversion of the process; 14.1 / 9.2 s of it in the kernel); every block from the heap and
+one arena 68.2 / 60.9 s (6.4 / 0.0 s in the kernel: the first inversion grows the heap once). A projection
+step at 256 px faults nothing in after the first; a tuning step at 512 px went from 5.6 to 3.7 CPU-s.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def _malloc_trim():
     return trim
 
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8    # glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -3, -4, -8   # glibc's mallopt parameters
 MMAP_THRESHOLD_MAX = 32 * 2 ** 20   # the largest mmap threshold glibc accepts on 64-bit
 
 
@@ -63,13 +69,13 @@ def limit_arenas(count: int) -> bool:
 
 
 def keep_heap(mb: int) -> bool:
-    """Serve blocks of up to 32 MB from glibc's heap, grow it `mb` MB at a time and keep up to 2 × `mb` MB of
-    it free for reuse (0: leave glibc's defaults); True if the C library took all three. Call once at start-up."""
+    """Serve every block from glibc's heap (no `mmap`), grow it `mb` MB at a time and keep up to 2 × `mb` MB of
+    it free for reuse (0: leave glibc's defaults); True if the C library took all four. Call once at start-up."""
     if mb <= 0:
         return False
     size = mb * 2 ** 20
-    return all([_mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), _mallopt(M_TRIM_THRESHOLD, min(2 * size, 2 ** 31 - 1)),
-                _mallopt(M_TOP_PAD, min(size, 2 ** 31 - 1))])
+    return all([_mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), _mallopt(M_MMAP_MAX, 0),
+                _mallopt(M_TRIM_THRESHOLD, min(2 * size, 2 ** 31 - 1)), _mallopt(M_TOP_PAD, min(size, 2 ** 31 - 1))])
 
 
 def tune_allocator(arenas: int, keep_mb: int) -> None:
