@@ -81,13 +81,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_invert(args: argparse.Namespace) -> int:
     from .export import save_latent
     from .inversion import FaceAlignmentUnavailable, InversionProgress, invert
-    from .inversion.presets import PRESETS, default_preset
     from .inversion.export import save_tuned_generator
+    from .inversion.presets import PRESETS, default_preset
+    from .inversion.projection import projection_dtype
 
     if (args.steps is not None and args.steps < 0) or (args.pti_steps is not None and args.pti_steps < 0):
         raise CommandError("--steps and --pti-steps must be >= 0")
     G = load_generator(args.model, device=args.device)
-    name = args.preset or default_preset(next(G.parameters()).device.type, max(G.img_height, G.img_width))
+    device = next(G.parameters()).device
+    name = args.preset or default_preset(device.type, max(G.img_height, G.img_width))
     steps = {}
     if args.steps is not None:
         steps.update(w_steps=round(args.steps * 2 / 3), wplus_steps=args.steps - round(args.steps * 2 / 3))
@@ -97,6 +99,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     print(f"preset {name}{' (the default here)' if args.preset is None else ''}: {config.w_steps} W + "
           f"{config.wplus_steps} W+ projection steps"
           f"{f' at {config.project_size} px' if 0 < config.project_size < max(G.img_height, G.img_width) else ''}"
+          f"{' in bfloat16' if projection_dtype(G, config, device) == torch.bfloat16 else ''}"
           f", {config.pti_steps} tuning steps", file=sys.stderr)
     every = max(1, config.total_steps // 20)
 

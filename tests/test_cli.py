@@ -263,7 +263,7 @@ def test_replay_runs_as_a_module(env) -> None:
 
 
 @pytest.mark.parametrize("resolution,flags,expected", [
-    (512, [], ("Fast", (12, 6, 3), 256)),                         # CPU default from 512 px
+    (512, [], ("Fast", (11, 6, 3), 256)),                         # CPU default from 512 px
     (128, [], ("Quick", (50, 25, 50), 0)),                        # CPU default below 512 px
     (512, ["--preset", "Balanced"], ("Balanced", (200, 100, 150), 0)),
     (128, ["--preset", "Fast", "--steps", "9", "--pti-steps", "0"], ("Fast", (6, 3, 0), 256)),

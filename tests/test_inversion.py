@@ -84,7 +84,8 @@ def test_recovers_generated_image(G: torch.nn.Module, tmp_path) -> None:
     with torch.no_grad():
         recon = result.G_tuned.synthesis(result.w, noise_mode="const")
         projected_only = G.synthesis(result.w, noise_mode="const")
-    assert np.array_equal(result.image, (recon[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).byte().numpy())
+    # The closing image is the direct render on a CPU: the tuned network's image up to float rounding.
+    assert_same_image_u8(result.image, (recon[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).byte().numpy())
     err_tuned = (recon.clamp(-1, 1) - torch.from_numpy(target).permute(2, 0, 1)[None] / 127.5 + 1).abs().mean()
     err_proj = (projected_only.clamp(-1, 1) - torch.from_numpy(target).permute(2, 0, 1)[None] / 127.5 + 1).abs().mean()
     assert err_tuned < 0.7 * err_proj, "pivotal tuning should clearly improve on the projection alone"
@@ -128,6 +129,7 @@ def test_projection_at_a_smaller_size_skips_the_top_block_and_tuning_fits_the_fu
     assert [default_preset("cpu", r) for r in (64, 128, 256, 511, 512, 1024)] == ["Quick"] * 4 + ["Fast"] * 2
     assert {default_preset(d, r) for d in ("cuda", "mps") for r in (128, 512, 1024)} == {"Best"}
     assert get_preset("Fast").project_size == 256 and get_preset("Quick").project_size == 0
+    assert get_preset("Fast").project_bf16 and not any(PRESETS[n].project_bf16 for n in ("Quick", "Balanced", "Best"))
     assert list(PRESETS) == ["Fast", "Quick", "Balanced", "Best"]
     with pytest.raises(ValueError, match="choose one of Fast, Quick"):
         get_preset("Turbo")
@@ -147,6 +149,50 @@ def test_projection_at_a_smaller_size_skips_the_top_block_and_tuning_fits_the_fu
     assert {e.preview.shape for e in projection if e.preview is not None} == {(32, 32, 3)}
     assert events[-1][2].preview.shape == (64, 64, 3) and result.image.shape == (64, 64, 3)
     assert result.psnr >= 25.0, f"PSNR {result.psnr:.2f} dB"
+
+
+def test_bfloat16_projection_only_where_asked_and_supported_and_never_the_tuning(G, monkeypatch) -> None:
+    """`project_bf16` (the Fast preset): the projection's image and loss run under bfloat16 autocast on a CPU
+    whose oneDNN runs bfloat16 convolutions, for StyleGAN2; the latents, the loss value the optimiser sees and
+    the whole tuning stay float32; elsewhere it is the float32 projection. Its fit is close to float32's."""
+    from draggan.inversion import projection
+    from draggan.inversion.config import StepTracker
+    from draggan.inversion.pti import tune_generator
+
+    cpu, asked = torch.device("cpu"), InversionConfig(project_bf16=True)
+    monkeypatch.setattr(projection, "preview_dtype", lambda: torch.bfloat16)
+    assert projection.projection_dtype(G, asked, cpu) == torch.bfloat16
+    assert projection.projection_dtype(G, InversionConfig(), cpu) == torch.float32
+    assert projection.projection_dtype(G, asked, torch.device("cuda")) == torch.float32
+    assert projection.projection_dtype(types.SimpleNamespace(family="stylegan3"), asked, cpu) == torch.float32
+    monkeypatch.setattr(projection, "preview_dtype", lambda: torch.float32)   # no bfloat16 convolutions here
+    assert projection.projection_dtype(G, asked, cpu) == torch.float32
+
+    target = torch.from_numpy(_target(G)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    fits = {}
+    for bf16 in (False, True):
+        monkeypatch.setattr(projection, "preview_dtype", lambda: torch.bfloat16 if bf16 else torch.float32)
+        seen: list[tuple] = []
+
+        def fn(synth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            seen.append((torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"), synth.dtype))
+            return losses.multiscale_pixel_loss(synth, target)
+
+        cfg = InversionConfig(w_steps=20, wplus_steps=10, pti_steps=2, project_bf16=True, optimize_noise=False,
+                              w_avg_samples=1000)
+        loss = losses.ReconstructionLoss("pixel", fn, None)
+        tracker = StepTracker(cfg.total_steps, cfg.log_every, cfg.preview_every, None, None)
+        proj = projection.project(G, target, loss, cfg, tracker)
+        assert proj.ws.dtype == torch.float32
+        tuned = tune_generator(G, proj.ws, proj.noise_bufs, target, loss, cfg, tracker)
+        assert all(p.dtype == torch.float32 for p in tuned.parameters())
+        want = torch.bfloat16 if bf16 else False
+        assert seen == [(want, torch.float32)] * 30 + [(False, torch.float32)] * 2, seen
+        with torch.no_grad():
+            fits[bf16] = float(losses.multiscale_pixel_loss(G.synthesis(proj.ws, noise_mode="const"), target)[0])
+    start = float(losses.multiscale_pixel_loss(G.synthesis(projection.w_statistics(G, 1000, 0, cpu)[0].expand(
+        -1, G.num_ws, -1), noise_mode="const"), target)[0])
+    assert fits[True] < 0.7 * start and fits[True] < 1.3 * fits[False], (fits, start)
 
 
 def test_shared_generator_untouched(G: torch.nn.Module) -> None:

@@ -183,8 +183,10 @@ def invert(G: torch.nn.Module, image: ImageInput, config: InversionConfig | None
     tracker = StepTracker(config.total_steps, config.log_every, config.preview_every, progress, cancel)
     proj = project(G, target, loss, config, tracker)
     G_tuned = tune_generator(G, proj.ws, proj.noise_bufs, target, loss, config, tracker)
-    with torch.no_grad():
-        recon = G_tuned.synthesis(proj.ws, noise_mode="const")
+    with torch.no_grad():   # the direct render where it is the cheaper one (the same image up to float rounding)
+        synthesis = G_tuned.synthesis
+        recon = (synthesis.render_direct(proj.ws) if synthesis.direct_render_supported(device)
+                 else synthesis(proj.ws, noise_mode="const"))
         lpips_value = None
         if loss.lpips is not None:   # the loss's LPIPS: the target's features are those the tuning computed
             lpips_value = float(loss.fn(recon.clamp(-1, 1), target)[0])

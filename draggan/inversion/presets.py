@@ -5,8 +5,8 @@ One table for every door: the photo panel's *Preset* choice and the CLI's `inver
 - **Fast** is the CPU preset: a 512-px photo in about a minute on 2 cores (one thread per job). Its
   projection fits the generator's 256-px image (`project_size`: the skip image below the top block, so
   that block is not run while the loss cannot see it; LPIPS reads 256 px) to the photo area-downsampled
-  to 256, then a short pivotal tuning at full size fits the detail. At 256 px and below it is the same
-  schedule at full size.
+  to 256, in bfloat16 where the CPU runs it (`InversionConfig.project_bf16`), then a short pivotal tuning
+  at full size in float32 fits the detail. At 256 px and below it is the same schedule at full size.
 - **Quick**, **Balanced**, **Best**: the projection at full size; *Best* is NVIDIA's projector and the PTI
   paper's schedule, the default on an accelerator.
 
@@ -24,12 +24,14 @@ from .config import InversionConfig
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """Step counts of the three stages, and the projection's image size (0: full; see `InversionConfig`)."""
+    """Step counts of the three stages, the projection's image size (0: full) and whether it may run in
+    bfloat16 (see `InversionConfig`)."""
 
     w_steps: int
     wplus_steps: int
     pti_steps: int
     project_size: int = 0
+    project_bf16: bool = False
 
     @property
     def steps(self) -> tuple[int, int, int]:
@@ -39,13 +41,13 @@ class Preset:
     def config(self, **overrides: Any) -> InversionConfig:
         """The `InversionConfig` of this preset, with `overrides` (step counts included) on top."""
         fields = dict(w_steps=self.w_steps, wplus_steps=self.wplus_steps, pti_steps=self.pti_steps,
-                      project_size=self.project_size)
+                      project_size=self.project_size, project_bf16=self.project_bf16)
         fields.update(overrides)
         return InversionConfig(**fields)
 
 
 PRESETS: dict[str, Preset] = {
-    "Fast": Preset(12, 6, 3, project_size=256),
+    "Fast": Preset(11, 6, 3, project_size=256, project_bf16=True),
     "Quick": Preset(50, 25, 50),
     "Balanced": Preset(200, 100, 150),
     "Best": Preset(400, 200, 300),

@@ -12,12 +12,14 @@ so one shared network can serve many concurrent inversions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
+from ..networks.stylegan2_render import preview_dtype
 from .config import InversionConfig, StepTracker
 from .losses import ReconstructionLoss, downsample_to
 
@@ -35,6 +37,15 @@ def projection_resolution(G: torch.nn.Module, project_size: int) -> int:
     `project_size` (0: the full height)."""
     sizes = [r for r in G.synthesis.image_resolutions() if r >= project_size] if project_size > 0 else []
     return min(sizes) if sizes else G.img_height
+
+
+def projection_dtype(G: torch.nn.Module, config: InversionConfig, device: torch.device) -> torch.dtype:
+    """The dtype the projection computes its image and loss in: bfloat16 where `config.project_bf16` asks for
+    it, the device is a CPU whose oneDNN runs bfloat16 convolutions (`preview_dtype`, as the drag's preview)
+    and the model a StyleGAN2 (where it was measured); else float32. Latents, noise maps, Adam and the
+    tuning stay float32: the bfloat16 gradients only steer a few dozen sign-like Adam steps."""
+    use = config.project_bf16 and device.type == "cpu" and G.family == "stylegan2"
+    return preview_dtype() if use else torch.float32
 
 
 def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_bufs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -109,6 +120,9 @@ def _optimize(G: torch.nn.Module, latent: torch.Tensor, noise_bufs: dict[str, to
     params = [latent] + list(noise_bufs.values())
     for p in params:
         p.requires_grad_(True)
+    dtype = projection_dtype(G, config, latent.device)
+    precision = ((lambda: torch.autocast("cpu", dtype=dtype)) if dtype != torch.float32
+                 else contextlib.nullcontext)
     opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=lr)
     for step in range(steps):
         tracker.check_cancel()
@@ -118,10 +132,11 @@ def _optimize(G: torch.nn.Module, latent: torch.Tensor, noise_bufs: dict[str, to
         scale = w_std * noise_factor * max(0.0, 1.0 - t / config.noise_ramp_length) ** 2
         w = latent + torch.randn(latent.shape, generator=generator).to(latent.device) * scale
         ws = w.expand(-1, G.num_ws, -1)
-        synth = (synthesize(G, ws, noise_bufs) if resolution == G.img_height
-                 else G.synthesis.image_at(ws, resolution, noise_mode="const", noise_bufs=noise_bufs,
-                                           fused_modconv=False))
-        dist = loss(synth, target)
+        with precision():
+            synth = (synthesize(G, ws, noise_bufs) if resolution == G.img_height
+                     else G.synthesis.image_at(ws, resolution, noise_mode="const", noise_bufs=noise_bufs,
+                                               fused_modconv=False)).float()
+            dist = loss(synth, target).float()
         total = dist
         if noise_bufs:
             total = total + noise_regularizer(noise_bufs) * config.noise_reg_weight
