@@ -67,8 +67,8 @@ FAST_FROM_PX = 512   # on a CPU, Fast is the default from this model resolution 
 def default_preset(device_type: str, resolution: int) -> str:
     """The preset a photo starts with, by device and the model's resolution (its larger side, pixels): on an
     accelerator the full schedule (Best); on a CPU Fast from `FAST_FROM_PX` up, where a full-size step costs
-    ~7 CPU-s, and Quick below, where full-size steps are cheap and Fast's few steps fall short (measured on
-    the bundled 128-px model: Fast 29.4 dB in 6.9 CPU-s, Quick 52.2 dB in 28 CPU-s; README). The page and
+    ~4 CPU-s at 512 px, and Quick below, where full-size steps are cheap and Fast's few steps fall short
+    (measured on the bundled 128-px model: Fast 30.4 dB in 3 CPU-s, Quick 52.0 dB in 21 CPU-s; README). The page and
     the CLI both start from this rule."""
     if device_type != "cpu":
         return "Best"
