@@ -5,7 +5,8 @@ to the latent early on, cosine ramp the learning rate up and down, and optimise 
 regularised towards spatially uncorrelated noise. The W+ stage then refines one w per layer from the W optimum.
 With `project_size` the projection fits the generator's image at a smaller size (`image_at`: the blocks above
 it are not run, forwards or backwards) to the target area-downsampled to it: the latent's coarse structure
-is what that image shows, and the pivotal tuning that follows fits the full-size detail.
+is what that image shows, and the pivotal tuning that follows fits the full-size detail. With `project_bf16`
+the image and the loss are computed under bfloat16 autocast where the CPU runs it (`projection_dtype`).
 The noise maps live in per-call tensors passed to `synthesis(noise_bufs=…)`: the generator is never modified,
 so one shared network can serve many concurrent inversions.
 """
