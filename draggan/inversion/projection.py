@@ -13,7 +13,6 @@ so one shared network can serve many concurrent inversions.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 
@@ -121,9 +120,7 @@ def _optimize(G: torch.nn.Module, latent: torch.Tensor, noise_bufs: dict[str, to
     params = [latent] + list(noise_bufs.values())
     for p in params:
         p.requires_grad_(True)
-    dtype = projection_dtype(G, config, latent.device)
-    precision = ((lambda: torch.autocast("cpu", dtype=dtype)) if dtype != torch.float32
-                 else contextlib.nullcontext)
+    bf16 = projection_dtype(G, config, latent.device) == torch.bfloat16
     opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=lr)
     for step in range(steps):
         tracker.check_cancel()
@@ -133,7 +130,7 @@ def _optimize(G: torch.nn.Module, latent: torch.Tensor, noise_bufs: dict[str, to
         scale = w_std * noise_factor * max(0.0, 1.0 - t / config.noise_ramp_length) ** 2
         w = latent + torch.randn(latent.shape, generator=generator).to(latent.device) * scale
         ws = w.expand(-1, G.num_ws, -1)
-        with precision():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             synth = (synthesize(G, ws, noise_bufs) if resolution == G.img_height
                      else G.synthesis.image_at(ws, resolution, noise_mode="const", noise_bufs=noise_bufs,
                                                fused_modconv=False)).float()
