@@ -49,7 +49,8 @@ def _malloc_trim():
     return trim
 
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -3, -4, -8   # glibc's mallopt parameters
+# glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -3, -4, -8
 MMAP_THRESHOLD_MAX = 32 * 2 ** 20   # the largest mmap threshold glibc accepts on 64-bit
 
 
