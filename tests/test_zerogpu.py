@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
+import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.recipes import DragRecord, Recipe
 from draggan.service import gpu, handlers, photo
+from draggan.server import forked as forked_module
 from draggan.server.forked import WorkerError, forked
 from draggan.service.gpu import StopFlag
 from draggan.service.models import ModelRef
@@ -198,6 +202,39 @@ def test_the_worker_is_kept_and_each_call_runs_in_a_thread_of_it():
     with pytest.raises(ValueError):
         failing()
     assert failing.pool.pids[0] != failing.pool.pids[1], "a worker whose call failed is not reused"
+
+
+def _ready(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_a_kept_worker_holds_none_of_the_servers_pipes_or_sockets():
+    """A worker forked while the server holds a pipe (a subprocess's stdin, as Playwright's driver and Gradio's
+    SSR server have) or a socket (a visitor's connection) lets go of its copies: when the server closes its
+    end, the other end sees it at once, not when the kept worker ends. The worker's own connection and
+    multiprocessing's sentinel stay: calls still work and ending the worker takes no timeout."""
+    read_end, write_end = os.pipe()
+    server_side, visitor_side = socket.socketpair()
+    call = forked(_where)
+    try:
+        call()
+        held = forked_module.pipes_and_sockets()
+        assert write_end in held and server_side.fileno() in held
+        os.close(write_end)
+        server_side.close()
+        assert _ready(read_end, 5) and os.read(read_end, 1) == b"", "the worker kept the pipe's write end open"
+        visitor_side.settimeout(5)
+        assert visitor_side.recv(1) == b"", "the worker kept the visitor's socket open"
+        (pid1, _), (pid2, _) = call(), call()
+        assert pid1 == pid2 == call.pool.pids[0], "the kept worker still serves calls over its own connection"
+        worker = call.pool._idle[0]
+        started = time.monotonic()
+        worker.end()
+        assert worker.process.exitcode == 0 and time.monotonic() - started < 4, "the worker ended on hang-up"
+    finally:
+        call.pool.close()
+        os.close(read_end)
+        visitor_side.close()
 
 
 def _tensor_back() -> torch.Tensor:

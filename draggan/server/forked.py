@@ -13,6 +13,11 @@ app.py`) catch code that would break on ZeroGPU: unpicklable arguments or result
 worker, and state a reused worker kept from an earlier call. One rule more than pickling: no `torch.Tensor`
 may cross the boundary, either way (a CUDA tensor cannot leave a ZeroGPU worker; GPU functions take and give
 numpy arrays and plain values). A worker whose call failed or was abandoned is ended, as spaces drops it.
+
+A worker lets go of the pipes and sockets it inherited from the server (clients' connections, the listening
+socket, a subprocess's stdin): it never uses them, and a copy held open in a kept worker would keep the other
+end from ever seeing the server close it (a browser connection never ending, a subprocess waiting on its
+stdin forever).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import functools
 import inspect
 import io
 import multiprocessing
+import os
 import pickle
+import stat
 import threading
 import traceback
 from typing import Any, Callable
@@ -79,8 +86,47 @@ def _call(fn: Callable, args: tuple, kwargs: dict, conn: Any, stop: Any) -> None
         conn.send_bytes(message)
 
 
-def _serve(fn: Callable, conn: Any, stop: Any) -> None:
+def pipes_and_sockets() -> dict[int, tuple[int, int]]:
+    """This process's open pipe and socket descriptors above stderr, each with its (device, inode)."""
+    folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    try:
+        numbers = [int(name) for name in os.listdir(folder)]
+    except OSError:
+        return {}
+    found = {}
+    for fd in numbers:
+        try:
+            info = os.fstat(fd)
+        except OSError:                   # the listing's own descriptor, closed already
+            continue
+        if fd > 2 and (stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode)):
+            found[fd] = (info.st_dev, info.st_ino)
+    return found
+
+
+def _let_go_of(inherited: dict[int, tuple[int, int]]) -> None:
+    """Point each of the server's pipes and sockets (`pipes_and_sockets()` taken before the fork) at /dev/null.
+
+    Only a descriptor that is still the same pipe or socket: multiprocessing's sentinel pipes, made after the
+    list, and this worker's end of its connection (left out of it) are kept. Redirected rather than closed: the
+    server's objects copied into this process still name those numbers, and a closed number could be reused by
+    a file the worker opens and then closed under it by one of them."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd, identity in inherited.items():
+            try:
+                info = os.fstat(fd)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) == identity:
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _serve(fn: Callable, conn: Any, stop: Any, inherited: dict[int, tuple[int, int]]) -> None:
     """The worker's main loop: each call that arrives runs in a new thread; ends when the caller hangs up."""
+    _let_go_of(inherited)
     torch.set_num_threads(1)  # OpenMP thread pools do not survive a fork
     while True:
         try:
@@ -100,8 +146,10 @@ class _Worker:
     def __init__(self, fn: Callable) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child = ctx.Pipe(duplex=True)
+        inherited = pipes_and_sockets()   # the server's, and the caller's end of this pipe: a hang-up then ends it
+        inherited.pop(child.fileno())
         self.stop = ctx.Event()
-        self.process = ctx.Process(target=_serve, args=(fn, child, self.stop), daemon=True)
+        self.process = ctx.Process(target=_serve, args=(fn, child, self.stop, inherited), daemon=True)
         self.process.start()
         child.close()
         self.calls = 0
