@@ -12,7 +12,6 @@ import os
 import select
 import socket
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,7 @@ from draggan import settings
 from draggan.engine import snapshot as snapshots
 from draggan.recipes import DragRecord, Recipe
 from draggan.service import gpu, handlers, photo
-from draggan.server import forked as forked_module
-from draggan.server.forked import WorkerError, forked
+from draggan.server.forked import WorkerError, forked, pipes_and_sockets
 from draggan.service.gpu import StopFlag
 from draggan.service.models import ModelRef
 from draggan.service.models import shared_cache
@@ -212,13 +210,13 @@ def test_a_kept_worker_holds_none_of_the_servers_pipes_or_sockets():
     """A worker forked while the server holds a pipe (a subprocess's stdin, as Playwright's driver and Gradio's
     SSR server have) or a socket (a visitor's connection) lets go of its copies: when the server closes its
     end, the other end sees it at once, not when the kept worker ends. The worker's own connection and
-    multiprocessing's sentinel stay: calls still work and ending the worker takes no timeout."""
+    multiprocessing's sentinel stay: calls still work, and the worker exits by itself when its caller hangs up."""
     read_end, write_end = os.pipe()
     server_side, visitor_side = socket.socketpair()
     call = forked(_where)
     try:
         call()
-        held = forked_module.pipes_and_sockets()
+        held = pipes_and_sockets()
         assert write_end in held and server_side.fileno() in held
         os.close(write_end)
         server_side.close()
@@ -228,9 +226,8 @@ def test_a_kept_worker_holds_none_of_the_servers_pipes_or_sockets():
         (pid1, _), (pid2, _) = call(), call()
         assert pid1 == pid2 == call.pool.pids[0], "the kept worker still serves calls over its own connection"
         worker = call.pool._idle[0]
-        started = time.monotonic()
         worker.end()
-        assert worker.process.exitcode == 0 and time.monotonic() - started < 4, "the worker ended on hang-up"
+        assert worker.process.exitcode == 0, "the worker ended on hang-up, not by end()'s kill after its timeout"
     finally:
         call.pool.close()
         os.close(read_end)
