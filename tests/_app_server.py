@@ -18,7 +18,9 @@ FIXTURE_MODELS = {"Tiny StyleGAN2": DATA / "stylegan2-tiny-64.pkl", "Tiny StyleG
 @contextlib.contextmanager
 def launched_app(monkeypatch, env: dict[str, str] | None = None) -> Iterator[tuple[str, object]]:
     """Yield (url, demo) of the app launched in-process on a free localhost port: offline, CPU, the fixture
-    models registered, then `env` (which may replace them); its reaper stopped and the app closed afterwards."""
+    models registered, then `env` (which may replace them); its reaper stopped, the app closed and its SSR Node
+    server stopped afterwards (`Blocks.close` leaves that to Gradio's SIGTERM/SIGINT handler, which a test never
+    sends, so each SSR launch would leave a Node process behind)."""
     variables = {"DRAGGAN_EXTRA_MODELS": os.pathsep.join(f"{k}={v}" for k, v in FIXTURE_MODELS.items()),
                  "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
     for name, value in variables.items():
@@ -39,6 +41,9 @@ def launched_app(monkeypatch, env: dict[str, str] | None = None) -> Iterator[tup
     finally:
         demo.reaper.stop()
         demo.close()
+        if getattr(demo, "node_process", None) is not None:
+            from gradio.node_server import stop_node_process
+            stop_node_process(demo.node_process)
 
 
 @contextlib.contextmanager
